@@ -1,0 +1,50 @@
+"""The model adapter interface: what the gateway needs from any scoring model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+
+class AdapterError(Exception):
+    """The model artifact cannot be used."""
+
+
+class UnknownAdapterError(AdapterError):
+    """No adapter of that kind is registered."""
+
+
+class UntrustedArtifactError(AdapterError):
+    """The artifact needs types the deployment does not trust."""
+
+
+@dataclass(frozen=True)
+class NativeModel:
+    """A model's insides, for exact explainers: the fitted pipeline, its preprocessing and final estimator."""
+
+    pipeline: Any
+    preprocessor: Any | None
+    estimator: Any
+    positive_class: Any
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """Score raw rows; say what the model is; expose its insides when it has any."""
+
+    kind: ClassVar[str]
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """Return the probability of the positive class for each row, shape (n,)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Return a JSON-able description (kind, estimator class, classes, ...)."""
+        ...
+
+    def native(self) -> NativeModel | None:
+        """Return the fitted pipeline's parts, or None for an opaque model."""
+        ...

@@ -1,0 +1,66 @@
+"""Helpers shared by the JSON blueprints: authentication, JSON responses, validation errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Response, request
+from pydantic import ValidationError
+
+from gateway.auth import Principal, authenticate, require_role
+from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType, ValidationFailed, error_response
+from gateway.extensions import db
+from gateway.models import Role
+
+ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for every status
+
+# Path models whose validation failure means "no such resource", not "bad request".
+PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath"}
+
+
+def principal(*roles: Role) -> Principal:
+    """Authenticate the caller's API key and check its role."""
+    who = authenticate(db.session, request.headers.get("Authorization"))
+    if roles:
+        require_role(who, *roles)
+    return who
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status=status, headers=headers, mimetype="application/json")
+
+
+def request_hash(*parts: Any) -> str:
+    """Hash a request's meaning (path parameters and parsed body), not its whitespace."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def validation_error_response(exc: ValidationError) -> Response:
+    """Map a pydantic error to 404 (bad path), 415 (not JSON), 400 (malformed JSON) or 422 (bad values)."""
+    err: GatewayError
+    if exc.title in PATH_MODELS:
+        err = NotFound("The resource does not exist.")
+    elif request.method in ("POST", "PUT", "PATCH") and not request.is_json:
+        err = UnsupportedMediaType()
+    elif request.method in ("POST", "PUT", "PATCH") and request.get_json(silent=True) is None:
+        err = BadRequest("the request body is not valid JSON", code="malformed_json")
+    else:
+        details = [
+            {
+                "field": ".".join(str(p) for p in e["loc"]) or "body",
+                "rule": e["type"],
+                "message": _message(e),
+            }
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        err = ValidationFailed(f"{len(details)} invalid field(s)", details=details)
+    return error_response(err)

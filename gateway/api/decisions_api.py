@@ -1,0 +1,53 @@
+"""Decisions: the agency's call that scores and records, and reading a decision back."""
+
+from __future__ import annotations
+
+from flask import Response, request
+from flask_openapi3 import APIBlueprint, Tag
+
+from gateway import decisions
+from gateway.api.common import ERRORS, json_response, principal, request_hash
+from gateway.api.schemas import DecisionCreated, DecisionOut, DecisionPath, DecisionRequest, ModelPath
+from gateway.errors import BadRequest
+from gateway.models import Role
+
+bp = APIBlueprint("decisions", __name__, url_prefix="/v1", abp_tags=[Tag(name="decisions")])
+BEARER = [{"bearer": []}]
+
+
+def _idempotency_key() -> str:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        raise BadRequest("the Idempotency-Key header is required (1 to 255 printable characters)", code="idempotency_key_required")
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise BadRequest("the Idempotency-Key header must be 1 to 255 printable ASCII characters", code="idempotency_key_invalid")
+    return key
+
+
+@bp.post("/models/<name>/decisions", security=BEARER, responses={201: DecisionCreated, **ERRORS})
+def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
+    """Score one application with the model and record the decision before answering (agency)."""
+    who = principal(Role.AGENCY)
+    key = _idempotency_key()
+    data = decisions.DecisionInput(
+        iin=body.subject.iin,
+        language=body.subject.language,
+        contact=body.subject.contact.model_dump(exclude_none=True),
+        features=body.features,
+        operator=body.operator,
+        reference=body.reference,
+    )
+    stored = decisions.record_decision(
+        who, path.name, data, idempotency_key=key, request_hash=request_hash(path.name, request.get_json())
+    )
+    headers = {"Location": f"/v1/decisions/{stored.resource_id}"}
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(stored.body, status=stored.status, headers=headers, mimetype="application/json")
+
+
+@bp.get("/decisions/<decision_id>", security=BEARER, responses={200: DecisionOut, **ERRORS})
+def get_decision(path: DecisionPath) -> Response:
+    """Read a decision: its outcome, effective outcome and notification status (the agency that made it)."""
+    who = principal(Role.AGENCY)
+    return json_response(decisions.decision_view(who, path.decision_id))

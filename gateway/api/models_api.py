@@ -1,0 +1,131 @@
+"""The algorithm register: list models, read a model's notice and schema, register and suspend."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Response, current_app, request
+from flask_openapi3 import APIBlueprint, Tag
+
+from gateway import registry
+from gateway.api.common import ERRORS, json_response, principal
+from gateway.api.schemas import (
+    BlobPath,
+    BlobStored,
+    ModelDetail,
+    ModelList,
+    ModelPath,
+    ModelRegistered,
+    ModelRegistration,
+    SuspendRequest,
+)
+from gateway.db import write_transaction
+from gateway.decisions import isoformat
+from gateway.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from gateway.extensions import db
+from gateway.manifest import Manifest
+from gateway.models import Blob, Role, ScoringModel
+
+bp = APIBlueprint("models", __name__, url_prefix="/v1", abp_tags=[Tag(name="models")])
+BEARER = [{"bearer": []}]
+
+
+def _summary(row: ScoringModel) -> dict[str, object]:
+    notice = row.manifest["notice"]
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    return {
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "risk_class": row.risk_class,
+        "sha256": row.artifact_sha256,
+        "purpose": notice["purpose"],
+        "owner": notice["owner"],
+        "links": {"model": f"{base}/v1/models/{row.name}", "decisions": f"{base}/v1/models/{row.name}/decisions"},
+    }
+
+
+@bp.get("/models", responses={200: ModelList})
+def list_models() -> Response:
+    """The algorithm register: every model currently making decisions."""
+    return json_response({"models": [_summary(r) for r in registry.list_models(serving_only=True)]})
+
+
+@bp.get("/models/<name>", responses={200: ModelDetail, **ERRORS})
+def get_model(path: ModelPath) -> Response:
+    """A model's pre-use notice and feature schema (enough to build a valid decision request)."""
+    row = registry.public_model(path.name)
+    m = row.manifest
+    return json_response(
+        {
+            "name": row.name,
+            "version": row.version,
+            "status": row.status,
+            "sha256": row.artifact_sha256,
+            "risk_class": row.risk_class,
+            "role_of_ai": m["role_of_ai"],
+            "notice": m["notice"],
+            "features": m["features"],
+            "policy": {k: m["policy"][k] for k in ("outcome_above", "outcome_below", "adverse_outcome", "outcome_labels")},
+            "registered_at": isoformat(row.registered_at),
+        }
+    )
+
+
+@bp.put("/blobs/<sha256>", security=BEARER, responses={201: BlobStored, 200: BlobStored, **ERRORS})
+def put_blob(path: BlobPath) -> Response:
+    """Upload a model artifact or background file (application/octet-stream); its sha256 is its name."""
+    principal(Role.ADMIN)
+    if request.mimetype != "application/octet-stream":
+        raise UnsupportedMediaType("upload the file as application/octet-stream")
+    limit = int(current_app.config["MAX_ARTIFACT_BYTES"])
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"files are limited to {limit} bytes")
+    request.max_content_length = limit
+    data = request.get_data()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != path.sha256:
+        raise ValidationFailed(
+            "the uploaded bytes do not match the sha256 in the URL",
+            details=[{"field": "sha256", "rule": "content_hash", "message": f"content hashes to {actual}"}],
+        )
+    existed = db.session.get(Blob, actual) is not None
+    with write_transaction():
+        registry.store_blob(data)
+    return json_response({"sha256": actual, "size": len(data)}, 200 if existed else 201)
+
+
+def _stored(sha: str | None) -> bytes | None:
+    if sha is None:
+        return None
+    blob = db.session.get(Blob, sha)
+    if blob is None:
+        raise ValidationFailed(
+            f"no uploaded file has sha256 {sha}; PUT it to /v1/blobs/{sha} first",
+            details=[{"field": "sha256", "rule": "uploaded", "message": "upload the file first"}],
+        )
+    return bytes(blob.data)
+
+
+@bp.post("/models", security=BEARER, responses={201: ModelRegistered, 200: ModelRegistered, **ERRORS})
+def register_model(body: ModelRegistration) -> Response:
+    """Register a model version from its manifest (admin); `activate` makes it the serving version."""
+    who = principal(Role.ADMIN)
+    manifest = Manifest.model_validate(body.model_dump(exclude={"activate"}))
+    artifact = _stored(manifest.sha256)
+    assert artifact is not None
+    background = _stored(manifest.explanation.background_sha256)
+    with write_transaction():
+        row, created = registry.register(manifest, artifact, background, activate=body.activate, registered_by=who.name)
+        result = {"name": row.name, "version": row.version, "status": row.status, "sha256": row.artifact_sha256, "created": created}
+    return json_response(result, 201 if created else 200)
+
+
+@bp.post("/models/<name>/suspend", security=BEARER, responses={200: ModelRegistered, **ERRORS})
+def suspend_model(path: ModelPath, body: SuspendRequest) -> Response:
+    """The kill switch: stop a model making decisions at once (admin)."""
+    principal(Role.ADMIN)
+    with write_transaction():
+        row = registry.suspend(path.name, body.reason)
+        result = {"name": row.name, "version": row.version, "status": row.status, "sha256": row.artifact_sha256, "created": False}
+    return json_response(result)

@@ -1,0 +1,207 @@
+"""Request and response models: they validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+
+from gateway.identity import InvalidIIN, validate_iin
+from gateway.manifest import Manifest
+
+Language = Literal["kk", "ru", "en"]
+FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Contact(_Strict):
+    """How to reach the person: an email address, a webhook of the agency's citizen channel, or both."""
+
+    email: Annotated[str, Field(max_length=254)] | None = None
+    webhook: Annotated[str, Field(max_length=2000)] | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"not a valid email address: {exc}") from None
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an absolute https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials")
+        return value
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Contact:
+        if self.email is None and self.webhook is None:
+            raise ValueError("give at least one of email or webhook")
+        return self
+
+
+class Subject(_Strict):
+    """The person the decision is about."""
+
+    iin: Annotated[str, Field(description="12-digit individual identification number (IIN); never stored")]
+    language: Language
+    contact: Contact
+
+    @field_validator("iin")
+    @classmethod
+    def _iin(cls, value: str) -> str:
+        try:
+            return validate_iin(value)
+        except InvalidIIN as exc:
+            raise ValueError(str(exc)) from None
+
+
+class DecisionRequest(_Strict):
+    subject: Subject
+    features: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(max_length=500)
+    operator: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The officer who operated the system, if any"
+    )
+    reference: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The caller's own reference for this application"
+    )
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str
+
+
+class DecisionLinks(BaseModel):
+    decision: str
+    explanation: str
+    review: str
+
+
+class DecisionCreated(BaseModel):
+    decision_id: str
+    model: ModelRef
+    score: float
+    outcome: str
+    adverse: bool
+    created_at: str
+    links: DecisionLinks
+
+
+class NotificationStatusOut(BaseModel):
+    id: str
+    kind: str
+    channel: str
+    status: Literal["pending", "retrying", "delivered", "dead"]
+    attempts: int
+    delivered_at: str | None
+
+
+class DecisionOut(BaseModel):
+    decision_id: str
+    model: ModelRef
+    score: float
+    outcome: str
+    adverse: bool
+    effective_outcome: str
+    role_of_ai: str
+    language: str
+    inputs: dict[str, Any]
+    operator: str | None
+    reference: str | None
+    created_at: str
+    notifications: list[NotificationStatusOut]
+    links: DecisionLinks
+
+
+class ModelPath(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$", max_length=100)]
+
+
+class DecisionPath(_Strict):
+    decision_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    status: str
+    risk_class: str
+    sha256: str
+    purpose: dict[str, str | None]
+    owner: dict[str, str | None]
+    links: dict[str, str]
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class ModelRegistration(Manifest):
+    """A manifest; the artifact (and background data) must have been uploaded to /v1/blobs first."""
+
+    activate: bool = False
+
+
+class ModelDetail(BaseModel):
+    name: str
+    version: str
+    status: str
+    sha256: str
+    risk_class: str
+    role_of_ai: str
+    notice: dict[str, Any]
+    features: list[dict[str, Any]]
+    policy: dict[str, Any]
+    registered_at: str
+
+
+class ModelRegistered(BaseModel):
+    name: str
+    version: str
+    status: str
+    sha256: str
+    created: bool
+
+
+class SuspendRequest(_Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class BlobPath(_Strict):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class BlobStored(BaseModel):
+    sha256: str
+    size: int
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = {}

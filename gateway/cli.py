@@ -1,0 +1,238 @@
+"""The `gateway` command: init, serve, db, models, keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
+
+
+def _create_app() -> Any:
+    from gateway import create_app
+    from gateway.errors import ConfigError
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, load_dotenv=False)
+def main() -> None:
+    """Decision-rights gateway."""
+
+
+main.add_command(routes_command)
+main.add_command(shell_command)
+
+
+def _instance_path() -> Path:
+    env = os.environ.get("GATEWAY_INSTANCE_PATH")
+    if env:
+        return Path(env)
+    from flask import Flask
+
+    return Path(Flask("gateway").instance_path)
+
+
+@main.command("init", with_appcontext=False)
+def init_command() -> None:
+    """Write random secrets into instance/config.py unless it exists (development and `make run`)."""
+    folder = _instance_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.py"
+    if path.exists():
+        click.echo(f"{path} exists; keeping it")
+        return
+    text = (
+        "# Written by `gateway init`. Keep this file secret; losing CONTACT_KEY loses contact details,\n"
+        "# changing SUBJECT_KEY makes earlier decisions unfindable by IIN.\n"
+        f"SUBJECT_KEY = {secrets.token_hex(32)!r}\n"
+        f"CONTACT_KEY = {secrets.token_hex(32)!r}\n"
+        f"SECRET_KEY = {secrets.token_hex(32)!r}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    click.echo(f"wrote {path}")
+
+
+@main.command("serve", with_appcontext=False)
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="host:port to listen on")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--timeout", default=30, show_default=True, type=int, help="worker timeout, seconds")
+@click.option("--access-log/--no-access-log", default=False)
+def serve_command(bind: str, workers: int, timeout: int, access_log: bool) -> None:
+    """Serve the gateway with gunicorn; the app and its models are loaded once, before forking."""
+    from gateway.server import serve
+
+    serve(bind=bind, workers=workers, timeout=timeout, access_log=access_log)
+
+
+@main.group("models")
+def models_group() -> None:
+    """Register, list, activate and suspend models."""
+
+
+@models_group.command("register")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--activate/--no-activate", default=False, help="make this version the serving one")
+@with_appcontext
+def models_register(manifest: Path, activate: bool) -> None:
+    """Register a model version from MANIFEST (TOML or JSON) and its artifact."""
+    from pydantic import ValidationError
+
+    from gateway import registry
+    from gateway.db import write_transaction
+    from gateway.errors import GatewayError
+    from gateway.manifest import load_manifest
+
+    try:
+        parsed, folder = load_manifest(manifest)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid manifest {manifest}:\n{exc}") from None
+    if parsed.artifact is None:
+        raise click.ClickException("the manifest has no 'artifact' path")
+    artifact = (folder / parsed.artifact).read_bytes()
+    background = None
+    if parsed.explanation.background:
+        background = (folder / parsed.explanation.background).read_bytes()
+    try:
+        with write_transaction():
+            row, created = registry.register(parsed, artifact, background, activate=activate, registered_by="cli")
+            status = row.status
+    except GatewayError as exc:
+        detail = f"\n{json.dumps(exc.details, indent=2, ensure_ascii=False)}" if exc.details else ""
+        raise click.ClickException(f"{exc.message}{detail}") from None
+    word = "registered" if created else "already registered"
+    click.echo(f"{word}: {parsed.name} {parsed.version} ({status}) sha256={parsed.sha256}")
+
+
+@models_group.command("list")
+@with_appcontext
+def models_list() -> None:
+    """List every registered model version."""
+    from gateway import registry
+
+    for row in registry.list_models(serving_only=False):
+        click.echo(f"{row.name}\t{row.version}\t{row.status}\t{row.risk_class}\t{row.artifact_sha256[:12]}")
+
+
+@models_group.command("activate")
+@click.argument("name")
+@click.argument("version")
+@with_appcontext
+def models_activate(name: str, version: str) -> None:
+    """Make VERSION the serving version of NAME."""
+    from gateway import registry
+    from gateway.db import write_transaction
+    from gateway.errors import GatewayError
+
+    try:
+        with write_transaction():
+            registry.activate_version(name, version)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"active: {name} {version}")
+
+
+@models_group.command("suspend")
+@click.argument("name")
+@click.option("--reason", required=True)
+@with_appcontext
+def models_suspend(name: str, reason: str) -> None:
+    """Stop NAME making decisions at once (the kill switch)."""
+    from gateway import registry
+    from gateway.db import write_transaction
+    from gateway.errors import GatewayError
+
+    try:
+        with write_transaction():
+            registry.suspend(name, reason)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"suspended: {name}")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys_group.command("create")
+@click.option("--role", required=True, type=click.Choice(["agency", "reviewer", "auditor", "admin"]))
+@click.option("--name", required=True, help="unique name of the client")
+@click.option("--body", default=None, help="the organisation the client acts for (default: the name)")
+@click.option("--if-none", is_flag=True, help="do nothing when a client of this role already exists")
+@with_appcontext
+def keys_create(role: str, name: str, body: str | None, if_none: bool) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from sqlalchemy import select
+
+    from gateway.auth import create_key
+    from gateway.db import write_transaction
+    from gateway.errors import GatewayError
+    from gateway.extensions import db
+    from gateway.models import ApiClient
+
+    if if_none and db.session.execute(
+        select(ApiClient.id).where(ApiClient.role == role, ApiClient.revoked_at.is_(None))
+    ).first():
+        click.echo(f"an active {role} key exists already; not creating another", err=True)
+        return
+    try:
+        with write_transaction():
+            _, key = create_key(name=name, role=role, body=body)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(key)
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """List API clients (never their keys)."""
+    from sqlalchemy import select
+
+    from gateway.extensions import db
+    from gateway.models import ApiClient
+
+    for c in db.session.execute(select(ApiClient).order_by(ApiClient.created_at)).scalars():
+        state = "revoked" if c.revoked_at else "active"
+        click.echo(f"{c.name}\t{c.role}\t{c.body}\t{c.key_prefix}…\t{state}")
+
+
+@keys_group.command("revoke")
+@click.argument("name")
+@with_appcontext
+def keys_revoke(name: str) -> None:
+    """Revoke the key of client NAME at once."""
+    from gateway.auth import revoke_key
+    from gateway.db import write_transaction
+    from gateway.errors import GatewayError
+
+    try:
+        with write_transaction():
+            revoke_key(name)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"revoked: {name}")
+
+
+@main.command("config-check")
+@with_appcontext
+def config_check() -> None:
+    """Print where the database and instance folder are."""
+    click.echo(f"instance: {current_app.instance_path}")
+    click.echo(f"database: {current_app.config['SQLALCHEMY_DATABASE_URI']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Configuration: defaults → instance config.py → GATEWAY_* environment → test mapping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from gateway.errors import ConfigError
+
+# Types that skops may instantiate when loading a model artifact. The list lives here (and in the
+# deployment's config), never in the artifact: skops is an audited loader, not a sandbox.
+SKOPS_TRUSTED_TYPES = [
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.dummy.DummyRegressor",
+    "sklearn.dummy.DummyClassifier",
+    "numpy.dtype",
+    "builtins.slice",
+]
+
+DEFAULTS: dict[str, Any] = {
+    # sqlite:///gateway.db is relative to the instance folder.
+    "DATABASE_URL": "sqlite:///gateway.db",
+    # Secrets: no defaults. `gateway init` writes random ones into instance/config.py.
+    "SUBJECT_KEY": None,  # HMAC key for the subject reference (hex, >= 32 bytes)
+    "CONTACT_KEY": None,  # AES-256-GCM key for contact details (hex, 32 bytes)
+    "SECRET_KEY": None,  # signs capability links and forms
+    "PUBLIC_BASE_URL": "http://127.0.0.1:8080",
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "MAX_ARTIFACT_BYTES": 256 * 1024 * 1024,
+    "ALLOW_PICKLE": False,
+    "SKOPS_TRUSTED_TYPES": SKOPS_TRUSTED_TYPES,
+    "LANGUAGES": ["kk", "ru", "en"],
+    "SQLITE_BUSY_TIMEOUT_S": 30.0,
+    "RISK_ASSESSMENT_MAX_AGE_DAYS": 365,
+    "LOAD_MODELS_ON_START": False,
+    "JSON_SORT_KEYS": False,
+}
+
+
+def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Fill app.config in the fixed order and check what must be set."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("GATEWAY")
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(app.config["DATABASE_URL"])
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    _check_secrets(app)
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _hex_key(app: Flask, name: str, length: int | None, minimum: int = 32) -> bytes:
+    value = app.config.get(name)
+    if not value:
+        raise ConfigError(
+            f"GATEWAY_{name} is not set: run `gateway init` to write random keys into the instance "
+            f"folder ({app.instance_path}), or set the environment variable"
+        )
+    try:
+        key = bytes.fromhex(value) if isinstance(value, str) else bytes(value)
+    except ValueError:
+        raise ConfigError(f"GATEWAY_{name} must be hex") from None
+    if (length is not None and len(key) != length) or len(key) < minimum:
+        want = f"exactly {length}" if length else f"at least {minimum}"
+        raise ConfigError(f"GATEWAY_{name} must be {want} bytes ({2 * (length or minimum)} hex characters)")
+    return key
+
+
+def _check_secrets(app: Flask) -> None:
+    app.config["SUBJECT_KEY_BYTES"] = _hex_key(app, "SUBJECT_KEY", None)
+    app.config["CONTACT_KEY_BYTES"] = _hex_key(app, "CONTACT_KEY", 32)
+    if not app.config.get("SECRET_KEY"):
+        raise ConfigError("GATEWAY_SECRET_KEY is not set: run `gateway init` or set the environment variable")

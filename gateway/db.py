@@ -1,0 +1,67 @@
+"""Engine set-up: SQLite durability and locking, PostgreSQL pooling; write transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
+
+from gateway.extensions import db
+
+
+def engine_options(app: Flask) -> dict[str, Any]:
+    """Return SQLAlchemy engine options for the configured database."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    options: dict[str, Any] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if url.startswith("sqlite"):
+        options.setdefault("connect_args", {})
+        options["connect_args"].setdefault("timeout", float(app.config["SQLITE_BUSY_TIMEOUT_S"]))
+        options["connect_args"].setdefault("check_same_thread", False)
+    else:
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_size", 10)
+    return options
+
+
+def configure_engine(engine: Engine) -> None:
+    """On SQLite: WAL, synchronous=FULL, foreign keys, and explicit BEGIN (IMMEDIATE for writers)."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event emit BEGIN itself, instead of pysqlite's implicit one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A deferred transaction that reads and then writes fails at once with "database is locked"
+        # when another writer committed in between; writers take the lock up front instead.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write_transaction() -> Iterator[Session]:
+    """Run one use case's writes in one transaction that holds the write lock from its start."""
+    session = db.session()  # the request's (or command's) Session behind the scoped proxy
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("write_transaction() entered with unflushed changes in the session")
+        session.commit()  # end the read transaction that came before
+    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,252 @@
+"""Record an automated decision: score, decide, and write everything in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from gateway import registry
+from gateway.audit import leaf_values
+from gateway.auth import Principal
+from gateway.db import write_transaction
+from gateway.errors import Conflict, DatabaseUnavailable, ModelUnavailable, NotFound, ValidationFailed
+from gateway.extensions import db
+from gateway.features import validate_features
+from gateway.identity import ContactCipher, subject_ref
+from gateway.models import Decision, IdempotencyRecord, LogLeaf, ModelStatus, Notification, NotificationStatus, ScoringModel
+
+NOTICE = "decision_notice"
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    """A validated decision request, as plain values."""
+
+    iin: str
+    language: str
+    contact: dict[str, str]
+    features: dict[str, Any]
+    operator: str | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The response to send: the first one for this Idempotency-Key, byte for byte."""
+
+    status: int
+    body: bytes
+    resource_id: str
+    replayed: bool
+
+
+def isoformat(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def links(decision_id: str) -> dict[str, str]:
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    return {
+        "decision": f"{base}/v1/decisions/{decision_id}",
+        "explanation": f"{base}/v1/decisions/{decision_id}/explanation",
+        "review": f"{base}/v1/decisions/{decision_id}/reviews",
+    }
+
+
+def _cipher() -> ContactCipher:
+    ext = current_app.extensions
+    if "gateway.cipher" not in ext:
+        ext["gateway.cipher"] = ContactCipher(current_app.config["CONTACT_KEY_BYTES"])
+    cipher: ContactCipher = ext["gateway.cipher"]
+    return cipher
+
+
+def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | None:
+    found = db.session.execute(
+        select(IdempotencyRecord.request_hash, IdempotencyRecord.status_code, IdempotencyRecord.response_body,
+               IdempotencyRecord.resource_id)
+        .where(IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key)
+    ).first()
+    if found is None:
+        return None
+    if found.request_hash != request_hash:
+        raise ValidationFailed(
+            "this Idempotency-Key was used with a different request body; use a new key for a new request",
+            code="idempotency_key_reused",
+            details=[{"field": "Idempotency-Key", "rule": "same_body", "message": "key already used with another body"}],
+        )
+    return StoredResponse(found.status_code, bytes(found.response_body), found.resource_id, True)
+
+
+def serving_model(name: str) -> registry.LoadedModel:
+    """Return the loaded serving version of `name`, or raise NotFound / ModelUnavailable."""
+    row = db.session.execute(
+        select(ScoringModel.id, ScoringModel.status).where(ScoringModel.name == name, ScoringModel.status.in_(registry.SERVING))
+    ).first()
+    if row is None:
+        raise NotFound(f"no model named {name!r} is being served")
+    if row.status == ModelStatus.SUSPENDED:
+        raise ModelUnavailable(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
+    loaded = registry.cache().get(row.id)
+    registry.check_risk_assessment(loaded.manifest)
+    return loaded
+
+
+def record_decision(
+    principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str
+) -> StoredResponse:
+    """Score `data` with the serving model and record the decision durably; return the response to send."""
+    replay = _replay(principal.id, idempotency_key, request_hash)
+    if replay is not None:
+        return replay
+    model = serving_model(model_name)
+    manifest = model.manifest
+    if data.language not in current_app.config["LANGUAGES"]:
+        raise ValidationFailed(
+            f"language {data.language!r} is not offered by this deployment",
+            details=[{"field": "subject.language", "rule": "language",
+                      "message": f"must be one of {current_app.config['LANGUAGES']}"}],
+        )
+    row = validate_features(manifest, data.features)
+    db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
+
+    try:
+        score = model.score([row])[0]
+    except Exception as exc:
+        current_app.logger.exception("model %s %s failed to score", model.name, model.version)
+        raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
+    outcome, adverse = manifest.policy.decide(score)
+
+    now = registry.utcnow()
+    decision_id = registry.new_id("dec")
+    ref = subject_ref(data.iin, current_app.config["SUBJECT_KEY_BYTES"])
+    contact = json.dumps(data.contact, sort_keys=True).encode()
+    created = isoformat(now)
+    body = {
+        "decision_id": decision_id,
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "score": score,
+        "outcome": outcome,
+        "adverse": adverse,
+        "created_at": created,
+        "links": links(decision_id),
+    }
+    body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    audit_record = {
+        "decision_id": decision_id,
+        "model": body["model"],
+        "subject_ref": ref,
+        "inputs": row,
+        "score": score,
+        "outcome": outcome,
+        "adverse": adverse,
+        "role_of_ai": manifest.role_of_ai,
+        "client_id": principal.id,
+        "operator": data.operator,
+        "created_at": created,
+    }
+    notifications = [
+        {
+            "id": registry.new_id("ntf"),
+            "decision_id": decision_id,
+            "kind": NOTICE,
+            "channel": channel,
+            "language": data.language,
+            "status": NotificationStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for channel in sorted(data.contact)
+    ]
+    try:
+        with write_transaction() as session:
+            session.execute(
+                insert(Decision.__table__),
+                {
+                    "id": decision_id,
+                    "model_id": model.id,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "artifact_sha256": model.sha256,
+                    "client_id": principal.id,
+                    "subject_ref": ref,
+                    "contact_ciphertext": _cipher().encrypt(contact, record_id=decision_id),
+                    "language": data.language,
+                    "inputs": row,
+                    "score": score,
+                    "outcome": outcome,
+                    "adverse": adverse,
+                    "role_of_ai": manifest.role_of_ai,
+                    "operator": data.operator,
+                    "reference": data.reference,
+                    "created_at": now,
+                    "effective_outcome": outcome,
+                },
+            )
+            session.execute(insert(Notification.__table__), notifications)
+            session.execute(insert(LogLeaf.__table__), leaf_values("decision:recorded", decision_id, audit_record, now))
+            session.execute(
+                insert(IdempotencyRecord.__table__),
+                {
+                    "client_id": principal.id,
+                    "key": idempotency_key,
+                    "request_hash": request_hash,
+                    "resource_id": decision_id,
+                    "status_code": 201,
+                    "response_body": body_bytes,
+                    "created_at": now,
+                },
+            )
+    except IntegrityError:
+        # A concurrent request with the same key committed first: answer with its response.
+        replay = _replay(principal.id, idempotency_key, request_hash)
+        if replay is None:
+            raise Conflict("a request with this Idempotency-Key is in progress; retry later") from None
+        return replay
+    except DBAPIError as exc:
+        current_app.logger.error("decision not recorded: %s", exc)
+        raise DatabaseUnavailable() from exc
+    return StoredResponse(201, body_bytes, decision_id, False)
+
+
+def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
+    """Return a decision to the agency client that made it; anyone else gets NotFound."""
+    decision = db.session.get(Decision, decision_id)
+    if decision is None or decision.client_id != principal.id:
+        raise NotFound("The resource does not exist.")
+    notes = db.session.execute(
+        select(Notification).where(Notification.decision_id == decision_id).order_by(Notification.created_at, Notification.id)
+    ).scalars()
+    return {
+        "decision_id": decision.id,
+        "model": {"name": decision.model_name, "version": decision.model_version, "sha256": decision.artifact_sha256},
+        "score": decision.score,
+        "outcome": decision.outcome,
+        "adverse": decision.adverse,
+        "effective_outcome": decision.effective_outcome,
+        "role_of_ai": decision.role_of_ai,
+        "language": decision.language,
+        "inputs": decision.inputs,
+        "operator": decision.operator,
+        "reference": decision.reference,
+        "created_at": isoformat(decision.created_at),
+        "notifications": [
+            {
+                "id": n.id,
+                "kind": n.kind,
+                "channel": n.channel,
+                "status": n.status,
+                "attempts": n.attempts,
+                "delivered_at": isoformat(n.delivered_at) if n.delivered_at else None,
+            }
+            for n in notes
+        ],
+        "links": links(decision.id),
+    }

@@ -1,0 +1,88 @@
+"""Check raw feature values against a model's declared schema; build the frame the model scores."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from gateway.errors import ValidationFailed
+from gateway.manifest import Feature, Manifest
+
+
+def _problem(field: str, rule: str, message: str) -> dict[str, str]:
+    return {"field": field, "rule": rule, "message": message}
+
+
+def check_value(feature: Feature, value: Any, field: str) -> dict[str, str] | None:
+    """Return a problem naming the field and the rule, or None when the value is valid."""
+    if feature.type == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _problem(field, "type", f"must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            return _problem(field, "finite", "must be a finite number")
+        if feature.integer and float(value) != int(value):
+            return _problem(field, "integer", f"must be a whole number, got {value}")
+        if feature.min is not None and value < feature.min:
+            return _problem(field, "min", f"must be at least {feature.min:g}, got {value}")
+        if feature.max is not None and value > feature.max:
+            return _problem(field, "max", f"must be at most {feature.max:g}, got {value}")
+    elif feature.type == "category":
+        if not isinstance(value, str):
+            return _problem(field, "type", f"must be a string (one of the categories), got {type(value).__name__}")
+        assert feature.categories is not None
+        if value not in feature.categories:
+            return _problem(field, "category", f"must be one of {feature.categories}, got {value!r}")
+    elif not isinstance(value, bool):
+        return _problem(field, "type", f"must be true or false, got {type(value).__name__}")
+    return None
+
+
+def validate_features(manifest: Manifest, values: dict[str, Any], prefix: str = "features") -> dict[str, Any]:
+    """Return the values in schema order, or raise ValidationFailed listing every problem."""
+    problems: list[dict[str, str]] = []
+    known = {f.name for f in manifest.features}
+    for name in sorted(set(values) - known):
+        problems.append(
+            _problem(f"{prefix}.{name}", "unknown", f"model {manifest.name} {manifest.version} has no feature {name!r}")
+        )
+    row: dict[str, Any] = {}
+    for feature in manifest.features:
+        field = f"{prefix}.{feature.name}"
+        if feature.name not in values:
+            problems.append(_problem(field, "required", "is required"))
+            continue
+        problem = check_value(feature, values[feature.name], field)
+        if problem:
+            problems.append(problem)
+        else:
+            row[feature.name] = values[feature.name]
+    if problems:
+        raise ValidationFailed(f"{len(problems)} invalid field(s)", details=problems)
+    return row
+
+
+def to_frame(manifest: Manifest, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Build the DataFrame the model scores: schema column order, numbers as float, categories as str."""
+    names = [f.name for f in manifest.features]
+    numeric = {f.name for f in manifest.features if f.type == "number"}
+    records = [[float(row[n]) if n in numeric else row[n] for n in names] for row in rows]
+    return pd.DataFrame.from_records(records, columns=names)
+
+
+def example_row(manifest: Manifest) -> dict[str, Any]:
+    """Return a valid row made from the schema alone (for smoke tests of a registered model)."""
+    row: dict[str, Any] = {}
+    for f in manifest.features:
+        if f.type == "number":
+            lo = f.min if f.min is not None else 0.0
+            hi = f.max if f.max is not None else lo + 1.0
+            mid = (lo + hi) / 2
+            row[f.name] = float(round(mid)) if f.integer else mid
+        elif f.type == "category":
+            assert f.categories is not None
+            row[f.name] = f.categories[0]
+        else:
+            row[f.name] = False
+    return row

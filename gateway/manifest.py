@@ -1,0 +1,175 @@
+"""The model manifest: one pydantic model validates TOML files and the body of POST /v1/models."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+LANGUAGES = ("kk", "ru", "en")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LocalizedText(_Strict):
+    """Text in Kazakh and Russian (mandatory) and English (optional)."""
+
+    kk: NonEmpty
+    ru: NonEmpty
+    en: NonEmpty | None = None
+
+    def get(self, lang: str) -> str:
+        """Return the text in `lang`, falling back to Russian, then Kazakh."""
+        value = getattr(self, lang, None) if lang in LANGUAGES else None
+        return value or self.ru or self.kk
+
+
+class Feature(_Strict):
+    """One raw input feature as the caller sends it and the person reads it."""
+
+    name: Identifier
+    type: Literal["number", "category", "boolean"]
+    labels: LocalizedText
+    min: float | None = None
+    max: float | None = None
+    integer: bool = False
+    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = None
+    category_labels: dict[str, LocalizedText] | None = None
+    unit: LocalizedText | None = None
+    disclosure: Literal["show", "band", "withhold"] = "show"
+    bands: list[float] | None = None
+    mutable: bool = True
+    sensitive: Literal["protected_attribute", "biometric", "health", "other"] | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Feature:
+        if self.type == "number":
+            if self.categories is not None or self.category_labels is not None:
+                raise ValueError(f"feature {self.name!r}: a number has no categories")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"feature {self.name!r}: min {self.min} is greater than max {self.max}")
+        elif self.type == "category":
+            if not self.categories:
+                raise ValueError(f"feature {self.name!r}: a category feature needs a non-empty 'categories' list")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError(f"feature {self.name!r}: categories are not unique")
+            if self.min is not None or self.max is not None or self.integer:
+                raise ValueError(f"feature {self.name!r}: a category has no min/max/integer")
+            if self.category_labels is not None:
+                unknown = sorted(set(self.category_labels) - set(self.categories))
+                if unknown:
+                    raise ValueError(f"feature {self.name!r}: labels for unknown categories {unknown}")
+        else:
+            if self.categories is not None or self.min is not None or self.max is not None:
+                raise ValueError(f"feature {self.name!r}: a boolean has no categories or range")
+        if self.bands is not None:
+            if self.type != "number":
+                raise ValueError(f"feature {self.name!r}: bands apply to number features only")
+            if sorted(self.bands) != self.bands or len(set(self.bands)) != len(self.bands):
+                raise ValueError(f"feature {self.name!r}: bands must be strictly increasing")
+        return self
+
+    def category_label(self, value: str, lang: str) -> str:
+        """Return the readable label of a category value, or the value itself."""
+        if self.category_labels and value in self.category_labels:
+            return self.category_labels[value].get(lang)
+        return value
+
+
+class Policy(_Strict):
+    """Turn the score (probability of `positive_class`) into an outcome."""
+
+    positive_class: str | int
+    threshold: float = Field(gt=0.0, lt=1.0)
+    outcome_above: Identifier
+    outcome_below: Identifier
+    adverse_outcome: Identifier | None = None
+    outcome_labels: dict[str, LocalizedText] | None = None
+
+    @model_validator(mode="after")
+    def _check_outcomes(self) -> Policy:
+        if self.outcome_above == self.outcome_below:
+            raise ValueError("policy: outcome_above and outcome_below must differ")
+        if self.adverse_outcome is not None and self.adverse_outcome not in (self.outcome_above, self.outcome_below):
+            raise ValueError("policy: adverse_outcome must be outcome_above or outcome_below")
+        return self
+
+    def decide(self, score: float) -> tuple[str, bool]:
+        """Return (outcome, adverse) for a score; a score equal to the threshold is 'above'."""
+        outcome = self.outcome_above if score >= self.threshold else self.outcome_below
+        return outcome, outcome == self.adverse_outcome
+
+
+class Notice(_Strict):
+    """The pre-use transparency notice: what the system does, its limits, whose it is."""
+
+    purpose: LocalizedText
+    functions: LocalizedText
+    limitations: LocalizedText
+    owner: LocalizedText
+    contact: NonEmpty
+    legal_basis: LocalizedText
+
+
+class ExplanationSettings(_Strict):
+    max_factors: int = Field(default=4, ge=1, le=20)
+    background: str | None = None
+    background_sha256: Sha256 | None = None
+    output_space: Literal["probability", "log_odds"] = "probability"
+    random_state: int = Field(default=0, ge=0)
+    confidential_ground: LocalizedText | None = None
+
+
+class Manifest(_Strict):
+    """Everything the gateway must know about one model version."""
+
+    name: ModelName
+    version: Version
+    adapter: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    artifact: str | None = None
+    sha256: Sha256
+    features: list[Feature] = Field(min_length=1, max_length=500)
+    policy: Policy
+    notice: Notice
+    risk_class: Literal["minimal", "medium", "high"]
+    role_of_ai: Literal["sole_basis", "supports_officer"] = "sole_basis"
+    risk_assessment_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    explanation: ExplanationSettings = ExplanationSettings()
+
+    @model_validator(mode="after")
+    def _check_features(self) -> Manifest:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"features: duplicate names {duplicates}")
+        if any(f.disclosure == "withhold" for f in self.features) and self.explanation.confidential_ground is None:
+            raise ValueError("explanation.confidential_ground is required when a feature is withheld")
+        if (self.explanation.background is None) != (self.explanation.background_sha256 is None):
+            raise ValueError("explanation: background and background_sha256 go together")
+        return self
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def load_manifest(path: str | Path) -> tuple[Manifest, Path]:
+    """Read a manifest from a TOML or JSON file; return it and the folder its paths are relative to."""
+    path = Path(path)
+    text = path.read_bytes()
+    if path.suffix == ".json":
+        return Manifest.model_validate_json(text), path.parent
+    data: dict[str, Any] = tomllib.loads(text.decode("utf-8"))
+    return Manifest.model_validate(data), path.parent

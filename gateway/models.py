@@ -1,0 +1,204 @@
+"""Tables (SQLAlchemy 2.0 typed). All times are UTC; ids are opaque random strings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import registry as orm_registry
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Store aware UTC datetimes; SQLite keeps no zone, so add it back on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use aware UTC datetimes")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    registry = orm_registry(
+        metadata=MetaData(naming_convention=NAMING),
+        type_annotation_map={dt.datetime: UTCDateTime(), dict[str, Any]: JSONType},
+    )
+
+
+class Role(enum.StrEnum):
+    AGENCY = "agency"
+    REVIEWER = "reviewer"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class ModelStatus(enum.StrEnum):
+    REGISTERED = "registered"  # stored, not serving
+    ACTIVE = "active"  # the serving version of its name
+    SUSPENDED = "suspended"  # the serving version, stopped by the kill switch
+    RETIRED = "retired"
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class ApiClient(Base):
+    """A machine caller (agency system, reviewer, auditor, admin) holding an API key."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    body: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Blob(Base):
+    """Content-addressed bytes: model artifacts and background data, shared by every instance."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime]
+
+
+class ScoringModel(Base):
+    """One registered model version with its manifest."""
+
+    __tablename__ = "scoring_models"
+    __table_args__ = (UniqueConstraint("name", "version"), Index(None, "name", "status"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    adapter: Mapped[str] = mapped_column(String(32))
+    artifact_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    background_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    risk_class: Mapped[str] = mapped_column(String(10))
+    manifest: Mapped[dict[str, Any]]
+    registered_at: Mapped[dt.datetime]
+    registered_by: Mapped[str] = mapped_column(String(200))
+    status_changed_at: Mapped[dt.datetime]
+    status_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Decision(Base):
+    """One automated decision about one person. Never updated except its effective outcome."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("scoring_models.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(64))
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    language: Mapped[str] = mapped_column(String(5))
+    inputs: Mapped[dict[str, Any]]
+    score: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(64))
+    adverse: Mapped[bool] = mapped_column(Boolean)
+    role_of_ai: Mapped[str] = mapped_column(String(20))
+    operator: Mapped[str | None] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(index=True)
+    effective_outcome: Mapped[str] = mapped_column(String(64))
+    effective_review_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class Notification(Base):
+    """The outbox: one row per message to deliver; the dispatcher claims due rows."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(5))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime]
+
+
+class LogLeaf(Base):
+    """An append-only audit record: the hash of a canonical record of something that happened."""
+
+    __tablename__ = "log_leaves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(60))
+    object_id: Mapped[str] = mapped_column(String(40), index=True)
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+    record: Mapped[str] = mapped_column(Text)  # the canonical JSON whose hash is leaf_hash
+    created_at: Mapped[dt.datetime]
+
+
+class IdempotencyRecord(Base):
+    """The first response to a client's Idempotency-Key, replayed byte for byte."""
+
+    __tablename__ = "idempotency_keys"
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(40))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime]

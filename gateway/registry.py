@@ -1,0 +1,303 @@
+"""Register, version, activate and suspend models; load each version's adapter once per process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from gateway.adapters import AdapterError, ModelAdapter, load_adapter
+from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
+from gateway.extensions import db
+from gateway.features import example_row, to_frame, validate_features
+from gateway.manifest import Manifest
+from gateway.models import Blob, ModelStatus, ScoringModel
+
+SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id(prefix: str) -> str:
+    """Return an opaque random id (never sequential: ids appear in URLs)."""
+    return f"{prefix}_{secrets.token_urlsafe(16)}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version ready to score: its manifest and its adapter."""
+
+    id: str
+    name: str
+    version: str
+    sha256: str
+    manifest: Manifest
+    adapter: ModelAdapter
+    background: pd.DataFrame | None
+
+    def score(self, rows: list[dict[str, Any]]) -> list[float]:
+        return [float(s) for s in self.adapter.score(to_frame(self.manifest, rows))]
+
+
+class ModelCache:
+    """Adapters loaded once per model version per process."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> LoadedModel:
+        found = self._loaded.get(model_id)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._loaded.get(model_id)
+            if found is None:
+                row = db.session.get(ScoringModel, model_id)
+                if row is None:
+                    raise NotFound(f"model {model_id} is not registered")
+                found = _load(row)
+                self._loaded[model_id] = found
+            return found
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._loaded
+
+
+def cache() -> ModelCache:
+    return current_app.extensions["gateway.models"]
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["gateway.models"] = ModelCache()
+
+
+def _blob(sha256: str) -> bytes:
+    data = db.session.execute(select(Blob.data).where(Blob.sha256 == sha256)).scalar_one_or_none()
+    if data is None:
+        raise ModelUnavailable(f"the stored artifact {sha256} is missing")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelUnavailable(f"the stored artifact {sha256} does not match its hash; refusing to load it")
+    return data
+
+
+def _read_background(manifest: Manifest, data: bytes) -> pd.DataFrame:
+    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    names = [f.name for f in manifest.features]
+    missing = sorted(set(names) - set(frame.columns))
+    if missing:
+        raise ValidationFailed(f"the background data lacks columns {missing}")
+    rows: list[dict[str, Any]] = []
+    for i, raw in enumerate(frame[names].to_dict("records")):
+        values: dict[str, Any] = {}
+        for f in manifest.features:
+            text = raw[f.name]
+            if f.type == "number":
+                try:
+                    values[f.name] = float(text)
+                except ValueError:
+                    raise ValidationFailed(f"background row {i + 1}: {f.name} is not a number: {text!r}") from None
+            elif f.type == "boolean":
+                values[f.name] = text.strip().lower() in ("1", "true", "yes")
+            else:
+                values[f.name] = text
+        validate_features(manifest, values, prefix=f"background[{i + 1}]")
+        rows.append(values)
+    return to_frame(manifest, rows)
+
+
+def _adapter_for(manifest: Manifest, artifact: bytes) -> ModelAdapter:
+    return load_adapter(
+        manifest.adapter,
+        artifact,
+        positive_class=manifest.policy.positive_class,
+        feature_names=[f.name for f in manifest.features],
+        config=current_app.config,
+    )
+
+
+def _load(row: ScoringModel) -> LoadedModel:
+    manifest = Manifest.model_validate(row.manifest)
+    try:
+        adapter = _adapter_for(manifest, _blob(row.artifact_sha256))
+    except AdapterError as exc:
+        raise ModelUnavailable(f"model {row.name} {row.version} cannot be loaded: {exc}") from exc
+    background = _read_background(manifest, _blob(row.background_sha256)) if row.background_sha256 else None
+    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background)
+
+
+def store_blob(data: bytes) -> str:
+    """Add bytes to the content-addressed store (no commit); return their sha256."""
+    sha = hashlib.sha256(data).hexdigest()
+    if db.session.get(Blob, sha) is None:
+        db.session.add(Blob(sha256=sha, size=len(data), data=data, created_at=utcnow()))
+    return sha
+
+
+def check_risk_assessment(manifest: Manifest, today: dt.date | None = None) -> None:
+    """Refuse a high-risk model without a risk assessment dated within the configured period."""
+    if manifest.risk_class != "high":
+        return
+    max_age = int(current_app.config["RISK_ASSESSMENT_MAX_AGE_DAYS"])
+    if manifest.risk_assessment_date is None:
+        raise ModelUnavailable(
+            f"model {manifest.name} {manifest.version} is high-risk and has no risk_assessment_date; "
+            "a high-risk model is served only with a risk assessment dated within the last "
+            f"{max_age} days",
+            code="risk_assessment_missing",
+        )
+    done = dt.date.fromisoformat(manifest.risk_assessment_date)
+    today = today or utcnow().date()
+    if (today - done).days > max_age:
+        raise ModelUnavailable(
+            f"model {manifest.name} {manifest.version} is high-risk and its risk assessment of {done} is "
+            f"older than {max_age} days; renew it and register a new version",
+            code="risk_assessment_expired",
+        )
+
+
+def register(
+    manifest: Manifest,
+    artifact: bytes,
+    background: bytes | None,
+    *,
+    activate: bool,
+    registered_by: str,
+) -> tuple[ScoringModel, bool]:
+    """Register a model version; return (row, created). Same name+version+artifact is a no-op."""
+    sha = hashlib.sha256(artifact).hexdigest()
+    if sha != manifest.sha256:
+        raise ValidationFailed(
+            "the artifact does not match the manifest's sha256",
+            details=[{"field": "sha256", "rule": "artifact_hash", "message": f"manifest says {manifest.sha256}, artifact is {sha}"}],
+        )
+    if background is not None:
+        bsha = hashlib.sha256(background).hexdigest()
+        if bsha != manifest.explanation.background_sha256:
+            raise ValidationFailed(
+                "the background data does not match explanation.background_sha256",
+                details=[{"field": "explanation.background_sha256", "rule": "background_hash",
+                          "message": f"manifest says {manifest.explanation.background_sha256}, data is {bsha}"}],
+            )
+    elif manifest.explanation.background_sha256 is not None:
+        raise ValidationFailed("explanation.background_sha256 is set but no background data was given")
+
+    existing = db.session.execute(
+        select(ScoringModel).where(ScoringModel.name == manifest.name, ScoringModel.version == manifest.version)
+    ).scalar_one_or_none()
+    if existing is not None:
+        if existing.artifact_sha256 != sha or existing.manifest != manifest.model_dump(mode="json"):
+            raise Conflict(
+                f"model {manifest.name} {manifest.version} is already registered with a different "
+                "artifact or manifest; register a new version instead",
+                details={"registered_sha256": existing.artifact_sha256},
+            )
+        if activate and existing.status != ModelStatus.ACTIVE:
+            activate_version(manifest.name, manifest.version)
+        return existing, False
+
+    try:
+        adapter = _adapter_for(manifest, artifact)
+    except AdapterError as exc:
+        raise ValidationFailed(f"the artifact cannot be used: {exc}", code="artifact_rejected") from exc
+    sample = [example_row(manifest)]
+    if background is not None:
+        frame = _read_background(manifest, background)
+        sample += frame.to_dict("records")
+    try:
+        scores = adapter.score(to_frame(manifest, sample))
+    except Exception as exc:
+        raise ValidationFailed(f"the model failed to score rows valid under its manifest: {exc}", code="artifact_rejected") from exc
+    if len(scores) != len(sample) or not all(0.0 <= float(s) <= 1.0 for s in scores):
+        raise ValidationFailed("the model's scores are not probabilities in [0, 1]", code="artifact_rejected")
+
+    now = utcnow()
+    row = ScoringModel(
+        id=new_id("mdl"),
+        name=manifest.name,
+        version=manifest.version,
+        status=ModelStatus.REGISTERED.value,
+        adapter=manifest.adapter,
+        artifact_sha256=store_blob(artifact),
+        background_sha256=store_blob(background) if background is not None else None,
+        risk_class=manifest.risk_class,
+        manifest=manifest.model_dump(mode="json"),
+        registered_at=now,
+        registered_by=registered_by,
+        status_changed_at=now,
+    )
+    db.session.add(row)
+    db.session.flush()
+    if activate:
+        activate_version(manifest.name, manifest.version)
+    return row, True
+
+
+def _version(name: str, version: str) -> ScoringModel:
+    row = db.session.execute(
+        select(ScoringModel).where(ScoringModel.name == name, ScoringModel.version == version)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"model {name} {version} is not registered")
+    return row
+
+
+def activate_version(name: str, version: str) -> ScoringModel:
+    """Make `version` the serving version of `name` (no commit); the previous one stops serving."""
+    row = _version(name, version)
+    check_risk_assessment(Manifest.model_validate(row.manifest))
+    now = utcnow()
+    for other in db.session.execute(
+        select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING), ScoringModel.id != row.id)
+    ).scalars():
+        other.status, other.status_changed_at, other.status_reason = ModelStatus.REGISTERED.value, now, f"replaced by {version}"
+    row.status, row.status_changed_at, row.status_reason = ModelStatus.ACTIVE.value, now, None
+    return row
+
+
+def suspend(name: str, reason: str) -> ScoringModel:
+    """Stop serving `name` at once (the kill switch; no commit)."""
+    row = db.session.execute(
+        select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING))
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"model {name} has no serving version")
+    row.status, row.status_changed_at, row.status_reason = ModelStatus.SUSPENDED.value, utcnow(), reason
+    return row
+
+
+def list_models(*, serving_only: bool) -> list[ScoringModel]:
+    query = select(ScoringModel).order_by(ScoringModel.name, ScoringModel.registered_at)
+    if serving_only:
+        query = query.where(ScoringModel.status == ModelStatus.ACTIVE.value)
+    return list(db.session.execute(query).scalars())
+
+
+def public_model(name: str) -> ScoringModel:
+    """Return the serving version of `name` (active or suspended), else NotFound."""
+    row = db.session.execute(
+        select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING))
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no model named {name!r} is being served")
+    return row
+
+
+def warm(app: Flask) -> list[str]:
+    """Load every active model into this process's cache (before gunicorn forks workers)."""
+    with app.app_context():
+        loaded = []
+        for row in list_models(serving_only=True):
+            cache().get(row.id)
+            loaded.append(f"{row.name} {row.version}")
+        return loaded

@@ -1,0 +1,54 @@
+"""Run the app under gunicorn, preloaded so model loading and compiled code are shared by workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class GatewayServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.application: Any = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        if self.application is None:
+            from gateway import create_app, registry
+            from gateway.extensions import db
+
+            app = create_app()
+            loaded = registry.warm(app)
+            app.logger.warning("gateway: models loaded before fork: %s", ", ".join(loaded) or "none")
+            with app.app_context():
+                db.engine.dispose()  # workers open their own connections
+            self.application = app
+        return self.application
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    from gateway.extensions import db
+
+    app = server.app.application
+    with app.app_context():
+        db.engine.dispose(close=False)
+
+
+def serve(*, bind: str, workers: int, timeout: int, access_log: bool) -> None:
+    options: dict[str, Any] = {
+        "bind": bind,
+        "workers": workers,
+        "timeout": timeout,
+        "preload_app": True,
+        "post_fork": _post_fork,
+        "worker_class": "sync",
+        "graceful_timeout": 20,
+    }
+    if access_log:
+        options["accesslog"] = "-"
+    GatewayServer(options).run()
