@@ -16,6 +16,10 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # gunicorn >= 24 opens a control socket in ~/.gunicorn by default: nothing here uses it, and two
+        # servers on one machine would share its path.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Any:
         if self.application is None:
