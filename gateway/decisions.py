@@ -15,7 +15,7 @@ from gateway import registry
 from gateway.audit import leaf_values
 from gateway.auth import Principal
 from gateway.db import write_transaction
-from gateway.errors import Conflict, DatabaseUnavailable, ModelUnavailable, NotFound, ValidationFailed
+from gateway.errors import DatabaseUnavailable, ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import validate_features
 from gateway.identity import ContactCipher, subject_ref
@@ -204,11 +204,14 @@ def record_decision(
                     "created_at": now,
                 },
             )
-    except IntegrityError:
-        # A concurrent request with the same key committed first: answer with its response.
+    except IntegrityError as exc:
+        # A concurrent request with the same key committed first (both databases make the loser wait for
+        # the winner's commit, so its record is visible now): answer with its response.
+        db.session.rollback()
         replay = _replay(principal.id, idempotency_key, request_hash)
         if replay is None:
-            raise Conflict("a request with this Idempotency-Key is in progress; retry later") from None
+            current_app.logger.error("decision not recorded: %s", exc)
+            raise DatabaseUnavailable("the database refused the record; nothing was recorded") from exc
         return replay
     except DBAPIError as exc:
         current_app.logger.error("decision not recorded: %s", exc)
@@ -219,7 +222,7 @@ def record_decision(
 def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
     """Return a decision to the agency client that made it; anyone else gets NotFound."""
     decision = db.session.get(Decision, decision_id)
-    if decision is None or decision.client_id != principal.id:
+    if decision is None or principal.role != "agency" or decision.client_id != principal.id:
         raise NotFound("The resource does not exist.")
     notes = db.session.execute(
         select(Notification).where(Notification.decision_id == decision_id).order_by(Notification.created_at, Notification.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -69,6 +70,9 @@ class Feature(_Strict):
                 unknown = sorted(set(self.category_labels) - set(self.categories))
                 if unknown:
                     raise ValueError(f"feature {self.name!r}: labels for unknown categories {unknown}")
+                unlabelled = [c for c in self.categories if c not in self.category_labels]
+                if unlabelled:
+                    raise ValueError(f"feature {self.name!r}: category_labels lacks {unlabelled}")
         else:
             if self.categories is not None or self.min is not None or self.max is not None:
                 raise ValueError(f"feature {self.name!r}: a boolean has no categories or range")
@@ -77,6 +81,9 @@ class Feature(_Strict):
                 raise ValueError(f"feature {self.name!r}: bands apply to number features only")
             if sorted(self.bands) != self.bands or len(set(self.bands)) != len(self.bands):
                 raise ValueError(f"feature {self.name!r}: bands must be strictly increasing")
+            outside = [b for b in self.bands if (self.min is not None and b <= self.min) or (self.max is not None and b >= self.max)]
+            if outside:
+                raise ValueError(f"feature {self.name!r}: band edges {outside} are not inside (min, max)")
         return self
 
     def category_label(self, value: str, lang: str) -> str:
@@ -143,7 +150,8 @@ class Manifest(_Strict):
     notice: Notice
     risk_class: Literal["minimal", "medium", "high"]
     role_of_ai: Literal["sole_basis", "supports_officer"] = "sole_basis"
-    risk_assessment_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    # A TOML date or an ISO string ("2026-11-01"); lax so that JSON bodies can carry it as a string.
+    risk_assessment_date: Annotated[dt.date, Field(strict=False)] | None = None
     explanation: ExplanationSettings = ExplanationSettings()
 
     @model_validator(mode="after")
@@ -154,8 +162,13 @@ class Manifest(_Strict):
             raise ValueError(f"features: duplicate names {duplicates}")
         if any(f.disclosure == "withhold" for f in self.features) and self.explanation.confidential_ground is None:
             raise ValueError("explanation.confidential_ground is required when a feature is withheld")
-        if (self.explanation.background is None) != (self.explanation.background_sha256 is None):
-            raise ValueError("explanation: background and background_sha256 go together")
+        if self.explanation.background is not None and self.explanation.background_sha256 is None:
+            raise ValueError("explanation: background needs background_sha256")
+        banded = [f.name for f in self.features if f.disclosure == "band" and f.bands is None]
+        if banded and self.explanation.background_sha256 is None:
+            raise ValueError(f"features {banded} are banded without 'bands': give band edges or background data")
+        if self.risk_class == "high" and self.risk_assessment_date is None:
+            raise ValueError("a high-risk model needs risk_assessment_date (the date of its last risk assessment)")
         return self
 
     def feature(self, name: str) -> Feature:

@@ -156,7 +156,7 @@ def check_risk_assessment(manifest: Manifest, today: dt.date | None = None) -> N
             f"{max_age} days",
             code="risk_assessment_missing",
         )
-    done = dt.date.fromisoformat(manifest.risk_assessment_date)
+    done = manifest.risk_assessment_date
     today = today or utcnow().date()
     if (today - done).days > max_age:
         raise ModelUnavailable(

@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import math
-import re
 import sys
 import time
 import tomllib
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import skops.io
+import tomli_w
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
@@ -302,95 +302,6 @@ def sha256_file(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# TOML output (tomllib reads only; this emits the plain structures a manifest has)
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _toml_key(key: str) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"TOML keys are strings, not {type(key).__name__}")
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(value: str) -> str:
-    out = []
-    for ch in value:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _is_table(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _inline_ok(value: dict[str, Any]) -> bool:
-    """Small tables of scalars read better inline: `labels = { kk = ..., ru = ..., en = ... }`."""
-    if any(isinstance(v, (dict, list)) for v in value.values()):
-        return False
-    return len(_toml_value(value)) <= 200
-
-
-def _emit_table(path: list[str], table: dict[str, Any], lines: list[str]) -> None:
-    deferred: list[tuple[str, Any]] = []
-    for key, value in table.items():
-        if (_is_table(value) and not _inline_ok(value)) or _is_table_array(value):
-            deferred.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in deferred:
-        sub = [*path, key]
-        header = ".".join(_toml_key(k) for k in sub)
-        if _is_table(value):
-            lines.extend(["", f"[{header}]"])
-            _emit_table(sub, value, lines)
-        else:
-            for item in value:
-                lines.extend(["", f"[[{header}]]"])
-                _emit_table(sub, item, lines)
-
-
-def dumps_toml(data: dict[str, Any]) -> str:
-    """TOML text for `data`; checked to read back (tomllib) to exactly `data`."""
-    lines: list[str] = []
-    _emit_table([], data, lines)
-    text = "\n".join(lines).lstrip("\n") + "\n"
-    if tomllib.loads(text) != data:
-        raise AssertionError("TOML emitter did not round-trip")
-    return text
-
-
-# --------------------------------------------------------------------------------------------------
 # manifest
 
 
@@ -445,7 +356,7 @@ def train(out_dir: Path = HERE, *, verbose: bool = True) -> Path:
 
     manifest = build_manifest(schema, sha256_file(model_path), sha256_file(background_path))
     manifest_path = out_dir / MANIFEST_FILE
-    manifest_path.write_text(dumps_toml(manifest), encoding="utf-8")
+    manifest_path.write_text(tomli_w.dumps(manifest), encoding="utf-8")
     validated = _validate_with_gateway(manifest_path)
 
     if verbose:

@@ -1,0 +1,39 @@
+# Set-up and the main jobs. `make run` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GW := $(BIN)/gateway
+STAMP := $(VENV)/.installed
+export GATEWAY_INSTANCE_PATH ?= $(CURDIR)/instance
+
+.PHONY: install run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: set up the instance (SQLite), the example model and a demo key; serve on 127.0.0.1:8080
+run: install
+	$(GW) init
+	$(GW) db upgrade
+	$(BIN)/python examples/setup_demo.py
+	$(GW) serve --bind 127.0.0.1:8080 --workers 2
+
+## test: the whole suite (PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL is set)
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/decision_latency.py
+
+lint: install
+	$(BIN)/ruff check gateway explainers tests examples bench
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache build *.egg-info

@@ -1,0 +1,91 @@
+"""Prepare the German-credit demo in the gateway's instance (what `make run` does before serving).
+
+    python examples/setup_demo.py
+
+Trains and registers the example model if no version of it is registered, and creates a demo agency
+API key if no agency key exists (printed once: only its hash is stored). Prints a curl command for a
+decision. Uses the instance the `gateway` command uses (GATEWAY_INSTANCE_PATH / GATEWAY_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from gateway import create_app, registry
+from gateway.auth import create_key
+from gateway.db import write_transaction
+from gateway.extensions import db
+from gateway.manifest import load_manifest
+from gateway.models import ApiClient
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE / "german_credit"
+MODEL_NAME = "german-credit"
+
+
+def _train() -> Path:
+    spec = importlib.util.spec_from_file_location("german_credit_train", EXAMPLE / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    manifest_path: Path = module.train(EXAMPLE, verbose=False)
+    return manifest_path
+
+
+def ensure_model() -> str:
+    """Register the example model unless a version of it is registered; return a status line."""
+    if any(row.name == MODEL_NAME for row in registry.list_models(serving_only=False)):
+        return f"model {MODEL_NAME}: already registered"
+    manifest, folder = load_manifest(_train())
+    assert manifest.artifact and manifest.explanation.background
+    artifact = (folder / manifest.artifact).read_bytes()
+    background = (folder / manifest.explanation.background).read_bytes()
+    with write_transaction():
+        registry.register(manifest, artifact, background, activate=True, registered_by="make run")
+    return f"model {MODEL_NAME} {manifest.version}: trained and registered (sha256 {manifest.sha256[:12]}…)"
+
+
+def ensure_key() -> str | None:
+    """Create a demo agency key unless an agency key exists; return the new key or None."""
+    exists = db.session.execute(
+        select(ApiClient.id).where(ApiClient.role == "agency", ApiClient.revoked_at.is_(None))
+    ).first()
+    if exists:
+        return None
+    with write_transaction():
+        _, key = create_key(name="demo-agency", role="agency", body="Demo agency")
+    return key
+
+
+def main() -> int:
+    app = create_app()
+    with app.app_context():
+        print(ensure_model())
+        key = ensure_key()
+        base = app.config["PUBLIC_BASE_URL"].rstrip("/")
+    body = json.dumps(json.loads((EXAMPLE / "sample_request.json").read_text()), ensure_ascii=False)
+    if key:
+        print("\nDemo agency API key (shown once; only its hash is stored):\n  " + key)
+    else:
+        key = "<your agency key>"
+        print("\nAn agency key exists already (keys are shown only when created). For a new one:\n"
+              "  .venv/bin/gateway keys create --role agency --name another-agency")
+    print("\nOnce the server is up, record a decision:\n")
+    print(
+        f"curl -sS -X POST {base}/v1/models/{MODEL_NAME}/decisions \\\n"
+        f"  -H 'Authorization: Bearer {key}' \\\n"
+        f"  -H \"Idempotency-Key: $(date +%s%N)\" \\\n"
+        f"  -H 'Content-Type: application/json' \\\n"
+        f"  --data {shlex.quote(body)}\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
