@@ -67,8 +67,8 @@ def _compile(step: Any) -> Op:
         return _min_max_scaler(step)
     if _is(step, "sklearn.impute.SimpleImputer"):
         return _simple_imputer(step)
-    if _is(step, "sklearn.preprocessing.FunctionTransformer") and step.func is None and not step.validate:
-        return _identity
+    if _is(step, "sklearn.preprocessing.FunctionTransformer"):
+        return _function(step)
     raise NotCompilable(type(step).__name__)
 
 
@@ -86,13 +86,8 @@ def _chain(ops: Sequence[Op]) -> Op:
 
 
 def _float(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.float64:
-        return x
-    if x.dtype == object:
-        for v in x.flat:  # pd.NA and friends: let scikit-learn decide what they mean
-            if not isinstance(v, (int, float, np.integer, np.floating)) and v is not None:
-                raise GiveUp(f"non-numeric value {v!r}")
-    return x.astype(np.float64)
+    # An object value numpy cannot convert (a string, pd.NA) raises TypeError/ValueError -> GiveUp.
+    return x if x.dtype == np.float64 else x.astype(np.float64)
 
 
 def _column_transformer(ct: Any) -> Op:
@@ -156,17 +151,13 @@ class _Lookup:
         self.missing = missing  # code of a missing value, or _FALLBACK
         self.unknown = unknown  # code of an unseen value, or _FALLBACK
 
-    def codes(self, column: np.ndarray, dtype: Any) -> np.ndarray:
-        out = np.empty(len(column), dtype=dtype)
-        table = self.table
-        for i, v in enumerate(column.tolist()):
-            code = table.get(v, _FALLBACK)
+    def code(self, v: Any) -> Any:
+        code = self.table.get(v, _FALLBACK)
+        if code is _FALLBACK:
+            code = self.missing if _is_missing(v) else self.unknown
             if code is _FALLBACK:
-                code = self.missing if _is_missing(v) else self.unknown
-                if code is _FALLBACK:
-                    raise GiveUp(f"value {v!r} is unseen or ambiguous")
-            out[i] = code
-        return out
+                raise GiveUp(f"value {v!r} is unseen or ambiguous")
+        return code
 
 
 def _encoder_lookups(encoder: Any, read: Callable[[np.ndarray, int], np.ndarray]) -> list[_Lookup]:
@@ -225,13 +216,15 @@ def _one_hot(encoder: Any) -> Op:
     lookups = _encoder_lookups(encoder, read)
 
     def run(x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        out = np.zeros((n, width), dtype=np.float64)
-        rows = np.arange(n)
-        for j, lookup in enumerate(lookups):
-            codes = lookup.codes(x[:, j], np.intp)
-            hit = codes >= 0
-            out[rows[hit], codes[hit]] = 1.0
+        out = np.zeros((x.shape[0], width), dtype=np.float64)
+        hot_rows, hot_columns = [], []
+        for i, row in enumerate(x.tolist()):
+            for lookup, v in zip(lookups, row):
+                code = lookup.code(v)
+                if code >= 0:
+                    hot_rows.append(i)
+                    hot_columns.append(code)
+        out[hot_rows, hot_columns] = 1.0
         return out
 
     return run
@@ -241,10 +234,8 @@ def _ordinal(encoder: Any) -> Op:
     lookups = _encoder_lookups(encoder, lambda out, j: out[:, j])
 
     def run(x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape, dtype=np.float64)
-        for j, lookup in enumerate(lookups):
-            out[:, j] = lookup.codes(x[:, j], np.float64)
-        return out
+        codes = [[lookup.code(v) for lookup, v in zip(lookups, row)] for row in x.tolist()]
+        return np.array(codes, dtype=np.float64).reshape(x.shape[0], len(lookups))
 
     return run
 
@@ -299,5 +290,20 @@ def _simple_imputer(imputer: Any) -> Op:
                 if (nan_marker and _is_missing(v)) or (not nan_marker and v == missing_values):
                     x[i, j] = statistics[j]
         return x
+
+    return run
+
+
+def _function(transformer: Any) -> Op:
+    if transformer.func is None:
+        return (lambda x: _float(x)) if transformer.validate else _identity
+    if transformer.feature_names_out != "one-to-one":
+        raise NotCompilable("a FunctionTransformer that is not declared one-to-one")
+    func, kwargs = transformer.func, dict(transformer.kw_args or {})
+
+    # The function sees a float array here instead of a DataFrame; the explainer keeps this compiled
+    # form only if it reproduces scikit-learn's output on the background exactly.
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(func(_float(x), **kwargs))
 
     return run

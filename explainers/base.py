@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import abc
 import inspect
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from explainers._transform import GiveUp, NotCompilable, compile_transform
 from explainers._version import __version__
 from explainers.exceptions import (
     AdditivityError,
@@ -147,7 +151,7 @@ class BaseExplainer(abc.ABC):
         bases = np.broadcast_to(np.asarray(base, dtype=np.float64), output.shape).tolist()
         common = {
             "output_space": self.output_space,
-            "method": self.method,
+            "method": getattr(self, "method_", self.method),
             "explainer_version": __version__,
             "shap_version": self.shap_version_,
             "background_size": self.background_size_,
@@ -163,6 +167,26 @@ class BaseExplainer(abc.ABC):
 
 
 # -- helpers shared by all explainers ------------------------------------------------------------
+
+
+def import_shap() -> ModuleType:
+    """Import shap on first use (it takes about 2 s), silencing only a deprecation raised inside its plots.
+
+    shap 0.51's plotting module calls matplotlib's ``Colormap.set_bad/set_over/set_under`` at import,
+    which matplotlib reports as PendingDeprecationWarning; nothing a user of this library can act on, and an error
+    wherever warnings are errors (this project's tests).
+    """
+    module = sys.modules.get("shap")
+    if module is not None:
+        return module
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The set_(bad|over|under) function will be deprecated",
+            category=PendingDeprecationWarning,
+        )
+        import shap
+    return shap
 
 
 def python_scalar(value: Any) -> Any:
@@ -272,10 +296,7 @@ class ExactExplainer(BaseExplainer):
 
     def fit(self, background_raw: pd.DataFrame) -> ExactExplainer:
         """Build the shap explainer, the column-group matrix and the compiled transform once."""
-        import shap
-
-        from explainers._transform import GiveUp, NotCompilable, compile_transform
-
+        shap = import_shap()
         self._check_model()
         preprocessor, estimator = split_pipeline(self.model)
         names = _model_feature_names(preprocessor if preprocessor is not None else estimator, background_raw)
@@ -304,6 +325,8 @@ class ExactExplainer(BaseExplainer):
                 if np.array_equal(fast(values), transformed, equal_nan=True):
                     self._fast_transform = fast
             except (NotCompilable, GiveUp):
+                pass
+            except Exception:  # noqa: BLE001 - a user function that rejects arrays: keep scikit-learn's path
                 pass
             self.transformed_feature_names_ = _names_out(preprocessor, transformed.shape[1])
         if len(sources) != transformed.shape[1]:
@@ -336,8 +359,6 @@ class ExactExplainer(BaseExplainer):
         self._check_fitted()
         rows = select_columns(rows_raw, self.feature_names_)
         if self._fast_transform is not None:
-            from explainers._transform import GiveUp
-
             try:
                 return self._fast_transform(row_values(rows))
             except GiveUp:

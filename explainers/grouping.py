@@ -194,17 +194,20 @@ def _one_hot_sources(encoder: Any, sources: np.ndarray, path: str) -> np.ndarray
 
 
 def _imputer_sources(imputer: Any, sources: np.ndarray, path: str) -> np.ndarray:
-    # Synthetic, collision-free input names let get_feature_names_out() tell which inputs survived
-    # (all-missing columns are dropped) and which missing-indicator columns were appended.
-    token = [f"__explainers_in_{i}__" for i in range(len(sources))]
-    position = {name: i for i, name in enumerate(token)}
+    # get_feature_names_out() tells which inputs survived (all-missing columns are dropped) and which
+    # missing-indicator columns were appended; without fitted names scikit-learn calls inputs x0, x1 ...
+    fitted = getattr(imputer, "feature_names_in_", None)
+    names_in = [str(n) for n in fitted] if fitted is not None else [f"x{i}" for i in range(len(sources))]
+    if len(names_in) != len(sources):
+        raise UnsupportedTransformerError(path, imputer, f"fitted on {len(names_in)} columns, gets {len(sources)}")
+    position = {name: i for i, name in enumerate(names_in)}
+    prefix = "missingindicator_"
     out = []
-    for name in imputer.get_feature_names_out(token):
-        name = str(name)
+    for name in (str(n) for n in imputer.get_feature_names_out()):
         if name in position:
             out.append(sources[position[name]])
-        elif name.startswith("missingindicator_") and name[len("missingindicator_") :] in position:
-            out.append(sources[position[name[len("missingindicator_") :]]])
+        elif name.startswith(prefix) and name[len(prefix) :] in position:
+            out.append(sources[position[name[len(prefix) :]]])
         else:
             raise UnsupportedTransformerError(path, imputer, f"unexpected output column {name!r}")
     return np.asarray(out, dtype=np.intp)

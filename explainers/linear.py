@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from explainers.base import ExactExplainer
+from explainers.base import ExactExplainer, import_shap
 from explainers.grouping import split_pipeline
 
 __all__ = ["LinearExplainer"]
@@ -81,8 +81,7 @@ class LinearExplainer(ExactExplainer):
         return super()._output_space_hint(output_space)
 
     def _build(self, estimator: Any, background: np.ndarray) -> tuple[Any, float]:
-        import shap
-
+        shap = import_shap()
         self._sign = -1.0 if self.class_index_ == 0 else 1.0
         masker = shap.maskers.Independent(background, max_samples=len(background))  # keep every row
         explainer = shap.LinearExplainer(estimator, masker)

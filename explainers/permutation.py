@@ -30,8 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from explainers.base import BaseExplainer, RawExplanation, python_scalar, resolve_positive_class, sample_rows
-from explainers.base import select_columns
+from explainers.base import (
+    BaseExplainer,
+    RawExplanation,
+    import_shap,
+    python_scalar,
+    resolve_positive_class,
+    sample_rows,
+    select_columns,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,8 +87,8 @@ class PermutationExplainer(BaseExplainer):
     def fit(self, background_raw: pd.DataFrame) -> PermutationExplainer:
         """Sample and encode the background; resolve the positive class."""
         import pandas as pd
-        import shap
 
+        shap = import_shap()
         self._check_model()
         self._is_estimator = hasattr(self.model, "predict_proba")
         fitted = getattr(self.model, "feature_names_in_", None) if self._is_estimator else None
@@ -113,8 +120,7 @@ class PermutationExplainer(BaseExplainer):
 
     def explain(self, rows_raw: pd.DataFrame) -> list[RawExplanation]:
         """Explain each row with a freshly seeded permutation sequence; report the measured additivity error."""
-        import shap
-
+        shap = import_shap()
         self._check_fitted()
         rows = select_columns(rows_raw, self.feature_names_)
         codes, tables = self._encode(rows)

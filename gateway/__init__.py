@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     """Build the app: configuration, extensions, blueprints, error handlers. No I/O beyond config files."""
-    from gateway import registry
+    from gateway import i18n, registry
     from gateway.api import amend_spec, register_api
     from gateway.api.common import validation_error_response
     from gateway.config import load_config
@@ -47,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     with app.app_context():
         configure_engine(db.engine)
     registry.init_app(app)
+    i18n.init_app(app)
     register_error_handlers(app)
     register_api(app)
 

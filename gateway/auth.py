@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from gateway.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gateway.extensions import db
+from gateway.ids import new_id, utcnow
 from gateway.models import ApiClient, Role
-from gateway.registry import new_id, utcnow
 
 KEY_PREFIX = "gwk_"
 

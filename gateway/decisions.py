@@ -11,15 +11,31 @@ from flask import current_app
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from gateway import registry
+from explainers import ExplainerError
+from gateway import explanations, registry
 from gateway.audit import leaf_values
 from gateway.auth import Principal
 from gateway.db import write_transaction
-from gateway.errors import DatabaseUnavailable, ModelUnavailable, NotFound, ValidationFailed
+from gateway.errors import (
+    DatabaseUnavailable,
+    ModelUnavailable,
+    NotFound,
+    ValidationFailed,
+)
 from gateway.extensions import db
-from gateway.features import validate_features
+from gateway.features import to_frame, validate_features
 from gateway.identity import ContactCipher, subject_ref
-from gateway.models import Decision, IdempotencyRecord, LogLeaf, ModelStatus, Notification, NotificationStatus, ScoringModel
+from gateway.ids import new_id, utcnow
+from gateway.models import (
+    Decision,
+    Explanation,
+    IdempotencyRecord,
+    LogLeaf,
+    ModelStatus,
+    Notification,
+    NotificationStatus,
+    ScoringModel,
+)
 
 NOTICE = "decision_notice"
 
@@ -116,15 +132,22 @@ def record_decision(
     row = validate_features(manifest, data.features)
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
 
+    frame = to_frame(manifest, [row])
     try:
-        score = model.score([row])[0]
+        score = float(model.adapter.score(frame)[0])
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
     outcome, adverse = manifest.policy.decide(score)
 
-    now = registry.utcnow()
-    decision_id = registry.new_id("dec")
+    now = utcnow()
+    try:
+        explanation = explanations.values_for_decision(model.explanation, frame, row, score, now)
+    except ExplainerError as exc:
+        # The right to an explanation is part of the decision: without one, nothing is decided.
+        current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
+        raise ModelUnavailable(f"the decision could not be explained: {exc}", code="explanation_failed") from exc
+    decision_id = new_id("dec")
     ref = subject_ref(data.iin, current_app.config["SUBJECT_KEY_BYTES"])
     contact = json.dumps(data.contact, sort_keys=True).encode()
     created = isoformat(now)
@@ -150,10 +173,11 @@ def record_decision(
         "client_id": principal.id,
         "operator": data.operator,
         "created_at": created,
+        "explanation": explanations.audit_digest(explanation),
     }
     notifications = [
         {
-            "id": registry.new_id("ntf"),
+            "id": new_id("ntf"),
             "decision_id": decision_id,
             "kind": NOTICE,
             "channel": channel,
@@ -190,6 +214,7 @@ def record_decision(
                     "effective_outcome": outcome,
                 },
             )
+            session.execute(insert(Explanation.__table__), explanation | {"decision_id": decision_id})
             session.execute(insert(Notification.__table__), notifications)
             session.execute(insert(LogLeaf.__table__), leaf_values("decision:recorded", decision_id, audit_record, now))
             session.execute(
@@ -221,9 +246,7 @@ def record_decision(
 
 def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
     """Return a decision to the agency client that made it; anyone else gets NotFound."""
-    decision = db.session.get(Decision, decision_id)
-    if decision is None or principal.role != "agency" or decision.client_id != principal.id:
-        raise NotFound("The resource does not exist.")
+    decision = explanations.visible_decision(principal, decision_id)
     notes = db.session.execute(
         select(Notification).where(Notification.decision_id == decision_id).order_by(Notification.created_at, Notification.id)
     ).scalars()

@@ -202,3 +202,36 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime]
+
+
+class ExplanationStatus(enum.StrEnum):
+    READY = "ready"  # computed in the decision's transaction (exact explainers) or by a job
+    PENDING = "pending"  # a job computes it after commit (model-agnostic explainers)
+    FAILED = "failed"  # the job gave up; the reason is stored
+    UNAVAILABLE = "unavailable"  # the model has no background data to explain against
+
+
+class Explanation(Base):
+    """The frozen explanation of one decision: attributions per raw feature and what may be published."""
+
+    __tablename__ = "explanations"
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    method: Mapped[str | None] = mapped_column(String(60))
+    output_space: Mapped[str | None] = mapped_column(String(20))
+    explainer_version: Mapped[str | None] = mapped_column(String(40))
+    shap_version: Mapped[str | None] = mapped_column(String(40))
+    background_sha256: Mapped[str | None] = mapped_column(String(64))
+    random_state: Mapped[int | None] = mapped_column(Integer)
+    base_value: Mapped[float | None] = mapped_column(Float)
+    output: Mapped[float | None] = mapped_column(Float)
+    attributions: Mapped[dict[str, Any] | None]
+    selection: Mapped[dict[str, Any] | None]
+    additivity_error: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+    computed_at: Mapped[dt.datetime | None]

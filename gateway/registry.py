@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import secrets
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -14,23 +13,17 @@ import pandas as pd
 from flask import Flask, current_app
 from sqlalchemy import select
 
+from explainers import ExplainerError
 from gateway.adapters import AdapterError, ModelAdapter, load_adapter
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
+from gateway.explanations import ExplanationTools, build_tools
 from gateway.extensions import db
 from gateway.features import example_row, to_frame, validate_features
+from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import Blob, ModelStatus, ScoringModel
 
 SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def new_id(prefix: str) -> str:
-    """Return an opaque random id (never sequential: ids appear in URLs)."""
-    return f"{prefix}_{secrets.token_urlsafe(16)}"
 
 
 @dataclass(frozen=True)
@@ -44,9 +37,7 @@ class LoadedModel:
     manifest: Manifest
     adapter: ModelAdapter
     background: pd.DataFrame | None
-
-    def score(self, rows: list[dict[str, Any]]) -> list[float]:
-        return [float(s) for s in self.adapter.score(to_frame(self.manifest, rows))]
+    explanation: ExplanationTools | None
 
 
 class ModelCache:
@@ -133,7 +124,18 @@ def _load(row: ScoringModel) -> LoadedModel:
     except AdapterError as exc:
         raise ModelUnavailable(f"model {row.name} {row.version} cannot be loaded: {exc}") from exc
     background = _read_background(manifest, _blob(row.background_sha256)) if row.background_sha256 else None
-    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background)
+    tools = _tools(manifest, adapter, background, row.background_sha256)
+    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background, tools)
+
+
+def _tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
+           background_sha256: str | None) -> ExplanationTools | None:
+    """Fit the model's explainer on its background data (exact for trees and linear models)."""
+    if background is None or background_sha256 is None:
+        return None
+    native = adapter.native()
+    model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
+    return build_tools(manifest, model, background, background_sha256)
 
 
 def store_blob(data: bytes) -> str:
@@ -220,6 +222,12 @@ def register(
         raise ValidationFailed(f"the model failed to score rows valid under its manifest: {exc}", code="artifact_rejected") from exc
     if len(scores) != len(sample) or not all(0.0 <= float(s) <= 1.0 for s in scores):
         raise ValidationFailed("the model's scores are not probabilities in [0, 1]", code="artifact_rejected")
+    if background is not None:
+        try:
+            _tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
+        except (ExplainerError, ValueError) as exc:
+            raise ValidationFailed(f"the model cannot be explained as its manifest asks: {exc}",
+                                   code="artifact_rejected") from exc
 
     now = utcnow()
     row = ScoringModel(

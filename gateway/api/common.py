@@ -10,7 +10,14 @@ from flask import Response, request
 from pydantic import ValidationError
 
 from gateway.auth import Principal, authenticate, require_role
-from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType, ValidationFailed, error_response
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+    error_response,
+)
 from gateway.extensions import db
 from gateway.models import Role
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from gateway import decisions
+from gateway import decisions, explanations
 from gateway.api.common import ERRORS, json_response, principal, request_hash
-from gateway.api.schemas import DecisionCreated, DecisionOut, DecisionPath, DecisionRequest, ModelPath
+from gateway.api.schemas import (
+    DecisionCreated,
+    DecisionOut,
+    DecisionPath,
+    DecisionRequest,
+    ExplanationOut,
+    ExplanationQuery,
+    ModelPath,
+    Pending,
+)
 from gateway.errors import BadRequest
 from gateway.models import Role
 
@@ -51,3 +60,30 @@ def get_decision(path: DecisionPath) -> Response:
     """Read a decision: its outcome, effective outcome and notification status (the agency that made it)."""
     who = principal()  # any other caller gets the same 404 as for an id that does not exist
     return json_response(decisions.decision_view(who, path.decision_id))
+
+
+def _pending(decision_id: str, exc: explanations.ExplanationPending) -> Response:
+    return json_response({"decision_id": decision_id, "status": "pending", "retry_after": exc.retry_after}, 202,
+                         {"Retry-After": str(exc.retry_after)})
+
+
+@bp.get("/decisions/<decision_id>/explanation", security=BEARER, responses={200: ExplanationOut, 202: Pending, **ERRORS})
+def get_explanation(path: DecisionPath, query: ExplanationQuery) -> Response:
+    """The main influencing factors of a decision, in kk, ru or en, within confidentiality limits."""
+    who = principal()
+    try:
+        return json_response(explanations.explanation_view(who, path.decision_id, query.lang))
+    except explanations.ExplanationPending as exc:
+        return _pending(path.decision_id, exc)
+
+
+@bp.get("/decisions/<decision_id>/explanation.svg", security=BEARER,
+        responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, 202: Pending, **ERRORS})
+def get_explanation_svg(path: DecisionPath, query: ExplanationQuery) -> Response:
+    """The main influencing factors drawn as a bar chart (SVG)."""
+    who = principal()
+    try:
+        svg = explanations.explanation_svg(who, path.decision_id, query.lang)
+    except explanations.ExplanationPending as exc:
+        return _pending(path.decision_id, exc)
+    return Response(svg, mimetype="image/svg+xml")

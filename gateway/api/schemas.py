@@ -6,7 +6,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from gateway.identity import InvalidIIN, validate_iin
 from gateway.manifest import Manifest
@@ -205,3 +215,59 @@ class ErrorResponse(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = {}
+
+
+class ExplanationQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lang: Language | None = Field(default=None, description="kk, ru or en; default: the decision's language")
+
+
+class ExplanationFactor(BaseModel):
+    feature: str
+    label: str
+    value: str
+    band: list[float | None] | None
+    direction: Literal["raised", "lowered"]
+    contribution: float
+
+
+class ConfidentialOut(BaseModel):
+    count: int
+    contribution_or_null: float | None
+    direction: Literal["raised", "lowered"] | None
+    legal_ground: str
+
+
+class ExplanationText(BaseModel):
+    summary: str
+    role: str
+    baseline: str | None
+    factors_intro: str
+    factors: list[str]
+    confidential: str | None
+
+
+class ExplanationOut(BaseModel):
+    decision_id: str
+    language: str
+    outcome: str
+    effective_outcome: str
+    method: str | None
+    output_space: str
+    base_value: float | None
+    score: float
+    output: float | None
+    factors: list[ExplanationFactor]
+    confidential: ConfidentialOut | None
+    text: ExplanationText
+    role_of_ai: str
+    additivity_error: float | None
+    baseline: dict[str, Any]
+    model: dict[str, Any]
+
+
+class Pending(BaseModel):
+    decision_id: str
+    status: Literal["pending"]
+    retry_after: int

@@ -1,0 +1,48 @@
+"""Register a real model with a gateway over HTTP, the way an operator would."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import joblib
+import pandas as pd
+
+TEXT = {"kk": "Мәтін", "ru": "Текст", "en": "Text"}
+
+
+def manifest_for(name: str, artifact: bytes, features: list[dict[str, Any]], *, positive_class: Any,
+                 background: bytes | None = None, adapter: str = "joblib", **extra: Any) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
+        "name": name, "version": "1", "adapter": adapter, "sha256": hashlib.sha256(artifact).hexdigest(),
+        "features": features,
+        "policy": {"positive_class": positive_class, "threshold": 0.5, "outcome_above": "granted",
+                   "outcome_below": "refused", "adverse_outcome": "refused"},
+        "notice": {k: TEXT for k in ("purpose", "functions", "limitations", "owner", "legal_basis")} | {"contact": "a@b.kz"},
+        "risk_class": "minimal",
+    }
+    if background is not None:
+        manifest["explanation"] = {"background": "background.csv", "background_sha256": hashlib.sha256(background).hexdigest()}
+    manifest.update(extra)
+    return manifest
+
+
+def pickled(model: Any) -> bytes:
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    return buf.getvalue()
+
+
+def background_csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, lineterminator="\n").encode()
+
+
+def register(client: Any, admin: dict[str, str], manifest: dict[str, Any], artifact: bytes,
+             background: bytes | None = None) -> Any:
+    """Upload the artifact (and background), register and activate; return the registration response."""
+    for data in filter(None, (artifact, background)):
+        sha = hashlib.sha256(data).hexdigest()
+        put = client.put(f"/v1/blobs/{sha}", data=data, headers={**admin, "Content-Type": "application/octet-stream"})
+        assert put.status_code in (200, 201), put.get_json()
+    return client.post("/v1/models", json=manifest | {"activate": True}, headers=admin)
