@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -60,7 +61,7 @@ NAMING = {
 class Base(DeclarativeBase):
     registry = orm_registry(
         metadata=MetaData(naming_convention=NAMING),
-        type_annotation_map={dt.datetime: UTCDateTime(), dict[str, Any]: JSONType},
+        type_annotation_map={dt.datetime: UTCDateTime(), dict[str, Any]: JSONType, list[str]: JSONType},
     )
 
 
@@ -175,6 +176,21 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime]
+    # What a later kind of message is about (e.g. {"review_id": ...}); the decision is always known.
+    context: Mapped[dict[str, Any] | None]
+    # A dispatcher's claim: rows whose lease ran out are claimed again (delivery is at least once).
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None]
+
+
+class WebhookEndpoint(Base):
+    """A webhook URL the gateway stopped delivering to (the receiver answered 410 Gone)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    url_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    disabled_at: Mapped[dt.datetime]
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class LogLeaf(Base):
@@ -235,3 +251,51 @@ class Explanation(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime]
     computed_at: Mapped[dt.datetime | None]
+
+
+class ReviewStatus(enum.StrEnum):
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    RESOLVED = "resolved"
+    WITHDRAWN = "withdrawn"
+
+
+OPEN_REVIEW = ("queued", "claimed")
+
+
+class ReviewRequest(Base):
+    """A person's request for human review of a decision, and the reviewer's resolution."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        Index(None, "status", "due_at"),
+        # One open review per decision, enforced by the database on both backends.
+        Index("uq_reviews_open_decision", "decision_id", unique=True,
+              sqlite_where=text("status IN ('queued', 'claimed')"),
+              postgresql_where=text("status IN ('queued', 'claimed')")),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    point_of_view: Mapped[str] = mapped_column(Text)
+    contest_grounds: Mapped[list[str]]
+    corrected_data: Mapped[dict[str, Any] | None]
+    language: Mapped[str] = mapped_column(String(5))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[dt.datetime]
+    due_at: Mapped[dt.datetime]
+    extended_until: Mapped[dt.datetime | None]
+    extension_reason: Mapped[str | None] = mapped_column(Text)
+    extended_by: Mapped[str | None] = mapped_column(String(100))
+    extended_at: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None]
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    new_outcome: Mapped[str | None] = mapped_column(String(64))
+    reasons: Mapped[dict[str, Any] | None]
+    point_of_view_considered: Mapped[bool | None] = mapped_column(Boolean)
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+    resolved_at: Mapped[dt.datetime | None]
+    rescore_decision_id: Mapped[str | None] = mapped_column(String(40))
