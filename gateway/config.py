@@ -55,8 +55,36 @@ DEFAULTS: dict[str, Any] = {
     "LANGUAGES": ["kk", "ru", "en"],
     "SQLITE_BUSY_TIMEOUT_S": 30.0,
     "RISK_ASSESSMENT_MAX_AGE_DAYS": 365,
-    "LOAD_MODELS_ON_START": False,
+    "TIMEZONE": "Asia/Almaty",  # legal deadlines end at midnight here
+    "REVIEW_PERIOD_WORKING_DAYS": 15,  # Kazakhstan's administrative procedure
+    "REVIEW_MAX_EXTENSION_MONTHS": 2,
+    "REVIEW_LEASE_SECONDS": 900,
+    "REVIEW_MAX_LEASE_SECONDS": 3600,
     "JSON_SORT_KEYS": False,
+    # Notices (gateway/notifications). Times are seconds.
+    "TIMEZONE": "Asia/Almaty",  # dates in notices are the person's local dates
+    "REVIEW_REQUEST_WINDOW_DAYS": 30,  # human review may be requested until decision date + this
+    "NOTIFY_DISPATCHER_THREAD": True,  # deliver from a thread in every `gateway serve` worker
+    "NOTIFY_POLL_INTERVAL_S": 0.5,
+    "NOTIFY_BATCH_SIZE": 20,
+    "NOTIFY_LEASE_S": 120.0,  # a claim older than this is taken over by another dispatcher
+    # Delay before attempt n+1 after n failed attempts; the last delay repeats until NOTIFY_MAX_ATTEMPTS.
+    "NOTIFY_RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 86400],
+    "NOTIFY_MAX_ATTEMPTS": 12,
+    "NOTIFY_RETRY_JITTER": 0.1,  # each delay is multiplied by a random factor in [1 - j, 1 + j]
+    "NOTIFY_ROUTES": {},  # contact kind → channel, e.g. {"email": "log"} to print emails in development
+    "NOTIFY_SEND_TIMEOUT_S": 10.0,
+    "NOTIFY_EMAIL_FROM": None,  # default: notices@<host of PUBLIC_BASE_URL>
+    "SMTP_HOST": None,  # unset: email notices wait (retrying) until it is configured
+    "SMTP_PORT": None,  # default 587 (starttls), 465 (ssl), 25 (none)
+    "SMTP_SECURITY": "starttls",  # starttls | ssl | none
+    "SMTP_USERNAME": None,
+    "SMTP_PASSWORD": None,
+    "SMTP_CA_FILE": None,  # extra CA bundle to verify the SMTP server with
+    "WEBHOOK_SECRETS": {},  # API client body (agency) → "whsec_…" signing secret
+    "WEBHOOK_DEFAULT_SECRET": None,
+    "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
+    "WEBHOOK_CA_FILE": None,
 }
 
 

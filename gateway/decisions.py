@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import explanations, registry
+from gateway import explanations, registry, reviews
 from gateway.audit import leaf_values
 from gateway.auth import Principal
 from gateway.db import write_transaction
@@ -34,6 +34,7 @@ from gateway.models import (
     ModelStatus,
     Notification,
     NotificationStatus,
+    ReviewRequest,
     ScoringModel,
 )
 
@@ -274,5 +275,9 @@ def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
             }
             for n in notes
         ],
+        "effective_outcome_set_by": decision.effective_review_id,
+        "reviews": [reviews.summary(r) for r in db.session.execute(
+            select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
+        ).scalars()],
         "links": links(decision.id),
     }

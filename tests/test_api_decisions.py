@@ -34,7 +34,7 @@ def error(resp: Any) -> dict[str, Any]:
 
 
 def nothing_recorded(gw: Gateway) -> None:
-    for table in ("decisions", "notifications", "log_leaves", "idempotency_keys"):
+    for table in ("decisions", "explanations", "notifications", "log_leaves", "idempotency_keys"):
         assert gw.count(table) == 0, table
 
 
@@ -341,6 +341,7 @@ def test_a_failing_model_is_503_and_records_nothing(gateway: Gateway) -> None:
         db.session.execute(sa.text("DELETE FROM idempotency_keys"))
         db.session.execute(sa.text("DELETE FROM log_leaves"))
         db.session.execute(sa.text("DELETE FROM notifications"))
+        db.session.execute(sa.text("DELETE FROM explanations"))
         db.session.execute(sa.text("DELETE FROM decisions"))
         db.session.commit()
     resp = gateway.decide({"subject": gateway.sample["subject"], "features": {"x": -0.5, "y": 3.0}}, model="fragile")

@@ -23,9 +23,9 @@ IDEMPOTENCY_HEADER = {
 
 
 def register_api(app: OpenAPI) -> None:
-    from gateway.api import decisions_api, models_api, ops
+    from gateway.api import decisions_api, models_api, ops, reviews_api
 
-    for bp in (ops.bp, models_api.bp, decisions_api.bp):
+    for bp in (ops.bp, models_api.bp, decisions_api.bp, reviews_api.bp):
         app.register_api(bp)
 
 

@@ -136,6 +136,8 @@ class DecisionOut(BaseModel):
     reference: str | None
     created_at: str
     notifications: list[NotificationStatusOut]
+    effective_outcome_set_by: str | None
+    reviews: list[ReviewSummary]
     links: DecisionLinks
 
 
@@ -271,3 +273,101 @@ class Pending(BaseModel):
     decision_id: str
     status: Literal["pending"]
     retry_after: int
+
+
+class ReviewRequestIn(_Strict):
+    point_of_view: Annotated[str, Field(min_length=1, max_length=10000, description="The person's point of view")]
+    contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(min_length=1, max_length=3)
+    corrected_data: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
+        default=None, max_length=500, description="Raw features the person says are wrong, with the right values")
+    language: Language | None = Field(default=None, description="Language of the answer; default: the decision's")
+
+    @field_validator("contest_grounds")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("grounds must not repeat")
+        return value
+
+
+class ReviewPath(_Strict):
+    review_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class ClaimIn(_Strict):
+    review_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+    lease_seconds: int | None = Field(default=None, ge=30, le=86400)
+
+
+class LeaseIn(_Strict):
+    fencing_token: int = Field(ge=1)
+    lease_seconds: int | None = Field(default=None, ge=30, le=86400)
+
+
+class ReleaseIn(_Strict):
+    fencing_token: int = Field(ge=1)
+
+
+class ResolveIn(_Strict):
+    fencing_token: int = Field(ge=1)
+    outcome: Literal["upheld", "changed", "annulled"]
+    new_outcome: Annotated[str, Field(max_length=64)] | None = None
+    reasons: dict[Language, Annotated[str, Field(min_length=1, max_length=10000)]] = Field(min_length=1)
+    point_of_view_considered: bool
+
+
+class ExtendIn(_Strict):
+    until: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The new due date (YYYY-MM-DD, local)")]
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class ReviewQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["queued", "claimed", "resolved", "withdrawn"] | None = None
+    model: Annotated[str, Field(max_length=100)] | None = None
+    due_before: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$")] | None = None
+    overdue: bool | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+    lang: Language = "ru"
+
+
+class ReviewSummary(BaseModel):
+    review_id: str
+    decision_id: str
+    status: str
+    contest_grounds: list[str]
+    requested_at: str | None
+    due_at: str | None
+    extended_until: str | None
+    extension_reason: str | None
+    effective_due_at: str | None
+    overdue: bool
+    outcome: str | None
+    new_outcome: str | None
+    reasons: dict[str, str] | None
+    point_of_view_considered: bool | None
+    resolved_by: str | None
+    resolved_at: str | None
+
+
+class ReviewList(BaseModel):
+    reviews: list[ReviewSummary]
+    total: int
+    limit: int
+    offset: int
+    overdue_total: int
+
+
+class ReviewCase(ReviewSummary):
+    fencing_token: int
+    lease_expires_at: str | None
+    claimed_by: str | None
+    point_of_view: str
+    corrected_data: dict[str, Any] | None
+    language: str
+    decision: dict[str, Any]
+    explanation: dict[str, Any] | None
+    notice: dict[str, Any]
+    outcomes: list[str]

@@ -1,0 +1,107 @@
+"""Human review over HTTP: the person's request and the reviewers' queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+
+from gateway import reviews
+from gateway.api.common import ERRORS, json_response, principal
+from gateway.api.schemas import (
+    ClaimIn,
+    DecisionPath,
+    ExtendIn,
+    LeaseIn,
+    ReleaseIn,
+    ResolveIn,
+    ReviewCase,
+    ReviewList,
+    ReviewPath,
+    ReviewQuery,
+    ReviewRequestIn,
+    ReviewSummary,
+)
+from gateway.errors import ValidationFailed
+from gateway.models import Role
+
+bp = APIBlueprint("reviews", __name__, url_prefix="/v1", abp_tags=[Tag(name="reviews")])
+BEARER = [{"bearer": []}]
+
+
+@bp.post("/decisions/<decision_id>/reviews", security=BEARER, responses={201: ReviewSummary, **ERRORS})
+def request_review(path: DecisionPath, body: ReviewRequestIn) -> Response:
+    """Request human review of a decision, with the person's point of view (one open review per decision)."""
+    who = principal()
+    review = reviews.request_review(
+        who, path.decision_id, point_of_view=body.point_of_view, contest_grounds=list(body.contest_grounds),
+        corrected_data=body.corrected_data, language=body.language,
+    )
+    return json_response(reviews.summary(review), 201, {"Location": f"/v1/reviews/{review.id}"})
+
+
+def _date(value: str, field: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"{field} is not a valid date", details=[{"field": field, "rule": "date", "message": value}]) from None
+    return parsed if parsed.tzinfo else reviews.end_of_day(parsed.date()) - dt.timedelta(days=1)
+
+
+@bp.get("/reviews", security=BEARER, responses={200: ReviewList, **ERRORS})
+def list_reviews(query: ReviewQuery) -> Response:
+    """The review queue, ordered by due date; overdue cases are flagged, never dropped."""
+    principal(Role.REVIEWER, Role.AUDITOR)
+    due_before = _date(query.due_before, "due_before") if query.due_before else None
+    rows, total = reviews.list_reviews(status=query.status, model=query.model, due_before=due_before,
+                                       overdue=query.overdue, limit=query.limit, offset=query.offset)
+    return json_response({"reviews": [reviews.summary(r) for r in rows], "total": total, "limit": query.limit,
+                          "offset": query.offset, "overdue_total": reviews.overdue_count()})
+
+
+@bp.post("/reviews/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})
+def claim(body: ClaimIn) -> Response:
+    """Claim the next case due (or a named one) with a lease and a fencing token; 204 when none is waiting."""
+    who = principal(Role.REVIEWER)
+    review = reviews.claim(who, review_id=body.review_id, lease_seconds=body.lease_seconds)
+    if review is None:
+        return Response(status=204)
+    return json_response(reviews.case_view(review))
+
+
+@bp.post("/reviews/<review_id>/renew", security=BEARER, responses={200: ReviewCase, **ERRORS})
+def renew(path: ReviewPath, body: LeaseIn) -> Response:
+    """Extend your lease on a case you hold."""
+    who = principal(Role.REVIEWER)
+    return json_response(reviews.case_view(reviews.renew(who, path.review_id, body.fencing_token,
+                                                         lease_seconds=body.lease_seconds)))
+
+
+@bp.post("/reviews/<review_id>/release", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+def release(path: ReviewPath, body: ReleaseIn) -> Response:
+    """Give a case back to the queue."""
+    who = principal(Role.REVIEWER)
+    return json_response(reviews.summary(reviews.release(who, path.review_id, body.fencing_token)))
+
+
+@bp.post("/reviews/<review_id>/resolve", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+def resolve(path: ReviewPath, body: ResolveIn) -> Response:
+    """Decide a case you hold: upheld, changed (with the new outcome) or annulled, with reasons."""
+    who = principal(Role.REVIEWER)
+    review = reviews.resolve(who, path.review_id, body.fencing_token, outcome=body.outcome,
+                             new_outcome=body.new_outcome, reasons=dict(body.reasons),
+                             point_of_view_considered=body.point_of_view_considered)
+    return json_response(reviews.summary(review))
+
+
+@bp.post("/reviews/<review_id>/extend", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+def extend(path: ReviewPath, body: ExtendIn) -> Response:
+    """Extend the deadline once (at most 2 months after the request); the person is notified at once."""
+    who = principal(Role.REVIEWER)
+    try:
+        until = dt.date.fromisoformat(body.until)
+    except ValueError:
+        raise ValidationFailed("until is not a valid date",
+                               details=[{"field": "until", "rule": "date", "message": body.until}]) from None
+    return json_response(reviews.summary(reviews.extend(who, path.review_id, until=until, reason=body.reason)))

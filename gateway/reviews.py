@@ -1,0 +1,483 @@
+"""Human review: a person contests a decision; a reviewer claims, decides, and the outcome supersedes it.
+
+States and the transitions allowed between them are data (TRANSITIONS). A claim holds a lease and a
+fencing token: every later action must present the token of a lease still running, so a holder that
+was paused past its lease (and whose case another reviewer claimed) cannot resolve it. Every change is
+written with its notice rows and audit leaf in one transaction.
+"""
+
+from __future__ import annotations
+
+import calendar as _calendar
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.audit import leaf_values
+from gateway.auth import Principal
+from gateway.db import write_transaction
+from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from gateway.extensions import db
+from gateway.features import check_value
+from gateway.ids import new_id, utcnow
+from gateway.manifest import Manifest
+from gateway.models import (
+    OPEN_REVIEW,
+    Decision,
+    Explanation,
+    LogLeaf,
+    Notification,
+    NotificationStatus,
+    ReviewRequest,
+    ReviewStatus,
+    ScoringModel,
+)
+from gateway.workdays import calendar_from_config
+
+GROUNDS = ("wrong_data", "wrong_assessment", "other")
+OUTCOMES = ("upheld", "changed", "annulled")
+ANNULLED = "annulled"
+
+# (state, action) -> next state. Anything else is refused with 409 naming the current state.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (ReviewStatus.QUEUED, "claim"): ReviewStatus.CLAIMED,
+    (ReviewStatus.CLAIMED, "claim"): ReviewStatus.CLAIMED,  # only once the holder's lease ran out
+    (ReviewStatus.CLAIMED, "renew"): ReviewStatus.CLAIMED,
+    (ReviewStatus.CLAIMED, "release"): ReviewStatus.QUEUED,
+    (ReviewStatus.CLAIMED, "resolve"): ReviewStatus.RESOLVED,
+    (ReviewStatus.CLAIMED, "rescore"): ReviewStatus.CLAIMED,
+    (ReviewStatus.QUEUED, "extend"): ReviewStatus.QUEUED,
+    (ReviewStatus.CLAIMED, "extend"): ReviewStatus.CLAIMED,
+}
+
+
+class InvalidTransition(Conflict):
+    """This action is not allowed in the review's current state."""
+
+    code = "invalid_transition"
+
+
+class StaleLease(Conflict):
+    """The lease is not yours or has run out; claim the case again."""
+
+    code = "stale_lease"
+
+
+def _transition(review: ReviewRequest, action: str) -> str:
+    nxt = TRANSITIONS.get((ReviewStatus(review.status), action))
+    if nxt is None:
+        raise InvalidTransition(f"cannot {action} a review that is {review.status}", details={"status": review.status})
+    return str(nxt)
+
+
+# --- deadlines ----------------------------------------------------------------------------------------
+
+def _zone() -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(current_app.config["TIMEZONE"])
+
+
+def end_of_day(day: dt.date) -> dt.datetime:
+    """The deadline instant of a legal day: midnight at its end, in the deployment's time zone, as UTC."""
+    local = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=_zone())
+    return local.astimezone(dt.UTC)
+
+
+def local_date(at: dt.datetime) -> dt.date:
+    return at.astimezone(_zone()).date()
+
+
+def due_date(requested_at: dt.datetime) -> dt.datetime:
+    """The end of the n-th working day after the request (n = REVIEW_PERIOD_WORKING_DAYS)."""
+    days = int(current_app.config["REVIEW_PERIOD_WORKING_DAYS"])
+    return end_of_day(calendar_from_config(current_app.config).add_working_days(local_date(requested_at), days))
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return dt.date(year, month, min(day.day, _calendar.monthrange(year, month)[1]))
+
+
+def effective_due(review: ReviewRequest) -> dt.datetime:
+    return review.extended_until or review.due_at
+
+
+# --- the person's side ----------------------------------------------------------------------------------
+
+def _decision_for(principal: Principal, decision_id: str) -> Decision:
+    from gateway.explanations import visible_decision
+
+    return visible_decision(principal, decision_id)
+
+
+def _manifest(model_id: str) -> Manifest:
+    data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one()
+    return Manifest.model_validate(data)
+
+
+def _channels(decision_id: str) -> list[str]:
+    return sorted(db.session.execute(
+        select(Notification.channel).where(Notification.decision_id == decision_id).distinct()
+    ).scalars())
+
+
+def _notices(decision: Decision, kind: str, review: ReviewRequest, now: dt.datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": new_id("ntf"), "decision_id": decision.id, "kind": kind, "channel": channel,
+            "language": review.language, "status": NotificationStatus.PENDING.value, "attempts": 0,
+            "next_attempt_at": now, "created_at": now, "context": {"review_id": review.id},
+        }
+        for channel in _channels(decision.id)
+    ]
+
+
+def _check_corrected(manifest: Manifest, corrected: dict[str, Any] | None) -> None:
+    if not corrected:
+        return
+    problems = []
+    for name, value in corrected.items():
+        try:
+            feature = manifest.feature(name)
+        except KeyError:
+            problems.append({"field": f"corrected_data.{name}", "rule": "unknown",
+                             "message": f"the model has no feature {name!r}"})
+            continue
+        problem = check_value(feature, value, f"corrected_data.{name}")
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ValidationFailed(f"{len(problems)} invalid field(s)", details=problems)
+
+
+def request_review(principal: Principal, decision_id: str, *, point_of_view: str, contest_grounds: list[str],
+                   corrected_data: dict[str, Any] | None, language: str | None,
+                   now: dt.datetime | None = None) -> ReviewRequest:
+    """Open a review of a decision; the person is told it was received and by when it is due."""
+    now = now or utcnow()
+    decision = _decision_for(principal, decision_id)
+    _check_corrected(_manifest(decision.model_id), corrected_data)
+    open_review = _open_review(decision.id)
+    if open_review is not None:
+        raise Conflict("this decision already has an open review", code="review_open",
+                       details={"review_id": open_review})
+    review = ReviewRequest(
+        id=new_id("rev"), decision_id=decision.id, status=ReviewStatus.QUEUED.value, point_of_view=point_of_view,
+        contest_grounds=list(contest_grounds), corrected_data=corrected_data or None,
+        language=language or decision.language, requested_by=principal.id, requested_at=now,
+        due_at=due_date(now), fencing_token=0,
+    )
+    try:
+        with write_transaction() as session:
+            session.add(review)
+            session.flush()
+            notices = _notices(decision, "review_received", review, now)
+            if notices:
+                session.execute(insert(Notification.__table__), notices)
+            _leaf(session, "review:requested", review, now, decision_id=decision.id, grounds=review.contest_grounds,
+                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat())
+    except IntegrityError:
+        # Another request for the same decision committed first (the partial unique index).
+        db.session.rollback()
+        raise Conflict("this decision already has an open review", code="review_open",
+                       details={"review_id": _open_review(decision.id)}) from None
+    return review
+
+
+def _open_review(decision_id: str) -> str | None:
+    return db.session.execute(
+        select(ReviewRequest.id).where(ReviewRequest.decision_id == decision_id, ReviewRequest.status.in_(OPEN_REVIEW))
+    ).scalar_one_or_none()
+
+
+def _leaf(session: Any, kind: str, review: ReviewRequest, now: dt.datetime, **fields: Any) -> None:
+    record = {"review_id": review.id, "at": now.isoformat(), **fields}
+    session.execute(insert(LogLeaf.__table__), leaf_values(kind, review.id, record, now))
+
+
+# --- the reviewer's side --------------------------------------------------------------------------------
+
+def _lease(seconds: int | None) -> dt.timedelta:
+    default = int(current_app.config["REVIEW_LEASE_SECONDS"])
+    maximum = int(current_app.config["REVIEW_MAX_LEASE_SECONDS"])
+    value = default if seconds is None else seconds
+    if not 30 <= value <= maximum:
+        raise ValidationFailed(f"lease_seconds must be between 30 and {maximum}",
+                               details=[{"field": "lease_seconds", "rule": "range", "message": f"30..{maximum}"}])
+    return dt.timedelta(seconds=value)
+
+
+def _claimable(now: dt.datetime) -> Any:
+    return or_(
+        ReviewRequest.status == ReviewStatus.QUEUED.value,
+        and_(ReviewRequest.status == ReviewStatus.CLAIMED.value, ReviewRequest.lease_expires_at <= now),
+    )
+
+
+def _not_operator(principal: Principal, decision: Decision) -> None:
+    if decision.operator is not None and decision.operator in (principal.name, principal.id):
+        raise Forbidden("a reviewer may not review a decision they operated", code="reviewer_is_operator")
+
+
+def claim(principal: Principal, *, review_id: str | None = None, lease_seconds: int | None = None,
+          now: dt.datetime | None = None) -> ReviewRequest | None:
+    """Claim the named case, or the next one due; None when no case is waiting."""
+    now = now or utcnow()
+    lease = _lease(lease_seconds)
+    with write_transaction() as session:
+        query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
+        if review_id is not None:
+            review = session.execute(query.where(ReviewRequest.id == review_id).with_for_update()).scalar_one_or_none()
+            if review is None:
+                raise NotFound("The resource does not exist.")
+            decision = session.get(Decision, review.decision_id)
+            assert decision is not None
+            _not_operator(principal, decision)
+            if review.status == ReviewStatus.CLAIMED and review.lease_expires_at and review.lease_expires_at > now:
+                raise Conflict("another reviewer holds this case", code="review_claimed",
+                               details={"lease_expires_at": review.lease_expires_at.isoformat()})
+            _transition(review, "claim")
+        else:
+            query = query.where(_claimable(now))
+            query = query.where(or_(Decision.operator.is_(None), Decision.operator.not_in([principal.name, principal.id])))
+            due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+            query = query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id).limit(1)
+            review = session.execute(query.with_for_update(skip_locked=True, of=ReviewRequest)).scalar_one_or_none()
+            if review is None:
+                return None
+        review.status = _transition(review, "claim")
+        review.claimed_by = principal.id
+        review.lease_expires_at = now + lease
+        review.fencing_token += 1
+    return review
+
+
+def _held(session: Any, principal: Principal, review_id: str, token: int, now: dt.datetime, action: str) -> ReviewRequest:
+    review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one_or_none()
+    if review is None:
+        raise NotFound("The resource does not exist.")
+    _transition(review, action)
+    if review.claimed_by != principal.id or review.fencing_token != token:
+        raise StaleLease("this case is held by another claim; claim it again", details={"status": review.status})
+    if review.lease_expires_at is None or review.lease_expires_at <= now:
+        raise StaleLease("your lease on this case has run out; claim it again", details={"status": review.status})
+    return review
+
+
+def renew(principal: Principal, review_id: str, token: int, *, lease_seconds: int | None = None,
+          now: dt.datetime | None = None) -> ReviewRequest:
+    now = now or utcnow()
+    lease = _lease(lease_seconds)
+    with write_transaction() as session:
+        review = _held(session, principal, review_id, token, now, "renew")
+        review.lease_expires_at = now + lease
+    return review
+
+
+def release(principal: Principal, review_id: str, token: int, *, now: dt.datetime | None = None) -> ReviewRequest:
+    now = now or utcnow()
+    with write_transaction() as session:
+        review = _held(session, principal, review_id, token, now, "release")
+        review.status = _transition(review, "release")
+        review.claimed_by = None
+        review.lease_expires_at = None
+    return review
+
+
+def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, new_outcome: str | None,
+            reasons: dict[str, str], point_of_view_considered: bool, now: dt.datetime | None = None) -> ReviewRequest:
+    """Decide the review; its outcome supersedes the decision's effective outcome (the original stays)."""
+    now = now or utcnow()
+    if point_of_view_considered is not True:
+        raise ValidationFailed("the reviewer must confirm that the person's point of view was considered",
+                               details=[{"field": "point_of_view_considered", "rule": "must_be_true", "message": "must be true"}])
+    with write_transaction() as session:
+        review = _held(session, principal, review_id, token, now, "resolve")
+        decision = session.get(Decision, review.decision_id)
+        assert decision is not None
+        _not_operator(principal, decision)
+        policy = _manifest(decision.model_id).policy
+        effective = _effective_after(outcome, new_outcome, decision.outcome, (policy.outcome_above, policy.outcome_below))
+        if not (reasons.get(review.language) or "").strip():
+            raise ValidationFailed(
+                f"give the reasons in the person's language ({review.language})",
+                details=[{"field": f"reasons.{review.language}", "rule": "required",
+                          "message": "the person is answered in their language"}])
+        review.status = _transition(review, "resolve")
+        review.outcome, review.new_outcome = outcome, new_outcome if outcome == "changed" else None
+        review.reasons = {k: v for k, v in reasons.items() if v.strip()}
+        review.point_of_view_considered = True
+        review.resolved_by, review.resolved_at = principal.id, now
+        review.lease_expires_at = None
+        previous = decision.effective_outcome
+        # Compare-and-set on the decision too: the supersession is append-only history in the audit log.
+        session.execute(update(Decision).where(Decision.id == decision.id)
+                        .values(effective_outcome=effective, effective_review_id=review.id))
+        session.flush()
+        notices = _notices(decision, "review_outcome", review, now)
+        if notices:
+            session.execute(insert(Notification.__table__), notices)
+        _leaf(session, "review:resolved", review, now, decision_id=decision.id, outcome=outcome,
+              previous_effective_outcome=previous, effective_outcome=effective, resolved_by=principal.id,
+              reasons=review.reasons, point_of_view_considered=True)
+    return review
+
+
+def _effective_after(outcome: str, new_outcome: str | None, original: str, allowed: tuple[str, str]) -> str:
+    if outcome == "upheld":
+        if new_outcome is not None:
+            raise ValidationFailed("new_outcome is only for 'changed'",
+                                   details=[{"field": "new_outcome", "rule": "not_allowed", "message": "omit it"}])
+        return original
+    if outcome == "annulled":
+        if new_outcome is not None:
+            raise ValidationFailed("new_outcome is only for 'changed'",
+                                   details=[{"field": "new_outcome", "rule": "not_allowed", "message": "omit it"}])
+        return ANNULLED
+    if new_outcome not in allowed or new_outcome == original:
+        other = [o for o in allowed if o != original]
+        raise ValidationFailed(f"a changed outcome must be one of the model's other outcomes: {other}",
+                               details=[{"field": "new_outcome", "rule": "outcome", "message": f"one of {other}"}])
+    return new_outcome
+
+
+def extend(principal: Principal, review_id: str, *, until: dt.date, reason: str,
+           now: dt.datetime | None = None) -> ReviewRequest:
+    """Extend the deadline once, to at most REVIEW_MAX_EXTENSION_MONTHS after the request; notify at once."""
+    now = now or utcnow()
+    with write_transaction() as session:
+        review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one_or_none()
+        if review is None:
+            raise NotFound("The resource does not exist.")
+        _transition(review, "extend")
+        if review.extended_until is not None:
+            raise Conflict("the deadline was extended once already; it can be extended only once",
+                           code="already_extended", details={"extended_until": review.extended_until.isoformat()})
+        months = int(current_app.config["REVIEW_MAX_EXTENSION_MONTHS"])
+        latest = add_months(local_date(review.requested_at), months)
+        new_due = end_of_day(until)
+        if until > latest:
+            raise ValidationFailed(f"the deadline can be extended to {latest.isoformat()} at the latest",
+                                   details=[{"field": "until", "rule": "max", "message": f"at most {latest.isoformat()}"}])
+        if new_due <= review.due_at:
+            raise ValidationFailed("the new deadline must be later than the current one",
+                                   details=[{"field": "until", "rule": "min",
+                                             "message": f"after {local_date(review.due_at - dt.timedelta(seconds=1))}"}])
+        review.extended_until, review.extension_reason = new_due, reason
+        review.extended_by, review.extended_at = principal.id, now
+        decision = session.get(Decision, review.decision_id)
+        assert decision is not None
+        session.flush()
+        notices = _notices(decision, "review_extended", review, now)
+        if notices:
+            session.execute(insert(Notification.__table__), notices)
+        _leaf(session, "review:extended", review, now, extended_until=new_due.isoformat(), reason=reason,
+              extended_by=principal.id)
+    return review
+
+
+def list_reviews(*, status: str | None = None, model: str | None = None, due_before: dt.datetime | None = None,
+                 overdue: bool | None = None, limit: int = 50, offset: int = 0,
+                 now: dt.datetime | None = None) -> tuple[list[ReviewRequest], int]:
+    """The queue, ordered by (effective) due date, with the total count for paging."""
+    now = now or utcnow()
+    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+    query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
+    if status:
+        query = query.where(ReviewRequest.status == status)
+    if model:
+        query = query.where(Decision.model_name == model)
+    if due_before:
+        query = query.where(due < due_before)
+    if overdue is not None:
+        late = and_(due < now, ReviewRequest.status.in_(OPEN_REVIEW))
+        query = query.where(late if overdue else ~late)
+    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = db.session.execute(query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id).limit(limit).offset(offset)).scalars()
+    return list(rows), int(total)
+
+
+def overdue_count(now: dt.datetime | None = None) -> int:
+    now = now or utcnow()
+    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+    return int(db.session.execute(
+        select(func.count()).where(due < now, ReviewRequest.status.in_(OPEN_REVIEW))).scalar_one())
+
+
+def get_review(review_id: str) -> ReviewRequest:
+    review = db.session.get(ReviewRequest, review_id)
+    if review is None:
+        raise NotFound("The resource does not exist.")
+    return review
+
+
+# --- views ----------------------------------------------------------------------------------------------
+
+def _iso(at: dt.datetime | None) -> str | None:
+    from gateway.decisions import isoformat
+
+    return isoformat(at) if at else None
+
+
+def summary(review: ReviewRequest, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What the agency, the person and the queue see of a review."""
+    now = now or utcnow()
+    due = effective_due(review)
+    return {
+        "review_id": review.id,
+        "decision_id": review.decision_id,
+        "status": review.status,
+        "contest_grounds": review.contest_grounds,
+        "requested_at": _iso(review.requested_at),
+        "due_at": _iso(review.due_at),
+        "extended_until": _iso(review.extended_until),
+        "extension_reason": review.extension_reason,
+        "effective_due_at": _iso(due),
+        "overdue": review.status in OPEN_REVIEW and due < now,
+        "outcome": review.outcome,
+        "new_outcome": review.new_outcome,
+        "reasons": review.reasons,
+        "point_of_view_considered": review.point_of_view_considered,
+        "resolved_by": review.resolved_by,
+        "resolved_at": _iso(review.resolved_at),
+    }
+
+
+def case_view(review: ReviewRequest, lang: str = "ru") -> dict[str, Any]:
+    """Everything a reviewer needs to decide: inputs, score, outcome, explanation, the person's view, notice."""
+    from gateway.explanations import render
+
+    decision = db.session.get(Decision, review.decision_id)
+    assert decision is not None
+    manifest = _manifest(decision.model_id)
+    explanation = db.session.get(Explanation, decision.id)
+    rendered = None
+    if explanation is not None and explanation.status == "ready":
+        rendered = render(decision, explanation, manifest, lang) | {"attributions": explanation.attributions}
+    return summary(review) | {
+        "fencing_token": review.fencing_token,
+        "lease_expires_at": _iso(review.lease_expires_at),
+        "claimed_by": review.claimed_by,
+        "point_of_view": review.point_of_view,
+        "corrected_data": review.corrected_data,
+        "language": review.language,
+        "decision": {
+            "decision_id": decision.id,
+            "model": {"name": decision.model_name, "version": decision.model_version, "sha256": decision.artifact_sha256},
+            "inputs": decision.inputs,
+            "score": decision.score,
+            "outcome": decision.outcome,
+            "effective_outcome": decision.effective_outcome,
+            "adverse": decision.adverse,
+            "role_of_ai": decision.role_of_ai,
+            "operator": decision.operator,
+            "created_at": _iso(decision.created_at),
+        },
+        "explanation": rendered,
+        "notice": manifest.notice.model_dump(mode="json"),
+        "outcomes": [manifest.policy.outcome_above, manifest.policy.outcome_below],
+    }
