@@ -115,6 +115,85 @@ def serving_model(name: str) -> registry.LoadedModel:
     return loaded
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A row scored, decided and explained (explanation: the column values of its row)."""
+
+    row: dict[str, Any]
+    score: float
+    outcome: str
+    adverse: bool
+    explanation: dict[str, Any]
+
+
+def score_and_explain(model: registry.LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
+    """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
+    frame = to_frame(model.manifest, [row])
+    try:
+        score = float(model.adapter.score(frame)[0])
+    except Exception as exc:
+        current_app.logger.exception("model %s %s failed to score", model.name, model.version)
+        raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
+    outcome, adverse = model.manifest.policy.decide(score)
+    try:
+        explanation = explanations.values_for_decision(model.explanation, frame, row, score, now)
+    except ExplainerError as exc:
+        # The right to an explanation is part of the decision: without one, nothing is decided.
+        current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
+        raise ModelUnavailable(f"the decision could not be explained: {exc}", code="explanation_failed") from exc
+    return Scored(row, score, outcome, adverse, explanation)
+
+
+@dataclass(frozen=True)
+class NewDecision:
+    """Everything one decision's rows are made of."""
+
+    id: str
+    model: registry.LoadedModel
+    client_id: str
+    subject_ref: str
+    contact: dict[str, str]
+    language: str
+    scored: Scored
+    role_of_ai: str
+    operator: str | None
+    reference: str | None
+    created_at: dt.datetime
+    audit_extra: dict[str, Any] | None = None
+
+
+def add_decision(session: Any, d: NewDecision) -> None:
+    """Insert a decision with its explanation, notice rows and audit leaf (the caller's transaction)."""
+    model, scored, now = d.model, d.scored, d.created_at
+    model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
+    session.execute(
+        insert(Decision.__table__),
+        {
+            "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
+            "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
+            "contact_ciphertext": _cipher().encrypt(json.dumps(d.contact, sort_keys=True).encode(), record_id=d.id),
+            "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
+            "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
+            "created_at": now, "effective_outcome": scored.outcome,
+        },
+    )
+    session.execute(insert(Explanation.__table__), scored.explanation | {"decision_id": d.id})
+    session.execute(insert(Notification.__table__), [
+        {
+            "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
+            "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
+        }
+        for channel in sorted(d.contact)
+    ])
+    audit_record = {
+        "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref, "inputs": scored.row,
+        "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
+        "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
+        "explanation": explanations.audit_digest(scored.explanation), **(d.audit_extra or {}),
+    }
+    session.execute(insert(LogLeaf.__table__), leaf_values("decision:recorded", d.id, audit_record, now))
+
+
 def record_decision(
     principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str
 ) -> StoredResponse:
@@ -123,108 +202,43 @@ def record_decision(
     if replay is not None:
         return replay
     model = serving_model(model_name)
-    manifest = model.manifest
     if data.language not in current_app.config["LANGUAGES"]:
         raise ValidationFailed(
             f"language {data.language!r} is not offered by this deployment",
             details=[{"field": "subject.language", "rule": "language",
                       "message": f"must be one of {current_app.config['LANGUAGES']}"}],
         )
-    row = validate_features(manifest, data.features)
+    row = validate_features(model.manifest, data.features)
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
 
-    frame = to_frame(manifest, [row])
-    try:
-        score = float(model.adapter.score(frame)[0])
-    except Exception as exc:
-        current_app.logger.exception("model %s %s failed to score", model.name, model.version)
-        raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
-    outcome, adverse = manifest.policy.decide(score)
-
     now = utcnow()
-    try:
-        explanation = explanations.values_for_decision(model.explanation, frame, row, score, now)
-    except ExplainerError as exc:
-        # The right to an explanation is part of the decision: without one, nothing is decided.
-        current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
-        raise ModelUnavailable(f"the decision could not be explained: {exc}", code="explanation_failed") from exc
-    decision_id = new_id("dec")
-    ref = subject_ref(data.iin, current_app.config["SUBJECT_KEY_BYTES"])
-    contact = json.dumps(data.contact, sort_keys=True).encode()
-    created = isoformat(now)
+    scored = score_and_explain(model, row, now)
+    decision = NewDecision(
+        id=new_id("dec"), model=model, client_id=principal.id,
+        subject_ref=subject_ref(data.iin, current_app.config["SUBJECT_KEY_BYTES"]), contact=data.contact,
+        language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
+        reference=data.reference, created_at=now,
+    )
     body = {
-        "decision_id": decision_id,
+        "decision_id": decision.id,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "score": score,
-        "outcome": outcome,
-        "adverse": adverse,
-        "created_at": created,
-        "links": links(decision_id),
+        "score": scored.score,
+        "outcome": scored.outcome,
+        "adverse": scored.adverse,
+        "created_at": isoformat(now),
+        "links": links(decision.id),
     }
     body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    audit_record = {
-        "decision_id": decision_id,
-        "model": body["model"],
-        "subject_ref": ref,
-        "inputs": row,
-        "score": score,
-        "outcome": outcome,
-        "adverse": adverse,
-        "role_of_ai": manifest.role_of_ai,
-        "client_id": principal.id,
-        "operator": data.operator,
-        "created_at": created,
-        "explanation": explanations.audit_digest(explanation),
-    }
-    notifications = [
-        {
-            "id": new_id("ntf"),
-            "decision_id": decision_id,
-            "kind": NOTICE,
-            "channel": channel,
-            "language": data.language,
-            "status": NotificationStatus.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for channel in sorted(data.contact)
-    ]
     try:
         with write_transaction() as session:
-            session.execute(
-                insert(Decision.__table__),
-                {
-                    "id": decision_id,
-                    "model_id": model.id,
-                    "model_name": model.name,
-                    "model_version": model.version,
-                    "artifact_sha256": model.sha256,
-                    "client_id": principal.id,
-                    "subject_ref": ref,
-                    "contact_ciphertext": _cipher().encrypt(contact, record_id=decision_id),
-                    "language": data.language,
-                    "inputs": row,
-                    "score": score,
-                    "outcome": outcome,
-                    "adverse": adverse,
-                    "role_of_ai": manifest.role_of_ai,
-                    "operator": data.operator,
-                    "reference": data.reference,
-                    "created_at": now,
-                    "effective_outcome": outcome,
-                },
-            )
-            session.execute(insert(Explanation.__table__), explanation | {"decision_id": decision_id})
-            session.execute(insert(Notification.__table__), notifications)
-            session.execute(insert(LogLeaf.__table__), leaf_values("decision:recorded", decision_id, audit_record, now))
+            add_decision(session, decision)
             session.execute(
                 insert(IdempotencyRecord.__table__),
                 {
                     "client_id": principal.id,
                     "key": idempotency_key,
                     "request_hash": request_hash,
-                    "resource_id": decision_id,
+                    "resource_id": decision.id,
                     "status_code": 201,
                     "response_body": body_bytes,
                     "created_at": now,
@@ -242,7 +256,15 @@ def record_decision(
     except DBAPIError as exc:
         current_app.logger.error("decision not recorded: %s", exc)
         raise DatabaseUnavailable() from exc
-    return StoredResponse(201, body_bytes, decision_id, False)
+    return StoredResponse(201, body_bytes, decision.id, False)
+
+
+def decrypt_contact(decision: Decision) -> dict[str, str]:
+    """The decision's contact details (decrypted; never log them)."""
+    if decision.contact_ciphertext is None:
+        return {}
+    data: dict[str, str] = json.loads(_cipher().decrypt(decision.contact_ciphertext, record_id=decision.id))
+    return data
 
 
 def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
@@ -271,7 +293,11 @@ def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
                 "channel": n.channel,
                 "status": n.status,
                 "attempts": n.attempts,
+                "created_at": isoformat(n.created_at),
                 "delivered_at": isoformat(n.delivered_at) if n.delivered_at else None,
+                # When the next attempt is due (pending / retrying); None once delivered or dead.
+                "next_attempt_at": isoformat(n.next_attempt_at) if n.status in ("pending", "retrying") else None,
+                "last_error": n.last_error,  # why the last attempt failed (never contains the address)
             }
             for n in notes
         ],

@@ -345,6 +345,44 @@ def _effective_after(outcome: str, new_outcome: str | None, original: str, allow
     return new_outcome
 
 
+def rescore(principal: Principal, review_id: str, token: int, *, now: dt.datetime | None = None) -> Decision:
+    """Score the person's corrected data with the model version of the original decision.
+
+    The result is a new decision linked to the review (the original stays as it was), with its own
+    explanation, notice and audit leaf. It informs the reviewer; the review's resolution decides.
+    """
+    from gateway import decisions, registry
+    from gateway.features import validate_features
+
+    now = now or utcnow()
+    with write_transaction() as session:  # check the lease before the (slower) scoring
+        review = _held(session, principal, review_id, token, now, "rescore")
+        if not review.corrected_data:
+            raise ValidationFailed("the person sent no corrected data to rescore",
+                                   details=[{"field": "corrected_data", "rule": "required", "message": "none was sent"}])
+        original = session.get(Decision, review.decision_id)
+        assert original is not None
+        corrected, inputs = dict(review.corrected_data), dict(original.inputs)
+    model = registry.cache().get(original.model_id)
+    row = validate_features(model.manifest, inputs | corrected)
+    scored = decisions.score_and_explain(model, row, now)
+    new = decisions.NewDecision(
+        id=new_id("dec"), model=model, client_id=original.client_id, subject_ref=original.subject_ref,
+        contact=decisions.decrypt_contact(original), language=review.language, scored=scored,
+        role_of_ai="supports_officer", operator=principal.name, reference=f"rescore:{original.id}", created_at=now,
+        audit_extra={"rescore_of": original.id, "review_id": review.id},
+    )
+    with write_transaction() as session:
+        review = _held(session, principal, review_id, token, now, "rescore")  # still ours?
+        decisions.add_decision(session, new)
+        review.rescore_decision_id = new.id
+        _leaf(session, "review:rescored", review, now, decision_id=original.id, rescore_decision_id=new.id,
+              corrected=sorted(corrected), score=scored.score, outcome=scored.outcome)
+    decision = db.session.get(Decision, new.id)
+    assert decision is not None
+    return decision
+
+
 def extend(principal: Principal, review_id: str, *, until: dt.date, reason: str,
            now: dt.datetime | None = None) -> ReviewRequest:
     """Extend the deadline once, to at most REVIEW_MAX_EXTENSION_MONTHS after the request; notify at once."""
@@ -444,6 +482,7 @@ def summary(review: ReviewRequest, now: dt.datetime | None = None) -> dict[str, 
         "point_of_view_considered": review.point_of_view_considered,
         "resolved_by": review.resolved_by,
         "resolved_at": _iso(review.resolved_at),
+        "rescore_decision_id": review.rescore_decision_id,
     }
 
 
@@ -481,3 +520,14 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> dict[str, Any]:
         "notice": manifest.notice.model_dump(mode="json"),
         "outcomes": [manifest.policy.outcome_above, manifest.policy.outcome_below],
     }
+
+
+def rescore_view(review_id: str, decision: Decision) -> dict[str, Any]:
+    from gateway.explanations import render
+
+    explanation = db.session.get(Explanation, decision.id)
+    rendered = None
+    if explanation is not None and explanation.status == "ready":
+        rendered = render(decision, explanation, _manifest(decision.model_id), decision.language)
+    return {"review_id": review_id, "decision_id": decision.id, "rescore_of": (decision.reference or "")[len("rescore:"):],
+            "score": decision.score, "outcome": decision.outcome, "adverse": decision.adverse, "explanation": rendered}

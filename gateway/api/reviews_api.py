@@ -22,6 +22,7 @@ from gateway.api.schemas import (
     ReviewQuery,
     ReviewRequestIn,
     ReviewSummary,
+    Rescored,
 )
 from gateway.errors import ValidationFailed
 from gateway.models import Role
@@ -105,3 +106,12 @@ def extend(path: ReviewPath, body: ExtendIn) -> Response:
         raise ValidationFailed("until is not a valid date",
                                details=[{"field": "until", "rule": "date", "message": body.until}]) from None
     return json_response(reviews.summary(reviews.extend(who, path.review_id, until=until, reason=body.reason)))
+
+
+@bp.post("/reviews/<review_id>/rescore", security=BEARER, responses={201: Rescored, **ERRORS})
+def rescore(path: ReviewPath, body: ReleaseIn) -> Response:
+    """Score the person's corrected data: a new decision linked to the review; the original stays."""
+    who = principal(Role.REVIEWER)
+    decision = reviews.rescore(who, path.review_id, body.fencing_token)
+    return json_response(reviews.rescore_view(path.review_id, decision), 201,
+                         {"Location": f"/v1/decisions/{decision.id}"})

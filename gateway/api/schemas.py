@@ -350,6 +350,7 @@ class ReviewSummary(BaseModel):
     point_of_view_considered: bool | None
     resolved_by: str | None
     resolved_at: str | None
+    rescore_decision_id: str | None
 
 
 class ReviewList(BaseModel):
@@ -371,3 +372,13 @@ class ReviewCase(ReviewSummary):
     explanation: dict[str, Any] | None
     notice: dict[str, Any]
     outcomes: list[str]
+
+
+class Rescored(BaseModel):
+    review_id: str
+    decision_id: str
+    rescore_of: str
+    score: float
+    outcome: str
+    adverse: bool
+    explanation: dict[str, Any] | None
