@@ -23,7 +23,7 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.extensions import db
-from gateway.features import to_frame, validate_features
+from gateway.features import validate_features
 from gateway.identity import ContactCipher, subject_ref
 from gateway.ids import new_id, utcnow
 from gateway.models import (
@@ -128,15 +128,14 @@ class Scored:
 
 def score_and_explain(model: registry.LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
-    frame = to_frame(model.manifest, [row])
     try:
-        score = float(model.adapter.score(frame)[0])
+        score = float(model.score([row])[0])
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
     outcome, adverse = model.manifest.policy.decide(score)
     try:
-        explanation = explanations.values_for_decision(model.explanation, frame, row, score, now)
+        explanation = explanations.values_for_decision(model.explanation, row, score, now)
     except ExplainerError as exc:
         # The right to an explanation is part of the decision: without one, nothing is decided.
         current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)

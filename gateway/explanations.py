@@ -106,7 +106,7 @@ def computed_values(tools: ExplanationTools, raw: RawExplanation, row: dict[str,
     }
 
 
-def values_for_decision(tools: ExplanationTools | None, frame: pd.DataFrame, row: dict[str, Any], score: float,
+def values_for_decision(tools: ExplanationTools | None, row: dict[str, Any], score: float,
                         now: dt.datetime) -> dict[str, Any]:
     """The explanation row to insert with a decision: ready (exact), pending (job) or unavailable."""
     base: dict[str, Any] = {"attempts": 0, "created_at": now}
@@ -116,7 +116,7 @@ def values_for_decision(tools: ExplanationTools | None, frame: pd.DataFrame, row
     if not tools.exact:
         return base | {"status": ExplanationStatus.PENDING.value, "next_attempt_at": now,
                        "background_sha256": tools.background_sha256}
-    raw = tools.explainer.explain(frame)[0]
+    raw = tools.explainer.explain([row])[0]  # records: the explainer's verified fast path, no DataFrame
     return base | computed_values(tools, raw, row, score) | {"computed_at": now}
 
 

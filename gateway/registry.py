@@ -9,12 +9,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from flask import Flask, current_app
 from sqlalchemy import select
 
 from explainers import ExplainerError
 from gateway.adapters import AdapterError, ModelAdapter, load_adapter
+from gateway.adapters.fast import FastScorer, verified_fast_scorer
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
 from gateway.explanations import ExplanationTools, build_tools
 from gateway.extensions import db
@@ -38,6 +40,15 @@ class LoadedModel:
     adapter: ModelAdapter
     background: pd.DataFrame | None
     explanation: ExplanationTools | None
+    fast: FastScorer | None = None
+
+    def score(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The positive-class probability of validated raw rows (verified fast path, else the adapter)."""
+        if self.fast is not None:
+            scores = self.fast.score(rows)
+            if scores is not None:
+                return scores
+        return self.adapter.score(to_frame(self.manifest, rows))
 
 
 class ModelCache:
@@ -125,7 +136,18 @@ def _load(row: ScoringModel) -> LoadedModel:
         raise ModelUnavailable(f"model {row.name} {row.version} cannot be loaded: {exc}") from exc
     background = _read_background(manifest, _blob(row.background_sha256)) if row.background_sha256 else None
     tools = _tools(manifest, adapter, background, row.background_sha256)
-    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background, tools)
+    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background, tools,
+                       _fast_scorer(manifest, adapter, background))
+
+
+def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None) -> FastScorer | None:
+    """A scorer that skips scikit-learn's per-call validation, kept only if it matches the pipeline exactly."""
+    check = to_frame(manifest, [example_row(manifest)])
+    if background is not None:
+        check = pd.concat([check, background], ignore_index=True)
+    numeric = {f.name for f in manifest.features if f.type == "number"}
+    return verified_fast_scorer(adapter.native(), [f.name for f in manifest.features], numeric, check,
+                                adapter.score(check))
 
 
 def _tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
