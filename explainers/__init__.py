@@ -3,15 +3,22 @@
 A library of its own: it imports neither flask nor the gateway, and `import explainers` stays cheap
 (shap, scikit-learn and pandas are imported when an explainer is fitted or used).
 
-    explainer = make_explainer(pipeline, output_space="probability", positive_class="good").fit(background)
-    [explanation] = explainer.explain(row)                  # RawExplanation, additive in its space
-    selection = FactorSelector(policies).fit(background).select(explanation, row.iloc[0])
+    explainer = make_explainer(pipeline, output_space="log_odds", positive_class="good").fit(background)
+    [explanation] = explainer.explain(record)        # a DataFrame, a record {feature: value} or a list
+    selection = FactorSelector(policies).fit(background).select(explanation, record)
 """
 
 from __future__ import annotations
 
+from explainers._transform import GiveUp, NotCompilable, compile_transform
 from explainers._version import __version__
-from explainers.base import OUTPUT_SPACES, BaseExplainer, ExactExplainer, RawExplanation
+from explainers.base import (
+    OUTPUT_SPACES,
+    BaseExplainer,
+    ExactExplainer,
+    RawExplanation,
+    Rows,
+)
 from explainers.exceptions import (
     AdditivityError,
     ExplainerError,
@@ -32,10 +39,21 @@ from explainers.factors import (
     rank_features,
     select_factors,
 )
-from explainers.grouping import column_groups, group_matrix, split_pipeline, transformed_sources
+from explainers.grouping import (
+    column_groups,
+    group_matrix,
+    split_pipeline,
+    transformed_sources,
+)
 from explainers.linear import LinearExplainer
 from explainers.permutation import PermutationExplainer
-from explainers.registry import EXPLAINERS, FALLBACK, choose_explainer, get_explainer, make_explainer
+from explainers.registry import (
+    EXPLAINERS,
+    FALLBACK,
+    choose_explainer,
+    get_explainer,
+    make_explainer,
+)
 from explainers.tree import TreeExplainer
 
 __all__ = [
@@ -51,10 +69,13 @@ __all__ = [
     "Factor",
     "FactorSelection",
     "FactorSelector",
+    "GiveUp",
     "LinearExplainer",
+    "NotCompilable",
     "NotFittedError",
     "PermutationExplainer",
     "RawExplanation",
+    "Rows",
     "TreeExplainer",
     "UnknownExplainerError",
     "UnsupportedModelError",
@@ -65,6 +86,7 @@ __all__ = [
     "band_of",
     "choose_explainer",
     "column_groups",
+    "compile_transform",
     "get_explainer",
     "group_matrix",
     "make_explainer",

@@ -131,12 +131,13 @@ def _probe_frame(encoder: Any, column: int, values: Sequence[Any]) -> Any:
 
 
 def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, (float, np.floating)) and v != v)
+    # NaN only: scikit-learn keeps None apart from NaN, so an unseen None is left to scikit-learn.
+    return isinstance(v, (float, np.floating)) and bool(np.isnan(v))
 
 
 def _unknown_value(cats: np.ndarray) -> Any:
     if cats.dtype == object:
-        if not all(isinstance(c, str) or _is_missing(c) for c in cats):
+        if not all(isinstance(c, str) or c is None or _is_missing(c) for c in cats):
             raise NotCompilable("mixed-type categories")
         return "\x00explainers-unseen-category\x00"
     finite = cats[~np.isnan(cats.astype(np.float64))]
@@ -154,6 +155,8 @@ class _Lookup:
     def code(self, v: Any) -> Any:
         code = self.table.get(v, _FALLBACK)
         if code is _FALLBACK:
+            if v is None:
+                raise GiveUp("None is not a fitted category")
             code = self.missing if _is_missing(v) else self.unknown
             if code is _FALLBACK:
                 raise GiveUp(f"value {v!r} is unseen or ambiguous")
@@ -169,18 +172,15 @@ def _encoder_lookups(encoder: Any, read: Callable[[np.ndarray, int], np.ndarray]
             warnings.simplefilter("error")
             try:
                 codes = read(_dense(encoder.transform(_probe_frame(encoder, j, values))), j)
-            except Exception as exc:  # the encoder refused its own categories: do not compile
+            except (ValueError, TypeError, Warning) as exc:  # it refused its own categories: do not compile
                 raise NotCompilable(f"probe of column {j} failed: {exc}") from exc
         table: dict[Any, Any] = {}
         missing: Any = _FALLBACK
-        for v, code in zip(values, codes.tolist()):
+        for v, code in zip(values, codes.tolist(), strict=True):
             if _is_missing(v):
-                if v is None:
-                    table[None] = code
-                else:
-                    missing = code
+                missing = code
             else:
-                table[v] = code
+                table[v] = code  # includes None when None itself is a fitted category
         unknown: Any = _FALLBACK
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -188,7 +188,7 @@ def _encoder_lookups(encoder: Any, read: Callable[[np.ndarray, int], np.ndarray]
                 unknown = read(_dense(encoder.transform(_probe_frame(encoder, j, [_unknown_value(cats)]))), j)[0]
             except NotCompilable:
                 raise
-            except Exception:  # handle_unknown="error" or "warn": scikit-learn must see those rows
+            except (ValueError, TypeError, Warning):  # an error or a warning: scikit-learn must see those rows
                 unknown = _FALLBACK
         lookups.append(_Lookup(table, missing, unknown))
     return lookups

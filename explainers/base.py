@@ -13,14 +13,14 @@ import abc
 import inspect
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import numpy as np
 
-from explainers._transform import GiveUp, NotCompilable, compile_transform
+from explainers._transform import GiveUp, compile_transform
 from explainers._version import __version__
 from explainers.exceptions import (
     AdditivityError,
@@ -29,15 +29,24 @@ from explainers.exceptions import (
     UnsupportedOutputSpaceError,
     UnsupportedTransformerError,
 )
-from explainers.grouping import raw_feature_names, sources_matrix, split_pipeline, transformed_sources
+from explainers.grouping import (
+    raw_feature_names,
+    sources_matrix,
+    split_pipeline,
+    transformed_sources,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OUTPUT_SPACES", "BaseExplainer", "RawExplanation"]
+__all__ = ["OUTPUT_SPACES", "BaseExplainer", "ExactExplainer", "RawExplanation", "Rows"]
 
 #: The output spaces an explanation can be stated in.
 OUTPUT_SPACES = ("log_odds", "probability")
+
+#: What `explain` accepts: a DataFrame of raw features, one record (feature name -> raw value), or a
+#: list of records. Records skip building a DataFrame, which costs more than TreeSHAP for one row.
+Rows = Union["pd.DataFrame", Mapping[str, Any], Sequence[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,13 @@ class BaseExplainer(abc.ABC):
         """Build the explainer against background rows (raw features, as the model receives them)."""
 
     @abc.abstractmethod
-    def explain(self, rows_raw: pd.DataFrame) -> list[RawExplanation]:
+    def explain(self, rows_raw: Rows) -> list[RawExplanation]:
         """Return one explanation per row of raw features."""
+
+    @property
+    def method_name(self) -> str:
+        """Return the method recorded in explanations (fit may refine the class's `method`)."""
+        return str(getattr(self, "method_", self.method))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
@@ -151,7 +165,7 @@ class BaseExplainer(abc.ABC):
         bases = np.broadcast_to(np.asarray(base, dtype=np.float64), output.shape).tolist()
         common = {
             "output_space": self.output_space,
-            "method": getattr(self, "method_", self.method),
+            "method": self.method_name,
             "explainer_version": __version__,
             "shap_version": self.shap_version_,
             "background_size": self.background_size_,
@@ -159,9 +173,7 @@ class BaseExplainer(abc.ABC):
             "positive_class": self.positive_class_,
         }
         return [
-            RawExplanation(
-                base_value=b, attributions=dict(zip(names, row)), output=o, additivity_error=e, **common
-            )
+            RawExplanation(base_value=b, attributions=dict(zip(names, row)), output=o, additivity_error=e, **common)
             for b, row, o, e in zip(bases, raw.tolist(), output.tolist(), error.tolist())
         ]
 
@@ -198,7 +210,7 @@ def resolve_positive_class(estimator: Any, positive_class: Any) -> tuple[Any, in
     """Return (label, column index in classes_) of the class the attributions point toward."""
     classes = getattr(estimator, "classes_", None)
     if classes is None:
-        raise UnsupportedModelError(estimator, [], {"model": "it has no classes_: is it a fitted classifier?"})
+        raise ValueError(f"{type(estimator).__name__} has no classes_: is it a fitted classifier?")
     labels = [python_scalar(c) for c in np.asarray(classes).tolist()]
     if positive_class is None:
         if len(labels) != 2:
@@ -224,12 +236,40 @@ def sample_rows(frame: pd.DataFrame, size: int | None, random_state: int) -> pd.
 
 def select_columns(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Return `frame` restricted to `names` in that order, or raise naming the missing columns."""
-    if frame.columns.tolist() == list(names):
+    labels = frame.columns.tolist()
+    if labels == list(names):
         return frame
-    missing = [n for n in names if n not in frame.columns]
+    lookup = {str(label): label for label in labels}  # "0" finds the integer column label 0
+    missing = [n for n in names if n not in lookup]
     if missing:
         raise ValueError(f"rows lack the raw feature columns {missing}")
-    return frame.loc[:, list(names)]
+    return frame.loc[:, [lookup[n] for n in names]]
+
+
+def _records(rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [rows] if isinstance(rows, Mapping) else list(rows)
+
+
+def record_values(rows: Mapping[str, Any] | Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+    """Return records (feature name -> raw value) as a 2-D object array in `names` order."""
+    records = _records(rows)
+    missing = sorted({n for record in records for n in names if n not in record})
+    if missing:
+        raise ValueError(f"rows lack the raw feature columns {missing}")
+    values = np.empty((len(records), len(names)), dtype=object)
+    for i, record in enumerate(records):
+        values[i] = [record[n] for n in names]
+    return values
+
+
+def as_frame(rows: Rows, names: Sequence[str]) -> pd.DataFrame:
+    """Return rows (a DataFrame, one record or a list of records) as a DataFrame with columns `names`."""
+    if hasattr(rows, "iloc"):
+        return select_columns(rows, names)  # type: ignore[arg-type]
+    import pandas as pd
+
+    record_values(rows, names)  # the same check for missing features
+    return pd.DataFrame.from_records(_records(rows), columns=list(names))  # type: ignore[arg-type]
 
 
 def row_values(frame: pd.DataFrame) -> np.ndarray:
@@ -296,8 +336,8 @@ class ExactExplainer(BaseExplainer):
 
     def fit(self, background_raw: pd.DataFrame) -> ExactExplainer:
         """Build the shap explainer, the column-group matrix and the compiled transform once."""
-        shap = import_shap()
         self._check_model()
+        shap = import_shap()
         preprocessor, estimator = split_pipeline(self.model)
         names = _model_feature_names(preprocessor if preprocessor is not None else estimator, background_raw)
         background = sample_rows(select_columns(background_raw, names), self.background_size, self.random_state)
@@ -319,25 +359,19 @@ class ExactExplainer(BaseExplainer):
         else:
             transformed = dense(preprocessor.transform(self._preprocessor_input(background)))
             sources = transformed_sources(preprocessor, names)
-            self._fast_transform = None
-            try:
-                fast = compile_transform(preprocessor)
-                if np.array_equal(fast(values), transformed, equal_nan=True):
-                    self._fast_transform = fast
-            except (NotCompilable, GiveUp):
-                pass
-            except Exception:  # noqa: BLE001 - a user function that rejects arrays: keep scikit-learn's path
-                pass
+            self._fast_transform = _verified_fast_transform(preprocessor, values, transformed)
             self.transformed_feature_names_ = _names_out(preprocessor, transformed.shape[1])
         if len(sources) != transformed.shape[1]:
             raise UnsupportedTransformerError(
-                "<preprocessing>", preprocessor, f"traced {len(sources)} columns, transform gives {transformed.shape[1]}"
+                "<preprocessing>",
+                preprocessor,
+                f"traced {len(sources)} columns, transform gives {transformed.shape[1]}",
             )
         self.feature_names_ = list(names)
         self.sources_ = sources
         self.group_matrix_ = sources_matrix(sources, len(names))
         self.fast_transform_ = self._fast_transform is not None
-        self.background_size_ = int(len(background))
+        self.background_size_ = len(background)
         self.shap_version_ = str(shap.__version__)
         self.shap_explainer_, base = self._build(estimator, transformed)
         self.base_value_ = float(base)
@@ -346,7 +380,7 @@ class ExactExplainer(BaseExplainer):
         mean_output = float(np.mean(self._model_output(transformed)))
         if abs(mean_output - self.base_value_) > self.tolerance:
             raise AdditivityError(
-                self.method,
+                self.method_name,
                 self.output_space,
                 abs(mean_output - self.base_value_),
                 self.tolerance,
@@ -354,28 +388,40 @@ class ExactExplainer(BaseExplainer):
             )
         return self
 
-    def transform(self, rows_raw: pd.DataFrame) -> np.ndarray:
+    def transform(self, rows_raw: Rows) -> np.ndarray:
         """Return the rows as the final estimator sees them (dense float64)."""
         self._check_fitted()
-        rows = select_columns(rows_raw, self.feature_names_)
+        names = self.feature_names_
+        frame: pd.DataFrame | None = None
+        if hasattr(rows_raw, "iloc"):
+            frame = select_columns(rows_raw, names)  # type: ignore[arg-type]
+            values = row_values(frame) if self._fast_transform is not None else None
+        else:
+            values = record_values(rows_raw, names)  # type: ignore[arg-type]
         if self._fast_transform is not None:
             try:
-                return self._fast_transform(row_values(rows))
+                return self._fast_transform(values)
             except GiveUp:
                 pass
+        if frame is None:
+            frame = as_frame(rows_raw, names)
         if self._preprocessor is None:
-            return rows.to_numpy(dtype=np.float64)
-        return dense(self._preprocessor.transform(self._preprocessor_input(rows)))
+            return frame.to_numpy(dtype=np.float64)
+        return dense(self._preprocessor.transform(self._preprocessor_input(frame)))
 
-    def explain(self, rows_raw: pd.DataFrame) -> list[RawExplanation]:
+    def explain(self, rows_raw: Rows) -> list[RawExplanation]:
         """Explain many rows with one shap call; check additivity against the model's own output."""
         transformed = self.transform(rows_raw)
+        if transformed.shape[0] == 0:
+            return []
         raw = self._shap_values(transformed) @ self.group_matrix_
         output = self._model_output(transformed)
         error = np.abs(self.base_value_ + raw.sum(axis=1) - output)
         if error.size and float(error.max()) > self.tolerance:
             worst = int(error.argmax())
-            raise AdditivityError(self.method, self.output_space, float(error[worst]), self.tolerance, f"row {worst}")
+            raise AdditivityError(
+                self.method_name, self.output_space, float(error[worst]), self.tolerance, f"row {worst}"
+            )
         return self._package(raw, self.base_value_, output, error)
 
     def _preprocessor_input(self, rows: pd.DataFrame) -> Any:
@@ -387,6 +433,16 @@ class ExactExplainer(BaseExplainer):
         import pandas as pd
 
         return pd.DataFrame(transformed, columns=self._estimator_names)
+
+
+def _verified_fast_transform(preprocessor: Any, values: np.ndarray, expected: np.ndarray) -> Any:
+    """Return the compiled transform if it reproduces scikit-learn's output on the background exactly."""
+    try:
+        fast = compile_transform(preprocessor)
+        same = np.array_equal(fast(values), expected, equal_nan=True)
+    except Exception:  # noqa: BLE001 - NotCompilable, GiveUp, or a user function that wants a DataFrame
+        return None
+    return fast if same else None
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:

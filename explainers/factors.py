@@ -30,22 +30,24 @@ additivity: b + sum(c) = y), so what is published is a set of linear equations i
 rows are: e_f for f in S; 1_H (the indicator of H) when B is published; 1_F when b is published (with
 right-hand side y - b). Every one of these rows is constant on H (e_f is 0 there; 1_H and 1_F are 1
 there), so every vector in their span is constant on H. A withheld feature w is always in H (it is
-never shown); e_w is constant on H only if H = {w}. Step 4 makes |H| >= 2 whenever a row touching H is
-published (1_H or 1_F); in the one case where H = {w} remains, neither B nor b is published, so the
-rows are only e_f (f in S), which vanish on H. In every case e_w is not in the row space, so c_w is not
-determined: the solution set contains c + t(e_w - e_h) (or c + t e_w) for every real t.
+never shown); e_w is constant on H only if H = {w}. Steps 3 and 4 make |H| >= 2 unless the model's
+only feature is w, and in that case neither B nor b is published, so the rows are only e_f (f in S),
+which vanish on H. In every case e_w is not in the row space, so c_w is not determined: the solution
+set contains c + t(e_w - e_h) (or c + t e_w) for every real t. The other published fields add no
+equation: `count` is |F| - |S|, and the bucket's direction is the sign of B (in the single-feature
+case it tells the sign, not the size, of c_w - deliberately).
 
 Why everything non-shown goes into the bucket: when b and y are published, the residual
 y - b - sum(shown) = sum over H is always derivable, so publishing B = sum over H adds nothing. Had the
 bucket held only the withheld features with the other non-shown features unpublished, the residual
 would in addition reveal the sum of those others - a strictly finer partition, never needed.
-The tests (``tests/explainers/test_factors.py``) check this by rank computation on real and random
+The tests (``tests/explainers/test_explainer_factors.py``) check this by rank computation on real and random
 explanations with 1, 2 and 3 withheld features, and show the same check catching naive selections.
 
 Limits of the property (it is about exact derivation from what is published):
-- bounds leak: the unshown nameable features have |c| <= min over S of |c|, so if H = {w, h} then
-  c_w lies within that distance of B; a feature known to the adversary to contribute 0 (e.g. one the
-  model never uses) gives no cover at all;
+- bounds leak: when `max_factors` features are shown, every unshown nameable feature has |c| at most
+  the smallest shown |c|, so if H = {w, h} then c_w lies within that distance of B; and a feature the
+  adversary knows contributes 0 (e.g. one the model never uses) gives no cover at all;
 - across decisions of the same model the base value is a constant; this is why the single-feature
   case hides it for every decision of such a model (the case depends on the model, not on the row),
   and why the base value must not be published elsewhere for such a model;
@@ -56,6 +58,7 @@ Limits of the property (it is about exact derivation from what is published):
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -124,8 +127,8 @@ class FactorSelection:
 def band_edges(values: Sequence[float] | np.ndarray | pd.Series, n_bands: int = 4) -> tuple[float, ...]:
     """Return the interior edges that split background values into `n_bands` quantile bands.
 
-    Edges are observed values (inverted-CDF quantiles), strictly increasing; fewer than
-    ``n_bands - 1`` when values repeat (capital gains that are mostly zero give one edge).
+    Edges are observed values (inverted-CDF quantiles), strictly increasing and above the minimum;
+    fewer than ``n_bands - 1`` when values repeat (capital gains that are mostly zero give one edge).
     """
     if n_bands < 1:
         raise ValueError("n_bands must be at least 1")
@@ -134,7 +137,8 @@ def band_edges(values: Sequence[float] | np.ndarray | pd.Series, n_bands: int = 
     if x.size == 0 or n_bands == 1:
         return ()
     quantiles = np.quantile(x, np.arange(1, n_bands) / n_bands, method="inverted_cdf")
-    return tuple(float(e) for e in np.unique(quantiles))
+    # An edge at the minimum would open a band below every observed value: drop it.
+    return tuple(float(e) for e in np.unique(quantiles) if e > x.min())
 
 
 def band_of(value: Any, edges: Sequence[float]) -> Band:
@@ -145,7 +149,7 @@ def band_of(value: Any, edges: Sequence[float]) -> Band:
     if math.isnan(v):
         return (None, None)
     edges = [float(e) for e in edges]
-    if any(b <= a for a, b in zip(edges, edges[1:])):
+    if any(b <= a for a, b in itertools.pairwise(edges)):
         raise ValueError(f"band edges must be strictly increasing, got {edges}")
     i = bisect.bisect_right(edges, v)
     return (edges[i - 1] if i > 0 else None, edges[i] if i < len(edges) else None)
@@ -206,6 +210,8 @@ def select_factors(
     factors = []
     for name in shown:
         policy = disclosure[name]
+        if values is not None and name not in values:
+            raise ValueError(f"the row's values lack the shown feature {name!r}")
         value = None if values is None else values[name]
         if isinstance(value, np.generic):
             value = value.item()
@@ -264,11 +270,14 @@ class FactorSelector:
                 continue
             if name in explicit:
                 given = tuple(float(e) for e in explicit[name])
-                if any(b <= a for a, b in zip(given, given[1:])):
+                if any(b <= a for a, b in itertools.pairwise(given)):
                     raise ValueError(f"band edges of {name!r} must be strictly increasing, got {list(given)}")
                 edges[name] = given
             elif name in background_raw.columns:
-                edges[name] = band_edges(background_raw[name], self.n_bands)
+                column = background_raw[name]
+                if not np.issubdtype(np.asarray(column).dtype, np.number):
+                    raise ValueError(f"banded feature {name!r} is not numeric; only numbers have bands")
+                edges[name] = band_edges(column, self.n_bands)
             else:
                 raise ValueError(f"banded feature {name!r} has no explicit bands and is not in the background")
         self.band_edges_ = edges

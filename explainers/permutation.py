@@ -33,6 +33,8 @@ import numpy as np
 from explainers.base import (
     BaseExplainer,
     RawExplanation,
+    Rows,
+    as_frame,
     import_shap,
     python_scalar,
     resolve_positive_class,
@@ -88,8 +90,8 @@ class PermutationExplainer(BaseExplainer):
         """Sample and encode the background; resolve the positive class."""
         import pandas as pd
 
-        shap = import_shap()
         self._check_model()
+        shap = import_shap()
         self._is_estimator = hasattr(self.model, "predict_proba")
         fitted = getattr(self.model, "feature_names_in_", None) if self._is_estimator else None
         names = [str(n) for n in fitted] if fitted is not None else [str(c) for c in background_raw.columns]
@@ -102,27 +104,30 @@ class PermutationExplainer(BaseExplainer):
             self.positive_class_, self.class_index_ = resolve_positive_class(self.model, self.positive_class)
         else:
             self.positive_class_, self.class_index_ = python_scalar(self.positive_class), None
+        self._labels = list(background.columns)  # the model gets the caller's own column labels back
         self.dtypes_ = background.dtypes.copy()
         self.categories_: dict[str, pd.Index] = {}
-        for name in names:
-            column = background[name]
+        for name, label in zip(names, background.columns, strict=True):
+            column = background[label]
             if _is_numeric(column):
                 continue
             _, uniques = pd.factorize(column.astype(object), use_na_sentinel=False)
             self.categories_[name] = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
         self.feature_names_ = names
         self.background_codes_, _ = self._encode(background)
-        self.background_size_ = int(len(background))
+        self.background_size_ = len(background)
         self.shap_version_ = str(shap.__version__)
         self._masker = shap.maskers.Independent(self.background_codes_, max_samples=len(self.background_codes_))
         self.base_value_ = float(np.mean(self._predict(background)))
         return self
 
-    def explain(self, rows_raw: pd.DataFrame) -> list[RawExplanation]:
+    def explain(self, rows_raw: Rows) -> list[RawExplanation]:
         """Explain each row with a freshly seeded permutation sequence; report the measured additivity error."""
         shap = import_shap()
         self._check_fitted()
-        rows = select_columns(rows_raw, self.feature_names_)
+        rows = as_frame(rows_raw, self.feature_names_)
+        if len(rows) == 0:
+            return []
         codes, tables = self._encode(rows)
         f = self._model_function(tables)
         n, m = codes.shape
@@ -154,7 +159,7 @@ class PermutationExplainer(BaseExplainer):
         codes = np.empty((len(frame), len(self.feature_names_)), dtype=np.float64)
         tables: list[np.ndarray | None] = []
         for j, name in enumerate(self.feature_names_):
-            column = frame[name]
+            column = frame.iloc[:, j]
             known = self.categories_.get(name)
             if known is None:
                 codes[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -173,11 +178,11 @@ class PermutationExplainer(BaseExplainer):
         import pandas as pd
 
         data = {}
-        for j, name in enumerate(self.feature_names_):
+        for j, label in enumerate(self._labels):
             table = tables[j]
-            data[name] = codes[:, j] if table is None else table[codes[:, j].astype(np.intp)]
+            data[label] = codes[:, j] if table is None else table[codes[:, j].astype(np.intp)]
         frame = pd.DataFrame(data)
-        changed = {n: t for n, t in self.dtypes_.items() if frame[n].dtype != t}
+        changed = {label: t for label, t in self.dtypes_.items() if frame[label].dtype != t}
         return frame.astype(changed) if changed else frame
 
     def _predict(self, frame: pd.DataFrame) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from explainers._transform import GiveUp, compile_transform
+from explainers import GiveUp, compile_transform
 from gateway.adapters.base import NativeModel
 
 
