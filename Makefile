@@ -29,8 +29,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+## bench: every benchmark; each prints one JSON object with its baseline (bench/results/)
 bench: install
 	$(BIN)/python bench/decision_latency.py
+	$(BIN)/python bench/explanation_latency.py
+	$(BIN)/python bench/notification_throughput.py
 
 lint: install
 	$(BIN)/ruff check gateway explainers tests examples bench

@@ -1,21 +1,44 @@
-"""API keys (only their SHA-256 is stored) and the principals they authenticate."""
+"""Who is calling: API keys (only their SHA-256 is stored), citizens' capability links and OIDC tokens.
+
+Three kinds of bearer token, told apart by their form:
+
+- ``gwk_…`` an API key of a machine client (agency, reviewer, auditor, admin): a `Principal`;
+- ``gwc_…`` a capability token from the person's notice, signed (itsdangerous) and expiring, valid for
+  one decision: a `Citizen` with that decision id;
+- anything else is tried as an OIDC ID token of the national identity provider (a JWT signed with an
+  asymmetric key from the configured JWKS): a `Citizen` with every decision about their IIN.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
+import math
+import os
 import secrets
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+import jwt
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from gateway.errors import Conflict, Forbidden, NotFound, Unauthorized
+from gateway.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized
 from gateway.extensions import db
+from gateway.identity import InvalidIIN, subject_ref, validate_iin
 from gateway.ids import new_id, utcnow
-from gateway.models import ApiClient, Role
+from gateway.models import ApiClient, Decision, Role
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "gwk_"
+CAPABILITY_PREFIX = "gwc_"
+CAPABILITY_SALT = "gateway.capability.v1"
 
 
 @dataclass(frozen=True)
@@ -26,6 +49,28 @@ class Principal:
     name: str
     body: str
     role: str
+
+
+@dataclass(frozen=True)
+class Citizen:
+    """The person a decision is about: by a capability link (one decision) or OIDC (all of theirs)."""
+
+    subject_ref: str  # HMAC of the IIN: the only form in which the gateway knows the person
+    decision_id: str | None  # the one decision a capability link names; None for OIDC
+    via: str  # "capability" | "oidc"
+    role: ClassVar[str] = "citizen"
+
+    @property
+    def id(self) -> str:
+        """How the person appears in records (reviews, access events): never the IIN, a short pseudonym."""
+        return f"citizen:{self.via}:{self.subject_ref[:16]}"
+
+    @property
+    def name(self) -> str:
+        return self.id
+
+
+Caller = Principal | Citizen
 
 
 def hash_key(key: str) -> str:
@@ -73,7 +118,10 @@ def bearer_token(header: str | None) -> str:
 
 def authenticate(conn: Any, header: str | None) -> Principal:
     """Return the principal of a live API key, else raise Unauthorized. `conn`: a Session or Connection."""
-    token = bearer_token(header)
+    return _api_client(conn, bearer_token(header))
+
+
+def _api_client(conn: Any, token: str) -> Principal:
     digest = hash_key(token)
     row = conn.execute(
         select(ApiClient.id, ApiClient.name, ApiClient.body, ApiClient.role, ApiClient.key_hash, ApiClient.revoked_at)
@@ -85,6 +133,189 @@ def authenticate(conn: Any, header: str | None) -> Principal:
     return Principal(row.id, row.name, row.body, row.role)
 
 
-def require_role(principal: Principal, *roles: Role) -> None:
+def require_role(principal: Caller, *roles: Role) -> None:
     if principal.role not in {r.value for r in roles}:
-        raise Forbidden(f"this action needs the role {' or '.join(r.value for r in roles)}")
+        raise Forbidden(f"this action needs an API key with the role {' or '.join(r.value for r in roles)}")
+
+
+def authenticate_caller(header: str | None) -> Caller:
+    """Return who sent this Authorization header (API key, capability link or OIDC token), else raise Unauthorized."""
+    token = bearer_token(header)
+    if token.startswith(KEY_PREFIX):
+        return _api_client(db.session, token)
+    if token.startswith(CAPABILITY_PREFIX):
+        return citizen_from_capability(token)
+    return citizen_from_oidc(token)
+
+
+# --- capability links ------------------------------------------------------------------------------------
+
+def _capability_serializer() -> URLSafeTimedSerializer:
+    ext = current_app.extensions
+    if "gateway.capability" not in ext:
+        config = current_app.config
+        # itsdangerous signs with the last key and accepts all: old links keep working while keys rotate.
+        keys = [*(config.get("SECRET_KEY_FALLBACKS") or []), config["SECRET_KEY"]]
+        ext["gateway.capability"] = URLSafeTimedSerializer(keys, salt=CAPABILITY_SALT)
+    serializer: URLSafeTimedSerializer = ext["gateway.capability"]
+    return serializer
+
+
+def _subject_binding(ref: str) -> str:
+    """A digest of the subject reference for the token: binds it without publishing the pseudonym.
+
+    Unkeyed on purpose: the signature protects it, and a key here would break links when SECRET_KEY
+    rotates. The reference itself is a keyed HMAC of the IIN, so the digest reveals nothing of the IIN.
+    """
+    return hashlib.sha256(b"gateway.capability.subject\x00" + ref.encode()).hexdigest()[:32]
+
+
+def capability_token(decision_id: str, ref: str) -> str:
+    """A signed, expiring token for the person's link to one decision (`…/d/{id}?token=…`)."""
+    return CAPABILITY_PREFIX + _capability_serializer().dumps({"d": decision_id, "s": _subject_binding(ref)})
+
+
+def citizen_from_capability(token: str) -> Citizen:
+    """Check a capability token's signature, age and binding to its decision's subject."""
+    max_age = int(float(current_app.config["CAPABILITY_MAX_AGE_DAYS"]) * 86400)
+    try:
+        payload = _capability_serializer().loads(token.removeprefix(CAPABILITY_PREFIX), max_age=max_age)
+    except SignatureExpired:
+        raise Unauthorized("this link has expired; ask the agency for a new one", code="token_expired") from None
+    except BadSignature:
+        raise Unauthorized("the token is not valid") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("d"), str) or not isinstance(payload.get("s"), str):
+        raise Unauthorized("the token is not valid")
+    ref = db.session.execute(select(Decision.subject_ref).where(Decision.id == payload["d"])).scalar_one_or_none()
+    if ref is None or not hmac.compare_digest(_subject_binding(ref), payload["s"]):
+        raise Unauthorized("the token is not valid")
+    return Citizen(subject_ref=ref, decision_id=payload["d"], via="capability")
+
+
+# --- OIDC bearer tokens of the national identity provider ------------------------------------------------
+
+class _JwksFile:
+    """The identity provider's keys from a JSON file, read again when the file changes (key rotation)."""
+
+    def __init__(self, path: str, algorithms: list[str]) -> None:
+        self.path, self.algorithms = path, algorithms
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._keys: dict[str, jwt.PyJWK] = {}
+
+    def load(self) -> dict[str, jwt.PyJWK]:
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            raise ConfigError(f"GATEWAY_OIDC_JWKS_FILE {self.path}: {exc.strerror}") from None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            with self._lock:
+                with open(self.path, encoding="utf-8") as fh:
+                    data = json.load(fh)
+                self._keys, self._stamp = signing_keys(data, self.algorithms), stamp
+        return self._keys
+
+    def key(self, kid: str) -> jwt.PyJWK | None:
+        return self.load().get(kid)
+
+
+class _JwksUrl:
+    """The identity provider's keys from its JWKS URL: cached, fetched again every 15 minutes, and for an
+    unknown kid at most once a minute (so forged kids cannot make the gateway hammer the provider)."""
+
+    MAX_AGE_S = 900.0
+    UNKNOWN_KID_REFETCH_S = 60.0
+
+    def __init__(self, url: str, algorithms: list[str]) -> None:
+        self.algorithms = algorithms
+        self.client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=5)
+        self._lock = threading.Lock()
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched = -math.inf
+
+    def key(self, kid: str) -> jwt.PyJWK | None:
+        now = time.monotonic()
+        age = now - self._fetched
+        if kid in self._keys and age < self.MAX_AGE_S:
+            return self._keys[kid]
+        if age < self.UNKNOWN_KID_REFETCH_S:
+            return self._keys.get(kid)
+        with self._lock:
+            if now - self._fetched >= self.UNKNOWN_KID_REFETCH_S:
+                try:
+                    self._keys = signing_keys(self.client.fetch_data(), self.algorithms)
+                except jwt.PyJWKClientError as exc:
+                    log.warning("OIDC: the JWKS URL could not be read: %s", exc)
+                self._fetched = now
+        return self._keys.get(kid)
+
+
+def _usable(key: jwt.PyJWK, algorithms: list[str]) -> bool:
+    return (key.key_type in ("RSA", "EC") and key.public_key_use in (None, "sig")
+            and key.algorithm_name in algorithms and bool(key.key_id))
+
+
+def signing_keys(jwks: dict[str, Any], algorithms: list[str]) -> dict[str, jwt.PyJWK]:
+    """The JWKS's asymmetric signing keys with a kid and an allowed algorithm, by kid (others are ignored)."""
+    keys: dict[str, jwt.PyJWK] = {}
+    for data in jwks.get("keys", []) if isinstance(jwks, dict) else []:
+        try:
+            key = jwt.PyJWK(data)
+        except jwt.PyJWKError as exc:
+            log.warning("OIDC: ignoring a JWKS key: %s", exc)
+            continue
+        if _usable(key, algorithms):
+            keys[str(key.key_id)] = key
+    return keys
+
+
+def _jwks() -> _JwksFile | _JwksUrl:
+    ext = current_app.extensions
+    if "gateway.jwks" not in ext:
+        config = current_app.config
+        algorithms = list(config["OIDC_ALGORITHMS"])
+        if config.get("OIDC_JWKS_FILE"):
+            ext["gateway.jwks"] = _JwksFile(str(config["OIDC_JWKS_FILE"]), algorithms)
+        else:
+            ext["gateway.jwks"] = _JwksUrl(str(config["OIDC_JWKS_URL"]), algorithms)
+    jwks: _JwksFile | _JwksUrl = ext["gateway.jwks"]
+    return jwks
+
+
+def citizen_from_oidc(token: str) -> Citizen:
+    """Verify an ID token: asymmetric signature by a key of the JWKS (by kid), issuer, audience, expiry."""
+    config = current_app.config
+    invalid = Unauthorized("the token is not valid")
+    if not config.get("OIDC_ISSUER"):
+        raise invalid
+    algorithms = list(config["OIDC_ALGORITHMS"])
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise invalid from None
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in algorithms or not isinstance(kid, str) or not kid:
+        raise invalid  # "none", HS* (a public key used as an HMAC secret) and unknown algorithms end here
+    key = _jwks().key(kid)
+    if key is None or key.algorithm_name != alg:
+        raise invalid
+    try:
+        claims = jwt.decode(
+            token, key.key, algorithms=[alg], audience=config["OIDC_AUDIENCE"], issuer=config["OIDC_ISSUER"],
+            leeway=float(config["OIDC_LEEWAY_S"]), options={"require": ["exp", "iat", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the token has expired; sign in again", code="token_expired") from None
+    except jwt.PyJWTError as exc:
+        log.info("OIDC token refused: %s", exc)
+        raise invalid from None
+    iin = claims.get(config["OIDC_IIN_CLAIM"])
+    try:
+        valid = validate_iin(iin) if isinstance(iin, str) else None
+    except InvalidIIN:
+        valid = None
+    if valid is None:
+        log.warning("OIDC token without a valid IIN in claim %r", config["OIDC_IIN_CLAIM"])
+        raise invalid
+    return Citizen(subject_ref=subject_ref(valid, config["SUBJECT_KEY_BYTES"]), decision_id=None, via="oidc")

@@ -1,4 +1,4 @@
-"""The `gateway` command: init, serve, db, models, keys."""
+"""The `gateway` command: init, serve, worker, db, models, keys."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def init_command() -> None:
         f"SUBJECT_KEY = {secrets.token_hex(32)!r}\n"
         f"CONTACT_KEY = {secrets.token_hex(32)!r}\n"
         f"SECRET_KEY = {secrets.token_hex(32)!r}\n"
+        "\n# Development: print email notices to the log. For real delivery set SMTP_HOST (and SMTP_*)\n"
+        "# and remove this line.\n"
+        'NOTIFY_ROUTES = {"email": "log"}\n'
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -74,6 +77,17 @@ def serve_command(bind: str, workers: int, timeout: int, access_log: bool) -> No
     from gateway.server import serve
 
     serve(bind=bind, workers=workers, timeout=timeout, access_log=access_log)
+
+
+@main.command("worker")
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=None, help="rows claimed at a time")
+@click.option("--poll-interval", type=click.FloatRange(0.01, 60), default=None, help="seconds between polls when idle")
+@with_appcontext
+def worker_command(batch_size: int | None, poll_interval: float | None) -> None:
+    """Deliver notifications until stopped; SIGTERM finishes the row in hand. Run any number on PostgreSQL."""
+    from gateway.notifications import run_worker
+
+    run_worker(current_app._get_current_object(), batch_size=batch_size, poll_interval_s=poll_interval)  # type: ignore[attr-defined]
 
 
 @main.group("models")

@@ -62,7 +62,6 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_MAX_LEASE_SECONDS": 3600,
     "JSON_SORT_KEYS": False,
     # Notices (gateway/notifications). Times are seconds.
-    "TIMEZONE": "Asia/Almaty",  # dates in notices are the person's local dates
     "REVIEW_REQUEST_WINDOW_DAYS": 30,  # human review may be requested until decision date + this
     "NOTIFY_DISPATCHER_THREAD": True,  # deliver from a thread in every `gateway serve` worker
     "NOTIFY_POLL_INTERVAL_S": 0.5,
@@ -85,6 +84,30 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEFAULT_SECRET": None,
     "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
     "WEBHOOK_CA_FILE": None,
+    # Citizens (gateway/auth.py). Capability links are signed with SECRET_KEY (and SECRET_KEY_FALLBACKS
+    # while keys rotate); they name one decision and expire.
+    "CAPABILITY_MAX_AGE_DAYS": 365,
+    # OIDC bearer tokens of the national identity provider: unset issuer = OIDC is off. The JWKS comes
+    # from a file (fetched by the deployment) or a URL (fetched and cached by the gateway).
+    "OIDC_ISSUER": None,
+    "OIDC_AUDIENCE": None,
+    "OIDC_JWKS_FILE": None,
+    "OIDC_JWKS_URL": None,
+    "OIDC_IIN_CLAIM": "iin",
+    "OIDC_ALGORITHMS": ["RS256", "ES256"],  # asymmetric only: never "none", never HS*
+    "OIDC_LEEWAY_S": 60,
+    # Rate limits (Flask-Limiter), per API key, per citizen (subject) or per address when anonymous.
+    # In memory per process by default: with several workers or instances set a shared storage,
+    # e.g. GATEWAY_RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379/0.
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_STRATEGY": "fixed-window",
+    "RATELIMIT_PER_CALLER": "600/minute",  # every endpoint together, per caller
+    "RATELIMIT_DECISIONS": "6000/minute",  # POST decisions: the agency's own workload
+    "RATELIMIT_EXPLANATIONS": "30/minute",  # explanations and their charts together (model extraction)
+    "RATELIMIT_KEY_PREFIX": "gateway",
+    # Number of reverse proxies in front of the gateway whose X-Forwarded-For is trusted (0: none).
+    "PROXY_FIX_X_FOR": 0,
 }
 
 
@@ -98,6 +121,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(app.config["DATABASE_URL"])
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     _check_secrets(app)
+    _check_citizen_auth(app)
 
 
 def normalise_database_url(url: str) -> str:
@@ -130,3 +154,21 @@ def _check_secrets(app: Flask) -> None:
     app.config["CONTACT_KEY_BYTES"] = _hex_key(app, "CONTACT_KEY", 32)
     if not app.config.get("SECRET_KEY"):
         raise ConfigError("GATEWAY_SECRET_KEY is not set: run `gateway init` or set the environment variable")
+
+
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+
+
+def _check_citizen_auth(app: Flask) -> None:
+    days = app.config.get("CAPABILITY_MAX_AGE_DAYS")
+    if not isinstance(days, int | float) or isinstance(days, bool) or days <= 0:
+        raise ConfigError("GATEWAY_CAPABILITY_MAX_AGE_DAYS must be a positive number of days")
+    if not app.config.get("OIDC_ISSUER"):
+        return
+    if not app.config.get("OIDC_AUDIENCE"):
+        raise ConfigError("GATEWAY_OIDC_ISSUER is set but GATEWAY_OIDC_AUDIENCE is not")
+    if not (app.config.get("OIDC_JWKS_FILE") or app.config.get("OIDC_JWKS_URL")):
+        raise ConfigError("GATEWAY_OIDC_ISSUER is set: set GATEWAY_OIDC_JWKS_FILE (or GATEWAY_OIDC_JWKS_URL) too")
+    algorithms = app.config.get("OIDC_ALGORITHMS") or []
+    if not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
+        raise ConfigError(f"GATEWAY_OIDC_ALGORITHMS must be asymmetric algorithms from {sorted(ASYMMETRIC_ALGORITHMS)}")

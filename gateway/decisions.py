@@ -12,11 +12,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import explanations, registry, reviews
+from gateway import access, explanations, registry, reviews
 from gateway.audit import leaf_values
-from gateway.auth import Principal
+from gateway.auth import Caller, Principal, capability_token
 from gateway.db import write_transaction
 from gateway.errors import (
+    Conflict,
     DatabaseUnavailable,
     ModelUnavailable,
     NotFound,
@@ -67,13 +68,26 @@ def isoformat(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def links(decision_id: str) -> dict[str, str]:
+def links(decision_id: str, subject_ref: str | None = None, *, citizen: bool = True) -> dict[str, str]:
+    """The links of a decision; with `citizen`, the person's capability link (…/d/{id}?token=…) too.
+
+    Notices and the agency's response carry the capability link. `subject_ref` is the decision's (read
+    from the database when not given); the token is bound to it and to the decision id.
+    """
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    return {
+    result = {
         "decision": f"{base}/v1/decisions/{decision_id}",
         "explanation": f"{base}/v1/decisions/{decision_id}/explanation",
         "review": f"{base}/v1/decisions/{decision_id}/reviews",
     }
+    if citizen:
+        if subject_ref is None:
+            decision = db.session.get(Decision, decision_id)  # in the session already when a notice renders
+            if decision is None:
+                raise NotFound("The resource does not exist.")
+            subject_ref = decision.subject_ref
+        result["citizen"] = f"{base}/d/{decision_id}?token={capability_token(decision_id, subject_ref)}"
+    return result
 
 
 def _cipher() -> ContactCipher:
@@ -109,7 +123,8 @@ def serving_model(name: str) -> registry.LoadedModel:
     if row is None:
         raise NotFound(f"no model named {name!r} is being served")
     if row.status == ModelStatus.SUSPENDED:
-        raise ModelUnavailable(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
+        # 409, not 503: the kill switch is the model's state, not an outage a client should retry into.
+        raise Conflict(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
     loaded = registry.cache().get(row.id)
     registry.check_risk_assessment(loaded.manifest)
     return loaded
@@ -225,7 +240,7 @@ def record_decision(
         "outcome": scored.outcome,
         "adverse": scored.adverse,
         "created_at": isoformat(now),
-        "links": links(decision.id),
+        "links": links(decision.id, decision.subject_ref),
     }
     body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     try:
@@ -266,9 +281,9 @@ def decrypt_contact(decision: Decision) -> dict[str, str]:
     return data
 
 
-def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
-    """Return a decision to the agency client that made it; anyone else gets NotFound."""
-    decision = explanations.visible_decision(principal, decision_id)
+def decision_view(caller: Caller, decision_id: str) -> dict[str, Any]:
+    """Return a decision to a caller who sees it (gateway.access); anyone else gets NotFound."""
+    decision = access.visible_decision(caller, decision_id)
     notes = db.session.execute(
         select(Notification).where(Notification.decision_id == decision_id).order_by(Notification.created_at, Notification.id)
     ).scalars()
@@ -304,5 +319,5 @@ def decision_view(principal: Principal, decision_id: str) -> dict[str, Any]:
         "reviews": [reviews.summary(r) for r in db.session.execute(
             select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
         ).scalars()],
-        "links": links(decision.id),
+        "links": links(decision.id, decision.subject_ref, citizen=access.shows_citizen_link(caller, decision)),
     }

@@ -23,8 +23,9 @@ from sqlalchemy import select, update
 
 from explainers import ExactExplainer, ExplainerError, FactorSelector, make_explainer
 from explainers.base import BaseExplainer, RawExplanation
-from gateway.auth import Principal
-from gateway.errors import GatewayError, NotFound
+from gateway.access import visible_decision  # the access rules live in gateway.access
+from gateway.auth import Caller
+from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.ids import utcnow
 from gateway.manifest import Feature, Manifest
@@ -170,14 +171,6 @@ def run_pending(limit: int = 20, *, now: dt.datetime | None = None) -> int:
 
 # --- reading and rendering --------------------------------------------------------------------------
 
-def visible_decision(principal: Principal, decision_id: str) -> Decision:
-    """Return the decision when `principal` may see it; otherwise the same 404 as for no decision."""
-    decision = db.session.get(Decision, decision_id)
-    if decision is None or principal.role != "agency" or decision.client_id != principal.id:
-        raise NotFound("The resource does not exist.")
-    return decision
-
-
 def _number(value: float, lang: str) -> str:
     return format_decimal(value, format="#,##0.##", locale=lang)
 
@@ -299,7 +292,7 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
     }
 
 
-def _stored(principal: Principal, decision_id: str) -> tuple[Decision, Explanation, Manifest]:
+def _stored(principal: Caller, decision_id: str) -> tuple[Decision, Explanation, Manifest]:
     decision = visible_decision(principal, decision_id)
     explanation = db.session.get(Explanation, decision_id)
     if explanation is None or explanation.status == ExplanationStatus.UNAVAILABLE:
@@ -318,13 +311,13 @@ def language_for(decision: Decision, lang: str | None) -> str:
     return lang if lang in offered else decision.language
 
 
-def explanation_view(principal: Principal, decision_id: str, lang: str | None) -> dict[str, Any]:
+def explanation_view(principal: Caller, decision_id: str, lang: str | None) -> dict[str, Any]:
     """Return the stored explanation rendered in `lang` (default: the decision's language)."""
     decision, explanation, manifest = _stored(principal, decision_id)
     return render(decision, explanation, manifest, language_for(decision, lang))
 
 
-def explanation_svg(principal: Principal, decision_id: str, lang: str | None) -> bytes:
+def explanation_svg(principal: Caller, decision_id: str, lang: str | None) -> bytes:
     """Draw the factors as a horizontal bar chart (SVG, byte-stable for the same explanation)."""
     view = explanation_view(principal, decision_id, lang)
     return draw_svg(view)

@@ -7,7 +7,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
@@ -16,6 +23,20 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
 
 LANGUAGES = ("kk", "ru", "en")
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (JSON Schema agrees); 3.5 and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer in strict models that also takes JSON numbers with no fractional part (never booleans or strings).
+# Give bounds with `= Field(ge=…)` on the field, or as Annotated[int, Field(ge=…), INTEGRAL]: a Field placed
+# after the validator inside Annotated would be published as "ge" instead of "minimum".
+INTEGRAL = BeforeValidator(_integral)
+JsonInt = Annotated[int, INTEGRAL]
 
 
 class _Strict(BaseModel):
@@ -96,7 +117,7 @@ class Feature(_Strict):
 class Policy(_Strict):
     """Turn the score (probability of `positive_class`) into an outcome."""
 
-    positive_class: str | int
+    positive_class: str | JsonInt
     threshold: float = Field(gt=0.0, lt=1.0)
     outcome_above: Identifier
     outcome_below: Identifier
@@ -129,11 +150,11 @@ class Notice(_Strict):
 
 
 class ExplanationSettings(_Strict):
-    max_factors: int = Field(default=4, ge=1, le=20)
+    max_factors: JsonInt = Field(default=4, ge=1, le=20)
     background: str | None = None
     background_sha256: Sha256 | None = None
     output_space: Literal["probability", "log_odds"] = "probability"
-    random_state: int = Field(default=0, ge=0)
+    random_state: JsonInt = Field(default=0, ge=0, le=2**32 - 1)
     confidential_ground: LocalizedText | None = None
 
 

@@ -299,3 +299,20 @@ class ReviewRequest(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(100))
     resolved_at: Mapped[dt.datetime | None]
     rescore_decision_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class AccessEvent(Base):
+    """Who read a decision (or its explanation, review, access log), and when. Append-only."""
+
+    __tablename__ = "access_events"
+    __table_args__ = (Index(None, "decision_id", "at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[dt.datetime]
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"))
+    # agency / reviewer / auditor / admin, or citizen; the client id, or "citizen:<via>:<subject ref prefix>"
+    # (never an IIN); the client's body (organisation) for API clients.
+    principal_kind: Mapped[str] = mapped_column(String(20))
+    principal_id: Mapped[str] = mapped_column(String(100))
+    principal_body: Mapped[str | None] = mapped_column(String(200))
+    what: Mapped[str] = mapped_column(String(40))  # decision, explanation, explanation.svg, review, ...

@@ -108,10 +108,10 @@ def effective_due(review: ReviewRequest) -> dt.datetime:
 
 # --- the person's side ----------------------------------------------------------------------------------
 
-def _decision_for(principal: Principal, decision_id: str) -> Decision:
-    from gateway.explanations import visible_decision
+def _decision_for(principal: Any, decision_id: str) -> Decision:
+    from gateway.access import Action, visible_decision
 
-    return visible_decision(principal, decision_id)
+    return visible_decision(principal, decision_id, Action.REQUEST_REVIEW)
 
 
 def _manifest(model_id: str) -> Manifest:

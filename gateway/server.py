@@ -36,11 +36,20 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
 
 def _post_fork(server: Any, worker: Any) -> None:
+    from gateway import notifications
     from gateway.extensions import db
 
     app = server.app.application
     with app.app_context():
         db.engine.dispose(close=False)
+    # Threads don't survive fork: each worker starts its own dispatcher (GATEWAY_NOTIFY_DISPATCHER_THREAD=0: none).
+    worker.gateway_dispatcher = notifications.start_thread(app)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    dispatcher = getattr(worker, "gateway_dispatcher", None)
+    if dispatcher is not None and not dispatcher.stop(timeout=15):
+        server.log.warning("notification dispatcher of worker %s did not stop in time; its claims expire", worker.pid)
 
 
 def serve(*, bind: str, workers: int, timeout: int, access_log: bool) -> None:
@@ -50,6 +59,7 @@ def serve(*, bind: str, workers: int, timeout: int, access_log: bool) -> None:
         "timeout": timeout,
         "preload_app": True,
         "post_fork": _post_fork,
+        "worker_exit": _worker_exit,
         "worker_class": "sync",
         "graceful_timeout": 20,
     }

@@ -171,8 +171,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gateway]:
-    extra = getattr(request, "param_config", {})
+def gateway_extra() -> dict[str, Any]:
+    """Extra app config for the gateway fixture; a test module overrides it (e.g. with an OIDC provider)."""
+    return {}
+
+
+@pytest.fixture
+def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gateway_extra: dict[str, Any]) -> Iterator[Gateway]:
+    extra = {**getattr(request, "param_config", {}), **gateway_extra}
     marker = request.node.get_closest_marker("gateway_config")
     if marker:
         extra = {**extra, **marker.kwargs}

@@ -51,6 +51,8 @@ def test_decision_is_recorded_with_its_outbox_and_audit_leaf(gateway: Gateway) -
     assert body["outcome"] == ("approved" if body["score"] >= 0.5 else "declined")
     assert body["adverse"] is (body["outcome"] == "declined")
     did = body["decision_id"]
+    citizen = body["links"].pop("citizen")  # the person's capability link (tests/test_access_tokens.py)
+    assert citizen.startswith(f"https://gateway.test/d/{did}?token=gwc_")
     assert body["links"] == {
         "decision": f"https://gateway.test/v1/decisions/{did}",
         "explanation": f"https://gateway.test/v1/decisions/{did}/explanation",
@@ -99,7 +101,7 @@ def test_the_agency_reads_its_decision_back(gateway: Gateway) -> None:
     assert [(n["kind"], n["channel"], n["status"]) for n in view["notifications"]] == [("decision_notice", "email", "pending")]
 
 
-@pytest.mark.parametrize("who", ["agency_b", "admin", "reviewer", "auditor"])
+@pytest.mark.parametrize("who", ["agency_b", "admin", "reviewer"])  # the auditor reads all (tests/test_access_bola.py)
 def test_anyone_else_gets_the_same_404_as_for_a_missing_decision(gateway: Gateway, who: str) -> None:
     did = gateway.decide().get_json()["decision_id"]
     other = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth(who))
@@ -388,7 +390,7 @@ def test_a_suspended_model_makes_no_decisions(gateway: Gateway) -> None:
                                headers=gateway.auth("admin"))
     assert resp.status_code == 200 and resp.get_json()["status"] == "suspended"
     refused = gateway.decide()
-    assert refused.status_code == 503 and error(refused)["code"] == "model_suspended"
+    assert refused.status_code == 409 and error(refused)["code"] == "model_suspended"  # a state, not an outage
     nothing_recorded(gateway)
 
 

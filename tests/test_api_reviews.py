@@ -90,8 +90,9 @@ def test_one_open_review_per_decision(gateway: Gateway) -> None:
 
 def test_only_the_decisions_side_may_request(gateway: Gateway) -> None:
     did = decided(gateway)
-    for who in ("agency_b", "reviewer", "auditor"):
+    for who in ("agency_b", "reviewer", "admin"):  # they don't see it: the same 404 as for no decision
         assert request(gateway, did, who=who).status_code == 404
+    assert request(gateway, did, who="auditor").status_code == 403  # sees every decision, read-only
 
 
 @pytest.mark.parametrize(
@@ -122,11 +123,12 @@ def test_claim_gives_the_reviewer_everything_needed_to_decide(gateway: Gateway) 
     assert claim(gateway).status_code == 204  # nothing else waiting
 
 
-@pytest.mark.parametrize("who", ["agency_a", "auditor", "admin"])
-def test_only_reviewers_work_the_queue(gateway: Gateway, who: str) -> None:
+@pytest.mark.parametrize(("who", "status"), [("agency_a", 403), ("auditor", 403), ("admin", 404)])
+def test_only_reviewers_work_the_queue(gateway: Gateway, who: str, status: int) -> None:
     rid = request(gateway, decided(gateway)).get_json()["review_id"]
     assert claim(gateway, who).status_code == 403
-    assert act(gateway, rid, "resolve", resolution(1), who).status_code == 403
+    # 403 for those who see the case (its agency, the auditor), the 404 of a missing case for the others
+    assert act(gateway, rid, "resolve", resolution(1), who).status_code == status
 
 
 def test_the_resolution_supersedes_the_outcome_and_keeps_the_original(gateway: Gateway) -> None:

@@ -6,19 +6,19 @@ import hashlib
 import json
 from typing import Any
 
-from flask import Response, request
+from flask import Response, g, request
 from pydantic import ValidationError
 
-from gateway.auth import Principal, authenticate, require_role
+from gateway.auth import Caller, Principal, authenticate_caller, require_role
 from gateway.errors import (
     BadRequest,
+    Forbidden,
     GatewayError,
     NotFound,
     UnsupportedMediaType,
     ValidationFailed,
     error_response,
 )
-from gateway.extensions import db
 from gateway.models import Role
 
 ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for every status
@@ -27,12 +27,45 @@ ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for
 PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath"}
 
 
+def _authenticated() -> Caller | Exception:
+    """Authenticate the request once (the rate limiter needs it before the view); cache the outcome."""
+    if "gateway_caller" not in g:
+        try:
+            g.gateway_caller = authenticate_caller(request.headers.get("Authorization"))
+        except GatewayError as exc:
+            g.gateway_caller = exc
+    result: Caller | Exception = g.gateway_caller
+    return result
+
+
+def caller() -> Caller:
+    """The authenticated caller: an API client or a citizen (capability link or OIDC); else 401."""
+    who = _authenticated()
+    if isinstance(who, Exception):
+        raise who
+    return who
+
+
 def principal(*roles: Role) -> Principal:
-    """Authenticate the caller's API key and check its role."""
-    who = authenticate(db.session, request.headers.get("Authorization"))
+    """The authenticated API client, checked for one of `roles` (citizens get 403 here)."""
+    who = caller()
     if roles:
         require_role(who, *roles)
+    if not isinstance(who, Principal):
+        raise Forbidden("this action needs an API key")
     return who
+
+
+def rate_limit_key() -> str:
+    """Whom a request counts against: its API client, its person (subject), or its address when anonymous."""
+    if not request.headers.get("Authorization"):
+        return f"addr:{request.remote_addr or '-'}"
+    who = _authenticated()
+    if isinstance(who, Principal):
+        return f"client:{who.id}"
+    if isinstance(who, Exception):
+        return f"addr:{request.remote_addr or '-'}"
+    return f"subject:{who.subject_ref}"
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from gateway import decisions, explanations
-from gateway.api.common import ERRORS, json_response, principal, request_hash
+from gateway import access, decisions, explanations
+from gateway.api.common import ERRORS, caller, json_response, principal, request_hash
 from gateway.api.schemas import (
+    AccessLog,
     DecisionCreated,
     DecisionOut,
     DecisionPath,
@@ -15,9 +16,12 @@ from gateway.api.schemas import (
     ExplanationOut,
     ExplanationQuery,
     ModelPath,
+    MyDecisions,
+    PageQuery,
     Pending,
 )
-from gateway.errors import BadRequest
+from gateway.auth import Citizen
+from gateway.errors import BadRequest, Forbidden
 from gateway.models import Role
 
 bp = APIBlueprint("decisions", __name__, url_prefix="/v1", abp_tags=[Tag(name="decisions")])
@@ -57,9 +61,11 @@ def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
 
 @bp.get("/decisions/<decision_id>", security=BEARER, responses={200: DecisionOut, **ERRORS})
 def get_decision(path: DecisionPath) -> Response:
-    """Read a decision: its outcome, effective outcome and notification status (the agency that made it)."""
-    who = principal()  # any other caller gets the same 404 as for an id that does not exist
-    return json_response(decisions.decision_view(who, path.decision_id))
+    """Read a decision: outcome, effective outcome, notices, reviews (the person, its agency, reviewer, auditor)."""
+    who = caller()  # anyone who may not see it gets the same 404 as for an id that does not exist
+    view = decisions.decision_view(who, path.decision_id)
+    access.record_access(who, path.decision_id, "decision")
+    return json_response(view)
 
 
 def _pending(decision_id: str, exc: explanations.ExplanationPending) -> Response:
@@ -70,20 +76,61 @@ def _pending(decision_id: str, exc: explanations.ExplanationPending) -> Response
 @bp.get("/decisions/<decision_id>/explanation", security=BEARER, responses={200: ExplanationOut, 202: Pending, **ERRORS})
 def get_explanation(path: DecisionPath, query: ExplanationQuery) -> Response:
     """The main influencing factors of a decision, in kk, ru or en, within confidentiality limits."""
-    who = principal()
+    who = caller()
     try:
-        return json_response(explanations.explanation_view(who, path.decision_id, query.lang))
+        view = explanations.explanation_view(who, path.decision_id, query.lang)
     except explanations.ExplanationPending as exc:
         return _pending(path.decision_id, exc)
+    access.record_access(who, path.decision_id, "explanation")
+    return json_response(view)
 
 
 @bp.get("/decisions/<decision_id>/explanation.svg", security=BEARER,
         responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, 202: Pending, **ERRORS})
 def get_explanation_svg(path: DecisionPath, query: ExplanationQuery) -> Response:
     """The main influencing factors drawn as a bar chart (SVG)."""
-    who = principal()
+    who = caller()
     try:
         svg = explanations.explanation_svg(who, path.decision_id, query.lang)
     except explanations.ExplanationPending as exc:
         return _pending(path.decision_id, exc)
+    access.record_access(who, path.decision_id, "explanation.svg")
     return Response(svg, mimetype="image/svg+xml")
+
+
+@bp.get("/decisions/<decision_id>/access-log", security=BEARER, responses={200: AccessLog, **ERRORS})
+def get_access_log(path: DecisionPath, query: PageQuery) -> Response:
+    """Who read this decision, its explanation and reviews, and when (the person and auditors)."""
+    who = caller()
+    access.visible_decision(who, path.decision_id, access.Action.READ_ACCESS_LOG)
+    events, total = access.access_log(path.decision_id, limit=query.limit, offset=query.offset)
+    view = {
+        "decision_id": path.decision_id,
+        "events": [{"at": decisions.isoformat(e.at), "what": e.what,
+                    "principal": {"kind": e.principal_kind, "id": e.principal_id, "body": e.principal_body}}
+                   for e in events],
+        "total": total, "limit": query.limit, "offset": query.offset,
+    }
+    access.record_access(who, path.decision_id, "access_log")
+    return json_response(view)
+
+
+@bp.get("/me/decisions", security=BEARER, responses={200: MyDecisions, **ERRORS})
+def my_decisions(query: PageQuery) -> Response:
+    """Every decision about you, newest first (signed in with the national identity provider)."""
+    who = caller()
+    if not isinstance(who, Citizen):
+        raise Forbidden("this list is for the person signed in with the national identity provider",
+                        code="oidc_required")
+    rows, total = access.my_decisions(who, limit=query.limit, offset=query.offset)
+    view = {
+        "decisions": [
+            {"decision_id": d.id, "model": {"name": d.model_name, "version": d.model_version, "sha256": d.artifact_sha256},
+             "outcome": d.outcome, "effective_outcome": d.effective_outcome, "adverse": d.adverse,
+             "created_at": decisions.isoformat(d.created_at), "links": decisions.links(d.id, d.subject_ref, citizen=False)}
+            for d in rows
+        ],
+        "total": total, "limit": query.limit, "offset": query.offset,
+    }
+    access.record_access(who, [d["decision_id"] for d in view["decisions"]], "decision_list")
+    return json_response(view)

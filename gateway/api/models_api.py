@@ -17,6 +17,7 @@ from gateway.api.schemas import (
     ModelPath,
     ModelRegistered,
     ModelRegistration,
+    PageQuery,
     SuspendRequest,
 )
 from gateway.db import write_transaction
@@ -45,10 +46,13 @@ def _summary(row: ScoringModel) -> dict[str, object]:
     }
 
 
-@bp.get("/models", responses={200: ModelList})
-def list_models() -> Response:
-    """The algorithm register: every model currently making decisions."""
-    return json_response({"models": [_summary(r) for r in registry.list_models(serving_only=True)]})
+@bp.get("/models", responses={200: ModelList, **ERRORS})
+def list_models(query: PageQuery) -> Response:
+    """The algorithm register: every model currently making decisions (paged)."""
+    rows = registry.list_models(serving_only=True)
+    page = rows[query.offset : query.offset + query.limit]
+    return json_response({"models": [_summary(r) for r in page], "total": len(rows), "limit": query.limit,
+                          "offset": query.offset})
 
 
 @bp.get("/models/<name>", responses={200: ModelDetail, **ERRORS})

@@ -7,14 +7,15 @@ import datetime as dt
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
-from gateway import reviews
-from gateway.api.common import ERRORS, json_response, principal
+from gateway import access, reviews
+from gateway.api.common import ERRORS, caller, json_response, principal
 from gateway.api.schemas import (
     ClaimIn,
     DecisionPath,
     ExtendIn,
     LeaseIn,
     ReleaseIn,
+    Rescored,
     ResolveIn,
     ReviewCase,
     ReviewList,
@@ -22,10 +23,10 @@ from gateway.api.schemas import (
     ReviewQuery,
     ReviewRequestIn,
     ReviewSummary,
-    Rescored,
 )
+from gateway.auth import Principal
 from gateway.errors import ValidationFailed
-from gateway.models import Role
+from gateway.models import ReviewRequest, Role
 
 bp = APIBlueprint("reviews", __name__, url_prefix="/v1", abp_tags=[Tag(name="reviews")])
 BEARER = [{"bearer": []}]
@@ -33,8 +34,8 @@ BEARER = [{"bearer": []}]
 
 @bp.post("/decisions/<decision_id>/reviews", security=BEARER, responses={201: ReviewSummary, **ERRORS})
 def request_review(path: DecisionPath, body: ReviewRequestIn) -> Response:
-    """Request human review of a decision, with the person's point of view (one open review per decision)."""
-    who = principal()
+    """Request human review of a decision, with the person's point of view (the person, or its agency for them)."""
+    who = caller()
     review = reviews.request_review(
         who, path.decision_id, point_of_view=body.point_of_view, contest_grounds=list(body.contest_grounds),
         corrected_data=body.corrected_data, language=body.language,
@@ -42,9 +43,31 @@ def request_review(path: DecisionPath, body: ReviewRequestIn) -> Response:
     return json_response(reviews.summary(review), 201, {"Location": f"/v1/reviews/{review.id}"})
 
 
+@bp.get("/reviews/<rid:review_id>", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+def get_review(path: ReviewPath) -> Response:
+    """A review's status, deadline and outcome (whoever sees its decision)."""
+    who = caller()
+    review = access.visible_review(who, path.review_id)
+    view = reviews.summary(review)
+    access.record_access(who, review.decision_id, "review")
+    return json_response(view)
+
+
+def _reviewer(review_id: str) -> Principal:
+    """The reviewer working on this case: 404 for callers who don't see it, 403 for those who only read it."""
+    access.visible_review(caller(), review_id, access.Action.WORK_REVIEW)
+    return principal(Role.REVIEWER)
+
+
+def _case(who: Principal, review: ReviewRequest) -> Response:
+    view = reviews.case_view(review)
+    access.record_access(who, review.decision_id, "review_case")
+    return json_response(view)
+
+
 def _date(value: str, field: str) -> dt.datetime:
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"; 3.11 reads "Z"
     except ValueError:
         raise ValidationFailed(f"{field} is not a valid date", details=[{"field": field, "rule": "date", "message": value}]) from None
     return parsed if parsed.tzinfo else reviews.end_of_day(parsed.date()) - dt.timedelta(days=1)
@@ -54,7 +77,7 @@ def _date(value: str, field: str) -> dt.datetime:
 def list_reviews(query: ReviewQuery) -> Response:
     """The review queue, ordered by due date; overdue cases are flagged, never dropped."""
     principal(Role.REVIEWER, Role.AUDITOR)
-    due_before = _date(query.due_before, "due_before") if query.due_before else None
+    due_before = _date(query.due_before, "due_before") if query.due_before is not None else None
     rows, total = reviews.list_reviews(status=query.status, model=query.model, due_before=due_before,
                                        overdue=query.overdue, limit=query.limit, offset=query.offset)
     return json_response({"reviews": [reviews.summary(r) for r in rows], "total": total, "limit": query.limit,
@@ -68,38 +91,37 @@ def claim(body: ClaimIn) -> Response:
     review = reviews.claim(who, review_id=body.review_id, lease_seconds=body.lease_seconds)
     if review is None:
         return Response(status=204)
-    return json_response(reviews.case_view(review))
+    return _case(who, review)
 
 
-@bp.post("/reviews/<review_id>/renew", security=BEARER, responses={200: ReviewCase, **ERRORS})
+@bp.post("/reviews/<rid:review_id>/renew", security=BEARER, responses={200: ReviewCase, **ERRORS})
 def renew(path: ReviewPath, body: LeaseIn) -> Response:
     """Extend your lease on a case you hold."""
-    who = principal(Role.REVIEWER)
-    return json_response(reviews.case_view(reviews.renew(who, path.review_id, body.fencing_token,
-                                                         lease_seconds=body.lease_seconds)))
+    who = _reviewer(path.review_id)
+    return _case(who, reviews.renew(who, path.review_id, body.fencing_token, lease_seconds=body.lease_seconds))
 
 
-@bp.post("/reviews/<review_id>/release", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+@bp.post("/reviews/<rid:review_id>/release", security=BEARER, responses={200: ReviewSummary, **ERRORS})
 def release(path: ReviewPath, body: ReleaseIn) -> Response:
     """Give a case back to the queue."""
-    who = principal(Role.REVIEWER)
+    who = _reviewer(path.review_id)
     return json_response(reviews.summary(reviews.release(who, path.review_id, body.fencing_token)))
 
 
-@bp.post("/reviews/<review_id>/resolve", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+@bp.post("/reviews/<rid:review_id>/resolve", security=BEARER, responses={200: ReviewSummary, **ERRORS})
 def resolve(path: ReviewPath, body: ResolveIn) -> Response:
     """Decide a case you hold: upheld, changed (with the new outcome) or annulled, with reasons."""
-    who = principal(Role.REVIEWER)
+    who = _reviewer(path.review_id)
     review = reviews.resolve(who, path.review_id, body.fencing_token, outcome=body.outcome,
-                             new_outcome=body.new_outcome, reasons=dict(body.reasons),
+                             new_outcome=body.new_outcome, reasons=body.reasons.model_dump(exclude_none=True),
                              point_of_view_considered=body.point_of_view_considered)
     return json_response(reviews.summary(review))
 
 
-@bp.post("/reviews/<review_id>/extend", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+@bp.post("/reviews/<rid:review_id>/extend", security=BEARER, responses={200: ReviewSummary, **ERRORS})
 def extend(path: ReviewPath, body: ExtendIn) -> Response:
     """Extend the deadline once (at most 2 months after the request); the person is notified at once."""
-    who = principal(Role.REVIEWER)
+    who = _reviewer(path.review_id)
     try:
         until = dt.date.fromisoformat(body.until)
     except ValueError:
@@ -108,10 +130,10 @@ def extend(path: ReviewPath, body: ExtendIn) -> Response:
     return json_response(reviews.summary(reviews.extend(who, path.review_id, until=until, reason=body.reason)))
 
 
-@bp.post("/reviews/<review_id>/rescore", security=BEARER, responses={201: Rescored, **ERRORS})
+@bp.post("/reviews/<rid:review_id>/rescore", security=BEARER, responses={201: Rescored, **ERRORS})
 def rescore(path: ReviewPath, body: ReleaseIn) -> Response:
     """Score the person's corrected data: a new decision linked to the review; the original stays."""
-    who = principal(Role.REVIEWER)
+    who = _reviewer(path.review_id)
     decision = reviews.rescore(who, path.review_id, body.fencing_token)
     return json_response(reviews.rescore_view(path.review_id, decision), 201,
                          {"Location": f"/v1/decisions/{decision.id}"})

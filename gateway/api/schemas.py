@@ -19,10 +19,13 @@ from pydantic import (
 )
 
 from gateway.identity import InvalidIIN, validate_iin
-from gateway.manifest import Manifest
+from gateway.manifest import INTEGRAL, Manifest
 
 Language = Literal["kk", "ru", "en"]
 FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
+FencingToken = Annotated[int, Field(ge=1, le=2**31 - 1), INTEGRAL]
+# The schema states the default lease limit (REVIEW_MAX_LEASE_SECONDS); a deployment may lower it (422).
+LeaseSeconds = Annotated[int, Field(ge=30, le=3600), INTEGRAL]
 
 
 class _Strict(BaseModel):
@@ -32,8 +35,14 @@ class _Strict(BaseModel):
 class Contact(_Strict):
     """How to reach the person: an email address, a webhook of the agency's citizen channel, or both."""
 
-    email: Annotated[str, Field(max_length=254)] | None = None
-    webhook: Annotated[str, Field(max_length=2000)] | None = None
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["email"], "properties": {"email": {"type": "string"}}},
+        {"required": ["webhook"], "properties": {"webhook": {"type": "string"}}},
+    ]})
+
+    email: Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"})] | None = None
+    webhook: Annotated[str, Field(max_length=2000, json_schema_extra={
+        "format": "uri", "pattern": r"^https?://[^\s/@:]+(:[0-9]{1,5})?(/[^\s]*)?$"})] | None = None
 
     @field_validator("email")
     @classmethod
@@ -67,7 +76,9 @@ class Contact(_Strict):
 class Subject(_Strict):
     """The person the decision is about."""
 
-    iin: Annotated[str, Field(description="12-digit individual identification number (IIN); never stored")]
+    iin: Annotated[str, Field(json_schema_extra={"format": "iin", "pattern": r"^[0-9]{12}$"},
+                              description="12-digit individual identification number (IIN): YYMMDD, century/sex digit, "
+                              "serial, check digit; never stored")]
     language: Language
     contact: Contact
 
@@ -101,6 +112,55 @@ class DecisionLinks(BaseModel):
     decision: str
     explanation: str
     review: str
+    citizen: str | None = Field(
+        default=None,
+        description="The person's capability link (…/d/{id}?token=…): shown to the person and the agency that "
+        "made the decision, never to reviewers or auditors",
+    )
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=100, description="Page size (at most 100)")
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class AccessPrincipal(BaseModel):
+    kind: Literal["agency", "reviewer", "auditor", "admin", "citizen"]
+    id: str
+    body: str | None
+
+
+class AccessEventOut(BaseModel):
+    at: str
+    what: str
+    principal: AccessPrincipal
+
+
+class AccessLog(BaseModel):
+    decision_id: str
+    events: list[AccessEventOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class MyDecision(BaseModel):
+    decision_id: str
+    model: ModelRef
+    outcome: str
+    effective_outcome: str
+    adverse: bool
+    created_at: str
+    links: DecisionLinks
+
+
+class MyDecisions(BaseModel):
+    decisions: list[MyDecision]
+    total: int
+    limit: int
+    offset: int
 
 
 class DecisionCreated(BaseModel):
@@ -162,6 +222,9 @@ class ModelSummary(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelSummary]
+    total: int
+    limit: int
+    offset: int
 
 
 class ModelRegistration(Manifest):
@@ -277,7 +340,8 @@ class Pending(BaseModel):
 
 class ReviewRequestIn(_Strict):
     point_of_view: Annotated[str, Field(min_length=1, max_length=10000, description="The person's point of view")]
-    contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(min_length=1, max_length=3)
+    contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(
+        min_length=1, max_length=3, json_schema_extra={"uniqueItems": True})
     corrected_data: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
         default=None, max_length=500, description="Raw features the person says are wrong, with the right values")
     language: Language | None = Field(default=None, description="Language of the answer; default: the decision's")
@@ -290,35 +354,69 @@ class ReviewRequestIn(_Strict):
         return value
 
 
+ReviewId = Annotated[str, Field(max_length=64, pattern=r"^rev_[A-Za-z0-9_-]{1,60}$")]
+
+
 class ReviewPath(_Strict):
-    review_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    review_id: ReviewId
 
 
 class ClaimIn(_Strict):
-    review_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
-    lease_seconds: int | None = Field(default=None, ge=30, le=86400)
+    review_id: ReviewId | None = None
+    lease_seconds: LeaseSeconds | None = None
 
 
 class LeaseIn(_Strict):
-    fencing_token: int = Field(ge=1)
-    lease_seconds: int | None = Field(default=None, ge=30, le=86400)
+    fencing_token: FencingToken
+    lease_seconds: LeaseSeconds | None = None
 
 
 class ReleaseIn(_Strict):
-    fencing_token: int = Field(ge=1)
+    fencing_token: FencingToken
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+# A language's reasons: absent, or text (never null).
+Reason = Annotated[str, Field(min_length=1, max_length=10000, json_schema_extra=_no_default)]
+
+
+class Reasons(_Strict):
+    """The reasons, in the person's language at least (kk, ru or en)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    kk: Reason = None  # type: ignore[assignment]  # may be left out, never null
+    ru: Reason = None  # type: ignore[assignment]
+    en: Reason = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _some(self) -> Reasons:
+        if self.kk is None and self.ru is None and self.en is None:
+            raise ValueError("give the reasons in at least one language")
+        return self
 
 
 class ResolveIn(_Strict):
-    fencing_token: int = Field(ge=1)
+    fencing_token: FencingToken
     outcome: Literal["upheld", "changed", "annulled"]
     new_outcome: Annotated[str, Field(max_length=64)] | None = None
-    reasons: dict[Language, Annotated[str, Field(min_length=1, max_length=10000)]] = Field(min_length=1)
-    point_of_view_considered: bool
+    reasons: Reasons
+    point_of_view_considered: Literal[True] = Field(description="Confirms that the person's point of view was considered")
 
 
 class ExtendIn(_Strict):
-    until: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The new due date (YYYY-MM-DD, local)")]
+    until: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"format": "date"},
+                                description="The new due date (YYYY-MM-DD, local)")]
     reason: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+def _date_or_datetime(schema: dict[str, Any]) -> None:
+    schema.pop("maxLength", None)
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
 
 
 class ReviewQuery(BaseModel):
@@ -326,7 +424,8 @@ class ReviewQuery(BaseModel):
 
     status: Literal["queued", "claimed", "resolved", "withdrawn"] | None = None
     model: Annotated[str, Field(max_length=100)] | None = None
-    due_before: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$")] | None = None
+    due_before: Annotated[str, Field(max_length=64, json_schema_extra=_date_or_datetime)] | None = Field(
+        default=None, description="A date (end of that local day) or an RFC 3339 date-time")
     overdue: bool | None = None
     limit: int = Field(default=50, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=1_000_000)

@@ -1,0 +1,150 @@
+"""Who may see and do what with a decision: the one place the access rules live.
+
+A caller either *sees* a decision or not. One who does not gets the same 404 as for an id that does
+not exist, so existence never leaks; one who sees it but may not take the action gets 403.
+
+| caller                          | sees                                              | may                                   |
+|---------------------------------|---------------------------------------------------|---------------------------------------|
+| agency key                      | decisions made by a key of its body (organisation) | read; request review for the person   |
+| reviewer key                    | decisions that have or had a review (or were rescored in one) | read; work review cases               |
+| auditor key                     | every decision                                    | read; read access logs                |
+| admin key                       | none (admins manage models and keys, not people)  | nothing here                          |
+| citizen, capability link        | the one decision the link names                   | read; request review; read access log |
+| citizen, OIDC (national IdP)    | every decision about their IIN (its HMAC)         | read; request review; read access log |
+
+An agency sees by body, not by key, so that rotating a key (new key, old one revoked) keeps access to
+the decisions made with the old one; keys of one body are one organisation.
+
+Every read of a decision, explanation, review or access log is recorded as an `AccessEvent`, written
+in a short transaction of its own after the read (`record_access`); the person and auditors read
+them back with `access_log`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import exists, func, insert, or_, select
+
+from gateway.auth import Caller, Citizen, Principal
+from gateway.db import write_transaction
+from gateway.errors import Forbidden, NotFound
+from gateway.extensions import db
+from gateway.ids import new_id, utcnow
+from gateway.models import AccessEvent, ApiClient, Decision, ReviewRequest
+
+NOT_FOUND = "The resource does not exist."
+
+
+class Action(enum.StrEnum):
+    READ = "read"  # the decision, its explanation (JSON and SVG), its reviews
+    REQUEST_REVIEW = "request_review"
+    READ_ACCESS_LOG = "read_access_log"
+    WORK_REVIEW = "work_review"  # claim, renew, release, resolve, extend, rescore
+
+
+# What each kind of caller may do with a decision it sees.
+ALLOWED: dict[str, frozenset[Action]] = {
+    "agency": frozenset({Action.READ, Action.REQUEST_REVIEW}),
+    "reviewer": frozenset({Action.READ, Action.WORK_REVIEW}),
+    "auditor": frozenset({Action.READ, Action.READ_ACCESS_LOG}),
+    "admin": frozenset(),
+    "citizen": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.READ_ACCESS_LOG}),
+}
+
+
+def _sees(caller: Caller, decision: Decision) -> bool:
+    if isinstance(caller, Citizen):
+        if caller.via == "capability":
+            return decision.id == caller.decision_id and decision.subject_ref == caller.subject_ref
+        return decision.subject_ref == caller.subject_ref
+    if caller.role == "auditor":
+        return True
+    if caller.role == "agency":
+        if decision.client_id == caller.id:
+            return True
+        maker = db.session.get(ApiClient, decision.client_id)
+        return maker is not None and maker.role == "agency" and maker.body == caller.body
+    if caller.role == "reviewer":
+        reviewed = or_(ReviewRequest.decision_id == decision.id, ReviewRequest.rescore_decision_id == decision.id)
+        return bool(db.session.execute(select(exists().where(reviewed))).scalar())
+    return False
+
+
+def _check(caller: Caller, action: Action) -> None:
+    if action not in ALLOWED.get(caller.role, frozenset()):
+        raise Forbidden(f"a {caller.role} may not {action.value.replace('_', ' ')} here")
+
+
+def visible_decision(caller: Caller, decision_id: str, action: Action = Action.READ) -> Decision:
+    """Return the decision when `caller` sees it and may take `action`; NotFound (as for no decision) else."""
+    decision = db.session.get(Decision, decision_id)
+    if decision is None or not _sees(caller, decision):
+        raise NotFound(NOT_FOUND)
+    _check(caller, action)
+    return decision
+
+
+def visible_review(caller: Caller, review_id: str, action: Action = Action.READ) -> ReviewRequest:
+    """Return the review when `caller` sees its decision and may take `action`; NotFound else."""
+    review = db.session.get(ReviewRequest, review_id)
+    decision = db.session.get(Decision, review.decision_id) if review is not None else None
+    if review is None or decision is None or not _sees(caller, decision):
+        raise NotFound(NOT_FOUND)
+    _check(caller, action)
+    return review
+
+
+def shows_citizen_link(caller: Caller, decision: Decision) -> bool:
+    """Whether a decision view may carry the person's capability link: to them and the agency, not to staff.
+
+    A reviewer or auditor holding the link could act as the person (request a review in their name).
+    """
+    return isinstance(caller, Citizen) or caller.role == "agency"
+
+
+# --- the person's decisions ----------------------------------------------------------------------------
+
+def my_decisions(citizen: Citizen, *, limit: int, offset: int) -> tuple[list[Decision], int]:
+    """The decisions about an OIDC-authenticated person, newest first, with the total for paging."""
+    if citizen.via != "oidc":
+        raise Forbidden("sign in with the national identity provider to list your decisions",
+                        code="oidc_required")
+    where = Decision.subject_ref == citizen.subject_ref
+    total = db.session.execute(select(func.count()).select_from(Decision).where(where)).scalar_one()
+    rows = db.session.execute(
+        select(Decision).where(where).order_by(Decision.created_at.desc(), Decision.id).limit(limit).offset(offset)
+    ).scalars()
+    return list(rows), int(total)
+
+
+# --- access events --------------------------------------------------------------------------------------
+
+def _who(caller: Caller) -> dict[str, Any]:
+    if isinstance(caller, Principal):
+        return {"principal_kind": caller.role, "principal_id": caller.id, "principal_body": caller.body}
+    return {"principal_kind": "citizen", "principal_id": caller.id, "principal_body": None}
+
+
+def record_access(caller: Caller, decision_ids: str | Iterable[str], what: str) -> None:
+    """Record that `caller` read `what` of these decisions: one short write transaction, after the read."""
+    ids = [decision_ids] if isinstance(decision_ids, str) else list(decision_ids)
+    if not ids:
+        return
+    now = utcnow()
+    who = _who(caller)
+    rows = [{"id": new_id("acc"), "at": now, "decision_id": d, "what": what, **who} for d in ids]
+    with write_transaction() as session:
+        session.execute(insert(AccessEvent.__table__), rows)
+
+
+def access_log(decision_id: str, *, limit: int, offset: int) -> tuple[list[AccessEvent], int]:
+    """The access events of one decision, oldest first, with the total for paging."""
+    where = AccessEvent.decision_id == decision_id
+    total = db.session.execute(select(func.count()).select_from(AccessEvent).where(where)).scalar_one()
+    rows = db.session.execute(
+        select(AccessEvent).where(where).order_by(AccessEvent.at, AccessEvent.id).limit(limit).offset(offset)
+    ).scalars()
+    return list(rows), int(total)

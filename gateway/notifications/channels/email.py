@@ -1,0 +1,106 @@
+"""Email over SMTP (standard library): text and HTML alternatives, Message-ID from the notification id."""
+
+from __future__ import annotations
+
+import email.utils
+import smtplib
+import ssl
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+from gateway.notifications.channels.base import (
+    Message,
+    PermanentFailure,
+    TemporaryFailure,
+    scrub,
+)
+
+SECURITY = ("starttls", "ssl", "none")
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+# Replies that mean "our configuration is wrong" rather than "this recipient can never get mail":
+# retried, so that fixing the configuration delivers what waited.
+_CONFIG_CODES = {530, 534, 535, 538}
+
+
+def mail_domain(public_base_url: str) -> str:
+    """The domain of Message-IDs and of the default sender: the host of the gateway's public URL."""
+    return urlsplit(public_base_url).hostname or "localhost"
+
+
+def message_id(notification_id: str, domain: str) -> str:
+    return f"<{notification_id}@{domain}>"
+
+
+class EmailChannel:
+    """Send each notice as one email through the deployment's SMTP server."""
+
+    name: ClassVar[str] = "email"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.domain = mail_domain(config["PUBLIC_BASE_URL"])
+        self.sender = config.get("NOTIFY_EMAIL_FROM") or f"notices@{self.domain}"
+        self.host: str | None = config.get("SMTP_HOST") or None
+        self.security = str(config.get("SMTP_SECURITY") or "starttls").lower()
+        if self.security not in SECURITY:
+            raise ConfigError(f"GATEWAY_SMTP_SECURITY must be one of {', '.join(SECURITY)}, not {self.security!r}")
+        self.port = int(config.get("SMTP_PORT") or DEFAULT_PORTS[self.security])
+        self.username: str | None = config.get("SMTP_USERNAME") or None
+        self.password: str = config.get("SMTP_PASSWORD") or ""
+        self.timeout = float(config["NOTIFY_SEND_TIMEOUT_S"])
+        self._context: ssl.SSLContext | None = None
+        if self.security != "none":
+            self._context = ssl.create_default_context(cafile=config.get("SMTP_CA_FILE") or None)
+
+    def build(self, message: Message) -> EmailMessage:
+        """The email: plain text and HTML alternatives in the recipient's language."""
+        mail = EmailMessage(policy=SMTP_POLICY)
+        mail["Subject"] = message.subject
+        mail["From"] = self.sender
+        mail["To"] = message.recipient
+        # Stable across attempts, like the Message-ID: a re-sent notice is the same message.
+        mail["Date"] = email.utils.format_datetime(message.created_at)
+        mail["Message-ID"] = message_id(message.id, self.domain)
+        mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to this
+        mail.set_content(message.text)
+        mail.add_alternative(message.html, subtype="html")
+        mail["Content-Language"] = message.language  # after the content: set_content() drops Content-* headers
+        return mail
+
+    def send(self, message: Message) -> None:
+        if not self.host:
+            raise TemporaryFailure("SMTP is not configured: set GATEWAY_SMTP_HOST (email notices wait until then)")
+        mail = self.build(message)
+        try:
+            if self.security == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.domain,
+                                                      timeout=self.timeout, context=self._context)
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.domain, timeout=self.timeout)
+            with smtp:
+                if self.security == "starttls":
+                    smtp.starttls(context=self._context)
+                if self.username:
+                    smtp.login(self.username, self.password)
+                smtp.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = sorted({code for code, _ in exc.recipients.values()})
+            text = f"SMTP server refused the recipient (reply {', '.join(map(str, codes))})"
+            if codes and all(code >= 500 for code in codes):
+                raise PermanentFailure(text) from None
+            raise TemporaryFailure(text) from None
+        except smtplib.SMTPResponseException as exc:
+            # The server's own text may quote the address: keep the code, scrub the text.
+            reply = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            text = scrub(f"SMTP reply {exc.smtp_code}: {reply}", message.recipient)
+            if exc.smtp_code >= 500 and exc.smtp_code not in _CONFIG_CODES:
+                raise PermanentFailure(text) from None
+            raise TemporaryFailure(text) from None
+        except (smtplib.SMTPException, OSError) as exc:  # connection refused, TLS, timeouts, disconnects
+            raise TemporaryFailure(scrub(f"SMTP {type(exc).__name__}: {exc}", message.recipient)) from None
+
+    def close(self) -> None:
+        """Nothing is kept open: one connection per message."""

@@ -1,0 +1,257 @@
+"""The dispatcher: claim due outbox rows, send each through its channel, record the result.
+
+One loop, three ways to run it: ``Dispatcher.run_once(now=...)`` (tests, with a controllable clock),
+``DispatcherThread`` (inside every ``gateway serve`` worker, so one process delivers) and ``run_worker``
+(``gateway worker``: a process of its own; SIGTERM finishes the row in hand, gives the rest back, exits).
+The decision path never waits for any of them: they poll the outbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+from flask import Flask
+
+from gateway.extensions import db
+from gateway.ids import utcnow
+from gateway.notifications import outbox, render
+from gateway.notifications.channels import (
+    Channel,
+    PermanentFailure,
+    RecipientGone,
+    TemporaryFailure,
+    UnknownChannel,
+    make_channel,
+)
+from gateway.notifications.channels.base import scrub
+from gateway.notifications.channels.webhook import url_sha256
+
+log = logging.getLogger("gateway.notifications")
+
+Clock = Callable[[], dt.datetime]
+
+
+def dispatcher_name() -> str:
+    """A name unique to this dispatcher, written into the rows it claims."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Dispatcher:
+    """Deliver due notifications of one app's database."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        name: str | None = None,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        channels: Mapping[str, Channel] | None = None,
+        batch_size: int | None = None,
+        lease_s: float | None = None,
+        poll_interval_s: float | None = None,
+        yield_to: threading.Event | None = None,
+    ) -> None:
+        cfg = app.config
+        self.app = app
+        self.name = name or dispatcher_name()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.batch_size = int(batch_size or cfg["NOTIFY_BATCH_SIZE"])
+        self.lease_s = float(lease_s or cfg["NOTIFY_LEASE_S"])
+        self.poll_interval_s = float(poll_interval_s if poll_interval_s is not None else cfg["NOTIFY_POLL_INTERVAL_S"])
+        self.send_timeout_s = float(cfg["NOTIFY_SEND_TIMEOUT_S"])
+        self.routes: dict[str, str] = dict(cfg.get("NOTIFY_ROUTES") or {})
+        self._channels: dict[str, Channel] = dict(channels or {})
+        self.flush_interval_s = 0.5  # results are written at least this often while a batch is being sent
+        # In a serving process: set while no request is being handled. The dispatcher waits for it (a little)
+        # before each row, so that notices are rendered and recorded between requests rather than during them.
+        self.yield_to = yield_to
+        self.yield_max_s = 0.2
+        self.stopping = threading.Event()  # set: finish the row in hand, give the rest back
+
+    def channel(self, contact_kind: str) -> Channel:
+        """The channel that delivers to a contact of this kind ("email", "webhook"), built on first use."""
+        name = self.routes.get(contact_kind, contact_kind)
+        found = self._channels.get(name)
+        if found is None:
+            found = self._channels[name] = make_channel(name, self.app.config)
+        return found
+
+    def run_once(self, now: dt.datetime | None = None) -> int:
+        """Claim one batch and deliver it; return how many rows were claimed. `now` fixes the clock."""
+        with self.app.app_context():
+            started = now or self.clock()
+            jobs = outbox.claim(self.name, now=started, limit=self.batch_size, lease_s=self.lease_s)
+            # Don't start a send that could outlive the claim: another dispatcher would take the row over.
+            margin = min(self.send_timeout_s, self.lease_s / 2)
+            deadline = started + dt.timedelta(seconds=self.lease_s - margin)
+            results: list[outbox.Outcome] = []
+            flushed = time.monotonic()
+            for i, job in enumerate(jobs):
+                if self.stopping.is_set() or (i > 0 and now is None and self.clock() >= deadline):
+                    self._record(results)
+                    outbox.release(jobs[i:], self.name)
+                    return len(jobs)
+                if self.yield_to is not None:
+                    self.yield_to.wait(self.yield_max_s)
+                results.append(self.attempt(job, now))
+                # Results are written together (one short transaction), but never held for long: a dispatcher
+                # killed now re-sends at most what it sent since the last write.
+                if time.monotonic() - flushed >= self.flush_interval_s:
+                    self._record(results)
+                    results, flushed = [], time.monotonic()
+            self._record(results)
+            return len(jobs)
+
+    def attempt(self, job: render.Job, now: dt.datetime | None = None) -> outbox.Outcome:
+        """Render and send one claimed row; return what happened (nothing is written here)."""
+        message = None
+        try:
+            message = render.message_for(job)
+            if job.channel == "webhook":
+                disabled = outbox.disabled_endpoint(url_sha256(message.recipient))
+                if disabled is not None:
+                    raise PermanentFailure(f"the webhook endpoint was disabled on {disabled.disabled_at:%Y-%m-%d}: "
+                                           f"{disabled.reason}")
+            db.session.commit()  # end the read transaction before the network
+            self.channel(job.channel).send(message)
+        except RecipientGone as exc:
+            assert message is not None
+            return self._failed(job, now, exc.message, permanent=True, gone_url_sha256=url_sha256(message.recipient))
+        except PermanentFailure as exc:
+            return self._failed(job, now, exc.message, permanent=True)
+        except TemporaryFailure as exc:
+            return self._failed(job, now, exc.message, retry_after=exc.retry_after)
+        except UnknownChannel as exc:  # a configuration mistake: wait for it to be fixed
+            return self._failed(job, now, str(exc))
+        except Exception as exc:  # a bug or an unavailable database: recorded on the row and retried, not lost
+            log.exception("notification %s (%s): unexpected error", job.id, job.kind)
+            error = scrub(f"{type(exc).__name__}: {exc}", message.recipient if message else "")
+            return self._failed(job, now, error)
+        return outbox.Outcome(job, now or self.clock())
+
+    def _failed(self, job: render.Job, now: dt.datetime | None, error: str, *, permanent: bool = False,
+                retry_after: float | None = None, gone_url_sha256: str | None = None) -> outbox.Outcome:
+        db.session.rollback()
+        return outbox.Outcome(job, now or self.clock(), error, permanent, retry_after, gone_url_sha256)
+
+    def _record(self, results: list[outbox.Outcome]) -> None:
+        for result, status in zip(results, outbox.record(results, self.name, rng=self.rng), strict=True):
+            job = result.job
+            if status is None:
+                log.warning("notification %s: the claim passed to another dispatcher before the result was written "
+                            "(it will be sent again, with the same id)", job.id)
+            elif status == "dead":
+                log.error("notification %s (%s, %s) is dead after %d attempt(s): %s", job.id, job.kind, job.channel,
+                          job.attempts + 1, result.error)
+            elif status == "retrying":
+                log.warning("notification %s (%s, %s) attempt %d failed, will retry: %s", job.id, job.kind,
+                            job.channel, job.attempts + 1, result.error)
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Deliver until `stop` is set: poll every poll interval, at once again after a full batch."""
+        if stop is not None:
+            self.stopping = stop
+        log.info("dispatcher %s started (batch %d, lease %.0f s)", self.name, self.batch_size, self.lease_s)
+        if not self.app.config.get("SMTP_HOST") and self.routes.get("email", "email") == "email":
+            log.warning("GATEWAY_SMTP_HOST is not set: email notices wait (retrying) until it is; "
+                        "GATEWAY_NOTIFY_ROUTES='{\"email\": \"log\"}' writes them to the log instead")
+        errors = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    claimed = self.run_once()
+                    errors = 0
+                except Exception:  # the database went away: keep trying, slower
+                    errors += 1
+                    log.exception("dispatcher %s: a batch failed (%d in a row)", self.name, errors)
+                    claimed = 0
+                if claimed < self.batch_size:
+                    self.stopping.wait(self.poll_interval_s * min(2 ** errors, 60))
+        finally:
+            self.close()
+            log.info("dispatcher %s stopped", self.name)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+
+class RequestGate:
+    """WSGI middleware that keeps `idle` set while the process handles no request (the dispatcher yields to them)."""
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+        self.idle = threading.Event()
+        self.idle.set()
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with self._lock:
+            self._active += 1
+            self.idle.clear()
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            with self._lock:
+                self._active -= 1
+                if not self._active:
+                    self.idle.set()
+
+
+class DispatcherThread:
+    """A dispatcher in a daemon thread of the serving process."""
+
+    def __init__(self, app: Flask, **options: Any) -> None:
+        self.dispatcher = Dispatcher(app, **options)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.dispatcher.run_forever, args=(self.stop_event,),
+                                       name="gateway-dispatcher", daemon=True)
+
+    def start(self) -> DispatcherThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the thread to finish the row in hand; return True when it ended within `timeout`."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def ensure_logging() -> None:
+    """Show the dispatcher's INFO lines when nothing else configured logging (gunicorn, `gateway worker`)."""
+    logger = logging.getLogger("gateway.notifications")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def run_worker(app: Flask, **options: Any) -> None:
+    """Run a dispatcher in this process until SIGTERM or SIGINT; the row in hand is finished first."""
+    ensure_logging()
+    dispatcher = Dispatcher(app, **options)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("dispatcher %s: %s received, finishing the row in hand", dispatcher.name, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    dispatcher.run_forever(stop)

@@ -1,0 +1,221 @@
+"""The outbox table's state changes, each in one short write transaction.
+
+A dispatcher *claims* due rows by writing its name and a lease expiry on them (PostgreSQL skips rows
+another dispatcher holds with ``FOR UPDATE SKIP LOCKED``; SQLite serialises claimers with ``BEGIN
+IMMEDIATE``). Rows whose lease ran out are due again, so nothing claimed by a dispatcher that died is
+lost. Every later write is fenced by ``claimed_by``: a dispatcher that lost its lease can't overwrite the
+result of the one that took the row over. Delivery is therefore at least once; every attempt carries the
+notification id, on which receivers de-duplicate.
+
+Statuses: pending → delivered | retrying | dead; retrying → delivered | retrying | dead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gateway.db import write_transaction
+from gateway.extensions import db
+from gateway.ids import utcnow
+from gateway.models import Decision, Notification, NotificationStatus, WebhookEndpoint
+from gateway.notifications.render import Job
+
+T = Notification.__table__
+DUE = (NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value)
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    NotificationStatus.PENDING: (NotificationStatus.DELIVERED, NotificationStatus.RETRYING, NotificationStatus.DEAD),
+    NotificationStatus.RETRYING: (NotificationStatus.DELIVERED, NotificationStatus.RETRYING, NotificationStatus.DEAD),
+    NotificationStatus.DELIVERED: (),
+    NotificationStatus.DEAD: (NotificationStatus.PENDING,),  # requeue(), by an operator
+}
+# A due row not sent for this long after its time (and not held under a lease) counts as overdue.
+OVERDUE_AFTER = dt.timedelta(seconds=60)
+
+
+def retry_delay(failed_attempts: int, *, schedule: Sequence[float], jitter: float, rng: random.Random) -> float:
+    """Seconds to wait after the `failed_attempts`-th failure: the schedule's entry (its last one repeats), ± jitter."""
+    base = float(schedule[min(failed_attempts, len(schedule)) - 1])
+    return max(0.0, base * rng.uniform(1.0 - jitter, 1.0 + jitter))
+
+
+def claim(owner: str, *, now: dt.datetime, limit: int, lease_s: float) -> list[Job]:
+    """Take up to `limit` due rows (oldest first), including rows whose lease expired; return them."""
+    due = (
+        select(T.c.id)
+        .where(
+            T.c.status.in_(DUE),
+            T.c.next_attempt_at <= now,
+            or_(T.c.lease_expires_at.is_(None), T.c.lease_expires_at <= now),
+        )
+        .order_by(T.c.next_attempt_at, T.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has no row locks and holds the write lock instead
+    )
+    with write_transaction() as session:
+        rows = session.execute(
+            update(T)
+            .where(T.c.id.in_(due.scalar_subquery()))
+            .values(claimed_by=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s))
+            .returning(T.c.id, T.c.decision_id, T.c.kind, T.c.channel, T.c.language, T.c.attempts, T.c.created_at,
+                       T.c.context, T.c.next_attempt_at)
+        ).all()
+    rows.sort(key=lambda r: (r.next_attempt_at, r.id))
+    return [Job(r.id, r.decision_id, r.kind, r.channel, r.language, r.attempts, r.created_at, r.context) for r in rows]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt: delivered, or a failure and whether it can ever succeed."""
+
+    job: Job
+    at: dt.datetime
+    error: str | None = None  # None: delivered
+    permanent: bool = False
+    retry_after: float | None = None  # the receiver's Retry-After, seconds
+    gone_url_sha256: str | None = None  # the receiver answered 410 Gone: disable this endpoint
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None
+
+
+def _fenced(job_id: str, owner: str) -> Any:
+    return and_(T.c.id == job_id, T.c.claimed_by == owner, T.c.status.in_(DUE))
+
+
+def _values(outcome: Outcome, rng: random.Random) -> dict[str, Any]:
+    done = {"attempts": T.c.attempts + 1, "claimed_by": None, "lease_expires_at": None}
+    if outcome.delivered:
+        return {**done, "status": NotificationStatus.DELIVERED.value, "delivered_at": outcome.at, "last_error": None}
+    cfg = current_app.config
+    assert outcome.error is not None
+    failed = outcome.job.attempts + 1
+    if outcome.permanent or failed >= int(cfg["NOTIFY_MAX_ATTEMPTS"]):
+        return {**done, "status": NotificationStatus.DEAD.value, "last_error": outcome.error[:1000]}
+    schedule = cfg["NOTIFY_RETRY_SCHEDULE"]
+    delay = retry_delay(failed, schedule=schedule, jitter=float(cfg["NOTIFY_RETRY_JITTER"]), rng=rng)
+    if outcome.retry_after is not None:  # the receiver asked for a pause: honour it, up to the schedule's longest wait
+        delay = max(delay, min(outcome.retry_after, float(max(schedule))))
+    return {**done, "status": NotificationStatus.RETRYING.value, "last_error": outcome.error[:1000],
+            "next_attempt_at": outcome.at + dt.timedelta(seconds=delay)}
+
+
+def record(outcomes: Sequence[Outcome], owner: str, *, rng: random.Random | None = None) -> list[str | None]:
+    """Write the results of several attempts in one transaction; the new status of each (None: claim lost).
+
+    Every write is fenced by the claim: a dispatcher whose lease passed to another writes nothing (the
+    other one delivers again, with the same id). One transaction per batch rather than per row keeps the
+    write lock (SQLite) and the fsyncs away from the decisions being recorded meanwhile.
+    """
+    if not outcomes:
+        return []
+    rng = rng or random.Random()
+    statuses: list[str | None] = []
+    with write_transaction() as session:
+        for outcome in outcomes:
+            values = _values(outcome, rng)
+            result = session.execute(update(T).where(_fenced(outcome.job.id, owner)).values(**values))
+            if result.rowcount and outcome.gone_url_sha256 is not None:
+                _disable_endpoint(session, outcome.gone_url_sha256, outcome.at, outcome.error or "")
+            statuses.append(str(values["status"]) if result.rowcount else None)
+    return statuses
+
+
+def mark_delivered(job: Job, owner: str, *, now: dt.datetime) -> bool:
+    """Record a delivery; False when the claim was lost to another dispatcher (which delivers again)."""
+    return record([Outcome(job, now)], owner)[0] is not None
+
+
+def record_failure(job: Job, owner: str, *, now: dt.datetime, error: str, permanent: bool,
+                   retry_after: float | None = None, gone_url_sha256: str | None = None,
+                   rng: random.Random | None = None) -> str | None:
+    """Schedule the next attempt, or mark the row dead after a permanent failure or the last attempt."""
+    outcome = Outcome(job, now, error, permanent, retry_after, gone_url_sha256)
+    return record([outcome], owner, rng=rng)[0]
+
+
+def _disable_endpoint(session: Any, url_sha256: str, now: dt.datetime, reason: str) -> None:
+    table = WebhookEndpoint.__table__
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(table).values(url_sha256=url_sha256, disabled_at=now, reason=reason[:1000])
+                    .on_conflict_do_nothing(index_elements=["url_sha256"]))
+
+
+def disabled_endpoint(url_sha256: str) -> WebhookEndpoint | None:
+    """The disabled-endpoint record for a webhook URL's hash, if the gateway stopped sending to it."""
+    return db.session.get(WebhookEndpoint, url_sha256)
+
+
+def release(jobs: Sequence[Job], owner: str) -> int:
+    """Give back claimed rows that were not attempted (shutdown): due again at once, not after the lease."""
+    if not jobs:
+        return 0
+    with write_transaction() as session:
+        result = session.execute(
+            update(T).where(T.c.id.in_([j.id for j in jobs]), T.c.claimed_by == owner, T.c.status.in_(DUE))
+            .values(claimed_by=None, lease_expires_at=None)
+        )
+    return int(result.rowcount)
+
+
+def requeue(*, status: str = NotificationStatus.DEAD.value, decision_id: str | None = None,
+            now: dt.datetime | None = None) -> int:
+    """Send dead rows again from the start of the schedule (after fixing what killed them); return how many."""
+    if NotificationStatus.PENDING not in TRANSITIONS[NotificationStatus(status)]:
+        raise ValueError(f"{status} notifications can't be requeued")
+    condition = [T.c.status == status]
+    if decision_id is not None:
+        condition.append(T.c.decision_id == decision_id)
+    with write_transaction() as session:
+        result = session.execute(update(T).where(*condition).values(
+            status=NotificationStatus.PENDING.value, attempts=0, next_attempt_at=now or utcnow(),
+            claimed_by=None, lease_expires_at=None,
+        ))
+    return int(result.rowcount)
+
+
+def notification_stats(model_name: str | None = None, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Counts of notifications by status, kind and model, with retries and overdue rows (for oversight and metrics).
+
+    ``retries`` counts failed attempts that were followed by another attempt: every attempt of a row but
+    its successful one (delivered) or its last one (dead). ``overdue`` counts rows due for more than a
+    minute that no dispatcher holds: a backlog, or no dispatcher running.
+    """
+    now = now or utcnow()
+    n = Notification
+    overdue = and_(n.status.in_(DUE), n.next_attempt_at < now - OVERDUE_AFTER,
+                   or_(n.lease_expires_at.is_(None), n.lease_expires_at <= now))
+    query = (
+        select(Decision.model_name, n.kind, n.status, func.count(), func.coalesce(func.sum(n.attempts), 0),
+               func.coalesce(func.sum(case((overdue, 1), else_=0)), 0))
+        .join(Decision, Decision.id == n.decision_id)
+        .group_by(Decision.model_name, n.kind, n.status)
+    )
+    if model_name is not None:
+        query = query.where(Decision.model_name == model_name)
+    statuses = [s.value for s in NotificationStatus]
+    empty = dict.fromkeys(statuses, 0)
+    stats: dict[str, Any] = {"total": 0, "by_status": dict(empty), "retries": 0, "overdue": 0, "by_kind": {},
+                             "by_model": {}}
+    for model, kind, status, count, attempts, late in db.session.execute(query).all():
+        retries = int(attempts) - (int(count) if status in (NotificationStatus.DELIVERED, NotificationStatus.DEAD) else 0)
+        stats["total"] += count
+        stats["by_status"][status] = stats["by_status"].get(status, 0) + count
+        stats["retries"] += retries
+        stats["overdue"] += int(late)
+        stats["by_kind"].setdefault(kind, dict(empty))[status] += count
+        per_model = stats["by_model"].setdefault(model, {**empty, "total": 0, "retries": 0, "overdue": 0})
+        per_model[status] += count
+        per_model["total"] += count
+        per_model["retries"] += retries
+        per_model["overdue"] += int(late)
+    return stats

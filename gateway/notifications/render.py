@@ -1,0 +1,222 @@
+"""Build the message for a notification of any kind, in the person's language (kk, ru, en).
+
+The content is assembled here as plain values (dates already formatted in the person's language), then
+written out by Jinja templates ``notices/<kind>.txt`` and ``notices/<kind>.html`` under
+``force_locale``. The webhook payload carries the same content as structured fields plus the rendered
+text, so an agency relaying it shows exactly what an email would have said.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any
+
+from babel.dates import format_date
+from cryptography.exceptions import InvalidTag
+from flask import current_app, render_template
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from gateway.decisions import isoformat, links
+from gateway.errors import ConfigError
+from gateway.extensions import db
+from gateway.identity import ContactCipher
+from gateway.manifest import Manifest
+from gateway.models import ApiClient, Decision, ReviewRequest, ScoringModel
+from gateway.notifications.channels.base import Message, PermanentFailure
+
+DECISION_NOTICE = "decision_notice"
+REVIEW_RECEIVED = "review_received"
+REVIEW_EXTENDED = "review_extended"
+REVIEW_OUTCOME = "review_outcome"
+KINDS = (DECISION_NOTICE, REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME)
+REVIEW_KINDS = (REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME)
+LANGUAGES = ("kk", "ru", "en")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed notification row, as plain values."""
+
+    id: str
+    decision_id: str
+    kind: str
+    channel: str
+    language: str
+    attempts: int
+    created_at: dt.datetime
+    context: dict[str, Any] | None = None
+
+
+def _subject(kind: str, content: dict[str, Any]) -> str:
+    if kind == DECISION_NOTICE:
+        return _("Notice of an automated decision: %(outcome)s", outcome=content["outcome"]["label"])
+    if kind == REVIEW_RECEIVED:
+        return _("Your request for a human review of decision %(decision_id)s was received",
+                 decision_id=content["decision_id"])
+    if kind == REVIEW_EXTENDED:
+        return _("The human review of your decision was extended to %(date)s", date=content["review"]["due_on"])
+    return _("The outcome of the human review of decision %(decision_id)s", decision_id=content["decision_id"])
+
+
+def _cipher() -> ContactCipher:
+    ext = current_app.extensions
+    if "gateway.cipher" not in ext:
+        ext["gateway.cipher"] = ContactCipher(current_app.config["CONTACT_KEY_BYTES"])
+    cipher: ContactCipher = ext["gateway.cipher"]
+    return cipher
+
+
+def _manifest(model_id: str) -> Manifest:
+    """The model version's manifest (immutable once registered), parsed once per process."""
+    cache: dict[str, Manifest] = current_app.extensions.setdefault("gateway.notice_manifests", {})
+    found = cache.get(model_id)
+    if found is None:
+        data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one()
+        found = cache[model_id] = Manifest.model_validate(data)
+    return found
+
+
+def _timezone() -> zoneinfo.ZoneInfo:
+    name = current_app.config["TIMEZONE"]
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"GATEWAY_TIMEZONE {name!r} is not a known time zone") from None
+
+
+def local_date(at: dt.datetime) -> dt.date:
+    """The calendar date of `at` where the person lives (the deployment's time zone)."""
+    return at.astimezone(_timezone()).date()
+
+
+def review_request_deadline(decided_at: dt.datetime) -> dt.date:
+    """The last day on which human review may be requested: the decision date + the configured window."""
+    return local_date(decided_at) + dt.timedelta(days=int(current_app.config["REVIEW_REQUEST_WINDOW_DAYS"]))
+
+
+def recipient(decision: Decision, channel: str) -> str:
+    """Decrypt the decision's contact details and return the address for `channel` (never log it)."""
+    if decision.contact_ciphertext is None:
+        raise PermanentFailure("the contact details of this decision were erased")
+    try:
+        contact = json.loads(_cipher().decrypt(bytes(decision.contact_ciphertext), record_id=decision.id))
+    except (InvalidTag, ValueError):
+        raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
+    address = contact.get(channel)
+    if not address:
+        raise PermanentFailure(f"the decision has no {channel} contact")
+    return str(address)
+
+
+def _outcome(manifest: Manifest, code: str, lang: str) -> dict[str, str]:
+    label = (manifest.policy.outcome_labels or {}).get(code)
+    return {"code": code, "label": label.get(lang) if label else code}
+
+
+def _review_content(review: ReviewRequest, manifest: Manifest, lang: str) -> dict[str, Any]:
+    due_at = review.extended_until or review.due_at
+    reasons = review.reasons or {}
+    reason_text = reasons.get(lang) or reasons.get("ru") or reasons.get("kk") or next(iter(reasons.values()), None)
+    return {
+        "review_id": review.id,
+        "status": review.status,
+        "requested_at": isoformat(review.requested_at),
+        "requested_on": format_date(local_date(review.requested_at), "long", locale=lang),
+        "due_at": isoformat(due_at),
+        "due_on": format_date(local_date(due_at), "long", locale=lang),
+        "extended": review.extended_until is not None,
+        "extension_reason": review.extension_reason,
+        "outcome": review.outcome,
+        "new_outcome": _outcome(manifest, review.new_outcome, lang) if review.new_outcome else None,
+        "reasons": reason_text,
+        "point_of_view_considered": bool(review.point_of_view_considered),
+        "resolved_at": isoformat(review.resolved_at) if review.resolved_at else None,
+        "resolved_on": format_date(local_date(review.resolved_at), "long", locale=lang) if review.resolved_at else None,
+    }
+
+
+def content_for(job: Job, decision: Decision, manifest: Manifest, review: ReviewRequest | None, lang: str) -> dict[str, Any]:
+    """Everything a notice says, as structured values in `lang` (call under force_locale(lang))."""
+    decision_links = links(decision.id, decision.subject_ref)  # with the person's capability link ("citizen")
+    deadline = review_request_deadline(decision.created_at)
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    content: dict[str, Any] = {
+        "kind": job.kind,
+        "notification_id": job.id,
+        "decision_id": decision.id,
+        "language": lang,
+        "automated": True,
+        "decided_at": isoformat(decision.created_at),
+        "decided_on": format_date(local_date(decision.created_at), "long", locale=lang),
+        "system": {
+            "name": manifest.name,
+            "version": manifest.version,
+            "owner": manifest.notice.owner.get(lang),
+            "purpose": manifest.notice.purpose.get(lang),
+            "notice_url": f"{base}/v1/models/{manifest.name}",
+        },
+        "outcome": _outcome(manifest, decision.outcome, lang),
+        "effective_outcome": _outcome(manifest, decision.effective_outcome, lang),
+        "adverse": decision.adverse,
+        "role_of_ai": decision.role_of_ai,
+        "sole_basis": decision.role_of_ai == "sole_basis",
+        "rights": {
+            "explanation_url": decision_links["explanation"],
+            "review_url": decision_links["review"],
+            "review_free": True,
+            "review_request_by": deadline.isoformat(),
+            "review_request_by_text": format_date(deadline, "long", locale=lang),
+        },
+        "contact": manifest.notice.contact,
+        "links": decision_links,
+    }
+    if review is not None:
+        content["review"] = _review_content(review, manifest, lang)
+    return content
+
+
+def _review_for(job: Job) -> ReviewRequest:
+    review_id = (job.context or {}).get("review_id")
+    review = db.session.get(ReviewRequest, review_id) if review_id else None
+    if review is None or review.decision_id != job.decision_id:
+        raise PermanentFailure(f"a {job.kind} notification needs context.review_id naming a review of its decision")
+    return review
+
+
+def render(job: Job, decision: Decision, manifest: Manifest, review: ReviewRequest | None, *, recipient_address: str,
+           agency: str) -> Message:
+    """Render the notice in the notification's language: subject, text, HTML and the webhook payload."""
+    if job.kind not in KINDS:
+        raise PermanentFailure(f"unknown notification kind {job.kind!r}; known kinds: {', '.join(KINDS)}")
+    lang = job.language if job.language in LANGUAGES else "ru"
+    with force_locale(lang):
+        content = content_for(job, decision, manifest, review, lang)
+        subject = _subject(job.kind, content)
+        text = render_template(f"notices/{job.kind}.txt", c=content, subject=subject)
+        text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"  # lines of template tags leave blank lines
+        html = render_template(f"notices/{job.kind}.html", c=content, subject=subject)
+    payload = {
+        "type": f"notification.{job.kind}",
+        "timestamp": isoformat(job.created_at),
+        "data": {**content, "subject": subject, "text": text},
+    }
+    return Message(id=job.id, kind=job.kind, language=lang, recipient=recipient_address, agency=agency,
+                   subject=subject, text=text, html=html, payload=payload, created_at=job.created_at)
+
+
+def message_for(job: Job) -> Message:
+    """Read what the notice is about and render it (raises PermanentFailure when it can never be sent)."""
+    decision = db.session.get(Decision, job.decision_id)
+    if decision is None:
+        raise PermanentFailure("the decision of this notification does not exist")
+    manifest = _manifest(decision.model_id)
+    review = _review_for(job) if job.kind in REVIEW_KINDS else None
+    agency = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
+    address = recipient(decision, job.channel)
+    return render(job, decision, manifest, review, recipient_address=address, agency=agency)

@@ -1,0 +1,194 @@
+"""Abuse resistance at the HTTP edge: rate limits, security headers, trusted proxies.
+
+Rate limits (Flask-Limiter) count per caller: the API client, the person (subject reference, whether
+by capability link or OIDC) or, without credentials, the remote address. Three budgets:
+
+- RATELIMIT_PER_CALLER for every endpoint together (except decision creation);
+- RATELIMIT_DECISIONS for POST …/decisions, the agency's own workload;
+- RATELIMIT_EXPLANATIONS for explanations and their charts together, much tighter: many explanations
+  of chosen inputs are a way to extract the model.
+
+Storage is in memory per process unless RATELIMIT_STORAGE_URI names a shared one (redis://…). A refused
+request gets 429 in the usual error shape, with Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import re
+import time
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
+from limits.storage import MemoryStorage
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gateway.api import secured_endpoints
+from gateway.api.common import caller, rate_limit_key
+from gateway.errors import error_body
+
+DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
+EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg"})
+UPLOAD_ENDPOINTS = frozenset({"models.put_blob"})
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOCS_PAGE = "/docs/swagger"
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """limits' in-memory storage, swept inline at most once a second.
+
+    The stock storage starts a timer thread on a hit whenever its last one has finished (10 ms later), so
+    a request that is not part of a burst pays for starting a thread. Counters are checked for expiry on
+    every read anyway; the sweep only frees memory, which can wait a second.
+    """
+
+    STORAGE_SCHEME = ["gateway-memory"]  # noqa: RUF012 (limits registers storages by this list)
+    SWEEP_INTERVAL_S = 1.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str) -> None:
+        super().__init__(uri, wrap_exceptions, **options)
+        self._next_sweep = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the private timer start of MemoryStorage
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_INTERVAL_S
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
+def _storage_uri(configured: str) -> str:
+    return "gateway-memory://" if configured.startswith("memory://") else configured
+
+
+# Which budget an endpoint draws on: (bucket, config key of its limit).
+_BUDGETS = {**{e: ("decisions", "RATELIMIT_DECISIONS") for e in DECISION_ENDPOINTS},
+            **{e: ("explanations", "RATELIMIT_EXPLANATIONS") for e in EXPLANATION_ENDPOINTS}}
+_DEFAULT_BUDGET = ("all", "RATELIMIT_PER_CALLER")
+
+
+def _budget_limit() -> str:
+    return str(current_app.config[_BUDGETS.get(request.endpoint or "", _DEFAULT_BUDGET)[1]])
+
+
+def _budget_scope(endpoint: str) -> str:
+    return _BUDGETS.get(endpoint, _DEFAULT_BUDGET)[0]
+
+
+def init_app(app: Flask) -> None:
+    """Attach this app's own limiter, the 429 handler and the security headers."""
+    if int(app.config.get("PROXY_FIX_X_FOR") or 0) > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["PROXY_FIX_X_FOR"]))  # type: ignore[method-assign]
+    limiter = Limiter(
+        rate_limit_key,
+        # One limit whose budget follows the endpoint: a single counter per request keeps the check cheap.
+        application_limits=[ApplicationLimit(_budget_limit, scope=_budget_scope)],
+        key_prefix=str(app.config.get("RATELIMIT_KEY_PREFIX") or ""),
+        storage_uri=_storage_uri(str(app.config.get("RATELIMIT_STORAGE_URI") or "memory://")),
+        headers_enabled=False,  # Retry-After is added to the 429 only: no storage read on other answers
+    )
+    limiter.request_filter(lambda: request.path in UNLIMITED_PATHS)
+    limiter.init_app(app)
+    app.extensions["gateway.limiter"] = limiter
+
+    @app.errorhandler(RateLimitExceeded)
+    def _too_many(exc: RateLimitExceeded) -> Response:
+        window = int(exc.limit.limit.get_expiry())
+        retry_after = window
+        breached = limiter.current_limit
+        if breached is not None:
+            retry_after = min(window, max(1, math.ceil(breached.reset_at - time.time())))
+        body = error_body("rate_limited", "too many requests; try again later",
+                          {"limit": str(exc.limit.limit), "retry_after": retry_after})
+        resp = current_app.json.response(body)
+        resp.status_code = 429
+        resp.headers["Retry-After"] = str(retry_after)
+        return resp
+
+    app.before_request(_authenticate_first)
+    app.before_request(cap_streamed_body)
+    app.after_request(security_headers)
+
+
+def _authenticate_first() -> None:
+    """Authenticate before anything parses the request: an anonymous caller gets 401, never a validation error."""
+    ext = current_app.extensions
+    if "gateway.secured" not in ext:
+        ext["gateway.secured"] = secured_endpoints(current_app)  # type: ignore[arg-type]
+    if request.endpoint in ext["gateway.secured"]:
+        caller()
+
+
+def cap_streamed_body() -> None:
+    """Refuse a streamed (chunked) body over the limit with 413 before anything parses it.
+
+    With a Content-Length, Werkzeug refuses an oversized body itself. A chunked body has none: Werkzeug
+    then reads at most the limit and stops, so a parser would see truncated JSON (a misleading 400).
+    Read it here, up to one byte past the limit, and keep what was read for the view.
+    """
+    environ = request.environ
+    if request.content_length is not None or not environ.get("wsgi.input_terminated"):
+        return  # sized bodies are checked by Werkzeug; unterminated streams are read as empty
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    limit = current_app.config["MAX_ARTIFACT_BYTES"] if request.endpoint in UPLOAD_ENDPOINTS else request.max_content_length
+    if limit is None:
+        return
+    data = environ["wsgi.input"].read(int(limit) + 1)
+    if len(data) > int(limit):
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def _hashes(html: bytes, kind: bytes) -> str:
+    found = []
+    for tag, content in _INLINE.findall(html):
+        if tag == kind:
+            digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
+            found.append(f"'sha256-{digest}'")
+    return " ".join(found)
+
+
+# Inline styles the bundled Swagger UI (flask-openapi3-swagger 5.x) adds itself: its logo's SVG <style>
+# (checked in headless Chromium: the UI renders with no other CSP violation; a new bundle at worst loses
+# the logo's colours).
+SWAGGER_STYLE_HASHES = ("'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='",)
+
+
+def docs_csp(html: bytes) -> str:
+    """The docs page's policy: its own files, plus the hashes of its inline script and style; no other origin."""
+    styles = " ".join([_hashes(html, b"style"), *SWAGGER_STYLE_HASHES])
+    return (
+        f"default-src 'none'; script-src 'self' {_hashes(html, b'script')}; "
+        f"style-src 'self' {styles}; img-src 'self' data:; connect-src 'self'; font-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+
+
+def security_headers(resp: Response) -> Response:
+    """Headers on every response: a strict CSP, no sniffing, no referrer (links carry tokens), no framing."""
+    headers = resp.headers
+    if request.path == DOCS_PAGE and resp.mimetype == "text/html" and not resp.direct_passthrough:
+        headers["Content-Security-Policy"] = docs_csp(resp.get_data())
+    else:
+        headers["Content-Security-Policy"] = JSON_CSP
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    if current_app.config["PUBLIC_BASE_URL"].startswith("https://"):
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    if "Cache-Control" not in headers and not request.path.startswith("/docs/"):
+        # Answers carry personal data and capability links: no shared or browser cache may keep them.
+        headers["Cache-Control"] = "no-store"
+    return resp

@@ -1,0 +1,332 @@
+"""Broken object-level authorisation, attacked: every principal × every route with an id × each method.
+
+The expectations below are written out independently of gateway.access (they are the specification
+the code is checked against). For every request the matrix asserts:
+
+- a caller who may not see the object gets 404 with a body (and headers) byte-identical to the answer
+  for an id that does not exist, so existence never leaks;
+- a caller who sees it but may not take the action gets 403 (never a success);
+- a caller who may gets neither 401, 403 nor 404 (the action itself may still conflict: 409);
+- and, in total, no successful cross-principal access.
+
+Routes are enumerated from the app's URL map: a new route with a path parameter that is not classified
+here fails the test, so it cannot ship unexamined.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway
+from tests.support.citizens import IdentityProvider, valid_iin
+
+pytestmark = [
+    pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
+    # The matrix sends ~1,500 requests per principal set; the limits have tests of their own.
+    pytest.mark.gateway_config(RATELIMIT_PER_CALLER="100000/minute", RATELIMIT_EXPLANATIONS="100000/minute"),
+]
+
+IIN_1, IIN_2 = "921029350851", "061211600012"
+IIN_3 = valid_iin("85030540012")
+MISSING_DECISION = "dec_AAAAAAAAAAAAAAAAAAAAAA"
+MISSING_REVIEW = "rev_AAAAAAAAAAAAAAAAAAAAAA"
+READERS = frozenset({"agency", "reviewer", "auditor", "citizen"})
+REVIEW_REQUEST = {"point_of_view": "Деректер ескірген.", "contest_grounds": ["wrong_data"]}
+
+# (rule, method) -> the kinds of caller who may, when they see the object.
+DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("/v1/decisions/<decision_id>", "GET"): READERS,
+    ("/v1/decisions/<decision_id>/explanation", "GET"): READERS,
+    ("/v1/decisions/<decision_id>/explanation.svg", "GET"): READERS,
+    ("/v1/decisions/<decision_id>/access-log", "GET"): frozenset({"citizen", "auditor"}),
+    ("/v1/decisions/<decision_id>/reviews", "POST"): frozenset({"citizen", "agency"}),
+}
+REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("/v1/reviews/<review_id>", "GET"): READERS,
+    **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
+       for action in ("renew", "release", "resolve", "extend", "rescore")},
+}
+# Objects whose existence is public (the algorithm register, content-addressed uploads): only role-gated.
+PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
+    ("/v1/models/<name>", "GET"): None,  # the public register: anyone reads it
+    ("/v1/models/<name>/decisions", "POST"): frozenset({"agency"}),
+    ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
+    ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
+}
+STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> IdentityProvider:
+    return IdentityProvider.create(tmp_path_factory.mktemp("idp"))
+
+
+@pytest.fixture
+def gateway_extra(idp: IdentityProvider) -> dict[str, Any]:
+    return idp.config()
+
+
+@dataclass
+class Caller:
+    name: str
+    kind: str
+    headers: dict[str, str]
+
+
+@dataclass
+class World:
+    gw: Gateway
+    callers: list[Caller]
+    decisions: dict[str, str]  # label -> id
+    reviews: dict[str, str]  # label -> id
+    sees: dict[str, set[str]]  # caller -> decision ids (reviewer's grows as reviews are requested)
+    review_of: dict[str, str]  # review id -> decision id
+
+
+def decide(gw: Gateway, iin: str, who: str) -> dict[str, Any]:
+    body = copy.deepcopy(gw.sample)
+    body["subject"]["iin"] = iin
+    resp = gw.decide(body, who=who)
+    assert resp.status_code == 201, resp.get_json()
+    created: dict[str, Any] = resp.get_json()
+    return created
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def build_world(gw: Gateway, idp: IdentityProvider) -> World:
+    made = {
+        "D1": decide(gw, IIN_1, "agency_a"),  # citizen 1's capability link names this one
+        "D2": decide(gw, IIN_2, "agency_b"),  # citizen 2's
+        "D3": decide(gw, IIN_3, "agency_b"),  # the OIDC citizen's, at agency B
+        "D4": decide(gw, IIN_3, "agency_a"),  # the OIDC citizen's, at agency A
+        "D5": decide(gw, IIN_1, "agency_a"),  # citizen 1 again, but not the decision of their link
+    }
+    ids = {label: d["decision_id"] for label, d in made.items()}
+    token = {label: d["links"]["citizen"].split("?token=", 1)[1] for label, d in made.items()}
+    oidc = bearer(idp.token(IIN_3, exp=int(dt.datetime.now(dt.UTC).timestamp()) + 3600))
+    callers = [  # staff first: the reviewer's view grows when citizens and agencies request reviews
+        Caller("reviewer", "reviewer", gw.auth("reviewer")),
+        Caller("auditor", "auditor", gw.auth("auditor")),
+        Caller("admin", "admin", gw.auth("admin")),
+        Caller("agency_b", "agency", gw.auth("agency_b")),
+        Caller("citizen_2", "citizen", bearer(token["D2"])),
+        Caller("citizen_oidc", "citizen", oidc),
+        Caller("agency_a", "agency", gw.auth("agency_a")),
+        Caller("citizen_1", "citizen", bearer(token["D1"])),
+    ]
+    reviews = {}
+    for label, who in (("R2", bearer(token["D2"])), ("R3", oidc)):  # requested by the people themselves
+        resp = gw.client.post(f"/v1/decisions/{ids['D' + label[1]]}/reviews", json=REVIEW_REQUEST, headers=who)
+        assert resp.status_code == 201, resp.get_json()
+        reviews[label] = resp.get_json()["review_id"]
+    sees = {
+        "agency_a": {ids["D1"], ids["D4"], ids["D5"]},
+        "agency_b": {ids["D2"], ids["D3"]},
+        "citizen_1": {ids["D1"]},
+        "citizen_2": {ids["D2"]},
+        "citizen_oidc": {ids["D3"], ids["D4"]},
+        "reviewer": {ids["D2"], ids["D3"]},
+        "auditor": set(ids.values()),
+        "admin": set(),
+    }
+    return World(gw, callers, ids, reviews, sees, {reviews["R2"]: ids["D2"], reviews["R3"]: ids["D3"]})
+
+
+def body_for(rule: str, method: str, gw: Gateway) -> dict[str, Any]:
+    """A valid request for the route, so that access is the only reason to refuse it."""
+    if rule.endswith("/reviews") and method == "POST":
+        return {"json": REVIEW_REQUEST}
+    action = rule.rsplit("/", 1)[-1]
+    if action in ("renew", "release", "rescore"):
+        return {"json": {"fencing_token": 1}}
+    if action == "resolve":
+        return {"json": {"fencing_token": 1, "outcome": "upheld", "reasons": {"kk": "Шешім дұрыс."},
+                         "point_of_view_considered": True}}
+    if action == "extend":
+        until = (dt.date.today() + dt.timedelta(days=40)).isoformat()
+        return {"json": {"until": until, "reason": "Expert opinion requested"}}
+    if action == "decisions":
+        return {"json": gw.sample}
+    if action == "suspend":
+        return {"json": {"reason": "matrix"}}
+    return {}
+
+
+def send(gw: Gateway, method: str, url: str, headers: dict[str, str], extra: dict[str, Any]) -> Any:
+    return gw.client.open(url, method=method, headers=headers, **extra)
+
+
+def fingerprint(resp: Any) -> tuple[int, bytes, list[tuple[str, str]]]:
+    return resp.status_code, resp.data, sorted((k, v) for k, v in resp.headers.items() if k.lower() != "date")
+
+
+def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
+    """Every (rule, method) with a path parameter, with its class; fails on any route nobody classified."""
+    found, unclassified = [], []
+    for rule in gw.app.url_map.iter_rules():
+        if not rule.arguments:
+            continue
+        plain = re.sub(r"<(?:[^<>:]+:)?([^<>:]+)>", r"<\1>", rule.rule)  # without converters
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            key = (plain, method)
+            if key in DECISION_ROUTES:
+                found.append((plain, method, "decision"))
+            elif key in REVIEW_ROUTES:
+                found.append((plain, method, "review"))
+            elif key in PUBLIC_OBJECT_ROUTES:
+                found.append((plain, method, "public"))
+            elif rule.rule in STATIC_FILES and method == "GET":
+                continue
+            else:
+                unclassified.append(key)
+    assert not unclassified, f"routes with an id that the access matrix does not classify: {unclassified}"
+    return found
+
+
+def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    routes = classify_routes(gateway)
+    assert {(r, m) for r, m, c in routes if c != "public"} == set(DECISION_ROUTES) | set(REVIEW_ROUTES)
+    failures: list[str] = []
+    tally: Counter[str] = Counter()
+    cross_successes = 0
+
+    for who in world.callers:
+        for rule, method, kind in routes:
+            extra = body_for(rule, method, gateway)
+            if kind == "public":
+                allowed = PUBLIC_OBJECT_ROUTES[(rule, method)]
+                if allowed is None or who.kind in allowed:
+                    continue  # public reads and the permitted role's own actions are tested elsewhere
+                name = "german-credit"
+                if "<sha256>" in rule:
+                    data = b"matrix"
+                    real, fake = hashlib.sha256(data).hexdigest(), "0" * 64
+                    extra = {"data": data, "content_type": "application/octet-stream"}
+                else:
+                    real, fake = name, "no-such-model"
+                param = "<sha256>" if "<sha256>" in rule else "<name>"
+                hit = send(gateway, method, rule.replace(param, real), who.headers, extra)
+                miss = send(gateway, method, rule.replace(param, fake), who.headers, extra)
+                tally[f"public {hit.status_code}"] += 1
+                if hit.status_code < 400 or fingerprint(hit) != fingerprint(miss):
+                    failures.append(f"{who.name} {method} {rule}: {hit.status_code} vs {miss.status_code} for a missing one")
+                continue
+
+            table = DECISION_ROUTES if kind == "decision" else REVIEW_ROUTES
+            objects = (list(world.decisions.values()) if kind == "decision" else list(world.reviews.values()))
+            param = "<decision_id>" if kind == "decision" else "<review_id>"
+            missing = MISSING_DECISION if kind == "decision" else MISSING_REVIEW
+            for obj in objects:
+                decision = obj if kind == "decision" else world.review_of[obj]
+                sees = decision in world.sees[who.name]
+                may = sees and who.kind in table[(rule, method)]
+                resp = send(gateway, method, rule.replace(param, obj), who.headers, extra)
+                label = f"{who.name} {method} {rule.replace(param, obj)}"
+                if not sees:
+                    absent = send(gateway, method, rule.replace(param, missing), who.headers, extra)
+                    tally["hidden 404"] += 1
+                    if resp.status_code != 404 or fingerprint(resp) != fingerprint(absent):
+                        failures.append(f"{label}: {resp.status_code} {resp.data[:120]!r}, not the 404 of a missing id")
+                elif not may:
+                    tally["seen 403"] += 1
+                    if resp.status_code != 403:
+                        failures.append(f"{label}: {resp.status_code}, expected 403")
+                else:
+                    tally[f"allowed {resp.status_code}"] += 1
+                    if resp.status_code in (401, 403, 404) or resp.status_code >= 500:
+                        failures.append(f"{label}: {resp.status_code} {resp.data[:200]!r} for an allowed caller")
+                if resp.status_code < 300 and not may:
+                    cross_successes += 1
+                if rule.endswith("/reviews") and method == "POST" and resp.status_code == 201:
+                    world.sees["reviewer"].add(decision)  # a review makes the decision the reviewers' business
+                    world.review_of[resp.get_json()["review_id"]] = decision
+
+    print(dict(sorted(tally.items())))
+    assert cross_successes == 0
+    assert not failures, "\n".join(failures)
+    # The matrix covered every kind of cell, and every caller.
+    assert tally["hidden 404"] > 100 and tally["seen 403"] > 20 and sum(v for k, v in tally.items() if k.startswith("allowed")) > 50
+
+
+def test_the_matrix_covers_at_least_seven_kinds_of_principal(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    assert len({c.name for c in world.callers}) >= 7
+    assert Counter(c.kind for c in world.callers) == {"agency": 2, "citizen": 3, "reviewer": 1, "auditor": 1, "admin": 1}
+
+
+def test_a_capability_link_opens_its_decision_only(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    link = next(c for c in world.callers if c.name == "citizen_1").headers
+    same_person_other_decision = gateway.client.get(f"/v1/decisions/{world.decisions['D5']}", headers=link)
+    missing = gateway.client.get(f"/v1/decisions/{MISSING_DECISION}", headers=link)
+    assert same_person_other_decision.status_code == 404 and same_person_other_decision.data == missing.data
+    assert gateway.client.get(f"/v1/decisions/{world.decisions['D1']}", headers=link).status_code == 200
+    # A capability link never lists: that needs the identity provider.
+    listing = gateway.client.get("/v1/me/decisions", headers=link)
+    assert listing.status_code == 403 and listing.get_json()["error"]["code"] == "oidc_required"
+
+
+def test_the_oidc_citizen_lists_their_decisions_at_every_agency_and_nothing_else(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    oidc = next(c for c in world.callers if c.name == "citizen_oidc").headers
+    listing = gateway.client.get("/v1/me/decisions", headers=oidc)
+    assert listing.status_code == 200
+    body = listing.get_json()
+    assert {d["decision_id"] for d in body["decisions"]} == {world.decisions["D3"], world.decisions["D4"]}
+    assert body["total"] == 2 and body["limit"] == 50 and body["offset"] == 0
+    assert all("citizen" not in d["links"] for d in body["decisions"])  # they hold a better credential already
+    page = gateway.client.get("/v1/me/decisions?limit=1&offset=1", headers=oidc).get_json()
+    assert len(page["decisions"]) == 1 and page["total"] == 2
+    assert gateway.client.get("/v1/me/decisions?limit=101", headers=oidc).status_code == 422
+    for who in ("agency_a", "auditor", "admin"):
+        assert gateway.client.get("/v1/me/decisions", headers=gateway.auth(who)).status_code == 403
+
+
+def test_staff_never_receive_the_persons_capability_link(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    did = world.decisions["D2"]  # under review: agency B, the reviewer, the auditor and citizen 2 all read it
+    for who in world.callers:
+        resp = gateway.client.get(f"/v1/decisions/{did}", headers=who.headers)
+        if resp.status_code != 200:
+            continue
+        links = resp.get_json()["links"]
+        if who.kind in ("reviewer", "auditor"):
+            assert "citizen" not in links, who.name  # holding it, they could act as the person
+        else:
+            assert links["citizen"].startswith(f"https://gateway.test/d/{did}?token=gwc_"), who.name
+
+
+def test_an_agency_sees_what_any_key_of_its_body_made(gateway: Gateway) -> None:
+    """Key rotation: a new key of the same body keeps access; a revoked key loses it at once."""
+    from gateway.auth import create_key, revoke_key
+    from gateway.db import write_transaction
+
+    did = gateway.decide(who="agency_a").get_json()["decision_id"]
+    with gateway.app.app_context(), write_transaction():
+        _, new_key = create_key(name="agency-a-2027", role="agency", body="Agency A")
+        _, other_key = create_key(name="agency-c", role="agency", body="Agency C")
+        revoke_key("agency_a")
+    assert gateway.client.get(f"/v1/decisions/{did}", headers=bearer(new_key)).status_code == 200
+    assert gateway.client.get(f"/v1/decisions/{did}", headers=bearer(other_key)).status_code == 404
+    assert gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).status_code == 401
+
+
+def test_path_parameter_values_that_are_not_ids_are_404(gateway: Gateway, idp: IdentityProvider, tmp_path: Path) -> None:
+    world = build_world(gateway, idp)
+    for who in world.callers:
+        for bad in ("..%2F..%2Fetc", "%00", "a" * 65, "dec_%27%20OR%201%3D1"):
+            resp = gateway.client.get(f"/v1/decisions/{bad}", headers=who.headers)
+            assert resp.status_code == 404, (who.name, bad, resp.status_code)
