@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway_server import Instance, ServerProcess, gateway_server, provision, train_example_model
+from tests.support.gateway_server import (
+    UNLIMITED_RATES,
+    Instance,
+    ServerProcess,
+    gateway_server,
+    provision,
+    train_example_model,
+)
 
 
 @pytest.fixture(scope="session")
@@ -18,8 +25,11 @@ def example_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def gateway_instance(tmp_path: Path, example_manifest: Path) -> Instance:
-    """A fresh instance on SQLite in tmp_path: secrets, migrated database, active model, agency key."""
-    return provision(tmp_path / "instance", example_manifest)
+    """A fresh instance on SQLite in tmp_path: secrets, migrated database, active model, agency key.
+
+    Rate limits are raised: these tests send hundreds of decisions a minute on purpose.
+    """
+    return provision(tmp_path / "instance", example_manifest, extra_env=UNLIMITED_RATES)
 
 
 @pytest.fixture

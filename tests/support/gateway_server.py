@@ -3,7 +3,8 @@
 Everything here goes through the documented command line (``train.py --out``, ``gateway init``,
 ``gateway db upgrade``, ``gateway models register``, ``gateway keys create``, ``gateway serve``), so
 what is tested and measured is what an operator runs. Servers are started in a session of their own
-(``start_new_session=True``): stopping one signals its whole process group, master and workers.
+(``start_new_session=True``): stopping one signals its whole process group, master and workers. On
+Linux a server also gets SIGTERM when the thread that started it ends, so a killed test run leaves none.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ GATEWAY = BIN / "gateway"
 MODEL_NAME = "german-credit"
 DECISIONS_PATH = f"/v1/models/{MODEL_NAME}/decisions"
 VALID_IINS = ("921029350851", "061211600012")
+# Rate limits high enough never to refuse a test's or a benchmark's own traffic (the limiter still runs).
+UNLIMITED_RATES = {"GATEWAY_RATELIMIT_DECISIONS": "100000000/minute", "GATEWAY_RATELIMIT_PER_CALLER": "100000000/minute"}
 
 _LISTENING = re.compile(r"Listening at: http://[^\s:]+:(\d+)")
 
@@ -140,7 +143,7 @@ class Instance:
 
 def run(argv: Sequence[str], *, env: dict[str, str], timeout: float = 120) -> str:
     """Run a command to completion; return its stdout, or raise ServerError with its output."""
-    done = subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    done = subprocess.run(list(argv), check=False, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if done.returncode != 0:
         raise ServerError(f"{' '.join(argv)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -156,7 +159,9 @@ def provision(
 ) -> Instance:
     """Make a fresh instance: secrets, migrated database, the model registered and active, an agency key."""
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(folder), **(extra_env or {})}
+    # These instances measure and stress the decision path; one key sends far more than an agency's default
+    # budget (RATELIMIT_DECISIONS), so raise it: the limiter still runs, nobody is refused.
+    env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(folder), **UNLIMITED_RATES, **(extra_env or {})}
     env.pop("GATEWAY_DATABASE_URL", None)
     if database_url is not None:
         env["GATEWAY_DATABASE_URL"] = database_url
@@ -231,10 +236,10 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> ServerProcess:
         """Start the server and wait until it listens and its readiness endpoint answers 200."""
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             self.argv, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent(),  # noqa: PLW1509 - one pre-resolved libc call
         )
         deadline = time.monotonic() + timeout
         while not self.port:
@@ -311,6 +316,25 @@ class ServerProcess:
 
     def _fail(self, what: str) -> None:
         raise ServerError(f"server {' '.join(self.argv)} {what}; log:\n{self.log_tail()}")
+
+
+def _die_with_parent() -> Any:
+    """A preexec_fn asking Linux to SIGTERM the child when the thread that started it ends.
+
+    A test run or benchmark killed without cleanup (a CI timeout's SIGTERM, say) then leaves no server
+    behind: gunicorn's master shuts its workers down on SIGTERM. Elsewhere: None (no such request).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now: nothing is looked up after fork
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
