@@ -10,7 +10,6 @@ median of repeated measurements taken in this run, next to its baseline from the
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import json
 import os

@@ -9,7 +9,6 @@ text, so an agency relaying it shows exactly what an email would have said.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from gateway.decisions import isoformat, links
+from gateway.decisions import decrypt_contact, isoformat, links
 from gateway.errors import ConfigError
 from gateway.extensions import db
-from gateway.identity import ContactCipher
 from gateway.manifest import Manifest
 from gateway.models import ApiClient, Decision, ReviewRequest, ScoringModel
 from gateway.notifications.channels.base import Message, PermanentFailure
@@ -64,14 +62,6 @@ def _subject(kind: str, content: dict[str, Any]) -> str:
     return _("The outcome of the human review of decision %(decision_id)s", decision_id=content["decision_id"])
 
 
-def _cipher() -> ContactCipher:
-    ext = current_app.extensions
-    if "gateway.cipher" not in ext:
-        ext["gateway.cipher"] = ContactCipher(current_app.config["CONTACT_KEY_BYTES"])
-    cipher: ContactCipher = ext["gateway.cipher"]
-    return cipher
-
-
 def _manifest(model_id: str) -> Manifest:
     """The model version's manifest (immutable once registered), parsed once per process."""
     cache: dict[str, Manifest] = current_app.extensions.setdefault("gateway.notice_manifests", {})
@@ -105,7 +95,7 @@ def recipient(decision: Decision, channel: str) -> str:
     if decision.contact_ciphertext is None:
         raise PermanentFailure("the contact details of this decision were erased")
     try:
-        contact = json.loads(_cipher().decrypt(bytes(decision.contact_ciphertext), record_id=decision.id))
+        contact = decrypt_contact(decision)
     except (InvalidTag, ValueError):
         raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
     address = contact.get(channel)
