@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     """Build the app: configuration, extensions, blueprints, error handlers. No I/O beyond config files."""
-    from gateway import i18n, notifications, registry, security
+    from gateway import i18n, metrics, notifications, registry, security
     from gateway.api import amend_spec, register_api
     from gateway.api.common import validation_error_response
     from gateway.config import load_config
@@ -52,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     register_api(app)
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check and GET /metrics; delivery starts in serve/worker
+    metrics.init_app(app)  # review queue gauges on the same /metrics
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Any:

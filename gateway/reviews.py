@@ -14,7 +14,7 @@ import zoneinfo
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.audit import leaf_values
@@ -444,6 +444,24 @@ def overdue_count(now: dt.datetime | None = None) -> int:
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     return int(db.session.execute(
         select(func.count()).where(due < now, ReviewRequest.status.in_(OPEN_REVIEW))).scalar_one())
+
+
+def review_stats(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
+    """Reviews per model: how many are in each state, and how many open ones are past their due date."""
+    now = now or utcnow()
+    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+    late = and_(due < now, ReviewRequest.status.in_(OPEN_REVIEW))
+    rows = db.session.execute(
+        select(Decision.model_name, ReviewRequest.status, func.count(), func.sum(case((late, 1), else_=0)))
+        .join(Decision, Decision.id == ReviewRequest.decision_id)
+        .group_by(Decision.model_name, ReviewRequest.status)
+    ).all()
+    stats: dict[str, dict[str, int]] = {}
+    for model, status, count, overdue in rows:
+        counts = stats.setdefault(model, {s.value: 0 for s in ReviewStatus} | {"overdue": 0})
+        counts[status] = int(count)
+        counts["overdue"] += int(overdue or 0)
+    return stats
 
 
 def get_review(review_id: str) -> ReviewRequest:

@@ -247,3 +247,14 @@ def test_the_queue_is_ordered_by_due_date_and_shows_overdue_cases(gateway: Gatew
     assert gateway.client.get("/v1/reviews?limit=1000", headers=gateway.auth("reviewer")).status_code == 422
     assert gateway.client.get("/v1/reviews", headers=gateway.auth("agency_a")).status_code == 403
     assert claim(gateway).get_json()["review_id"] == ids[2]  # the most urgent case first
+
+
+def test_metrics_show_open_and_overdue_reviews(gateway: Gateway) -> None:
+    ids = [request(gateway, decided(gateway)).get_json()["review_id"] for _ in range(2)]
+    with gateway.app.app_context():
+        db.session.execute(sa.text("UPDATE reviews SET due_at = :t WHERE id = :i"),
+                           {"t": dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), "i": ids[0]})
+        db.session.commit()
+    text = gateway.client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_reviews{model="german-credit",status="queued"} 2.0' in text
+    assert 'gateway_reviews_overdue{model="german-credit"} 1.0' in text
