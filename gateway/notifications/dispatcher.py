@@ -240,6 +240,7 @@ def ensure_logging() -> None:
         handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # Flask's handler on "gateway" would print every line a second time
 
 
 def run_worker(app: Flask, **options: Any) -> None:
