@@ -62,7 +62,11 @@ class WebhookReceiver:
             disable_nagle_algorithm = True  # headers and body go out in two writes: don't wait 40 ms for an ACK
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender was killed mid-request: nothing was delivered or forged
+                    self.close_connection = True
+                    return
                 self._answer(*receiver.handle(body, {k.lower(): v for k, v in self.headers.items()}))
 
             def do_GET(self) -> None:  # the counts, for a receiver running in a process of its own
