@@ -148,3 +148,41 @@ def access_log(decision_id: str, *, limit: int, offset: int) -> tuple[list[Acces
         select(AccessEvent).where(where).order_by(AccessEvent.at, AccessEvent.id).limit(limit).offset(offset)
     ).scalars()
     return list(rows), int(total)
+
+
+def access_log_view(caller: Caller, decision_id: str, *, limit: int, offset: int) -> dict[str, Any]:
+    """Who read a decision and when, for the person and auditors; the read itself is recorded too."""
+    from gateway.decisions import isoformat
+
+    visible_decision(caller, decision_id, Action.READ_ACCESS_LOG)
+    events, total = access_log(decision_id, limit=limit, offset=offset)
+    view = {
+        "decision_id": decision_id,
+        "events": [{"at": isoformat(e.at), "what": e.what,
+                    "principal": {"kind": e.principal_kind, "id": e.principal_id, "body": e.principal_body}}
+                   for e in events],
+        "total": total, "limit": limit, "offset": offset,
+    }
+    record_access(caller, decision_id, "access_log")
+    return view
+
+
+def my_decisions_view(caller: Caller, *, limit: int, offset: int) -> dict[str, Any]:
+    """Every decision about the signed-in person, newest first; the listing is recorded as a read."""
+    from gateway.decisions import isoformat, links
+
+    if not isinstance(caller, Citizen):
+        raise Forbidden("this list is for the person signed in with the national identity provider",
+                        code="oidc_required")
+    rows, total = my_decisions(caller, limit=limit, offset=offset)
+    view = {
+        "decisions": [
+            {"decision_id": d.id, "model": {"name": d.model_name, "version": d.model_version, "sha256": d.artifact_sha256},
+             "outcome": d.outcome, "effective_outcome": d.effective_outcome, "adverse": d.adverse,
+             "created_at": isoformat(d.created_at), "links": links(d.id, d.subject_ref, citizen=False)}
+            for d in rows
+        ],
+        "total": total, "limit": limit, "offset": offset,
+    }
+    record_access(caller, [d.id for d in rows], "decision_list")
+    return view

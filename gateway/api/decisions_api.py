@@ -20,8 +20,7 @@ from gateway.api.schemas import (
     PageQuery,
     Pending,
 )
-from gateway.auth import Citizen
-from gateway.errors import BadRequest, Forbidden
+from gateway.errors import BadRequest
 from gateway.models import Role
 
 bp = APIBlueprint("decisions", __name__, url_prefix="/v1", abp_tags=[Tag(name="decisions")])
@@ -101,36 +100,10 @@ def get_explanation_svg(path: DecisionPath, query: ExplanationQuery) -> Response
 @bp.get("/decisions/<decision_id>/access-log", security=BEARER, responses={200: AccessLog, **ERRORS})
 def get_access_log(path: DecisionPath, query: PageQuery) -> Response:
     """Who read this decision, its explanation and reviews, and when (the person and auditors)."""
-    who = caller()
-    access.visible_decision(who, path.decision_id, access.Action.READ_ACCESS_LOG)
-    events, total = access.access_log(path.decision_id, limit=query.limit, offset=query.offset)
-    view = {
-        "decision_id": path.decision_id,
-        "events": [{"at": decisions.isoformat(e.at), "what": e.what,
-                    "principal": {"kind": e.principal_kind, "id": e.principal_id, "body": e.principal_body}}
-                   for e in events],
-        "total": total, "limit": query.limit, "offset": query.offset,
-    }
-    access.record_access(who, path.decision_id, "access_log")
-    return json_response(view)
+    return json_response(access.access_log_view(caller(), path.decision_id, limit=query.limit, offset=query.offset))
 
 
 @bp.get("/me/decisions", security=BEARER, responses={200: MyDecisions, **ERRORS})
 def my_decisions(query: PageQuery) -> Response:
     """Every decision about you, newest first (signed in with the national identity provider)."""
-    who = caller()
-    if not isinstance(who, Citizen):
-        raise Forbidden("this list is for the person signed in with the national identity provider",
-                        code="oidc_required")
-    rows, total = access.my_decisions(who, limit=query.limit, offset=query.offset)
-    view = {
-        "decisions": [
-            {"decision_id": d.id, "model": {"name": d.model_name, "version": d.model_version, "sha256": d.artifact_sha256},
-             "outcome": d.outcome, "effective_outcome": d.effective_outcome, "adverse": d.adverse,
-             "created_at": decisions.isoformat(d.created_at), "links": decisions.links(d.id, d.subject_ref, citizen=False)}
-            for d in rows
-        ],
-        "total": total, "limit": query.limit, "offset": query.offset,
-    }
-    access.record_access(who, [d["decision_id"] for d in view["decisions"]], "decision_list")
-    return json_response(view)
+    return json_response(access.my_decisions_view(caller(), limit=query.limit, offset=query.offset))
