@@ -25,8 +25,8 @@ run: install
 	$(BIN)/python examples/setup_demo.py
 	$(GW) serve --bind 127.0.0.1:8080 --workers 2
 
-## test: the whole suite (PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL is set)
-test: install
+## test: lint, then the whole suite (PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL is set)
+test: lint
 	$(BIN)/python -m pytest
 
 ## bench: every benchmark; each prints one JSON object with its baseline (bench/results/)
@@ -35,8 +35,11 @@ bench: install
 	$(BIN)/python bench/explanation_latency.py
 	$(BIN)/python bench/notification_throughput.py
 
+## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install
 	$(BIN)/ruff check gateway explainers tests examples bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache build *.egg-info

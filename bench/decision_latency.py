@@ -136,13 +136,13 @@ def gateway_in_process_us(instance: Instance, row: dict[str, Any], repeats: int 
     """
     try:
         os.environ["GATEWAY_INSTANCE_PATH"] = str(instance.folder)
-        from gateway import create_app, registry
+        from gateway import create_app, registry, runtime
 
         app = create_app()
         with app.app_context():
-            registry.warm(app)
+            runtime.warm(app)
             (model_row,) = registry.list_models(serving_only=True)
-            model = registry.cache().get(model_row.id)
+            model = runtime.cache().get(model_row.id)
             out: dict[str, Any] = {"fast_path": getattr(model, "fast", None) is not None}
             for _ in range(100):
                 model.score([row])

@@ -61,7 +61,7 @@ REQUEST_STEPS = [
     ("... serving model lookup (SELECT)", "gateway/decisions.py", "serving_model"),
     ("... feature validation", "gateway/features.py", "validate_features"),
     ("... score + explain", "gateway/decisions.py", "score_and_explain"),
-    (".... score (model)", "gateway/registry.py", "score"),
+    (".... score (model)", "gateway/runtime/__init__.py", "score"),
     ("..... estimator predict_proba", "sklearn/ensemble/_gb.py", "predict_proba"),
     ("..... pipeline predict_proba (slow path)", "sklearn/pipeline.py", "predict_proba"),
     ("..... compiled preprocessing", "gateway/adapters/fast.py", "values"),
@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         instance = provision(tmp / "instance", manifest, client_name="profile-agency", extra_env=UNLIMITED_RATES)
         os.environ.update({k: v for k, v in instance.env.items() if k.startswith("GATEWAY_")})
         os.environ["GATEWAY_NOTIFY_DISPATCHER_THREAD"] = "0"
-        from gateway import create_app, registry
+        from gateway import create_app, runtime
         from gateway.notifications.dispatcher import Dispatcher
 
         app = create_app()
-        registry.warm(app)
+        runtime.warm(app)
         client = app.test_client()
         rows = example_rows(manifest)
         bodies = [json.dumps(decision_body(r, iin=valid_iin(i), language=("kk", "ru", "en")[i % 3],

@@ -219,7 +219,7 @@ def _one_hot(encoder: Any) -> Op:
         out = np.zeros((x.shape[0], width), dtype=np.float64)
         hot_rows, hot_columns = [], []
         for i, row in enumerate(x.tolist()):
-            for lookup, v in zip(lookups, row):
+            for lookup, v in zip(lookups, row, strict=False):
                 code = lookup.code(v)
                 if code >= 0:
                     hot_rows.append(i)
@@ -234,7 +234,7 @@ def _ordinal(encoder: Any) -> Op:
     lookups = _encoder_lookups(encoder, lambda out, j: out[:, j])
 
     def run(x: np.ndarray) -> np.ndarray:
-        codes = [[lookup.code(v) for lookup, v in zip(lookups, row)] for row in x.tolist()]
+        codes = [[lookup.code(v) for lookup, v in zip(lookups, row, strict=False)] for row in x.tolist()]
         return np.array(codes, dtype=np.float64).reshape(x.shape[0], len(lookups))
 
     return run

@@ -76,6 +76,17 @@ class BaseExplainer(abc.ABC):
     #: Whether attributions are exact (additivity checked against `tolerance`).
     exact: ClassVar[bool]
 
+    # Parameters (set by subclasses' __init__) and fitted attributes (set by `fit`), declared for type checkers.
+    model: Any
+    output_space: str
+    random_state: int
+    positive_class: Any
+    feature_names_: list[str]
+    shap_version_: str
+    background_size_: int
+    positive_class_: Any
+    class_index_: int | None
+
     # -- the model probe ---------------------------------------------------------------------------
 
     @classmethod
@@ -173,8 +184,8 @@ class BaseExplainer(abc.ABC):
             "positive_class": self.positive_class_,
         }
         return [
-            RawExplanation(base_value=b, attributions=dict(zip(names, row)), output=o, additivity_error=e, **common)
-            for b, row, o, e in zip(bases, raw.tolist(), output.tolist(), error.tolist())
+            RawExplanation(base_value=b, attributions=dict(zip(names, row, strict=False)), output=o, additivity_error=e, **common)
+            for b, row, o, e in zip(bases, raw.tolist(), output.tolist(), error.tolist(), strict=False)
         ]
 
 

@@ -80,4 +80,6 @@ def make_explainer(
     params = {"output_space": output_space, "random_state": random_state, **kwargs}
     if "max_evals" in inspect.signature(cls.__init__).parameters:
         params["max_evals"] = max_evals
-    return cls(model, **params)
+    factory: Any = cls  # every concrete explainer takes (model, **params); the abstract base declares none
+    explainer: BaseExplainer = factory(model, **params)
+    return explainer

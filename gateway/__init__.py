@@ -8,18 +8,20 @@ from typing import Any
 from flask import redirect
 from flask_openapi3 import Info, OpenAPI
 
-__version__ = "0.1.0"
+from gateway._version import __version__
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     """Build the app: configuration, extensions, blueprints, error handlers. No I/O beyond config files."""
-    from gateway import i18n, metrics, notifications, registry, security
+    # Imported here, not at the top: `import gateway.ids` (or any leaf) must not load the whole app.
+    from gateway import i18n, notifications, observability, runtime, security
     from gateway.api import amend_spec, register_api
     from gateway.api.common import validation_error_response
+    from gateway.api.errors import register_error_handlers
     from gateway.config import load_config
     from gateway.db import configure_engine, engine_options
-    from gateway.errors import register_error_handlers
     from gateway.extensions import db, migrate
+    from gateway.settings import Settings
 
     app = OpenAPI(
         __name__,
@@ -38,6 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
         instance_relative_config=True,
     )
     load_config(app, test_config)
+    app.extensions["gateway.settings"] = Settings.from_config(app.config)
     app.config["SWAGGER_CONFIG"] = {"validatorUrl": None}
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -46,13 +49,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     migrate.init_app(app, db)
     with app.app_context():
         configure_engine(db.engine)
-    registry.init_app(app)
+    runtime.init_app(app)
     i18n.init_app(app)
     register_error_handlers(app)
     register_api(app)
     security.init_app(app)  # rate limits, 429, security headers
-    notifications.init_app(app)  # settings check and GET /metrics; delivery starts in serve/worker
-    metrics.init_app(app)  # review queue gauges on the same /metrics
+    notifications.init_app(app)  # settings check; delivery starts in serve/worker
+    observability.init_app(app)  # GET /metrics
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Any:

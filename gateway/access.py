@@ -33,7 +33,7 @@ from gateway.db import write_transaction
 from gateway.errors import Forbidden, NotFound
 from gateway.extensions import db
 from gateway.ids import new_id, utcnow
-from gateway.models import AccessEvent, ApiClient, Decision, ReviewRequest
+from gateway.models import AccessEvent, ApiClient, Decision, ReviewRequest, table
 
 NOT_FOUND = "The resource does not exist."
 
@@ -137,7 +137,7 @@ def record_access(caller: Caller, decision_ids: str | Iterable[str], what: str) 
     who = _who(caller)
     rows = [{"id": new_id("acc"), "at": now, "decision_id": d, "what": what, **who} for d in ids]
     with write_transaction() as session:
-        session.execute(insert(AccessEvent.__table__), rows)
+        session.execute(insert(table(AccessEvent)), rows)
 
 
 def access_log(decision_id: str, *, limit: int, offset: int) -> tuple[list[AccessEvent], int]:
@@ -150,39 +150,19 @@ def access_log(decision_id: str, *, limit: int, offset: int) -> tuple[list[Acces
     return list(rows), int(total)
 
 
-def access_log_view(caller: Caller, decision_id: str, *, limit: int, offset: int) -> dict[str, Any]:
+def read_access_log(caller: Caller, decision_id: str, *, limit: int, offset: int) -> tuple[list[AccessEvent], int]:
     """Who read a decision and when, for the person and auditors; the read itself is recorded too."""
-    from gateway.decisions import isoformat
-
     visible_decision(caller, decision_id, Action.READ_ACCESS_LOG)
     events, total = access_log(decision_id, limit=limit, offset=offset)
-    view = {
-        "decision_id": decision_id,
-        "events": [{"at": isoformat(e.at), "what": e.what,
-                    "principal": {"kind": e.principal_kind, "id": e.principal_id, "body": e.principal_body}}
-                   for e in events],
-        "total": total, "limit": limit, "offset": offset,
-    }
     record_access(caller, decision_id, "access_log")
-    return view
+    return events, total
 
 
-def my_decisions_view(caller: Caller, *, limit: int, offset: int) -> dict[str, Any]:
+def list_my_decisions(caller: Caller, *, limit: int, offset: int) -> tuple[list[Decision], int]:
     """Every decision about the signed-in person, newest first; the listing is recorded as a read."""
-    from gateway.decisions import isoformat, links
-
     if not isinstance(caller, Citizen):
         raise Forbidden("this list is for the person signed in with the national identity provider",
                         code="oidc_required")
     rows, total = my_decisions(caller, limit=limit, offset=offset)
-    view = {
-        "decisions": [
-            {"decision_id": d.id, "model": {"name": d.model_name, "version": d.model_version, "sha256": d.artifact_sha256},
-             "outcome": d.outcome, "effective_outcome": d.effective_outcome, "adverse": d.adverse,
-             "created_at": isoformat(d.created_at), "links": links(d.id, d.subject_ref, citizen=False)}
-            for d in rows
-        ],
-        "total": total, "limit": limit, "offset": offset,
-    }
     record_access(caller, [d.id for d in rows], "decision_list")
-    return view
+    return rows, total

@@ -24,7 +24,33 @@ def _create_app() -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, load_dotenv=False)
+class GatewayGroup(FlaskGroup):
+    """Flask's group, whose help never needs the app: `gateway --help` works before `gateway init`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands)  # FlaskGroup would load the app (and print a traceback without secrets)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        problem = _config_problem()
+        if problem is not None:
+            formatter.write_paragraph()
+            formatter.write_text(f"Hint: {problem}. Run `gateway init` first (or set the GATEWAY_* variables).")
+
+
+def _config_problem() -> str | None:
+    """Why the app can't start here, or None when it can."""
+    from gateway import create_app
+    from gateway.errors import ConfigError
+
+    try:
+        create_app()
+    except ConfigError as exc:
+        return str(exc).split(":")[0]
+    return None
+
+
+@click.group(cls=GatewayGroup, create_app=_create_app, add_default_commands=False, load_dotenv=False)
 def main() -> None:
     """Decision-rights gateway."""
 

@@ -65,3 +65,8 @@ def write_transaction() -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+
+
+def rowcount(result: Any) -> int:
+    """How many rows an UPDATE or DELETE touched (Result's type does not show CursorResult.rowcount)."""
+    return int(result.rowcount)

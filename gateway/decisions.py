@@ -12,9 +12,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, explanations, registry, reviews
+from gateway import access, explanations, links, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal, capability_token
+from gateway.contacts import decrypt_contact, encrypt_contact
 from gateway.db import write_transaction
 from gateway.errors import (
     Conflict,
@@ -25,8 +26,8 @@ from gateway.errors import (
 )
 from gateway.extensions import db
 from gateway.features import validate_features
-from gateway.identity import ContactCipher, subject_ref
-from gateway.ids import new_id, utcnow
+from gateway.identity import subject_ref
+from gateway.ids import isoformat, new_id, utcnow
 from gateway.models import (
     Decision,
     Explanation,
@@ -37,7 +38,10 @@ from gateway.models import (
     NotificationStatus,
     ReviewRequest,
     ScoringModel,
+    table,
 )
+from gateway.runtime import LoadedModel
+from gateway.settings import Settings, current_settings
 
 NOTICE = "decision_notice"
 
@@ -64,40 +68,6 @@ class StoredResponse:
     replayed: bool
 
 
-def isoformat(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def links(decision_id: str, subject_ref: str | None = None, *, citizen: bool = True) -> dict[str, str]:
-    """The links of a decision; with `citizen`, the person's capability link (…/d/{id}?token=…) too.
-
-    Notices and the agency's response carry the capability link. `subject_ref` is the decision's (read
-    from the database when not given); the token is bound to it and to the decision id.
-    """
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    result = {
-        "decision": f"{base}/v1/decisions/{decision_id}",
-        "explanation": f"{base}/v1/decisions/{decision_id}/explanation",
-        "review": f"{base}/v1/decisions/{decision_id}/reviews",
-    }
-    if citizen:
-        if subject_ref is None:
-            decision = db.session.get(Decision, decision_id)  # in the session already when a notice renders
-            if decision is None:
-                raise NotFound("The resource does not exist.")
-            subject_ref = decision.subject_ref
-        result["citizen"] = f"{base}/d/{decision_id}?token={capability_token(decision_id, subject_ref)}"
-    return result
-
-
-def _cipher() -> ContactCipher:
-    ext = current_app.extensions
-    if "gateway.cipher" not in ext:
-        ext["gateway.cipher"] = ContactCipher(current_app.config["CONTACT_KEY_BYTES"])
-    cipher: ContactCipher = ext["gateway.cipher"]
-    return cipher
-
-
 def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | None:
     found = db.session.execute(
         select(IdempotencyRecord.request_hash, IdempotencyRecord.status_code, IdempotencyRecord.response_body,
@@ -115,7 +85,7 @@ def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | Non
     return StoredResponse(found.status_code, bytes(found.response_body), found.resource_id, True)
 
 
-def serving_model(name: str) -> registry.LoadedModel:
+def serving_model(name: str) -> LoadedModel:
     """Return the loaded serving version of `name`, or raise NotFound / ModelUnavailable."""
     row = db.session.execute(
         select(ScoringModel.id, ScoringModel.status).where(ScoringModel.name == name, ScoringModel.status.in_(registry.SERVING))
@@ -125,8 +95,8 @@ def serving_model(name: str) -> registry.LoadedModel:
     if row.status == ModelStatus.SUSPENDED:
         # 409, not 503: the kill switch is the model's state, not an outage a client should retry into.
         raise Conflict(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
-    loaded = registry.cache().get(row.id)
-    registry.check_risk_assessment(loaded.manifest)
+    loaded = runtime.cache().get(row.id)
+    registry.check_risk_assessment(loaded.manifest, current_settings().risk_assessment_max_age_days)
     return loaded
 
 
@@ -141,7 +111,7 @@ class Scored:
     explanation: dict[str, Any]
 
 
-def score_and_explain(model: registry.LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
+def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
     try:
         score = float(model.score([row])[0])
@@ -163,7 +133,7 @@ class NewDecision:
     """Everything one decision's rows are made of."""
 
     id: str
-    model: registry.LoadedModel
+    model: LoadedModel
     client_id: str
     subject_ref: str
     contact: dict[str, str]
@@ -176,23 +146,23 @@ class NewDecision:
     audit_extra: dict[str, Any] | None = None
 
 
-def add_decision(session: Any, d: NewDecision) -> None:
+def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
     """Insert a decision with its explanation, notice rows and audit leaf (the caller's transaction)."""
     model, scored, now = d.model, d.scored, d.created_at
     model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
     session.execute(
-        insert(Decision.__table__),
+        insert(table(Decision)),
         {
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
-            "contact_ciphertext": _cipher().encrypt(json.dumps(d.contact, sort_keys=True).encode(), record_id=d.id),
+            "contact_ciphertext": encrypt_contact(settings.contact_key, d.id, d.contact),
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
             "created_at": now, "effective_outcome": scored.outcome,
         },
     )
-    session.execute(insert(Explanation.__table__), scored.explanation | {"decision_id": d.id})
-    session.execute(insert(Notification.__table__), [
+    session.execute(insert(table(Explanation)), scored.explanation | {"decision_id": d.id})
+    session.execute(insert(table(Notification)), [
         {
             "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
             "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
@@ -205,22 +175,24 @@ def add_decision(session: Any, d: NewDecision) -> None:
         "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
         "explanation": explanations.audit_digest(scored.explanation), **(d.audit_extra or {}),
     }
-    session.execute(insert(LogLeaf.__table__), leaf_values("decision:recorded", d.id, audit_record, now))
+    session.execute(insert(table(LogLeaf)), leaf_values("decision:recorded", d.id, audit_record, now))
 
 
 def record_decision(
-    principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str
+    principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str,
+    settings: Settings | None = None,
 ) -> StoredResponse:
     """Score `data` with the serving model and record the decision durably; return the response to send."""
+    settings = settings or current_settings()
     replay = _replay(principal.id, idempotency_key, request_hash)
     if replay is not None:
         return replay
     model = serving_model(model_name)
-    if data.language not in current_app.config["LANGUAGES"]:
+    if data.language not in settings.languages:
         raise ValidationFailed(
             f"language {data.language!r} is not offered by this deployment",
             details=[{"field": "subject.language", "rule": "language",
-                      "message": f"must be one of {current_app.config['LANGUAGES']}"}],
+                      "message": f"must be one of {list(settings.languages)}"}],
         )
     row = validate_features(model.manifest, data.features)
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
@@ -229,7 +201,7 @@ def record_decision(
     scored = score_and_explain(model, row, now)
     decision = NewDecision(
         id=new_id("dec"), model=model, client_id=principal.id,
-        subject_ref=subject_ref(data.iin, current_app.config["SUBJECT_KEY_BYTES"]), contact=data.contact,
+        subject_ref=subject_ref(data.iin, settings.subject_key), contact=data.contact,
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
         reference=data.reference, created_at=now,
     )
@@ -240,14 +212,14 @@ def record_decision(
         "outcome": scored.outcome,
         "adverse": scored.adverse,
         "created_at": isoformat(now),
-        "links": links(decision.id, decision.subject_ref),
+        "links": links.decision_links(settings.base_url, decision.id, capability_token(decision.id, decision.subject_ref)),
     }
     body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     try:
         with write_transaction() as session:
-            add_decision(session, decision)
+            add_decision(session, decision, settings)
             session.execute(
-                insert(IdempotencyRecord.__table__),
+                insert(table(IdempotencyRecord)),
                 {
                     "client_id": principal.id,
                     "key": idempotency_key,
@@ -273,51 +245,30 @@ def record_decision(
     return StoredResponse(201, body_bytes, decision.id, False)
 
 
-def decrypt_contact(decision: Decision) -> dict[str, str]:
-    """The decision's contact details (decrypted; never log them)."""
-    if decision.contact_ciphertext is None:
-        return {}
-    data: dict[str, str] = json.loads(_cipher().decrypt(decision.contact_ciphertext, record_id=decision.id))
-    return data
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A decision with what happened to it since: its notices and reviews (newest review first)."""
+
+    decision: Decision
+    notifications: list[Notification]
+    reviews: list[ReviewRequest]
+    explanation: Explanation | None
 
 
-def decision_view(caller: Caller, decision_id: str) -> dict[str, Any]:
-    """Return a decision to a caller who sees it (gateway.access); anyone else gets NotFound."""
+def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
+    """Read a decision for a caller who sees it (gateway.access); anyone else gets NotFound."""
     decision = access.visible_decision(caller, decision_id)
     notes = db.session.execute(
-        select(Notification).where(Notification.decision_id == decision_id).order_by(Notification.created_at, Notification.id)
+        select(Notification).where(Notification.decision_id == decision_id)
+        .order_by(Notification.created_at, Notification.id)
     ).scalars()
-    return {
-        "decision_id": decision.id,
-        "model": {"name": decision.model_name, "version": decision.model_version, "sha256": decision.artifact_sha256},
-        "score": decision.score,
-        "outcome": decision.outcome,
-        "adverse": decision.adverse,
-        "effective_outcome": decision.effective_outcome,
-        "role_of_ai": decision.role_of_ai,
-        "language": decision.language,
-        "inputs": decision.inputs,
-        "operator": decision.operator,
-        "reference": decision.reference,
-        "created_at": isoformat(decision.created_at),
-        "notifications": [
-            {
-                "id": n.id,
-                "kind": n.kind,
-                "channel": n.channel,
-                "status": n.status,
-                "attempts": n.attempts,
-                "created_at": isoformat(n.created_at),
-                "delivered_at": isoformat(n.delivered_at) if n.delivered_at else None,
-                # When the next attempt is due (pending / retrying); None once delivered or dead.
-                "next_attempt_at": isoformat(n.next_attempt_at) if n.status in ("pending", "retrying") else None,
-                "last_error": n.last_error,  # why the last attempt failed (never contains the address)
-            }
-            for n in notes
-        ],
-        "effective_outcome_set_by": decision.effective_review_id,
-        "reviews": [reviews.summary(r) for r in db.session.execute(
-            select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
-        ).scalars()],
-        "links": links(decision.id, decision.subject_ref, citizen=access.shows_citizen_link(caller, decision)),
-    }
+    reviews = db.session.execute(
+        select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
+    ).scalars()
+    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id))
+
+
+def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:
+    """The decision's contact details, decrypted (never log them); {} once erased."""
+    settings = settings or current_settings()
+    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext)

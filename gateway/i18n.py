@@ -17,7 +17,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_babel import Babel, Domain, get_locale
 
 TRANSLATIONS = Path(__file__).parent / "translations"
@@ -67,17 +67,15 @@ class CatalogDomain(Domain):  # type: ignore[misc]
         return translations(locale.language)
 
 
-def _select_locale() -> str:
-    """Pick the request's language: ?lang=, then Accept-Language, then Russian."""
-    from flask import current_app
-
+def request_language() -> str:
+    """The request's language: ?lang=, then Accept-Language, then Russian (among the offered ones)."""
     offered = current_app.config["LANGUAGES"]
     lang = request.args.get("lang")
     if lang in offered:
-        return lang
-    return request.accept_languages.best_match(offered) or ("ru" if "ru" in offered else offered[0])
+        return str(lang)
+    return str(request.accept_languages.best_match(offered) or ("ru" if "ru" in offered else offered[0]))
 
 
 def init_app(app: Flask) -> None:
-    babel = Babel(app, locale_selector=_select_locale, default_locale="ru")
+    babel = Babel(app, locale_selector=request_language, default_locale="ru")
     babel.domain_instance = CatalogDomain()  # replaces the cached .mo-based default domain

@@ -1,13 +1,10 @@
-"""Identity of the affected person: IIN validation, pseudonymisation, contact encryption."""
+"""Identity of the affected person: IIN validation and pseudonymisation (contacts: gateway.contacts)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
-import os
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # Digit 7 of an IIN encodes the century of birth (and sex): 1-2 → 1800s, 3-4 → 1900s, 5-6 → 2000s.
 _CENTURY = {"1": 1800, "2": 1800, "3": 1900, "4": 1900, "5": 2000, "6": 2000}
@@ -22,9 +19,9 @@ class InvalidIIN(ValueError):
 def iin_check_digit(first11: str) -> int | None:
     """Return the check digit for the first 11 digits, or None when no valid digit exists."""
     digits = [int(c) for c in first11]
-    s = sum(d * w for d, w in zip(digits, _WEIGHTS_FIRST)) % 11
+    s = sum(d * w for d, w in zip(digits, _WEIGHTS_FIRST, strict=False)) % 11
     if s == 10:
-        s = sum(d * w for d, w in zip(digits, _WEIGHTS_SECOND)) % 11
+        s = sum(d * w for d, w in zip(digits, _WEIGHTS_SECOND, strict=False)) % 11
         if s == 10:
             return None
     return s
@@ -52,26 +49,3 @@ def validate_iin(iin: str, *, today: dt.date | None = None) -> str:
 def subject_ref(iin: str, key: bytes) -> str:
     """Return the keyed pseudonym (HMAC-SHA256) under which a person's decisions are stored."""
     return hmac.new(key, iin.encode("ascii"), hashlib.sha256).hexdigest()
-
-
-_NONCE = 12
-_VERSION = b"\x01"
-
-
-class ContactCipher:
-    """Encrypt contact details at rest with AES-GCM; the record id is the associated data."""
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise ValueError("the contact encryption key must be 32 bytes (64 hex characters)")
-        self._aead = AESGCM(key)
-
-    def encrypt(self, plaintext: bytes, *, record_id: str) -> bytes:
-        nonce = os.urandom(_NONCE)
-        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, record_id.encode())
-
-    def decrypt(self, blob: bytes, *, record_id: str) -> bytes:
-        if blob[:1] != _VERSION:
-            raise ValueError("unknown contact ciphertext version")
-        nonce, ciphertext = blob[1 : 1 + _NONCE], blob[1 + _NONCE :]
-        return self._aead.decrypt(nonce, ciphertext, record_id.encode())

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.orm import registry as orm_registry
+from sqlalchemy.sql.schema import Table
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -316,3 +317,9 @@ class AccessEvent(Base):
     principal_id: Mapped[str] = mapped_column(String(100))
     principal_body: Mapped[str | None] = mapped_column(String(200))
     what: Mapped[str] = mapped_column(String(40))  # decision, explanation, explanation.svg, review, ...
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a mapped class (for inserts and updates on the hot path, without the unit of work)."""
+    found: Table = model.__table__  # type: ignore[assignment]
+    return found

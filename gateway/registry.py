@@ -1,163 +1,24 @@
-"""Register, version, activate and suspend models; load each version's adapter once per process."""
+"""Model lifecycle: upload, register, activate, suspend (loading lives in gateway.runtime)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
-import threading
-from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import pandas as pd
-from flask import Flask, current_app
 from sqlalchemy import select
 
 from explainers import ExplainerError
-from gateway.adapters import AdapterError, ModelAdapter, load_adapter
-from gateway.adapters.fast import FastScorer, verified_fast_scorer
+from gateway import runtime
+from gateway.adapters import AdapterError
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
-from gateway.explanations import ExplanationTools, build_tools
 from gateway.extensions import db
-from gateway.features import example_row, to_frame, validate_features
+from gateway.features import example_row, to_frame
 from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import Blob, ModelStatus, ScoringModel
+from gateway.settings import Settings, current_settings
 
 SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A registered model version ready to score: its manifest and its adapter."""
-
-    id: str
-    name: str
-    version: str
-    sha256: str
-    manifest: Manifest
-    adapter: ModelAdapter
-    background: pd.DataFrame | None
-    explanation: ExplanationTools | None
-    fast: FastScorer | None = None
-
-    def score(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """The positive-class probability of validated raw rows (verified fast path, else the adapter)."""
-        if self.fast is not None:
-            scores = self.fast.score(rows)
-            if scores is not None:
-                return scores
-        return self.adapter.score(to_frame(self.manifest, rows))
-
-
-class ModelCache:
-    """Adapters loaded once per model version per process."""
-
-    def __init__(self) -> None:
-        self._loaded: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, model_id: str) -> LoadedModel:
-        found = self._loaded.get(model_id)
-        if found is not None:
-            return found
-        with self._lock:
-            found = self._loaded.get(model_id)
-            if found is None:
-                row = db.session.get(ScoringModel, model_id)
-                if row is None:
-                    raise NotFound(f"model {model_id} is not registered")
-                found = _load(row)
-                self._loaded[model_id] = found
-            return found
-
-    def __contains__(self, model_id: str) -> bool:
-        return model_id in self._loaded
-
-
-def cache() -> ModelCache:
-    return current_app.extensions["gateway.models"]
-
-
-def init_app(app: Flask) -> None:
-    app.extensions["gateway.models"] = ModelCache()
-
-
-def _blob(sha256: str) -> bytes:
-    data = db.session.execute(select(Blob.data).where(Blob.sha256 == sha256)).scalar_one_or_none()
-    if data is None:
-        raise ModelUnavailable(f"the stored artifact {sha256} is missing")
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise ModelUnavailable(f"the stored artifact {sha256} does not match its hash; refusing to load it")
-    return data
-
-
-def _read_background(manifest: Manifest, data: bytes) -> pd.DataFrame:
-    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    names = [f.name for f in manifest.features]
-    missing = sorted(set(names) - set(frame.columns))
-    if missing:
-        raise ValidationFailed(f"the background data lacks columns {missing}")
-    rows: list[dict[str, Any]] = []
-    for i, raw in enumerate(frame[names].to_dict("records")):
-        values: dict[str, Any] = {}
-        for f in manifest.features:
-            text = raw[f.name]
-            if f.type == "number":
-                try:
-                    values[f.name] = float(text)
-                except ValueError:
-                    raise ValidationFailed(f"background row {i + 1}: {f.name} is not a number: {text!r}") from None
-            elif f.type == "boolean":
-                values[f.name] = text.strip().lower() in ("1", "true", "yes")
-            else:
-                values[f.name] = text
-        validate_features(manifest, values, prefix=f"background[{i + 1}]")
-        rows.append(values)
-    return to_frame(manifest, rows)
-
-
-def _adapter_for(manifest: Manifest, artifact: bytes) -> ModelAdapter:
-    return load_adapter(
-        manifest.adapter,
-        artifact,
-        positive_class=manifest.policy.positive_class,
-        feature_names=[f.name for f in manifest.features],
-        config=current_app.config,
-    )
-
-
-def _load(row: ScoringModel) -> LoadedModel:
-    manifest = Manifest.model_validate(row.manifest)
-    try:
-        adapter = _adapter_for(manifest, _blob(row.artifact_sha256))
-    except AdapterError as exc:
-        raise ModelUnavailable(f"model {row.name} {row.version} cannot be loaded: {exc}") from exc
-    background = _read_background(manifest, _blob(row.background_sha256)) if row.background_sha256 else None
-    tools = _tools(manifest, adapter, background, row.background_sha256)
-    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background, tools,
-                       _fast_scorer(manifest, adapter, background))
-
-
-def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None) -> FastScorer | None:
-    """A scorer that skips scikit-learn's per-call validation, kept only if it matches the pipeline exactly."""
-    check = to_frame(manifest, [example_row(manifest)])
-    if background is not None:
-        check = pd.concat([check, background], ignore_index=True)
-    numeric = {f.name for f in manifest.features if f.type == "number"}
-    return verified_fast_scorer(adapter.native(), [f.name for f in manifest.features], numeric, check,
-                                adapter.score(check))
-
-
-def _tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
-           background_sha256: str | None) -> ExplanationTools | None:
-    """Fit the model's explainer on its background data (exact for trees and linear models)."""
-    if background is None or background_sha256 is None:
-        return None
-    native = adapter.native()
-    model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
-    return build_tools(manifest, model, background, background_sha256)
 
 
 def store_blob(data: bytes) -> str:
@@ -168,11 +29,10 @@ def store_blob(data: bytes) -> str:
     return sha
 
 
-def check_risk_assessment(manifest: Manifest, today: dt.date | None = None) -> None:
-    """Refuse a high-risk model without a risk assessment dated within the configured period."""
+def check_risk_assessment(manifest: Manifest, max_age: int, today: dt.date | None = None) -> None:
+    """Refuse a high-risk model without a risk assessment dated within `max_age` days."""
     if manifest.risk_class != "high":
         return
-    max_age = int(current_app.config["RISK_ASSESSMENT_MAX_AGE_DAYS"])
     if manifest.risk_assessment_date is None:
         raise ModelUnavailable(
             f"model {manifest.name} {manifest.version} is high-risk and has no risk_assessment_date; "
@@ -197,8 +57,10 @@ def register(
     *,
     activate: bool,
     registered_by: str,
+    settings: Settings | None = None,
 ) -> tuple[ScoringModel, bool]:
     """Register a model version; return (row, created). Same name+version+artifact is a no-op."""
+    settings = settings or current_settings()
     sha = hashlib.sha256(artifact).hexdigest()
     if sha != manifest.sha256:
         raise ValidationFailed(
@@ -227,16 +89,16 @@ def register(
                 details={"registered_sha256": existing.artifact_sha256},
             )
         if activate and existing.status != ModelStatus.ACTIVE:
-            activate_version(manifest.name, manifest.version)
+            activate_version(manifest.name, manifest.version, settings=settings)
         return existing, False
 
     try:
-        adapter = _adapter_for(manifest, artifact)
+        adapter = runtime.adapter_for(manifest, artifact, settings.raw)
     except AdapterError as exc:
         raise ValidationFailed(f"the artifact cannot be used: {exc}", code="artifact_rejected") from exc
     sample = [example_row(manifest)]
     if background is not None:
-        frame = _read_background(manifest, background)
+        frame = runtime.read_background(manifest, background)
         sample += frame.to_dict("records")
     try:
         scores = adapter.score(to_frame(manifest, sample))
@@ -246,7 +108,7 @@ def register(
         raise ValidationFailed("the model's scores are not probabilities in [0, 1]", code="artifact_rejected")
     if background is not None:
         try:
-            _tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
+            runtime.explanation_tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
         except (ExplainerError, ValueError) as exc:
             raise ValidationFailed(f"the model cannot be explained as its manifest asks: {exc}",
                                    code="artifact_rejected") from exc
@@ -269,7 +131,7 @@ def register(
     db.session.add(row)
     db.session.flush()
     if activate:
-        activate_version(manifest.name, manifest.version)
+        activate_version(manifest.name, manifest.version, settings=settings)
     return row, True
 
 
@@ -282,10 +144,11 @@ def _version(name: str, version: str) -> ScoringModel:
     return row
 
 
-def activate_version(name: str, version: str) -> ScoringModel:
+def activate_version(name: str, version: str, *, settings: Settings | None = None) -> ScoringModel:
     """Make `version` the serving version of `name` (no commit); the previous one stops serving."""
+    settings = settings or current_settings()
     row = _version(name, version)
-    check_risk_assessment(Manifest.model_validate(row.manifest))
+    check_risk_assessment(Manifest.model_validate(row.manifest), settings.risk_assessment_max_age_days)
     now = utcnow()
     for other in db.session.execute(
         select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING), ScoringModel.id != row.id)
@@ -322,12 +185,3 @@ def public_model(name: str) -> ScoringModel:
         raise NotFound(f"no model named {name!r} is being served")
     return row
 
-
-def warm(app: Flask) -> list[str]:
-    """Load every active model into this process's cache (before gunicorn forks workers)."""
-    with app.app_context():
-        loaded = []
-        for row in list_models(serving_only=True):
-            cache().get(row.id)
-            loaded.append(f"{row.name} {row.version}")
-        return loaded

@@ -8,35 +8,34 @@ written with its notice rows and audit leaf in one transaction.
 
 from __future__ import annotations
 
-import calendar as _calendar
 import datetime as dt
-import zoneinfo
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway import deadlines, decisions, runtime
+from gateway.access import Action, visible_decision
 from gateway.audit import leaf_values
-from gateway.auth import Principal
+from gateway.auth import Caller, Principal
 from gateway.db import write_transaction
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.extensions import db
-from gateway.features import check_value
+from gateway.features import check_value, validate_features
 from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import (
     OPEN_REVIEW,
     Decision,
-    Explanation,
     LogLeaf,
     Notification,
     NotificationStatus,
     ReviewRequest,
     ReviewStatus,
     ScoringModel,
+    table,
 )
-from gateway.workdays import calendar_from_config
+from gateway.settings import current_settings
 
 GROUNDS = ("wrong_data", "wrong_assessment", "other")
 OUTCOMES = ("upheld", "changed", "annulled")
@@ -76,30 +75,9 @@ def _transition(review: ReviewRequest, action: str) -> str:
 
 # --- deadlines ----------------------------------------------------------------------------------------
 
-def _zone() -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(current_app.config["TIMEZONE"])
-
-
 def end_of_day(day: dt.date) -> dt.datetime:
-    """The deadline instant of a legal day: midnight at its end, in the deployment's time zone, as UTC."""
-    local = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=_zone())
-    return local.astimezone(dt.UTC)
-
-
-def local_date(at: dt.datetime) -> dt.date:
-    return at.astimezone(_zone()).date()
-
-
-def due_date(requested_at: dt.datetime) -> dt.datetime:
-    """The end of the n-th working day after the request (n = REVIEW_PERIOD_WORKING_DAYS)."""
-    days = int(current_app.config["REVIEW_PERIOD_WORKING_DAYS"])
-    return end_of_day(calendar_from_config(current_app.config).add_working_days(local_date(requested_at), days))
-
-
-def add_months(day: dt.date, months: int) -> dt.date:
-    month0 = day.month - 1 + months
-    year, month = day.year + month0 // 12, month0 % 12 + 1
-    return dt.date(year, month, min(day.day, _calendar.monthrange(year, month)[1]))
+    """The deadline instant of a legal day in this deployment (see gateway.deadlines)."""
+    return deadlines.end_of_day(day, current_settings().zone)
 
 
 def effective_due(review: ReviewRequest) -> dt.datetime:
@@ -108,13 +86,12 @@ def effective_due(review: ReviewRequest) -> dt.datetime:
 
 # --- the person's side ----------------------------------------------------------------------------------
 
-def _decision_for(principal: Any, decision_id: str) -> Decision:
-    from gateway.access import Action, visible_decision
-
+def _decision_for(principal: Caller, decision_id: str) -> Decision:
     return visible_decision(principal, decision_id, Action.REQUEST_REVIEW)
 
 
-def _manifest(model_id: str) -> Manifest:
+def manifest_of(model_id: str) -> Manifest:
+    """The manifest of a model version (immutable once registered)."""
     data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one()
     return Manifest.model_validate(data)
 
@@ -160,7 +137,7 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
     """Open a review of a decision; the person is told it was received and by when it is due."""
     now = now or utcnow()
     decision = _decision_for(principal, decision_id)
-    _check_corrected(_manifest(decision.model_id), corrected_data)
+    _check_corrected(manifest_of(decision.model_id), corrected_data)
     open_review = _open_review(decision.id)
     if open_review is not None:
         raise Conflict("this decision already has an open review", code="review_open",
@@ -169,7 +146,7 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
         id=new_id("rev"), decision_id=decision.id, status=ReviewStatus.QUEUED.value, point_of_view=point_of_view,
         contest_grounds=list(contest_grounds), corrected_data=corrected_data or None,
         language=language or decision.language, requested_by=principal.id, requested_at=now,
-        due_at=due_date(now), fencing_token=0,
+        due_at=deadlines.due_date(now, current_settings()), fencing_token=0,
     )
     try:
         with write_transaction() as session:
@@ -177,7 +154,7 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
             session.flush()
             notices = _notices(decision, "review_received", review, now)
             if notices:
-                session.execute(insert(Notification.__table__), notices)
+                session.execute(insert(table(Notification)), notices)
             _leaf(session, "review:requested", review, now, decision_id=decision.id, grounds=review.contest_grounds,
                   corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat())
     except IntegrityError:
@@ -196,14 +173,14 @@ def _open_review(decision_id: str) -> str | None:
 
 def _leaf(session: Any, kind: str, review: ReviewRequest, now: dt.datetime, **fields: Any) -> None:
     record = {"review_id": review.id, "at": now.isoformat(), **fields}
-    session.execute(insert(LogLeaf.__table__), leaf_values(kind, review.id, record, now))
+    session.execute(insert(table(LogLeaf)), leaf_values(kind, review.id, record, now))
 
 
 # --- the reviewer's side --------------------------------------------------------------------------------
 
 def _lease(seconds: int | None) -> dt.timedelta:
-    default = int(current_app.config["REVIEW_LEASE_SECONDS"])
-    maximum = int(current_app.config["REVIEW_MAX_LEASE_SECONDS"])
+    settings = current_settings()
+    default, maximum = settings.review_lease_seconds, settings.review_max_lease_seconds
     value = default if seconds is None else seconds
     if not 30 <= value <= maximum:
         raise ValidationFailed(f"lease_seconds must be between 30 and {maximum}",
@@ -300,7 +277,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
         decision = session.get(Decision, review.decision_id)
         assert decision is not None
         _not_operator(principal, decision)
-        policy = _manifest(decision.model_id).policy
+        policy = manifest_of(decision.model_id).policy
         effective = _effective_after(outcome, new_outcome, decision.outcome, (policy.outcome_above, policy.outcome_below))
         if not (reasons.get(review.language) or "").strip():
             raise ValidationFailed(
@@ -320,7 +297,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
         session.flush()
         notices = _notices(decision, "review_outcome", review, now)
         if notices:
-            session.execute(insert(Notification.__table__), notices)
+            session.execute(insert(table(Notification)), notices)
         _leaf(session, "review:resolved", review, now, decision_id=decision.id, outcome=outcome,
               previous_effective_outcome=previous, effective_outcome=effective, resolved_by=principal.id,
               reasons=review.reasons, point_of_view_considered=True)
@@ -351,10 +328,8 @@ def rescore(principal: Principal, review_id: str, token: int, *, now: dt.datetim
     The result is a new decision linked to the review (the original stays as it was), with its own
     explanation, notice and audit leaf. It informs the reviewer; the review's resolution decides.
     """
-    from gateway import decisions, registry
-    from gateway.features import validate_features
-
     now = now or utcnow()
+    settings = current_settings()
     with write_transaction() as session:  # check the lease before the (slower) scoring
         review = _held(session, principal, review_id, token, now, "rescore")
         if not review.corrected_data:
@@ -363,18 +338,18 @@ def rescore(principal: Principal, review_id: str, token: int, *, now: dt.datetim
         original = session.get(Decision, review.decision_id)
         assert original is not None
         corrected, inputs = dict(review.corrected_data), dict(original.inputs)
-    model = registry.cache().get(original.model_id)
+    model = runtime.cache().get(original.model_id)
     row = validate_features(model.manifest, inputs | corrected)
     scored = decisions.score_and_explain(model, row, now)
     new = decisions.NewDecision(
         id=new_id("dec"), model=model, client_id=original.client_id, subject_ref=original.subject_ref,
-        contact=decisions.decrypt_contact(original), language=review.language, scored=scored,
+        contact=decisions.contact_of(original, settings), language=review.language, scored=scored,
         role_of_ai="supports_officer", operator=principal.name, reference=f"rescore:{original.id}", created_at=now,
         audit_extra={"rescore_of": original.id, "review_id": review.id},
     )
     with write_transaction() as session:
         review = _held(session, principal, review_id, token, now, "rescore")  # still ours?
-        decisions.add_decision(session, new)
+        decisions.add_decision(session, new, settings)
         review.rescore_decision_id = new.id
         _leaf(session, "review:rescored", review, now, decision_id=original.id, rescore_decision_id=new.id,
               corrected=sorted(corrected), score=scored.score, outcome=scored.outcome)
@@ -395,16 +370,17 @@ def extend(principal: Principal, review_id: str, *, until: dt.date, reason: str,
         if review.extended_until is not None:
             raise Conflict("the deadline was extended once already; it can be extended only once",
                            code="already_extended", details={"extended_until": review.extended_until.isoformat()})
-        months = int(current_app.config["REVIEW_MAX_EXTENSION_MONTHS"])
-        latest = add_months(local_date(review.requested_at), months)
-        new_due = end_of_day(until)
+        settings = current_settings()
+        zone = settings.zone
+        latest = deadlines.add_months(deadlines.local_date(review.requested_at, zone), settings.review_max_extension_months)
+        new_due = deadlines.end_of_day(until, zone)
         if until > latest:
             raise ValidationFailed(f"the deadline can be extended to {latest.isoformat()} at the latest",
                                    details=[{"field": "until", "rule": "max", "message": f"at most {latest.isoformat()}"}])
         if new_due <= review.due_at:
             raise ValidationFailed("the new deadline must be later than the current one",
                                    details=[{"field": "until", "rule": "min",
-                                             "message": f"after {local_date(review.due_at - dt.timedelta(seconds=1))}"}])
+                                             "message": f"after {deadlines.local_date(review.due_at - dt.timedelta(seconds=1), zone)}"}])
         review.extended_until, review.extension_reason = new_due, reason
         review.extended_by, review.extended_at = principal.id, now
         decision = session.get(Decision, review.decision_id)
@@ -412,7 +388,7 @@ def extend(principal: Principal, review_id: str, *, until: dt.date, reason: str,
         session.flush()
         notices = _notices(decision, "review_extended", review, now)
         if notices:
-            session.execute(insert(Notification.__table__), notices)
+            session.execute(insert(table(Notification)), notices)
         _leaf(session, "review:extended", review, now, extended_until=new_due.isoformat(), reason=reason,
               extended_by=principal.id)
     return review
@@ -469,83 +445,3 @@ def get_review(review_id: str) -> ReviewRequest:
     if review is None:
         raise NotFound("The resource does not exist.")
     return review
-
-
-# --- views ----------------------------------------------------------------------------------------------
-
-def _iso(at: dt.datetime | None) -> str | None:
-    from gateway.decisions import isoformat
-
-    return isoformat(at) if at else None
-
-
-def summary(review: ReviewRequest, now: dt.datetime | None = None) -> dict[str, Any]:
-    """What the agency, the person and the queue see of a review."""
-    now = now or utcnow()
-    due = effective_due(review)
-    return {
-        "review_id": review.id,
-        "decision_id": review.decision_id,
-        "status": review.status,
-        "contest_grounds": review.contest_grounds,
-        "requested_at": _iso(review.requested_at),
-        "due_at": _iso(review.due_at),
-        "extended_until": _iso(review.extended_until),
-        "extension_reason": review.extension_reason,
-        "effective_due_at": _iso(due),
-        "overdue": review.status in OPEN_REVIEW and due < now,
-        "outcome": review.outcome,
-        "new_outcome": review.new_outcome,
-        "reasons": review.reasons,
-        "point_of_view_considered": review.point_of_view_considered,
-        "resolved_by": review.resolved_by,
-        "resolved_at": _iso(review.resolved_at),
-        "rescore_decision_id": review.rescore_decision_id,
-    }
-
-
-def case_view(review: ReviewRequest, lang: str = "ru") -> dict[str, Any]:
-    """Everything a reviewer needs to decide: inputs, score, outcome, explanation, the person's view, notice."""
-    from gateway.explanations import render
-
-    decision = db.session.get(Decision, review.decision_id)
-    assert decision is not None
-    manifest = _manifest(decision.model_id)
-    explanation = db.session.get(Explanation, decision.id)
-    rendered = None
-    if explanation is not None and explanation.status == "ready":
-        rendered = render(decision, explanation, manifest, lang) | {"attributions": explanation.attributions}
-    return summary(review) | {
-        "fencing_token": review.fencing_token,
-        "lease_expires_at": _iso(review.lease_expires_at),
-        "claimed_by": review.claimed_by,
-        "point_of_view": review.point_of_view,
-        "corrected_data": review.corrected_data,
-        "language": review.language,
-        "decision": {
-            "decision_id": decision.id,
-            "model": {"name": decision.model_name, "version": decision.model_version, "sha256": decision.artifact_sha256},
-            "inputs": decision.inputs,
-            "score": decision.score,
-            "outcome": decision.outcome,
-            "effective_outcome": decision.effective_outcome,
-            "adverse": decision.adverse,
-            "role_of_ai": decision.role_of_ai,
-            "operator": decision.operator,
-            "created_at": _iso(decision.created_at),
-        },
-        "explanation": rendered,
-        "notice": manifest.notice.model_dump(mode="json"),
-        "outcomes": [manifest.policy.outcome_above, manifest.policy.outcome_below],
-    }
-
-
-def rescore_view(review_id: str, decision: Decision) -> dict[str, Any]:
-    from gateway.explanations import render
-
-    explanation = db.session.get(Explanation, decision.id)
-    rendered = None
-    if explanation is not None and explanation.status == "ready":
-        rendered = render(decision, explanation, _manifest(decision.model_id), decision.language)
-    return {"review_id": review_id, "decision_id": decision.id, "rescore_of": (decision.reference or "")[len("rescore:"):],
-            "score": decision.score, "outcome": decision.outcome, "adverse": decision.adverse, "explanation": rendered}

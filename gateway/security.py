@@ -29,7 +29,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
 from gateway.api.common import caller, rate_limit_key
-from gateway.errors import error_body
+from gateway.api.errors import error_body
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
 EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg"})

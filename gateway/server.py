@@ -23,11 +23,11 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         if self.application is None:
-            from gateway import create_app, registry
+            from gateway import create_app, runtime
             from gateway.extensions import db
 
             app = create_app()
-            loaded = registry.warm(app)
+            loaded = runtime.warm(app)
             app.logger.warning("gateway: models loaded before fork: %s", ", ".join(loaded) or "none")
             with app.app_context():
                 db.engine.dispose()  # workers open their own connections

@@ -10,9 +10,10 @@ replaces any of this in config: REVIEW_HOLIDAYS (recurring "MM-DD"), REVIEW_MOVA
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 KZ_HOLIDAYS = (
     "01-01", "01-02",  # New Year
@@ -103,7 +104,7 @@ class WorkCalendar:
         return count
 
 
-def calendar_from_config(config: dict[str, object]) -> WorkCalendar:
+def calendar_from_config(config: Mapping[str, Any]) -> WorkCalendar:
     def strings(key: str, default: Iterable[str]) -> tuple[str, ...]:
         value = config.get(key)
         return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else tuple(default)

@@ -135,7 +135,7 @@ def _reset_postgres(url: str) -> None:
         conn.exec_driver_sql("TRUNCATE " + ", ".join(t.name for t in tables) + " CASCADE")
         conn.exec_driver_sql("DELETE FROM scoring_models WHERE registered_by <> 'tests'")
         conn.exec_driver_sql("UPDATE scoring_models SET status = 'active', status_reason = NULL")
-        conn.exec_driver_sql("DELETE FROM api_clients WHERE name NOT IN (%s)" % ", ".join(f"'{n}'" for n in CLIENTS))
+        conn.exec_driver_sql("DELETE FROM api_clients WHERE name NOT IN ({})".format(", ".join(f"'{n}'" for n in CLIENTS)))
         conn.exec_driver_sql("UPDATE api_clients SET revoked_at = NULL")
         conn.exec_driver_sql("DELETE FROM blobs WHERE sha256 NOT IN (SELECT artifact_sha256 FROM scoring_models "
                              "UNION SELECT background_sha256 FROM scoring_models WHERE background_sha256 IS NOT NULL)")

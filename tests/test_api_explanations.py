@@ -74,10 +74,10 @@ def test_attributions_equal_shap_computed_directly(gateway: Gateway, german_mani
     values = explainer.shap_values(preprocess.transform(row))[0]
     # Sum the one-hot columns back into their feature, by the encoder's own categories.
     encoder = preprocess.named_steps["preprocess"].named_transformers_["categorical"]
-    column_feature = [f for f, cats in zip(encoder.feature_names_in_, encoder.categories_) for _ in cats]
+    column_feature = [f for f, cats in zip(encoder.feature_names_in_, encoder.categories_, strict=False) for _ in cats]
     column_feature += [n for n in names if n not in encoder.feature_names_in_]
     expected = {n: 0.0 for n in names}
-    for feature, value in zip(column_feature, values):
+    for feature, value in zip(column_feature, values, strict=False):
         expected[feature] += float(value)
 
     did = gateway.decide().get_json()["decision_id"]
@@ -102,7 +102,7 @@ def test_the_person_reads_the_main_factors_in_their_language(gateway: Gateway) -
     text = " ".join([body["text"]["summary"], body["text"]["role"], *body["text"]["factors"]])
     assert KAZAKH & set(text), text
     assert {"ә", "ұ", "қ"} <= set(text)
-    for factor, sentence in zip(body["factors"], body["text"]["factors"]):
+    for factor, sentence in zip(body["factors"], body["text"]["factors"], strict=False):
         assert sentence.startswith(f"{factor['label']} — {factor['value']}:")
         assert ("арттырды" if factor["direction"] == "raised" else "төмендетті") in sentence
     ru = explain(gateway, did, "ru").get_json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway import registry
+from gateway import runtime
 from gateway.extensions import db
 from gateway.features import to_frame
 from gateway.models import ScoringModel
@@ -15,7 +15,7 @@ from tests.support.adult import adult
 def test_the_example_model_scores_through_the_fast_path_exactly(gateway: Gateway) -> None:
     with gateway.app.app_context():
         row = db.session.query(ScoringModel).filter_by(name="german-credit").one()
-        model = registry.cache().get(row.id)
+        model = runtime.cache().get(row.id)
         assert model.fast is not None
         manifest = model.manifest
         rng = np.random.default_rng(7)

@@ -43,9 +43,9 @@ def test_catalog_is_complete(lang: str) -> None:
 def test_translations_keep_the_placeholders(lang: str) -> None:
     wrong = []
     for message in catalog(lang):
-        if message.id and message.string:
-            if set(PLACEHOLDER.findall(str(message.id))) != set(PLACEHOLDER.findall(str(message.string))):
-                wrong.append(message.id)
+        if message.id and message.string and (
+                set(PLACEHOLDER.findall(str(message.id))) != set(PLACEHOLDER.findall(str(message.string)))):
+            wrong.append(message.id)
     assert wrong == []
 
 

@@ -20,6 +20,7 @@ from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.ids import new_id
 from gateway.models import Decision, ReviewRequest
+from gateway.presenters.review import summary
 from tests.conftest import Gateway
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -213,7 +214,7 @@ class ReviewMachine(RuleBasedStateMachine):
         del self.holder[rid]
         self.expected_effective[review.decision_id] = {"upheld": original, "changed": new, "annulled": "annulled"}[outcome]
         db.session.expire_all()
-        self.resolved[rid] = reviews.summary(db.session.get(ReviewRequest, rid), now=self.now)  # type: ignore[arg-type]
+        self.resolved[rid] = summary(db.session.get(ReviewRequest, rid), now=self.now)  # type: ignore[arg-type]
 
     @precondition(lambda self: bool(self._open_ids()))
     @rule(data=st.data(), days=st.integers(20, 70))
@@ -242,7 +243,7 @@ class ReviewMachine(RuleBasedStateMachine):
         for rid, snapshot in self.resolved.items():
             review = db.session.get(ReviewRequest, rid)
             assert review is not None
-            assert reviews.summary(review, now=self.now) | {"overdue": False} == snapshot | {"overdue": False}
+            assert summary(review, now=self.now) | {"overdue": False} == snapshot | {"overdue": False}
 
     @invariant()
     def effective_outcome_is_the_last_resolution(self) -> None:

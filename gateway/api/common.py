@@ -9,6 +9,7 @@ from typing import Any
 from flask import Response, g, request
 from pydantic import ValidationError
 
+from gateway.api.errors import error_response
 from gateway.auth import Caller, Principal, authenticate_caller, require_role
 from gateway.errors import (
     BadRequest,
@@ -17,7 +18,6 @@ from gateway.errors import (
     NotFound,
     UnsupportedMediaType,
     ValidationFailed,
-    error_response,
 )
 from gateway.models import Role
 

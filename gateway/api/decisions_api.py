@@ -22,6 +22,10 @@ from gateway.api.schemas import (
 )
 from gateway.errors import BadRequest
 from gateway.models import Role
+from gateway.presenters import access as access_views
+from gateway.presenters.decision import decision_view
+from gateway.presenters.explanation import explanation_svg, explanation_view
+from gateway.settings import current_settings
 
 bp = APIBlueprint("decisions", __name__, url_prefix="/v1", abp_tags=[Tag(name="decisions")])
 BEARER = [{"bearer": []}]
@@ -62,7 +66,7 @@ def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
 def get_decision(path: DecisionPath) -> Response:
     """Read a decision: outcome, effective outcome, notices, reviews (the person, its agency, reviewer, auditor)."""
     who = caller()  # anyone who may not see it gets the same 404 as for an id that does not exist
-    view = decisions.decision_view(who, path.decision_id)
+    view = decision_view(who, path.decision_id)
     access.record_access(who, path.decision_id, "decision")
     return json_response(view)
 
@@ -77,7 +81,7 @@ def get_explanation(path: DecisionPath, query: ExplanationQuery) -> Response:
     """The main influencing factors of a decision, in kk, ru or en, within confidentiality limits."""
     who = caller()
     try:
-        view = explanations.explanation_view(who, path.decision_id, query.lang)
+        view = explanation_view(who, path.decision_id, query.lang)
     except explanations.ExplanationPending as exc:
         return _pending(path.decision_id, exc)
     access.record_access(who, path.decision_id, "explanation")
@@ -90,7 +94,7 @@ def get_explanation_svg(path: DecisionPath, query: ExplanationQuery) -> Response
     """The main influencing factors drawn as a bar chart (SVG)."""
     who = caller()
     try:
-        svg = explanations.explanation_svg(who, path.decision_id, query.lang)
+        svg = explanation_svg(who, path.decision_id, query.lang)
     except explanations.ExplanationPending as exc:
         return _pending(path.decision_id, exc)
     access.record_access(who, path.decision_id, "explanation.svg")
@@ -100,10 +104,14 @@ def get_explanation_svg(path: DecisionPath, query: ExplanationQuery) -> Response
 @bp.get("/decisions/<decision_id>/access-log", security=BEARER, responses={200: AccessLog, **ERRORS})
 def get_access_log(path: DecisionPath, query: PageQuery) -> Response:
     """Who read this decision, its explanation and reviews, and when (the person and auditors)."""
-    return json_response(access.access_log_view(caller(), path.decision_id, limit=query.limit, offset=query.offset))
+    events, total = access.read_access_log(caller(), path.decision_id, limit=query.limit, offset=query.offset)
+    return json_response(access_views.access_log_view(path.decision_id, events, total, limit=query.limit,
+                                                      offset=query.offset))
 
 
 @bp.get("/me/decisions", security=BEARER, responses={200: MyDecisions, **ERRORS})
 def my_decisions(query: PageQuery) -> Response:
     """Every decision about you, newest first (signed in with the national identity provider)."""
-    return json_response(access.my_decisions_view(caller(), limit=query.limit, offset=query.offset))
+    rows, total = access.list_my_decisions(caller(), limit=query.limit, offset=query.offset)
+    return json_response(access_views.my_decisions_view(rows, total, limit=query.limit, offset=query.offset,
+                                                        base_url=current_settings().base_url))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Response, current_app, request
+from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import registry
@@ -21,29 +21,15 @@ from gateway.api.schemas import (
     SuspendRequest,
 )
 from gateway.db import write_transaction
-from gateway.decisions import isoformat
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from gateway.extensions import db
 from gateway.manifest import Manifest
-from gateway.models import Blob, Role, ScoringModel
+from gateway.models import Blob, Role
+from gateway.presenters import models as model_views
+from gateway.settings import current_settings
 
 bp = APIBlueprint("models", __name__, url_prefix="/v1", abp_tags=[Tag(name="models")])
 BEARER = [{"bearer": []}]
-
-
-def _summary(row: ScoringModel) -> dict[str, object]:
-    notice = row.manifest["notice"]
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    return {
-        "name": row.name,
-        "version": row.version,
-        "status": row.status,
-        "risk_class": row.risk_class,
-        "sha256": row.artifact_sha256,
-        "purpose": notice["purpose"],
-        "owner": notice["owner"],
-        "links": {"model": f"{base}/v1/models/{row.name}", "decisions": f"{base}/v1/models/{row.name}/decisions"},
-    }
 
 
 @bp.get("/models", responses={200: ModelList, **ERRORS})
@@ -51,29 +37,15 @@ def list_models(query: PageQuery) -> Response:
     """The algorithm register: every model currently making decisions (paged)."""
     rows = registry.list_models(serving_only=True)
     page = rows[query.offset : query.offset + query.limit]
-    return json_response({"models": [_summary(r) for r in page], "total": len(rows), "limit": query.limit,
+    base = current_settings().base_url
+    return json_response({"models": [model_views.summary(r, base) for r in page], "total": len(rows), "limit": query.limit,
                           "offset": query.offset})
 
 
 @bp.get("/models/<name>", responses={200: ModelDetail, **ERRORS})
 def get_model(path: ModelPath) -> Response:
     """A model's pre-use notice and feature schema (enough to build a valid decision request)."""
-    row = registry.public_model(path.name)
-    m = row.manifest
-    return json_response(
-        {
-            "name": row.name,
-            "version": row.version,
-            "status": row.status,
-            "sha256": row.artifact_sha256,
-            "risk_class": row.risk_class,
-            "role_of_ai": m["role_of_ai"],
-            "notice": m["notice"],
-            "features": m["features"],
-            "policy": {k: m["policy"][k] for k in ("outcome_above", "outcome_below", "adverse_outcome", "outcome_labels")},
-            "registered_at": isoformat(row.registered_at),
-        }
-    )
+    return json_response(model_views.detail(registry.public_model(path.name)))
 
 
 @bp.put("/blobs/<sha256>", security=BEARER, responses={201: BlobStored, 200: BlobStored, **ERRORS})
@@ -82,7 +54,7 @@ def put_blob(path: BlobPath) -> Response:
     principal(Role.ADMIN)
     if request.mimetype != "application/octet-stream":
         raise UnsupportedMediaType("upload the file as application/octet-stream")
-    limit = int(current_app.config["MAX_ARTIFACT_BYTES"])
+    limit = current_settings().max_artifact_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"files are limited to {limit} bytes")
     request.max_content_length = limit

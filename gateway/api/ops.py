@@ -6,7 +6,7 @@ from flask import Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
-from gateway import registry
+from gateway import registry, runtime
 from gateway.api.common import json_response
 from gateway.api.schemas import Health
 from gateway.extensions import db
@@ -35,7 +35,7 @@ def readyz() -> Response:
     models: dict[str, str] = {}
     for row in registry.list_models(serving_only=True):
         try:
-            registry.cache().get(row.id)
+            runtime.cache().get(row.id)
             models[f"{row.name} {row.version}"] = "loaded"
         except Exception as exc:
             current_app.logger.error("readiness: model %s %s: %s", row.name, row.version, exc)

@@ -25,8 +25,10 @@ from gateway.api.schemas import (
     ReviewSummary,
 )
 from gateway.auth import Principal
+from gateway.i18n import request_language
 from gateway.errors import ValidationFailed
 from gateway.models import ReviewRequest, Role
+from gateway.presenters.review import case_view, rescore_view, summary
 
 bp = APIBlueprint("reviews", __name__, url_prefix="/v1", abp_tags=[Tag(name="reviews")])
 BEARER = [{"bearer": []}]
@@ -40,7 +42,7 @@ def request_review(path: DecisionPath, body: ReviewRequestIn) -> Response:
         who, path.decision_id, point_of_view=body.point_of_view, contest_grounds=list(body.contest_grounds),
         corrected_data=body.corrected_data, language=body.language,
     )
-    return json_response(reviews.summary(review), 201, {"Location": f"/v1/reviews/{review.id}"})
+    return json_response(summary(review), 201, {"Location": f"/v1/reviews/{review.id}"})
 
 
 @bp.get("/reviews/<rid:review_id>", security=BEARER, responses={200: ReviewSummary, **ERRORS})
@@ -48,7 +50,7 @@ def get_review(path: ReviewPath) -> Response:
     """A review's status, deadline and outcome (whoever sees its decision)."""
     who = caller()
     review = access.visible_review(who, path.review_id)
-    view = reviews.summary(review)
+    view = summary(review)
     access.record_access(who, review.decision_id, "review")
     return json_response(view)
 
@@ -60,7 +62,7 @@ def _reviewer(review_id: str) -> Principal:
 
 
 def _case(who: Principal, review: ReviewRequest) -> Response:
-    view = reviews.case_view(review)
+    view = case_view(review, request_language())  # ?lang=, then Accept-Language: the reviewer's language
     access.record_access(who, review.decision_id, "review_case")
     return json_response(view)
 
@@ -80,7 +82,7 @@ def list_reviews(query: ReviewQuery) -> Response:
     due_before = _date(query.due_before, "due_before") if query.due_before is not None else None
     rows, total = reviews.list_reviews(status=query.status, model=query.model, due_before=due_before,
                                        overdue=query.overdue, limit=query.limit, offset=query.offset)
-    return json_response({"reviews": [reviews.summary(r) for r in rows], "total": total, "limit": query.limit,
+    return json_response({"reviews": [summary(r) for r in rows], "total": total, "limit": query.limit,
                           "offset": query.offset, "overdue_total": reviews.overdue_count()})
 
 
@@ -105,7 +107,7 @@ def renew(path: ReviewPath, body: LeaseIn) -> Response:
 def release(path: ReviewPath, body: ReleaseIn) -> Response:
     """Give a case back to the queue."""
     who = _reviewer(path.review_id)
-    return json_response(reviews.summary(reviews.release(who, path.review_id, body.fencing_token)))
+    return json_response(summary(reviews.release(who, path.review_id, body.fencing_token)))
 
 
 @bp.post("/reviews/<rid:review_id>/resolve", security=BEARER, responses={200: ReviewSummary, **ERRORS})
@@ -115,7 +117,7 @@ def resolve(path: ReviewPath, body: ResolveIn) -> Response:
     review = reviews.resolve(who, path.review_id, body.fencing_token, outcome=body.outcome,
                              new_outcome=body.new_outcome, reasons=body.reasons.model_dump(exclude_none=True),
                              point_of_view_considered=body.point_of_view_considered)
-    return json_response(reviews.summary(review))
+    return json_response(summary(review))
 
 
 @bp.post("/reviews/<rid:review_id>/extend", security=BEARER, responses={200: ReviewSummary, **ERRORS})
@@ -127,7 +129,7 @@ def extend(path: ReviewPath, body: ExtendIn) -> Response:
     except ValueError:
         raise ValidationFailed("until is not a valid date",
                                details=[{"field": "until", "rule": "date", "message": body.until}]) from None
-    return json_response(reviews.summary(reviews.extend(who, path.review_id, until=until, reason=body.reason)))
+    return json_response(summary(reviews.extend(who, path.review_id, until=until, reason=body.reason)))
 
 
 @bp.post("/reviews/<rid:review_id>/rescore", security=BEARER, responses={201: Rescored, **ERRORS})
@@ -135,5 +137,5 @@ def rescore(path: ReviewPath, body: ReleaseIn) -> Response:
     """Score the person's corrected data: a new decision linked to the review; the original stays."""
     who = _reviewer(path.review_id)
     decision = reviews.rescore(who, path.review_id, body.fencing_token)
-    return json_response(reviews.rescore_view(path.review_id, decision), 201,
+    return json_response(rescore_view(path.review_id, decision), 201,
                          {"Location": f"/v1/decisions/{decision.id}"})

@@ -7,7 +7,7 @@ commit. Public API:
   ``gateway worker``);
 - ``notification_stats(model_name=None)``: counts by status, kind and model for oversight and metrics;
 - ``requeue(...)``: send dead rows again after fixing what killed them;
-- ``init_app(app)``: check the configuration and expose ``GET /metrics``.
+- ``init_app(app)``: check the configuration (``GET /metrics`` is gateway.observability's).
 
 Later kinds (``review_received``, ``review_extended``, ``review_outcome``) need only a row with
 ``context={"review_id": ...}``: rendering picks the templates by kind.
@@ -15,6 +15,7 @@ Later kinds (``review_received``, ``review_extended``, ``review_outcome``) need 
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,9 @@ from flask import Flask
 
 from gateway.errors import ConfigError
 from gateway.notifications.channels import CHANNELS, UnknownChannel
-from gateway.notifications.dispatcher import Dispatcher, DispatcherThread, run_worker
+from gateway.notifications.channels.email import SECURITY
+from gateway.notifications.channels.webhook import signers
+from gateway.notifications.dispatcher import Dispatcher, DispatcherThread, RequestGate, ensure_logging, run_worker
 from gateway.notifications.outbox import notification_stats, requeue
 from gateway.notifications.render import KINDS
 
@@ -32,11 +35,6 @@ __all__ = ["KINDS", "Dispatcher", "DispatcherThread", "check_config", "init_app"
 
 def check_config(config: Mapping[str, Any]) -> None:
     """Refuse notification settings that could never work (at start, not at the first send)."""
-    import zoneinfo
-
-    from gateway.notifications.channels.email import SECURITY
-    from gateway.notifications.channels.webhook import signers
-
     for kind, name in dict(config.get("NOTIFY_ROUTES") or {}).items():
         if name not in CHANNELS:
             raise ConfigError(f"GATEWAY_NOTIFY_ROUTES[{kind!r}]: {UnknownChannel(name)}")
@@ -60,19 +58,14 @@ def check_config(config: Mapping[str, Any]) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Check the notification settings and expose GET /metrics. Starts nothing: see start_thread()."""
-    from gateway.notifications import metrics
-
+    """Check the notification settings. Starts nothing: see start_thread()."""
     check_config(app.config)
-    metrics.init_app(app)
 
 
 def start_thread(app: Flask, **options: Any) -> DispatcherThread | None:
     """Start the in-process dispatcher (one per serving process, after fork) unless the config turns it off."""
     if not app.config["NOTIFY_DISPATCHER_THREAD"]:
         return None
-    from gateway.notifications.dispatcher import RequestGate, ensure_logging
-
     ensure_logging()
     gate = RequestGate(app.wsgi_app)
     app.wsgi_app = gate  # type: ignore[method-assign]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +20,15 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from gateway.decisions import decrypt_contact, isoformat, links
-from gateway.errors import ConfigError
+from gateway import deadlines, links
+from gateway.auth import capability_token
+from gateway.contacts import decrypt_contact
 from gateway.extensions import db
+from gateway.ids import isoformat
 from gateway.manifest import Manifest
 from gateway.models import ApiClient, Decision, ReviewRequest, ScoringModel
 from gateway.notifications.channels.base import Message, PermanentFailure
+from gateway.settings import current_settings
 
 DECISION_NOTICE = "decision_notice"
 REVIEW_RECEIVED = "review_received"
@@ -72,22 +74,9 @@ def _manifest(model_id: str) -> Manifest:
     return found
 
 
-def _timezone() -> zoneinfo.ZoneInfo:
-    name = current_app.config["TIMEZONE"]
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"GATEWAY_TIMEZONE {name!r} is not a known time zone") from None
-
-
 def local_date(at: dt.datetime) -> dt.date:
     """The calendar date of `at` where the person lives (the deployment's time zone)."""
-    return at.astimezone(_timezone()).date()
-
-
-def review_request_deadline(decided_at: dt.datetime) -> dt.date:
-    """The last day on which human review may be requested: the decision date + the configured window."""
-    return local_date(decided_at) + dt.timedelta(days=int(current_app.config["REVIEW_REQUEST_WINDOW_DAYS"]))
+    return deadlines.local_date(at, current_settings().zone)
 
 
 def recipient(decision: Decision, channel: str) -> str:
@@ -95,7 +84,7 @@ def recipient(decision: Decision, channel: str) -> str:
     if decision.contact_ciphertext is None:
         raise PermanentFailure("the contact details of this decision were erased")
     try:
-        contact = decrypt_contact(decision)
+        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext)
     except (InvalidTag, ValueError):
         raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
     address = contact.get(channel)
@@ -133,9 +122,11 @@ def _review_content(review: ReviewRequest, manifest: Manifest, lang: str) -> dic
 
 def content_for(job: Job, decision: Decision, manifest: Manifest, review: ReviewRequest | None, lang: str) -> dict[str, Any]:
     """Everything a notice says, as structured values in `lang` (call under force_locale(lang))."""
-    decision_links = links(decision.id, decision.subject_ref)  # with the person's capability link ("citizen")
-    deadline = review_request_deadline(decision.created_at)
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    settings = current_settings()
+    base = settings.base_url
+    # With the person's personal link ("citizen"): a notice goes to the person only.
+    decision_links = links.decision_links(base, decision.id, capability_token(decision.id, decision.subject_ref))
+    deadline = deadlines.review_request_deadline(decision.created_at, settings)
     content: dict[str, Any] = {
         "kind": job.kind,
         "notification_id": job.id,
@@ -149,7 +140,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
             "version": manifest.version,
             "owner": manifest.notice.owner.get(lang),
             "purpose": manifest.notice.purpose.get(lang),
-            "notice_url": f"{base}/v1/models/{manifest.name}",
+            "notice_url": links.model_link(base, manifest.name),
         },
         "outcome": _outcome(manifest, decision.outcome, lang),
         "effective_outcome": _outcome(manifest, decision.effective_outcome, lang),

@@ -43,7 +43,7 @@ def test_one_hot_groups_have_one_column_per_category(adult: Adult, gb_pipeline: 
     groups = column_groups(pre, ADULT_COLUMNS)
     _check_partition(groups, _width(pre, adult.rows), ADULT_COLUMNS)
     encoder = pre[0].named_transformers_["cat"]
-    for feature, categories in zip(CATEGORICAL, encoder.categories_):
+    for feature, categories in zip(CATEGORICAL, encoder.categories_, strict=False):
         assert len(groups[feature]) == len(categories)  # k categories (missing included) -> k columns
     for feature in NUMERIC:
         assert len(groups[feature]) == 1
@@ -66,7 +66,7 @@ def test_drop_infrequent_and_remainder_drop(adult: Adult, rf_pipeline: Pipeline,
     _check_partition(groups, _width(pre, adult.rows), ADULT_COLUMNS)
     assert groups["fnlwgt"] == []
     encoder = pre[0].named_transformers_["cat"].named_steps["onehot"]
-    for feature, categories, rare in zip(CATEGORICAL, encoder.categories_, encoder.infrequent_categories_):
+    for feature, categories, rare in zip(CATEGORICAL, encoder.categories_, encoder.infrequent_categories_, strict=False):
         expected = len(categories) if rare is None else len(categories) - len(rare) + 1
         assert len(groups[feature]) == expected
     assert any(rare is not None for rare in encoder.infrequent_categories_)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,7 +122,7 @@ def test_agrees_with_tree_shap_on_the_main_factors(adult: Adult, rf_pipeline: Pi
 
     exact = TreeExplainer(rf_pipeline, positive_class=POSITIVE).fit(adult.background).explain(rows)
     sampled = PermutationExplainer(forest, max_evals=600).fit(adult.background).explain(rows)
-    for t, p in zip(exact, sampled):
+    for t, p in zip(exact, sampled, strict=False):
         assert t.base_value == pytest.approx(p.base_value, abs=1e-9)  # the same baseline
         assert t.output == pytest.approx(p.output, abs=1e-12)
         top = sorted(t.attributions, key=lambda f: -abs(t.attributions[f]))[:3]
@@ -136,7 +134,8 @@ def test_agrees_with_tree_shap_on_the_main_factors(adult: Adult, rf_pipeline: Pi
 
 
 def test_rejects_too_few_evaluations_and_models_without_probabilities(adult: Adult) -> None:
-    fn: Callable[[pd.DataFrame], np.ndarray] = lambda frame: np.zeros(len(frame))
+    def fn(frame: pd.DataFrame) -> np.ndarray:
+        return np.zeros(len(frame))
     with pytest.raises(ValueError, match="max_evals=10 is below"):
         PermutationExplainer(fn, max_evals=10).fit(adult.background)
     bad = PermutationExplainer(lambda frame: np.zeros((len(frame), 2)), max_evals=100)

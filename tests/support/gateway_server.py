@@ -21,7 +21,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,16 +281,12 @@ class ServerProcess:
         try:
             if self.process.poll() is None:
                 _signal_group(self.pid, signal.SIGTERM)
-                try:
+                with suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    pass
         finally:
             _signal_group(self.pid, signal.SIGKILL)  # stragglers (workers) and a master that ignored SIGTERM
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -338,10 +334,8 @@ def _die_with_parent() -> Any:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def gateway_server(instance: Instance, log_path: Path, *, workers: int = 2, timeout: int = 30) -> ServerProcess:

@@ -20,7 +20,7 @@ import httpx
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from gateway import __version__
+from gateway._version import __version__
 from gateway.errors import ConfigError
 from gateway.notifications.channels.base import (
     Message,

@@ -1,13 +1,12 @@
-"""Prometheus metrics of notification delivery, read from the database at scrape time.
+"""GET /metrics: one Prometheus registry, one owner, collectors that read the database at scrape time.
 
 Counting in the database rather than in process memory gives the same figures whichever gunicorn worker
-answers the scrape, and includes what separate ``gateway worker`` processes delivered (they serve no
-HTTP). The price is one grouped query over the outbox per scrape.
+answers the scrape, and includes what separate ``gateway worker`` processes did (they serve no HTTP).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Response
@@ -16,22 +15,33 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.extensions import db
+from gateway.notifications.outbox import notification_stats
+from gateway.reviews import review_stats
 
 
-class NotificationCollector(Collector):
+class _DatabaseCollector(Collector):
+    """Read figures inside an app context and release the session afterwards."""
+
+    def __init__(self, app: Flask, read: Callable[[], Any]) -> None:
+        self.app = app
+        self.read = read
+
+    def figures(self) -> Any:
+        with self.app.app_context():
+            try:
+                return self.read()
+            finally:
+                db.session.remove()
+
+
+class NotificationCollector(_DatabaseCollector):
     """Counters and gauges per model from notification_stats()."""
 
     def __init__(self, app: Flask) -> None:
-        self.app = app
+        super().__init__(app, notification_stats)
 
     def collect(self) -> Iterator[Metric]:
-        from gateway.notifications.outbox import notification_stats
-
-        with self.app.app_context():
-            try:
-                stats = notification_stats()
-            finally:
-                db.session.remove()
+        stats = self.figures()
         delivered = CounterMetricFamily("gateway_notifications_delivered", "Notifications delivered, per model.",
                                         labels=["model"])
         retried = CounterMetricFamily("gateway_notifications_retried",
@@ -54,9 +64,29 @@ class NotificationCollector(Collector):
         yield from (delivered, retried, dead, by_status, overdue)
 
 
+class ReviewCollector(_DatabaseCollector):
+    """Open, resolved and overdue reviews per model: an overdue case is never silently dropped."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app, review_stats)
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.figures()
+        by_status = GaugeMetricFamily("gateway_reviews", "Review requests by model and status.", labels=["model", "status"])
+        overdue = GaugeMetricFamily("gateway_reviews_overdue", "Open review requests past their (extended) due date.",
+                                    labels=["model"])
+        for model, counts in sorted(stats.items()):
+            overdue.add_metric([model], counts["overdue"])
+            for status in ("queued", "claimed", "resolved", "withdrawn"):
+                by_status.add_metric([model, status], counts[status])
+        yield from (by_status, overdue)
+
+
 def init_app(app: Flask) -> None:
+    """Build the registry with every collector and serve it at GET /metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NotificationCollector(app))
+    for collector in (NotificationCollector(app), ReviewCollector(app)):
+        registry.register(collector)
     app.extensions["gateway.metrics"] = registry
 
     def metrics() -> Any:

@@ -1,0 +1,39 @@
+"""The algorithm register: a model version's public summary and its pre-use notice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.ids import isoformat
+from gateway.models import ScoringModel
+
+
+def summary(row: ScoringModel, base_url: str) -> dict[str, Any]:
+    notice = row.manifest["notice"]
+    return {
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "risk_class": row.risk_class,
+        "sha256": row.artifact_sha256,
+        "purpose": notice["purpose"],
+        "owner": notice["owner"],
+        "links": {"model": f"{base_url}/v1/models/{row.name}", "decisions": f"{base_url}/v1/models/{row.name}/decisions"},
+    }
+
+
+def detail(row: ScoringModel) -> dict[str, Any]:
+    """A model's pre-use notice and feature schema (enough to build a valid decision request)."""
+    m = row.manifest
+    return {
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "sha256": row.artifact_sha256,
+        "risk_class": row.risk_class,
+        "role_of_ai": m["role_of_ai"],
+        "notice": m["notice"],
+        "features": m["features"],
+        "policy": {k: m["policy"][k] for k in ("outcome_above", "outcome_below", "adverse_outcome", "outcome_labels")},
+        "registered_at": isoformat(row.registered_at),
+    }

@@ -1,0 +1,217 @@
+"""The loaded model: adapter, fast scorer and explanation tools of one version, cached per process.
+
+One owner for everything a decision needs in memory. Services (decisions, explanations, registry,
+reviews) ask `cache(app).get(model_id)`; nothing here decides, records or renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from explainers import ExactExplainer, FactorSelector, make_explainer
+from explainers.base import BaseExplainer
+from gateway.adapters import AdapterError, ModelAdapter, load_adapter
+from gateway.adapters.fast import FastScorer, verified_fast_scorer
+from gateway.errors import ModelUnavailable, NotFound, ValidationFailed
+from gateway.extensions import db
+from gateway.features import example_row, to_frame, validate_features
+from gateway.manifest import Manifest
+from gateway.models import Blob, ModelStatus, ScoringModel
+
+__all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "explanation_tools",
+           "init_app", "read_background"]
+
+
+@dataclass(frozen=True)
+class ExplanationTools:
+    """A model version's fitted explainer and factor selector (built once per process)."""
+
+    explainer: BaseExplainer
+    selector: FactorSelector
+    exact: bool
+    background_sha256: str
+
+    @property
+    def kind(self) -> str:
+        """What the person's explanation will be: exact (tree or linear) or a model-agnostic estimate."""
+        name = self.explainer.method_name
+        return f"exact ({name})" if self.exact else f"model-agnostic estimate ({name})"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version ready to score: its manifest and its adapter."""
+
+    id: str
+    name: str
+    version: str
+    sha256: str
+    manifest: Manifest
+    adapter: ModelAdapter
+    background: pd.DataFrame | None
+    explanation: ExplanationTools | None
+    fast: FastScorer | None = None
+
+    def score(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The positive-class probability of validated raw rows (verified fast path, else the adapter)."""
+        if self.fast is not None:
+            scores = self.fast.score(rows)
+            if scores is not None:
+                return scores
+        return self.adapter.score(to_frame(self.manifest, rows))
+
+
+class ModelCache:
+    """Adapters loaded once per model version per process."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> LoadedModel:
+        found = self._loaded.get(model_id)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._loaded.get(model_id)
+            if found is None:
+                row = db.session.get(ScoringModel, model_id)
+                if row is None:
+                    raise NotFound(f"model {model_id} is not registered")
+                found = _load(row, self.config)
+                self._loaded[model_id] = found
+            return found
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._loaded
+
+
+def cache() -> ModelCache:
+    """This app's model cache."""
+    found: ModelCache = current_app.extensions["gateway.models"]
+    return found
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["gateway.models"] = ModelCache(app.config)
+
+
+def blob(sha256: str) -> bytes:
+    """Stored bytes, checked against their hash at every load."""
+    data = db.session.execute(select(Blob.data).where(Blob.sha256 == sha256)).scalar_one_or_none()
+    if data is None:
+        raise ModelUnavailable(f"the stored artifact {sha256} is missing")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelUnavailable(f"the stored artifact {sha256} does not match its hash; refusing to load it")
+    return bytes(data)
+
+
+def read_background(manifest: Manifest, data: bytes) -> pd.DataFrame:
+    """Parse and validate a background CSV against the manifest's features."""
+    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    names = [f.name for f in manifest.features]
+    missing = sorted(set(names) - set(frame.columns))
+    if missing:
+        raise ValidationFailed(f"the background data lacks columns {missing}")
+    rows: list[dict[str, Any]] = []
+    for i, raw in enumerate(frame[names].to_dict("records")):
+        values: dict[str, Any] = {}
+        for f in manifest.features:
+            text = raw[f.name]
+            if f.type == "number":
+                try:
+                    values[f.name] = float(text)
+                except ValueError:
+                    raise ValidationFailed(f"background row {i + 1}: {f.name} is not a number: {text!r}") from None
+            elif f.type == "boolean":
+                values[f.name] = text.strip().lower() in ("1", "true", "yes")
+            else:
+                values[f.name] = text
+        validate_features(manifest, values, prefix=f"background[{i + 1}]")
+        rows.append(values)
+    return to_frame(manifest, rows)
+
+
+def adapter_for(manifest: Manifest, artifact: bytes, config: Mapping[str, Any]) -> ModelAdapter:
+    return load_adapter(
+        manifest.adapter,
+        artifact,
+        positive_class=manifest.policy.positive_class,
+        feature_names=[f.name for f in manifest.features],
+        config=dict(config),
+    )
+
+
+def _load(row: ScoringModel, config: Mapping[str, Any]) -> LoadedModel:
+    manifest = Manifest.model_validate(row.manifest)
+    try:
+        adapter = adapter_for(manifest, blob(row.artifact_sha256), config)
+    except AdapterError as exc:
+        raise ModelUnavailable(f"model {row.name} {row.version} cannot be loaded: {exc}") from exc
+    background = read_background(manifest, blob(row.background_sha256)) if row.background_sha256 else None
+    tools = explanation_tools(manifest, adapter, background, row.background_sha256)
+    return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background, tools,
+                       _fast_scorer(manifest, adapter, background))
+
+
+def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None) -> FastScorer | None:
+    """A scorer that skips scikit-learn's per-call validation, kept only if it matches the pipeline exactly."""
+    check = to_frame(manifest, [example_row(manifest)])
+    if background is not None:
+        check = pd.concat([check, background], ignore_index=True)
+    numeric = {f.name for f in manifest.features if f.type == "number"}
+    return verified_fast_scorer(adapter.native(), [f.name for f in manifest.features], numeric, check,
+                                adapter.score(check))
+
+
+def explanation_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
+                      background_sha256: str | None) -> ExplanationTools | None:
+    """Fit the model's explainer on its background data (exact for trees and linear models)."""
+    if background is None or background_sha256 is None:
+        return None
+    native = adapter.native()
+    model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
+    return build_tools(manifest, model, background, background_sha256)
+
+
+def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, background_sha256: str) -> ExplanationTools:
+    """Fit the explainer and the factor selector on the model's background data."""
+    explainer = make_explainer(
+        model,
+        output_space=manifest.explanation.output_space,
+        random_state=manifest.explanation.random_state,
+        positive_class=manifest.policy.positive_class,
+    ).fit(background)
+    selector = FactorSelector(
+        {f.name: f.disclosure for f in manifest.features},
+        max_factors=manifest.explanation.max_factors,
+        bands={f.name: f.bands for f in manifest.features if f.bands is not None},
+    ).fit(background)
+    exact = isinstance(explainer, ExactExplainer)
+    # Warm compiled code (the model-agnostic explainer's numba code takes seconds on its first call)
+    # here, once per model version, so that gunicorn's workers inherit it instead of each paying for it.
+    explainer.explain(background.iloc[:1])
+    return ExplanationTools(explainer, selector, exact, background_sha256)
+
+
+def warm(app: Flask) -> list[str]:
+    """Load every active model into this process's cache (before gunicorn forks workers)."""
+    with app.app_context():
+        loaded = []
+        rows = db.session.execute(select(ScoringModel).where(ScoringModel.status == ModelStatus.ACTIVE.value)
+                                  .order_by(ScoringModel.name, ScoringModel.registered_at)).scalars()
+        for row in rows:
+            cache().get(row.id)
+            loaded.append(f"{row.name} {row.version}")
+        return loaded

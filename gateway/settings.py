@@ -1,0 +1,85 @@
+"""Typed, frozen settings: built once in `create_app` from the loaded configuration, after its checks.
+
+Domain code receives a `Settings` (or the few values it needs) instead of reading `current_app.config`
+by string key: a misspelt name fails at start (AttributeError in mypy and at import), not at the first
+request that happens to read it, and a service can be called — and tested — without a Flask app.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from flask import current_app
+
+from gateway.workdays import WorkCalendar, calendar_from_config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the services need to know about the deployment (see gateway/config.py for each one's meaning)."""
+
+    public_base_url: str
+    subject_key: bytes
+    contact_key: bytes
+    secret_keys: tuple[str, ...]  # signing keys for capability links: the fallbacks first, the current one last
+    languages: tuple[str, ...]
+    timezone: str
+    capability_max_age_days: float
+    risk_assessment_max_age_days: int
+    review_period_working_days: int
+    review_max_extension_months: int
+    review_lease_seconds: int
+    review_max_lease_seconds: int
+    review_request_window_days: int
+    allow_pickle: bool
+    skops_trusted_types: tuple[str, ...]
+    max_artifact_bytes: int
+    calendar: WorkCalendar = field(repr=False, compare=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the rest, for plug-ins
+
+    @property
+    def base_url(self) -> str:
+        """PUBLIC_BASE_URL without a trailing slash."""
+        return self.public_base_url.rstrip("/")
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Read the checked configuration (gateway.config.load_config has validated and derived it)."""
+        return cls(
+            public_base_url=str(config["PUBLIC_BASE_URL"]),
+            subject_key=bytes(config["SUBJECT_KEY_BYTES"]),
+            contact_key=bytes(config["CONTACT_KEY_BYTES"]),
+            secret_keys=(*(config.get("SECRET_KEY_FALLBACKS") or []), str(config["SECRET_KEY"])),
+            languages=tuple(config["LANGUAGES"]),
+            timezone=str(config["TIMEZONE"]),
+            capability_max_age_days=float(config["CAPABILITY_MAX_AGE_DAYS"]),
+            risk_assessment_max_age_days=int(config["RISK_ASSESSMENT_MAX_AGE_DAYS"]),
+            review_period_working_days=int(config["REVIEW_PERIOD_WORKING_DAYS"]),
+            review_max_extension_months=int(config["REVIEW_MAX_EXTENSION_MONTHS"]),
+            review_lease_seconds=int(config["REVIEW_LEASE_SECONDS"]),
+            review_max_lease_seconds=int(config["REVIEW_MAX_LEASE_SECONDS"]),
+            review_request_window_days=int(config["REVIEW_REQUEST_WINDOW_DAYS"]),
+            allow_pickle=bool(config.get("ALLOW_PICKLE")),
+            skops_trusted_types=tuple(config["SKOPS_TRUSTED_TYPES"]),
+            max_artifact_bytes=int(config["MAX_ARTIFACT_BYTES"]),
+            calendar=calendar_from_config(config),
+            raw=dict(config),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (tests)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Settings(**(values | changes))
+
+
+def current_settings() -> Settings:
+    """The settings of the app handling this request or command (built once by create_app)."""
+    found: Settings = current_app.extensions["gateway.settings"]
+    return found
