@@ -33,6 +33,7 @@ from gateway.extensions import db
 from gateway.identity import InvalidIIN, subject_ref, validate_iin
 from gateway.ids import new_id, utcnow
 from gateway.models import ApiClient, Decision, Role
+from gateway.settings import OidcSettings, current_settings
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,8 @@ def authenticate_caller(header: str | None) -> Caller:
 def _capability_serializer() -> URLSafeTimedSerializer:
     ext = current_app.extensions
     if "gateway.capability" not in ext:
-        config = current_app.config
         # itsdangerous signs with the last key and accepts all: old links keep working while keys rotate.
-        keys = [*(config.get("SECRET_KEY_FALLBACKS") or []), config["SECRET_KEY"]]
+        keys = list(current_settings().secret_keys)
         ext["gateway.capability"] = URLSafeTimedSerializer(keys, salt=CAPABILITY_SALT)
     serializer: URLSafeTimedSerializer = ext["gateway.capability"]
     return serializer
@@ -177,7 +177,7 @@ def capability_token(decision_id: str, ref: str) -> str:
 
 def citizen_from_capability(token: str) -> Citizen:
     """Check a capability token's signature, age and binding to its decision's subject."""
-    max_age = int(float(current_app.config["CAPABILITY_MAX_AGE_DAYS"]) * 86400)
+    max_age = int(current_settings().capability_max_age_days * 86400)
     try:
         payload = _capability_serializer().loads(token.removeprefix(CAPABILITY_PREFIX), max_age=max_age)
     except SignatureExpired:
@@ -270,26 +270,26 @@ def signing_keys(jwks: dict[str, Any], algorithms: list[str]) -> dict[str, jwt.P
     return keys
 
 
-def _jwks() -> _JwksFile | _JwksUrl:
+def _jwks(oidc: OidcSettings) -> _JwksFile | _JwksUrl:
     ext = current_app.extensions
     if "gateway.jwks" not in ext:
-        config = current_app.config
-        algorithms = list(config["OIDC_ALGORITHMS"])
-        if config.get("OIDC_JWKS_FILE"):
-            ext["gateway.jwks"] = _JwksFile(str(config["OIDC_JWKS_FILE"]), algorithms)
+        algorithms = list(oidc.algorithms)
+        if oidc.jwks_file:
+            ext["gateway.jwks"] = _JwksFile(oidc.jwks_file, algorithms)
         else:
-            ext["gateway.jwks"] = _JwksUrl(str(config["OIDC_JWKS_URL"]), algorithms)
+            ext["gateway.jwks"] = _JwksUrl(str(oidc.jwks_url), algorithms)
     jwks: _JwksFile | _JwksUrl = ext["gateway.jwks"]
     return jwks
 
 
 def citizen_from_oidc(token: str) -> Citizen:
     """Verify an ID token: asymmetric signature by a key of the JWKS (by kid), issuer, audience, expiry."""
-    config = current_app.config
+    settings = current_settings()
+    oidc = settings.oidc
     invalid = Unauthorized("the token is not valid")
-    if not config.get("OIDC_ISSUER"):
+    if oidc is None:
         raise invalid
-    algorithms = list(config["OIDC_ALGORITHMS"])
+    algorithms = list(oidc.algorithms)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -297,25 +297,25 @@ def citizen_from_oidc(token: str) -> Citizen:
     alg, kid = header.get("alg"), header.get("kid")
     if alg not in algorithms or not isinstance(kid, str) or not kid:
         raise invalid  # "none", HS* (a public key used as an HMAC secret) and unknown algorithms end here
-    key = _jwks().key(kid)
+    key = _jwks(oidc).key(kid)
     if key is None or key.algorithm_name != alg:
         raise invalid
     try:
         claims = jwt.decode(
-            token, key.key, algorithms=[alg], audience=config["OIDC_AUDIENCE"], issuer=config["OIDC_ISSUER"],
-            leeway=float(config["OIDC_LEEWAY_S"]), options={"require": ["exp", "iat", "iss", "aud"]},
+            token, key.key, algorithms=[alg], audience=oidc.audience, issuer=oidc.issuer,
+            leeway=oidc.leeway_s, options={"require": ["exp", "iat", "iss", "aud"]},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the token has expired; sign in again", code="token_expired") from None
     except jwt.PyJWTError as exc:
         log.info("OIDC token refused: %s", exc)
         raise invalid from None
-    iin = claims.get(config["OIDC_IIN_CLAIM"])
+    iin = claims.get(oidc.iin_claim)
     try:
         valid = validate_iin(iin) if isinstance(iin, str) else None
     except InvalidIIN:
         valid = None
     if valid is None:
-        log.warning("OIDC token without a valid IIN in claim %r", config["OIDC_IIN_CLAIM"])
+        log.warning("OIDC token without a valid IIN in claim %r", oidc.iin_claim)
         raise invalid
-    return Citizen(subject_ref=subject_ref(valid, config["SUBJECT_KEY_BYTES"]), decision_id=None, via="oidc")
+    return Citizen(subject_ref=subject_ref(valid, settings.subject_key), decision_id=None, via="oidc")

@@ -18,6 +18,19 @@ from gateway.workdays import WorkCalendar, calendar_from_config
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """The national identity provider whose ID tokens identify people (gateway.auth)."""
+
+    issuer: str
+    audience: str
+    jwks_file: str | None
+    jwks_url: str | None
+    algorithms: tuple[str, ...]
+    leeway_s: float
+    iin_claim: str
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the services need to know about the deployment (see gateway/config.py for each one's meaning)."""
 
@@ -37,6 +50,7 @@ class Settings:
     allow_pickle: bool
     skops_trusted_types: tuple[str, ...]
     max_artifact_bytes: int
+    oidc: OidcSettings | None  # None: OIDC sign-in of people is off
     calendar: WorkCalendar = field(repr=False, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the rest, for plug-ins
 
@@ -69,6 +83,12 @@ class Settings:
             allow_pickle=bool(config.get("ALLOW_PICKLE")),
             skops_trusted_types=tuple(config["SKOPS_TRUSTED_TYPES"]),
             max_artifact_bytes=int(config["MAX_ARTIFACT_BYTES"]),
+            oidc=OidcSettings(
+                issuer=str(config["OIDC_ISSUER"]), audience=str(config["OIDC_AUDIENCE"]),
+                jwks_file=config.get("OIDC_JWKS_FILE") or None, jwks_url=config.get("OIDC_JWKS_URL") or None,
+                algorithms=tuple(config["OIDC_ALGORITHMS"]), leeway_s=float(config["OIDC_LEEWAY_S"]),
+                iin_claim=str(config["OIDC_IIN_CLAIM"]),
+            ) if config.get("OIDC_ISSUER") else None,
             calendar=calendar_from_config(config),
             raw=dict(config),
         )

@@ -25,8 +25,8 @@ from gateway.api.schemas import (
     ReviewSummary,
 )
 from gateway.auth import Principal
-from gateway.i18n import request_language
 from gateway.errors import ValidationFailed
+from gateway.i18n import request_language
 from gateway.models import ReviewRequest, Role
 from gateway.presenters.review import case_view, rescore_view, summary
 
