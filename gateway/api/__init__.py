@@ -9,7 +9,7 @@ from flask_openapi3 import OpenAPI
 from werkzeug.routing import BaseConverter
 
 from gateway.api import common
-from gateway.api.schemas import ErrorResponse
+from gateway.schemas import ErrorResponse
 
 for _status in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503):
     common.ERRORS[_status] = ErrorResponse

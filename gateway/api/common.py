@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from flask import Response, g, request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.api.errors import error_response
 from gateway.auth import Caller, Principal, authenticate_caller, require_role
@@ -69,6 +69,9 @@ def rate_limit_key() -> str:
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Serialise a presenter's model (or plain JSON values) compactly, UTF-8 kept."""
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status=status, headers=headers, mimetype="application/json")
 

@@ -7,7 +7,12 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import access, decisions, explanations
 from gateway.api.common import ERRORS, caller, json_response, principal, request_hash
-from gateway.api.schemas import (
+from gateway.errors import BadRequest
+from gateway.models import Role
+from gateway.presenters import access as access_views
+from gateway.presenters.decision import decision_view
+from gateway.presenters.explanation import explanation_svg, explanation_view
+from gateway.schemas import (
     AccessLog,
     DecisionCreated,
     DecisionOut,
@@ -20,11 +25,6 @@ from gateway.api.schemas import (
     PageQuery,
     Pending,
 )
-from gateway.errors import BadRequest
-from gateway.models import Role
-from gateway.presenters import access as access_views
-from gateway.presenters.decision import decision_view
-from gateway.presenters.explanation import explanation_svg, explanation_view
 from gateway.settings import current_settings
 
 bp = APIBlueprint("decisions", __name__, url_prefix="/v1", abp_tags=[Tag(name="decisions")])
@@ -72,7 +72,7 @@ def get_decision(path: DecisionPath) -> Response:
 
 
 def _pending(decision_id: str, exc: explanations.ExplanationPending) -> Response:
-    return json_response({"decision_id": decision_id, "status": "pending", "retry_after": exc.retry_after}, 202,
+    return json_response(Pending(decision_id=decision_id, status="pending", retry_after=exc.retry_after), 202,
                          {"Retry-After": str(exc.retry_after)})
 
 

@@ -9,7 +9,13 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import registry
 from gateway.api.common import ERRORS, json_response, principal
-from gateway.api.schemas import (
+from gateway.db import write_transaction
+from gateway.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from gateway.extensions import db
+from gateway.manifest import Manifest
+from gateway.models import Blob, Role
+from gateway.presenters import models as model_views
+from gateway.schemas import (
     BlobPath,
     BlobStored,
     ModelDetail,
@@ -20,12 +26,6 @@ from gateway.api.schemas import (
     PageQuery,
     SuspendRequest,
 )
-from gateway.db import write_transaction
-from gateway.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from gateway.extensions import db
-from gateway.manifest import Manifest
-from gateway.models import Blob, Role
-from gateway.presenters import models as model_views
 from gateway.settings import current_settings
 
 bp = APIBlueprint("models", __name__, url_prefix="/v1", abp_tags=[Tag(name="models")])
@@ -37,9 +37,8 @@ def list_models(query: PageQuery) -> Response:
     """The algorithm register: every model currently making decisions (paged)."""
     rows = registry.list_models(serving_only=True)
     page = rows[query.offset : query.offset + query.limit]
-    base = current_settings().base_url
-    return json_response({"models": [model_views.summary(r, base) for r in page], "total": len(rows), "limit": query.limit,
-                          "offset": query.offset})
+    return json_response(model_views.model_list(page, len(rows), limit=query.limit, offset=query.offset,
+                                                base_url=current_settings().base_url))
 
 
 @bp.get("/models/<name>", responses={200: ModelDetail, **ERRORS})
@@ -68,7 +67,7 @@ def put_blob(path: BlobPath) -> Response:
     existed = db.session.get(Blob, actual) is not None
     with write_transaction():
         registry.store_blob(data)
-    return json_response({"sha256": actual, "size": len(data)}, 200 if existed else 201)
+    return json_response(BlobStored(sha256=actual, size=len(data)), 200 if existed else 201)
 
 
 def _stored(sha: str | None) -> bytes | None:
@@ -93,7 +92,7 @@ def register_model(body: ModelRegistration) -> Response:
     background = _stored(manifest.explanation.background_sha256)
     with write_transaction():
         row, created = registry.register(manifest, artifact, background, activate=body.activate, registered_by=who.name)
-        result = {"name": row.name, "version": row.version, "status": row.status, "sha256": row.artifact_sha256, "created": created}
+        result = model_views.registered(row, created)
     return json_response(result, 201 if created else 200)
 
 
@@ -103,5 +102,5 @@ def suspend_model(path: ModelPath, body: SuspendRequest) -> Response:
     principal(Role.ADMIN)
     with write_transaction():
         row = registry.suspend(path.name, body.reason)
-        result = {"name": row.name, "version": row.version, "status": row.status, "sha256": row.artifact_sha256, "created": False}
+        result = model_views.registered(row, False)
     return json_response(result)

@@ -8,8 +8,8 @@ from sqlalchemy import text
 
 from gateway import registry, runtime
 from gateway.api.common import json_response
-from gateway.api.schemas import Health
 from gateway.extensions import db
+from gateway.schemas import Health
 
 bp = APIBlueprint("ops", __name__, abp_tags=[Tag(name="operations")], doc_ui=True)
 
@@ -17,7 +17,7 @@ bp = APIBlueprint("ops", __name__, abp_tags=[Tag(name="operations")], doc_ui=Tru
 @bp.get("/healthz", responses={200: Health})
 def healthz() -> Response:
     """Liveness: the process answers."""
-    return json_response({"status": "ok", "checks": {}})
+    return json_response(Health(status="ok", checks={}))
 
 
 @bp.get("/readyz", responses={200: Health, 503: Health})
@@ -31,7 +31,7 @@ def readyz() -> Response:
     except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
         current_app.logger.error("readiness: database: %s", exc)
         checks["database"] = f"error: {type(exc).__name__}"
-        return json_response({"status": "unavailable", "checks": checks}, 503)
+        return json_response(Health(status="unavailable", checks=checks), 503)
     models: dict[str, str] = {}
     for row in registry.list_models(serving_only=True):
         try:
@@ -42,4 +42,4 @@ def readyz() -> Response:
             models[f"{row.name} {row.version}"] = f"error: {exc}"
             ready = False
     checks["models"] = models
-    return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+    return json_response(Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503)

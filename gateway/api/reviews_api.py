@@ -9,7 +9,12 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import access, reviews
 from gateway.api.common import ERRORS, caller, json_response, principal
-from gateway.api.schemas import (
+from gateway.auth import Principal
+from gateway.errors import ValidationFailed
+from gateway.i18n import request_language
+from gateway.models import ReviewRequest, Role
+from gateway.presenters.review import case_view, rescore_view, summary
+from gateway.schemas import (
     ClaimIn,
     DecisionPath,
     ExtendIn,
@@ -24,11 +29,6 @@ from gateway.api.schemas import (
     ReviewRequestIn,
     ReviewSummary,
 )
-from gateway.auth import Principal
-from gateway.errors import ValidationFailed
-from gateway.i18n import request_language
-from gateway.models import ReviewRequest, Role
-from gateway.presenters.review import case_view, rescore_view, summary
 
 bp = APIBlueprint("reviews", __name__, url_prefix="/v1", abp_tags=[Tag(name="reviews")])
 BEARER = [{"bearer": []}]
@@ -82,8 +82,8 @@ def list_reviews(query: ReviewQuery) -> Response:
     due_before = _date(query.due_before, "due_before") if query.due_before is not None else None
     rows, total = reviews.list_reviews(status=query.status, model=query.model, due_before=due_before,
                                        overdue=query.overdue, limit=query.limit, offset=query.offset)
-    return json_response({"reviews": [summary(r) for r in rows], "total": total, "limit": query.limit,
-                          "offset": query.offset, "overdue_total": reviews.overdue_count()})
+    return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total, limit=query.limit,
+                                    offset=query.offset, overdue_total=reviews.overdue_count()))
 
 
 @bp.post("/reviews/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})

@@ -7,6 +7,7 @@ from typing import Any
 from gateway import links
 from gateway.ids import isoformat
 from gateway.models import AccessEvent, Decision
+from gateway.schemas import AccessLog, MyDecisions
 
 
 def access_event(e: AccessEvent) -> dict[str, Any]:
@@ -15,9 +16,9 @@ def access_event(e: AccessEvent) -> dict[str, Any]:
 
 
 def access_log_view(decision_id: str, events: list[AccessEvent], total: int, *, limit: int,
-                    offset: int) -> dict[str, Any]:
-    return {"decision_id": decision_id, "events": [access_event(e) for e in events],
-            "total": total, "limit": limit, "offset": offset}
+                    offset: int) -> AccessLog:
+    return AccessLog.model_validate({"decision_id": decision_id, "events": [access_event(e) for e in events],
+                                     "total": total, "limit": limit, "offset": offset})
 
 
 def my_decision(d: Decision, base_url: str) -> dict[str, Any]:
@@ -26,5 +27,6 @@ def my_decision(d: Decision, base_url: str) -> dict[str, Any]:
             "created_at": isoformat(d.created_at), "links": links.api_links(base_url, d.id)}
 
 
-def my_decisions_view(rows: list[Decision], total: int, *, limit: int, offset: int, base_url: str) -> dict[str, Any]:
-    return {"decisions": [my_decision(d, base_url) for d in rows], "total": total, "limit": limit, "offset": offset}
+def my_decisions_view(rows: list[Decision], total: int, *, limit: int, offset: int, base_url: str) -> MyDecisions:
+    return MyDecisions.model_validate({"decisions": [my_decision(d, base_url) for d in rows], "total": total,
+                                       "limit": limit, "offset": offset})

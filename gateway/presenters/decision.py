@@ -9,6 +9,7 @@ from gateway.auth import Caller, capability_token
 from gateway.ids import isoformat, isoformat_or_none
 from gateway.models import Notification
 from gateway.presenters.review import summary
+from gateway.schemas import DecisionOut
 from gateway.settings import current_settings
 
 
@@ -27,12 +28,12 @@ def notification_status(n: Notification) -> dict[str, Any]:
     }
 
 
-def decision_view(caller: Caller, decision_id: str) -> dict[str, Any]:
+def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
     """Return a decision to a caller who sees it (gateway.access); anyone else gets NotFound."""
     record = decisions.decision_record(caller, decision_id)
     decision = record.decision
     token = capability_token(decision.id, decision.subject_ref) if access.shows_citizen_link(caller, decision) else None
-    return {
+    return DecisionOut.model_validate({
         "decision_id": decision.id,
         "model": {"name": decision.model_name, "version": decision.model_version, "sha256": decision.artifact_sha256},
         "score": decision.score,
@@ -49,4 +50,4 @@ def decision_view(caller: Caller, decision_id: str) -> dict[str, Any]:
         "effective_outcome_set_by": decision.effective_review_id,
         "reviews": [summary(r) for r in record.reviews],
         "links": links.decision_links(current_settings().base_url, decision.id, token),
-    }
+    })

@@ -15,6 +15,7 @@ from gateway import explanations
 from gateway.auth import Caller
 from gateway.manifest import Feature, Manifest
 from gateway.models import Decision, Explanation
+from gateway.schemas import ExplanationOut
 from gateway.settings import current_settings
 
 
@@ -139,16 +140,20 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
     }
 
 
-def explanation_view(principal: Caller, decision_id: str, lang: str | None) -> dict[str, Any]:
-    """Return the stored explanation rendered in `lang` (default: the decision's language)."""
+def _rendered(principal: Caller, decision_id: str, lang: str | None) -> dict[str, Any]:
     decision, explanation, manifest = explanations.stored(principal, decision_id)
     return render(decision, explanation, manifest,
                   explanations.language_for(decision, lang, current_settings().languages))
 
 
+def explanation_view(principal: Caller, decision_id: str, lang: str | None) -> ExplanationOut:
+    """Return the stored explanation rendered in `lang` (default: the decision's language)."""
+    return ExplanationOut.model_validate(_rendered(principal, decision_id, lang))
+
+
 def explanation_svg(principal: Caller, decision_id: str, lang: str | None) -> bytes:
     """Draw the factors as a horizontal bar chart (SVG, byte-stable for the same explanation)."""
-    return draw_svg(explanation_view(principal, decision_id, lang))
+    return draw_svg(_rendered(principal, decision_id, lang))
 
 
 def draw_svg(view: dict[str, Any]) -> bytes:

@@ -6,9 +6,11 @@ from typing import Any
 
 from gateway.ids import isoformat
 from gateway.models import ScoringModel
+from gateway.schemas import ModelDetail, ModelList, ModelRegistered
 
 
 def summary(row: ScoringModel, base_url: str) -> dict[str, Any]:
+    """A register entry (plain values; `model_list` wraps them in the documented model)."""
     notice = row.manifest["notice"]
     return {
         "name": row.name,
@@ -22,10 +24,20 @@ def summary(row: ScoringModel, base_url: str) -> dict[str, Any]:
     }
 
 
-def detail(row: ScoringModel) -> dict[str, Any]:
+def model_list(rows: list[ScoringModel], total: int, *, limit: int, offset: int, base_url: str) -> ModelList:
+    return ModelList.model_validate({"models": [summary(r, base_url) for r in rows], "total": total, "limit": limit,
+                                     "offset": offset})
+
+
+def registered(row: ScoringModel, created: bool) -> ModelRegistered:
+    return ModelRegistered(name=row.name, version=row.version, status=row.status, sha256=row.artifact_sha256,
+                           created=created)
+
+
+def detail(row: ScoringModel) -> ModelDetail:
     """A model's pre-use notice and feature schema (enough to build a valid decision request)."""
     m = row.manifest
-    return {
+    return ModelDetail.model_validate({
         "name": row.name,
         "version": row.version,
         "status": row.status,
@@ -36,4 +48,4 @@ def detail(row: ScoringModel) -> dict[str, Any]:
         "features": m["features"],
         "policy": {k: m["policy"][k] for k in ("outcome_above", "outcome_below", "adverse_outcome", "outcome_labels")},
         "registered_at": isoformat(row.registered_at),
-    }
+    })

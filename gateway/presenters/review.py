@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from gateway import reviews
 from gateway.extensions import db
 from gateway.ids import isoformat_or_none, utcnow
 from gateway.models import OPEN_REVIEW, Decision, Explanation, ReviewRequest
 from gateway.presenters.explanation import render
+from gateway.schemas import Rescored, ReviewCase, ReviewSummary
 
 
-def summary(review: ReviewRequest, now: dt.datetime | None = None) -> dict[str, Any]:
+def summary(review: ReviewRequest, now: dt.datetime | None = None) -> ReviewSummary:
     """What the agency, the person and the queue see of a review."""
     now = now or utcnow()
     due = reviews.effective_due(review)
-    return {
+    return ReviewSummary.model_validate({
         "review_id": review.id,
         "decision_id": review.decision_id,
         "status": review.status,
@@ -34,10 +34,10 @@ def summary(review: ReviewRequest, now: dt.datetime | None = None) -> dict[str, 
         "resolved_by": review.resolved_by,
         "resolved_at": isoformat_or_none(review.resolved_at),
         "rescore_decision_id": review.rescore_decision_id,
-    }
+    })
 
 
-def case_view(review: ReviewRequest, lang: str = "ru") -> dict[str, Any]:
+def case_view(review: ReviewRequest, lang: str = "ru") -> ReviewCase:
     """Everything a reviewer needs to decide: inputs, score, outcome, explanation, the person's view, notice."""
     decision = db.session.get(Decision, review.decision_id)
     assert decision is not None
@@ -46,7 +46,7 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> dict[str, Any]:
     rendered = None
     if explanation is not None and explanation.status == "ready":
         rendered = render(decision, explanation, manifest, lang) | {"attributions": explanation.attributions}
-    return summary(review) | {
+    return ReviewCase.model_validate(summary(review).model_dump() | {
         "fencing_token": review.fencing_token,
         "lease_expires_at": isoformat_or_none(review.lease_expires_at),
         "claimed_by": review.claimed_by,
@@ -68,13 +68,13 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> dict[str, Any]:
         "explanation": rendered,
         "notice": manifest.notice.model_dump(mode="json"),
         "outcomes": [manifest.policy.outcome_above, manifest.policy.outcome_below],
-    }
+    })
 
 
-def rescore_view(review_id: str, decision: Decision) -> dict[str, Any]:
+def rescore_view(review_id: str, decision: Decision) -> Rescored:
     explanation = db.session.get(Explanation, decision.id)
     rendered = None
     if explanation is not None and explanation.status == "ready":
         rendered = render(decision, explanation, reviews.manifest_of(decision.model_id), decision.language)
-    return {"review_id": review_id, "decision_id": decision.id, "rescore_of": (decision.reference or "")[len("rescore:"):],
-            "score": decision.score, "outcome": decision.outcome, "adverse": decision.adverse, "explanation": rendered}
+    return Rescored.model_validate({"review_id": review_id, "decision_id": decision.id, "rescore_of": (decision.reference or "")[len("rescore:"):],
+            "score": decision.score, "outcome": decision.outcome, "adverse": decision.adverse, "explanation": rendered})

@@ -1,0 +1,44 @@
+"""Who read a decision, and a person's list of decisions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from gateway.schemas.common import DecisionLinks, ModelRef, Out
+
+
+class AccessPrincipal(Out):
+    kind: Literal["agency", "reviewer", "auditor", "admin", "citizen"]
+    id: str
+    body: str | None
+
+
+class AccessEventOut(Out):
+    at: str
+    what: str
+    principal: AccessPrincipal
+
+
+class AccessLog(Out):
+    decision_id: str
+    events: list[AccessEventOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class MyDecision(Out):
+    decision_id: str
+    model: ModelRef
+    outcome: str
+    effective_outcome: str
+    adverse: bool
+    created_at: str
+    links: DecisionLinks
+
+
+class MyDecisions(Out):
+    decisions: list[MyDecision]
+    total: int
+    limit: int
+    offset: int

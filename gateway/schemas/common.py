@@ -1,0 +1,91 @@
+"""Types and models every resource shares: languages, feature values, paths, links, errors, paging."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from gateway.manifest import INTEGRAL
+
+Language = Literal["kk", "ru", "en"]
+
+
+FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
+
+
+FencingToken = Annotated[int, Field(ge=1, le=2**31 - 1), INTEGRAL]
+
+
+# The schema states the default lease limit (REVIEW_MAX_LEASE_SECONDS); a deployment may lower it (422).
+LeaseSeconds = Annotated[int, Field(ge=30, le=3600), INTEGRAL]
+
+
+class Strict(BaseModel):
+    """A request model: unknown fields refused, no coercion (JSON false is not 0.0)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Out(BaseModel):
+    """A response model: presenters build it, so a field that is served but not documented fails at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(Out):
+    name: str
+    version: str
+    sha256: str
+
+
+class DecisionLinks(Out):
+    decision: str
+    explanation: str
+    review: str
+    citizen: str | None = Field(
+        default=None,
+        description="The person's capability link (…/d/{id}?token=…): shown to the person and the agency that "
+        "made the decision, never to reviewers or auditors",
+    )
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=100, description="Page size (at most 100)")
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class ModelPath(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$", max_length=100)]
+
+
+class DecisionPath(Strict):
+    decision_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class BlobPath(Strict):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ErrorDetail(Out):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(Out):
+    error: ErrorDetail
+
+
+class Health(Out):
+    status: str
+    checks: dict[str, Any] = {}
+
+
+ReviewId = Annotated[str, Field(max_length=64, pattern=r"^rev_[A-Za-z0-9_-]{1,60}$")]
+
+
+class ReviewPath(Strict):
+    review_id: ReviewId

@@ -1,0 +1,124 @@
+"""Decisions: the agency's request and what a decision looks like to its readers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from gateway.identity import InvalidIIN, validate_iin
+from gateway.schemas.common import DecisionLinks, FeatureValue, Language, ModelRef, Out, Strict
+from gateway.schemas.reviews import ReviewSummary
+
+
+class Contact(Strict):
+    """How to reach the person: an email address, a webhook of the agency's citizen channel, or both."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["email"], "properties": {"email": {"type": "string"}}},
+        {"required": ["webhook"], "properties": {"webhook": {"type": "string"}}},
+    ]})
+
+    email: Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"})] | None = None
+    webhook: Annotated[str, Field(max_length=2000, json_schema_extra={
+        "format": "uri", "pattern": r"^https?://[^\s/@:]+(:[0-9]{1,5})?(/[^\s]*)?$"})] | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"not a valid email address: {exc}") from None
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an absolute https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials")
+        return value
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Contact:
+        if self.email is None and self.webhook is None:
+            raise ValueError("give at least one of email or webhook")
+        return self
+
+
+class Subject(Strict):
+    """The person the decision is about."""
+
+    iin: Annotated[str, Field(json_schema_extra={"format": "iin", "pattern": r"^[0-9]{12}$"},
+                              description="12-digit individual identification number (IIN): YYMMDD, century/sex digit, "
+                              "serial, check digit; never stored")]
+    language: Language
+    contact: Contact
+
+    @field_validator("iin")
+    @classmethod
+    def _iin(cls, value: str) -> str:
+        try:
+            return validate_iin(value)
+        except InvalidIIN as exc:
+            raise ValueError(str(exc)) from None
+
+
+class DecisionRequest(Strict):
+    subject: Subject
+    features: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(max_length=500)
+    operator: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The officer who operated the system, if any"
+    )
+    reference: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The caller's own reference for this application"
+    )
+
+
+class DecisionCreated(Out):
+    decision_id: str
+    model: ModelRef
+    score: float
+    outcome: str
+    adverse: bool
+    created_at: str
+    links: DecisionLinks
+
+
+class NotificationStatusOut(Out):
+    id: str
+    kind: str
+    channel: str
+    status: Literal["pending", "retrying", "delivered", "dead"]
+    attempts: int
+    created_at: str
+    delivered_at: str | None
+    next_attempt_at: str | None = Field(description="When the next attempt is due (pending / retrying)")
+    last_error: str | None = Field(description="Why the last attempt failed (never contains the address)")
+
+
+class DecisionOut(Out):
+    decision_id: str
+    model: ModelRef
+    score: float
+    outcome: str
+    adverse: bool
+    effective_outcome: str
+    role_of_ai: str
+    language: str
+    inputs: dict[str, Any]
+    operator: str | None
+    reference: str | None
+    created_at: str
+    notifications: list[NotificationStatusOut]
+    effective_outcome_set_by: str | None
+    reviews: list[ReviewSummary]
+    links: DecisionLinks

@@ -1,0 +1,65 @@
+"""Explanations of the main influencing factors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.schemas.common import Language, Out
+
+
+class ExplanationQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lang: Language | None = Field(default=None, description="kk, ru or en; default: the decision's language")
+
+
+class ExplanationFactor(Out):
+    feature: str
+    label: str
+    value: str
+    band: list[float | None] | None
+    direction: Literal["raised", "lowered"]
+    contribution: float
+
+
+class ConfidentialOut(Out):
+    count: int
+    contribution_or_null: float | None
+    direction: Literal["raised", "lowered"] | None
+    legal_ground: str
+
+
+class ExplanationText(Out):
+    summary: str
+    role: str
+    baseline: str | None
+    factors_intro: str
+    factors: list[str]
+    confidential: str | None
+
+
+class ExplanationOut(Out):
+    decision_id: str
+    language: str
+    outcome: str
+    effective_outcome: str
+    method: str | None
+    output_space: str
+    base_value: float | None
+    score: float
+    output: float | None
+    factors: list[ExplanationFactor]
+    confidential: ConfidentialOut | None
+    text: ExplanationText
+    role_of_ai: str
+    additivity_error: float | None
+    baseline: dict[str, Any]
+    model: dict[str, Any]
+
+
+class Pending(Out):
+    decision_id: str
+    status: Literal["pending"]
+    retry_after: int

@@ -1,0 +1,64 @@
+"""The algorithm register: model versions, their notices, registration and the kill switch."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from gateway.manifest import Manifest
+from gateway.schemas.common import Out, Strict
+
+
+class ModelSummary(Out):
+    name: str
+    version: str
+    status: str
+    risk_class: str
+    sha256: str
+    purpose: dict[str, str | None]
+    owner: dict[str, str | None]
+    links: dict[str, str]
+
+
+class ModelList(Out):
+    models: list[ModelSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelRegistration(Manifest):
+    """A manifest; the artifact (and background data) must have been uploaded to /v1/blobs first."""
+
+    activate: bool = False
+
+
+class ModelDetail(Out):
+    name: str
+    version: str
+    status: str
+    sha256: str
+    risk_class: str
+    role_of_ai: str
+    notice: dict[str, Any]
+    features: list[dict[str, Any]]
+    policy: dict[str, Any]
+    registered_at: str
+
+
+class ModelRegistered(Out):
+    name: str
+    version: str
+    status: str
+    sha256: str
+    created: bool
+
+
+class SuspendRequest(Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class BlobStored(Out):
+    sha256: str
+    size: int

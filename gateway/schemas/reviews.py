@@ -1,0 +1,147 @@
+"""Human review: the person's request, the queue, the reviewer's actions and the case."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.schemas.common import FeatureValue, FencingToken, Language, LeaseSeconds, Out, ReviewId, Strict
+
+
+class ReviewRequestIn(Strict):
+    point_of_view: Annotated[str, Field(min_length=1, max_length=10000, description="The person's point of view")]
+    contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(
+        min_length=1, max_length=3, json_schema_extra={"uniqueItems": True})
+    corrected_data: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
+        default=None, max_length=500, description="Raw features the person says are wrong, with the right values")
+    language: Language | None = Field(default=None, description="Language of the answer; default: the decision's")
+
+    @field_validator("contest_grounds")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("grounds must not repeat")
+        return value
+
+
+class ClaimIn(Strict):
+    review_id: ReviewId | None = None
+    lease_seconds: LeaseSeconds | None = None
+
+
+class LeaseIn(Strict):
+    fencing_token: FencingToken
+    lease_seconds: LeaseSeconds | None = None
+
+
+class ReleaseIn(Strict):
+    fencing_token: FencingToken
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+# A language's reasons: absent, or text (never null).
+Reason = Annotated[str, Field(min_length=1, max_length=10000, json_schema_extra=_no_default)]
+
+
+class Reasons(Strict):
+    """The reasons, in the person's language at least (kk, ru or en)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    kk: Reason = None  # type: ignore[assignment]  # may be left out, never null
+    ru: Reason = None  # type: ignore[assignment]
+    en: Reason = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _some(self) -> Reasons:
+        if self.kk is None and self.ru is None and self.en is None:
+            raise ValueError("give the reasons in at least one language")
+        return self
+
+
+class ResolveIn(Strict):
+    fencing_token: FencingToken
+    outcome: Literal["upheld", "changed", "annulled"]
+    new_outcome: Annotated[str, Field(max_length=64)] | None = None
+    reasons: Reasons
+    point_of_view_considered: Literal[True] = Field(description="Confirms that the person's point of view was considered")
+
+
+class ExtendIn(Strict):
+    until: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"format": "date"},
+                                description="The new due date (YYYY-MM-DD, local)")]
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+def _date_or_datetime(schema: dict[str, Any]) -> None:
+    schema.pop("maxLength", None)
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+
+
+class ReviewQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["queued", "claimed", "resolved", "withdrawn"] | None = None
+    model: Annotated[str, Field(max_length=100)] | None = None
+    due_before: Annotated[str, Field(max_length=64, json_schema_extra=_date_or_datetime)] | None = Field(
+        default=None, description="A date (end of that local day) or an RFC 3339 date-time")
+    overdue: bool | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+    lang: Language = "ru"
+
+
+class ReviewSummary(Out):
+    review_id: str
+    decision_id: str
+    status: str
+    contest_grounds: list[str]
+    requested_at: str | None
+    due_at: str | None
+    extended_until: str | None
+    extension_reason: str | None
+    effective_due_at: str | None
+    overdue: bool
+    outcome: str | None
+    new_outcome: str | None
+    reasons: dict[str, str] | None
+    point_of_view_considered: bool | None
+    resolved_by: str | None
+    resolved_at: str | None
+    rescore_decision_id: str | None
+
+
+class ReviewList(Out):
+    reviews: list[ReviewSummary]
+    total: int
+    limit: int
+    offset: int
+    overdue_total: int
+
+
+class ReviewCase(ReviewSummary):
+    fencing_token: int
+    lease_expires_at: str | None
+    claimed_by: str | None
+    point_of_view: str
+    corrected_data: dict[str, Any] | None
+    language: str
+    decision: dict[str, Any]
+    explanation: dict[str, Any] | None
+    notice: dict[str, Any]
+    outcomes: list[str]
+
+
+class Rescored(Out):
+    review_id: str
+    decision_id: str
+    rescore_of: str
+    score: float
+    outcome: str
+    adverse: bool
+    explanation: dict[str, Any] | None
