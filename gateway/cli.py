@@ -15,7 +15,7 @@ from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
 
 
 def _create_app() -> Any:
-    from gateway import create_app
+    from gateway.app import create_app
     from gateway.errors import ConfigError
 
     try:
@@ -40,7 +40,7 @@ class GatewayGroup(FlaskGroup):
 
 def _config_problem() -> str | None:
     """Why the app can't start here, or None when it can."""
-    from gateway import create_app
+    from gateway.app import create_app
     from gateway.errors import ConfigError
 
     try:

@@ -23,7 +23,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         if self.application is None:
-            from gateway import create_app, runtime
+            from gateway import runtime
+            from gateway.app import create_app
             from gateway.extensions import db
 
             app = create_app()

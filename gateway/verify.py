@@ -1,0 +1,128 @@
+"""`gateway-verify`: check a decision's receipt, or a whole log, without trusting the gateway.
+
+Standalone: it needs the standard library and `cryptography` only (no Flask, no database code), so a
+person, a lawyer or an auditor can install and run it anywhere.
+
+    gateway-verify receipt receipt.json --key 'gateway.example/log+1a2b3c4d+AR…'
+    gateway-verify log https://gateway.example --key '…' --state checkpoint.txt
+
+A receipt is the JSON the gateway gives for a decision: {"leaf_index", "leaf_hash" (hex), "record" (the
+canonical record the leaf hashes, when still held), "proof" [hex…], "checkpoint" (a signed note)}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.auditlog import merkle
+from gateway.auditlog.note import Checkpoint, NoteError, Verifier
+
+PAGE = 1000
+
+
+class VerificationFailed(Exception):
+    """The receipt or the log does not verify; the message says what."""
+
+
+def verify_receipt(receipt: dict[str, Any], key: Verifier) -> Checkpoint:
+    """Check a receipt: the log's signature, the leaf's hash of its record, and the inclusion proof."""
+    try:
+        checkpoint = Checkpoint.parse(key.open(str(receipt["checkpoint"])))
+        index, leaf = int(receipt["leaf_index"]), bytes.fromhex(str(receipt["leaf_hash"]))
+        proof = [bytes.fromhex(str(p)) for p in receipt["proof"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationFailed(f"the receipt is malformed or its checkpoint is not signed by the log: {exc}") from None
+    record = receipt.get("record")
+    if record is not None and merkle.leaf_hash(str(record).encode()) != leaf:
+        raise VerificationFailed("the record does not hash to the receipt's leaf hash")
+    try:
+        merkle.verify_inclusion(index, checkpoint.size, leaf, proof, checkpoint.root)
+    except merkle.ProofError as exc:
+        raise VerificationFailed(f"the leaf is not in the signed tree: {exc}") from None
+    return checkpoint
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - the user gives the log's URL
+        data: bytes = resp.read()
+        return data
+
+
+def verify_log(base: str, key: Verifier, previous: str | None = None) -> tuple[Checkpoint, str]:
+    """Download every leaf, recompute the root, check it against the signed checkpoint and an earlier one."""
+    base = base.rstrip("/")
+    note = _get(f"{base}/v1/log/checkpoint").decode()
+    try:
+        checkpoint = Checkpoint.parse(key.open(note))
+    except NoteError as exc:
+        raise VerificationFailed(f"the log's checkpoint: {exc}") from None
+    hashes: list[bytes] = []
+    while len(hashes) < checkpoint.size:
+        end = min(len(hashes) + PAGE, checkpoint.size)
+        page = json.loads(_get(f"{base}/v1/log/leaves?start={len(hashes)}&end={end}"))
+        leaves = page["leaves"]
+        if not leaves:
+            raise VerificationFailed(f"the log serves no leaf at index {len(hashes)} of {checkpoint.size}")
+        for leaf in leaves:
+            if int(leaf["index"]) != len(hashes):
+                raise VerificationFailed(f"leaf {leaf['index']} came where leaf {len(hashes)} was due")
+            digest = bytes.fromhex(leaf["leaf_hash"])
+            if leaf.get("record") is not None and merkle.leaf_hash(str(leaf["record"]).encode()) != digest:
+                raise VerificationFailed(f"leaf {leaf['index']}: its record does not hash to its leaf hash")
+            hashes.append(digest)
+    if merkle.root_of(hashes) != checkpoint.root:
+        raise VerificationFailed(f"the leaves do not give the signed root of the tree of {checkpoint.size}")
+    if previous is not None:
+        try:
+            before = Checkpoint.parse(key.open(previous))
+        except NoteError as exc:
+            raise VerificationFailed(f"the saved checkpoint: {exc}") from None
+        if before.origin != checkpoint.origin or before.size > checkpoint.size:
+            raise VerificationFailed(f"the log shrank or changed origin: {before.size} then {checkpoint.size} leaves")
+        if merkle.root_of(hashes[: before.size]) != before.root:
+            raise VerificationFailed(f"the first {before.size} leaves were rewritten since the saved checkpoint")
+        if before.size:
+            body = json.loads(_get(f"{base}/v1/log/proof/consistency?first={before.size}&second={checkpoint.size}"))
+            try:
+                merkle.verify_consistency(before.size, checkpoint.size, before.root, checkpoint.root,
+                                          [bytes.fromhex(p) for p in body["proof"]])
+            except (merkle.ProofError, KeyError, ValueError) as exc:
+                raise VerificationFailed(f"the log's consistency proof fails (a fork?): {exc}") from None
+    return checkpoint, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway-verify", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("receipt", help="check one decision's receipt")
+    r.add_argument("file", type=Path)
+    r.add_argument("--key", required=True, help="the log's verifier key (GET /v1/log/key)")
+    lg = sub.add_parser("log", help="check a whole log against its signed checkpoint")
+    lg.add_argument("url")
+    lg.add_argument("--key", required=True)
+    lg.add_argument("--state", type=Path, help="a checkpoint saved earlier: checked for consistency, then replaced")
+    args = parser.parse_args(argv)
+    try:
+        key = Verifier.parse(args.key)
+        if args.command == "receipt":
+            checkpoint = verify_receipt(json.loads(args.file.read_text()), key)
+            print(f"OK: the leaf is in {checkpoint.origin}'s signed tree of {checkpoint.size} leaves")
+        else:
+            previous = args.state.read_text() if args.state and args.state.exists() else None
+            checkpoint, note = verify_log(args.url, key, previous)
+            if args.state:
+                args.state.write_text(note)
+            print(f"OK: {checkpoint.size} leaves give the signed root of {checkpoint.origin}")
+    except (VerificationFailed, NoteError, OSError, ValueError) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
