@@ -20,6 +20,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     from gateway.db import configure_engine, engine_options
     from gateway.errors import register_error_handlers
     from gateway.extensions import db, migrate
+    from gateway.jobs import metrics as jobs_metrics
+    from gateway.jobs import runner as jobs
+    from gateway.jobs.base import KindRegistry
+    from gateway.jobs.explain import ExplainKind
+    from gateway.notifications.task import DeliverKind
 
     app = OpenAPI(
         __name__,
@@ -53,6 +58,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check and GET /metrics; delivery starts in serve/worker
     metrics.init_app(app)  # review queue gauges on the same /metrics
+    jobs.init_app(app, KindRegistry([DeliverKind, ExplainKind]))  # every kind of background work; runs in serve/worker
+    jobs_metrics.init_app(app)  # jobs per kind and state, dead ones, on the same /metrics
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Any:

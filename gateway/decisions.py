@@ -315,6 +315,8 @@ def decision_view(caller: Caller, decision_id: str) -> dict[str, Any]:
             }
             for n in notes
         ],
+        # pending / ready / failed, and when it failed, why (a dead explanation job is never silent)
+        "explanation": explanations.state(decision.id),
         "effective_outcome_set_by": decision.effective_review_id,
         "reviews": [reviews.summary(r) for r in db.session.execute(
             select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())

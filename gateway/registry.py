@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,11 +15,11 @@ import pandas as pd
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from explainers import ExplainerError
+from explainers import ExplainerError, choose_explainer
 from gateway.adapters import AdapterError, ModelAdapter, load_adapter
 from gateway.adapters.fast import FastScorer, verified_fast_scorer
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
-from gateway.explanations import ExplanationTools, build_tools
+from gateway.explanations import ExplanationTools, build_tools, describe
 from gateway.extensions import db
 from gateway.features import example_row, to_frame, validate_features
 from gateway.ids import new_id, utcnow
@@ -197,8 +198,13 @@ def register(
     *,
     activate: bool,
     registered_by: str,
+    on_plan: Callable[[str], None] | None = None,
 ) -> tuple[ScoringModel, bool]:
-    """Register a model version; return (row, created). Same name+version+artifact is a no-op."""
+    """Register a model version; return (row, created). Same name+version+artifact is a no-op.
+
+    A version for which no explanation can be produced is refused (the right to an explanation is part
+    of every decision); `on_plan` is told which explainer the version gets, before it is activated.
+    """
     sha = hashlib.sha256(artifact).hexdigest()
     if sha != manifest.sha256:
         raise ValidationFailed(
@@ -244,12 +250,27 @@ def register(
         raise ValidationFailed(f"the model failed to score rows valid under its manifest: {exc}", code="artifact_rejected") from exc
     if len(scores) != len(sample) or not all(0.0 <= float(s) <= 1.0 for s in scores):
         raise ValidationFailed("the model's scores are not probabilities in [0, 1]", code="artifact_rejected")
-    if background is not None:
+    if background is None:
+        native = adapter.native()
         try:
-            _tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
-        except (ExplainerError, ValueError) as exc:
-            raise ValidationFailed(f"the model cannot be explained as its manifest asks: {exc}",
-                                   code="artifact_rejected") from exc
+            chosen = choose_explainer(native.pipeline if native is not None else adapter.score).name
+        except ExplainerError as exc:
+            chosen = f"none ({exc})"
+        raise ValidationFailed(
+            f"model {manifest.name} {manifest.version} cannot be explained: its explainer ({chosen}) needs "
+            "background data (explanation.background_sha256, rows uploaded to /v1/blobs), and every decision "
+            "must have an explanation",
+            details=[{"field": "explanation.background_sha256", "rule": "required_for_explanation",
+                      "message": f"the {chosen} explainer explains against background data; none was given"}],
+        )
+    try:
+        tools = _tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
+    except (ExplainerError, ValueError) as exc:
+        raise ValidationFailed(f"the model cannot be explained as its manifest asks: {exc}",
+                               code="artifact_rejected") from exc
+    assert tools is not None
+    if on_plan is not None:
+        on_plan(describe(tools))
 
     now = utcnow()
     row = ScoringModel(

@@ -182,6 +182,12 @@ class NotificationStatusOut(BaseModel):
     delivered_at: str | None
 
 
+class ExplanationState(BaseModel):
+    status: Literal["ready", "pending", "failed", "unavailable"]
+    reason: str | None = Field(description="why the last attempt failed, or why the explanation failed for good")
+    attempts: int
+
+
 class DecisionOut(BaseModel):
     decision_id: str
     model: ModelRef
@@ -196,6 +202,7 @@ class DecisionOut(BaseModel):
     reference: str | None
     created_at: str
     notifications: list[NotificationStatusOut]
+    explanation: ExplanationState
     effective_outcome_set_by: str | None
     reviews: list[ReviewSummary]
     links: DecisionLinks

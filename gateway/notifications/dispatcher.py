@@ -189,29 +189,6 @@ class Dispatcher:
             channel.close()
 
 
-class RequestGate:
-    """WSGI middleware that keeps `idle` set while the process handles no request (the dispatcher yields to them)."""
-
-    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
-        self.wsgi_app = wsgi_app
-        self.idle = threading.Event()
-        self.idle.set()
-        self._active = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        with self._lock:
-            self._active += 1
-            self.idle.clear()
-        try:
-            return self.wsgi_app(environ, start_response)
-        finally:
-            with self._lock:
-                self._active -= 1
-                if not self._active:
-                    self.idle.set()
-
-
 class DispatcherThread:
     """A dispatcher in a daemon thread of the serving process."""
 
