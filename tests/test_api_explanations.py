@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gateway import create_app
-from gateway.jobs.explain import ExplainKind
 from gateway.extensions import db
+from gateway.jobs.explain import ExplainKind
 from gateway.manifest import load_manifest
 from tests.conftest import Gateway
 from tests.support.registration import background_csv, manifest_for, pickled, register
