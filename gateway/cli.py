@@ -101,6 +101,18 @@ def worker_command(kinds: str | None, batch_size: int | None, poll_interval: flo
             raise click.BadParameter(str(exc), param_hint="--kinds") from None
         if not names:
             raise click.BadParameter("name at least one task kind", param_hint="--kinds")
+    if "explain" in (names or registered(app).names()):
+        from gateway import registry
+        from gateway.errors import GatewayError
+
+        # Load the serving models (and fit their explainers) before the first job, not inside its lease. A
+        # model that can't be loaded is reported and left to its jobs (retried, then failed): it stops no other.
+        for row in registry.list_models(serving_only=True):
+            try:
+                registry.cache().get(row.id)
+                click.echo(f"model loaded: {row.name} {row.version}", err=True)
+            except GatewayError as exc:
+                click.echo(f"model not loaded: {row.name} {row.version}: {exc.message}", err=True)
     run_worker(app, names, batch_size=batch_size, poll_interval_s=poll_interval)
 
 
