@@ -33,6 +33,7 @@ test: install
 bench: install
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/explanation_latency.py
+	$(BIN)/python bench/explanation_jobs.py
 	$(BIN)/python bench/notification_throughput.py
 
 lint: install
