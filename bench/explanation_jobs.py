@@ -72,6 +72,7 @@ def main() -> int:
     from gateway.features import to_frame
     from gateway.manifest import load_manifest
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         manifest_path = train_mlp(folder / "model")
@@ -202,7 +203,8 @@ def main() -> int:
         },
         "ratio_worker_vs_raw_throughput": round(throughput / raw_per_s, 3),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "shap": shap.__version__,
-                    "platform": platform.platform(), "database": "SQLite, WAL, synchronous=FULL"},
+                    "platform": platform.platform(), "database": "SQLite, WAL, synchronous=FULL",
+                    "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
     }
     text = json.dumps(results, indent=2)
     print(text)

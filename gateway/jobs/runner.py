@@ -17,7 +17,8 @@ from typing import Any
 
 from flask import Flask
 
-from gateway.jobs.base import KindRegistry, KindSettings, TaskKind
+from gateway.errors import ConfigError
+from gateway.jobs.base import KindRegistry, KindSettings, TaskKind, UnknownTaskKind
 
 log = logging.getLogger("gateway.jobs")
 REGISTRY = "gateway.jobs"
@@ -33,6 +34,14 @@ def kinds(app: Flask) -> KindRegistry:
 def init_app(app: Flask, registry: KindRegistry) -> None:
     """Keep the app's task kinds and check every kind's settings now (a bad one stops the start)."""
     registry.check_config(app.config)
+    names = app.config["JOBS_THREAD_KINDS"]
+    if not isinstance(names, list | tuple):
+        raise ConfigError('GATEWAY_JOBS_THREAD_KINDS must be a JSON list of task kinds, e.g. ["deliver", "explain"]')
+    for name in names:
+        try:
+            registry.get(name)
+        except UnknownTaskKind as exc:
+            raise ConfigError(f"GATEWAY_JOBS_THREAD_KINDS: {exc}") from None
     app.extensions[REGISTRY] = registry
 
 

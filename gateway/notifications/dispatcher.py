@@ -1,9 +1,9 @@
 """The dispatcher: claim due outbox rows, send each through its channel, record the result.
 
-One loop, three ways to run it: ``Dispatcher.run_once(now=...)`` (tests, with a controllable clock),
-``DispatcherThread`` (inside every ``gateway serve`` worker, so one process delivers) and ``run_worker``
-(``gateway worker``: a process of its own; SIGTERM finishes the row in hand, gives the rest back, exits).
-The decision path never waits for any of them: they poll the outbox.
+One loop: ``Dispatcher.run_once(now=...)`` (tests, with a controllable clock). ``gateway serve``'s thread
+and ``gateway worker`` run it as the ``deliver`` task kind of the jobs engine (``task.py``,
+gateway/jobs/runner.py; SIGTERM finishes the row in hand, gives the rest back, exits); ``DispatcherThread``
+and ``run_worker`` run it alone. The decision path never waits for any of them: they poll the outbox.
 """
 
 from __future__ import annotations

@@ -104,6 +104,8 @@ def test_each_kind_has_its_own_settings_and_bad_ones_stop_the_start(gateway: Gat
                        ("JOBS_EXPLAIN_CONCURRENCY", 0), ("JOBS_DELIVER_CONCURRENCY", "many")):
         with pytest.raises(ConfigError, match=f"GATEWAY_{key} must be"):
             create_app({**config, key: value})
+    with pytest.raises(ConfigError, match="GATEWAY_JOBS_THREAD_KINDS: unknown task kind 'purge'; known kinds: deliver"):
+        create_app({**config, "JOBS_THREAD_KINDS": ["explain", "purge"]})
 
 
 # --- registration: only explainable versions ---------------------------------------------------------
