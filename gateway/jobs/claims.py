@@ -8,9 +8,9 @@ import random
 import secrets
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Table, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Row, Table, or_, select, update
 
 from gateway.db import write_transaction
 
@@ -67,8 +67,8 @@ def release(table: Table, owner: str, *, key: Any, ids: Sequence[Any], due: Sequ
     if not ids:
         return 0
     with write_transaction() as session:
-        result = session.execute(
+        result = cast(CursorResult[Any], session.execute(
             update(table).where(key.in_(list(ids)), table.c.claimed_by == owner, *due)
             .values(claimed_by=None, lease_expires_at=None)
-        )
+        ))
     return int(result.rowcount)

@@ -21,9 +21,9 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, update
 
 from explainers import ExplainerError
 from gateway import explanations, registry
@@ -38,7 +38,7 @@ from gateway.models import Decision, Explanation, ExplanationStatus, LogLeaf
 
 log = logging.getLogger("gateway.jobs")
 
-T = Explanation.__table__
+T = cast(Table, Explanation.__table__)
 PENDING = ExplanationStatus.PENDING.value
 SETTINGS = {
     "batch_size": "JOBS_EXPLAIN_BATCH_SIZE",
@@ -132,6 +132,7 @@ class ExplainKind(TaskKind):
             log.error("explanation %s: %s", job.decision_id, broken[model_id])
             db.session.rollback()
             return Result(job, now or self.clock(), error=broken[model_id])
+        db.session.commit()  # loading may have read from the database: hold no snapshot while computing
         try:
             if model.explanation is None:
                 raise ExplainerError("the model version was registered without background data to explain against")
@@ -162,17 +163,20 @@ class ExplainKind(TaskKind):
         """Write one result fenced by the claim; return the row's new status (None: the claim was lost)."""
         job, values = result.job, self._values(result)
         with write_transaction() as session:
-            written = session.execute(update(T).where(_fenced(job.decision_id, self.owner)).values(**values)).rowcount
+            result_ = cast(CursorResult[Any], session.execute(update(T).where(_fenced(job.decision_id, self.owner))
+                                                              .values(**values)))
+            written = result_.rowcount
             status = str(values.get("status", PENDING))
             if written and result.values is not None:
-                record = {"decision_id": job.decision_id, "explanation": explanations.audit_digest(result.values),
+                record: dict[str, Any] = {"decision_id": job.decision_id,
+                                          "explanation": explanations.audit_digest(result.values),
                           "computed_at": _iso(result.at)}
-                session.execute(insert(LogLeaf.__table__),
+                session.execute(insert(cast(Table, LogLeaf.__table__)),
                                 leaf_values("decision:explanation:recorded", job.decision_id, record, result.at))
             elif written and status == ExplanationStatus.FAILED.value:
                 record = {"decision_id": job.decision_id, "reason": values["last_error"], "attempts": job.attempts + 1,
                           "failed_at": _iso(result.at)}
-                session.execute(insert(LogLeaf.__table__),
+                session.execute(insert(cast(Table, LogLeaf.__table__)),
                                 leaf_values("decision:explanation:failed", job.decision_id, record, result.at))
         if not written:
             log.warning("explanation %s: the claim passed to another runner before the result was written "
