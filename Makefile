@@ -33,6 +33,7 @@ test: lint
 bench: install
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/explanation_latency.py
+	$(BIN)/python bench/explanation_jobs.py
 	$(BIN)/python bench/notification_throughput.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/

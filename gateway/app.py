@@ -21,6 +21,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     from gateway.config import load_config
     from gateway.db import configure_engine, engine_options
     from gateway.extensions import db, migrate
+    from gateway.jobs import metrics as jobs_metrics
+    from gateway.jobs import runner as jobs
+    from gateway.jobs.base import KindRegistry
+    from gateway.jobs.explain import ExplainKind
+    from gateway.notifications.task import DeliverKind
     from gateway.settings import Settings
 
     app = OpenAPI(
@@ -56,6 +61,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check; delivery starts in serve/worker
     observability.init_app(app)  # GET /metrics
+    jobs.init_app(app, KindRegistry([DeliverKind, ExplainKind]))  # every kind of background work; runs in serve/worker
+    jobs_metrics.init_app(app)  # jobs per kind and state, dead ones, on the same /metrics
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Any:

@@ -106,14 +106,40 @@ def serve_command(bind: str, workers: int, timeout: int, access_log: bool) -> No
 
 
 @main.command("worker")
-@click.option("--batch-size", type=click.IntRange(1, 1000), default=None, help="rows claimed at a time")
+@click.option("--kinds", default=None, metavar="KIND,KIND",
+              help="comma-separated task kinds to run (default: every kind, e.g. deliver,explain)")
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=None, help="rows claimed at a time (every kind)")
 @click.option("--poll-interval", type=click.FloatRange(0.01, 60), default=None, help="seconds between polls when idle")
 @with_appcontext
-def worker_command(batch_size: int | None, poll_interval: float | None) -> None:
-    """Deliver notifications until stopped; SIGTERM finishes the row in hand. Run any number on PostgreSQL."""
-    from gateway.notifications import run_worker
+def worker_command(kinds: str | None, batch_size: int | None, poll_interval: float | None) -> None:
+    """Run background jobs until stopped; SIGTERM finishes the jobs in hand. Run any number on PostgreSQL."""
+    from gateway.jobs.base import UnknownTaskKind
+    from gateway.jobs.runner import kinds as registered
+    from gateway.jobs.runner import run_worker
 
-    run_worker(current_app._get_current_object(), batch_size=batch_size, poll_interval_s=poll_interval)  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    names = None
+    if kinds is not None:
+        names = [name.strip() for name in kinds.split(",") if name.strip()]
+        try:
+            names = [registered(app).get(name).name for name in names]
+        except UnknownTaskKind as exc:
+            raise click.BadParameter(str(exc), param_hint="--kinds") from None
+        if not names:
+            raise click.BadParameter("name at least one task kind", param_hint="--kinds")
+    if "explain" in (names or registered(app).names()):
+        from gateway import registry, runtime
+        from gateway.errors import GatewayError
+
+        # Load the serving models (and fit their explainers) before the first job, not inside its lease. A
+        # model that can't be loaded is reported and left to its jobs (retried, then failed): it stops no other.
+        for row in registry.list_models(serving_only=True):
+            try:
+                runtime.cache().get(row.id)
+                click.echo(f"model loaded: {row.name} {row.version}", err=True)
+            except GatewayError as exc:
+                click.echo(f"model not loaded: {row.name} {row.version}: {exc.message}", err=True)
+    run_worker(app, names, batch_size=batch_size, poll_interval_s=poll_interval)
 
 
 @main.group("models")
@@ -146,7 +172,8 @@ def models_register(manifest: Path, activate: bool) -> None:
         background = (folder / parsed.explanation.background).read_bytes()
     try:
         with write_transaction():
-            row, created = registry.register(parsed, artifact, background, activate=activate, registered_by="cli")
+            row, created = registry.register(parsed, artifact, background, activate=activate, registered_by="cli",
+                                             on_plan=lambda plan: click.echo(f"explainer: {plan}"))
             status = row.status
     except GatewayError as exc:
         detail = f"\n{json.dumps(exc.details, indent=2, ensure_ascii=False)}" if exc.details else ""

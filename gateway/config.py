@@ -84,6 +84,20 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEFAULT_SECRET": None,
     "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
     "WEBHOOK_CA_FILE": None,
+    # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
+    # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
+    "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker
+    "JOBS_THREAD_KINDS": ["deliver", "explain"],  # which kinds that thread runs (`gateway worker` runs all)
+    "JOBS_DELIVER_CONCURRENCY": 1,  # runner threads per process
+    # explain: model-agnostic explanations computed after their decision committed (CPU-bound: one thread
+    # per process is enough; run more `gateway worker --kinds explain` processes to go faster).
+    "JOBS_EXPLAIN_BATCH_SIZE": 10,
+    "JOBS_EXPLAIN_LEASE_S": 120.0,
+    "JOBS_EXPLAIN_POLL_INTERVAL_S": 0.5,
+    "JOBS_EXPLAIN_RETRY_SCHEDULE": [5, 60, 600, 3600],
+    "JOBS_EXPLAIN_MAX_ATTEMPTS": 5,  # then the explanation is failed: the person is told whom to contact
+    "JOBS_EXPLAIN_RETRY_JITTER": 0.1,
+    "JOBS_EXPLAIN_CONCURRENCY": 1,
     # Citizens (gateway/auth.py). Capability links are signed with SECRET_KEY (and SECRET_KEY_FALLBACKS
     # while keys rotate); they name one decision and expire.
     "CAPABILITY_MAX_AGE_DAYS": 365,

@@ -1,8 +1,8 @@
 """Explanations of the main influencing factors: computed once, frozen, served as stored.
 
 Exact explainers (TreeSHAP, LinearSHAP) run before the decision's write transaction and their result
-is inserted in it. Other models get a pending row in the same transaction, computed after commit by
-the background worker. Serving an explanation never recomputes SHAP: the stored attributions and
+is inserted in it. Other models get a pending row in the same transaction: that row is the job of the
+``explain`` task kind (gateway/jobs/explain.py), which computes it after commit. Serving an explanation never recomputes SHAP: the stored attributions and
 selection are rendered (gateway.presenters.explanation), deterministically, in the asked language.
 """
 
@@ -12,21 +12,19 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from explainers import ExplainerError
 from explainers.base import RawExplanation
-from gateway import runtime
+from gateway import links
 from gateway.access import visible_decision  # the access rules live in gateway.access
 from gateway.auth import Caller
-from gateway.db import rowcount, write_transaction
 from gateway.errors import GatewayError
 from gateway.extensions import db
-from gateway.features import to_frame
-from gateway.ids import utcnow
 from gateway.manifest import Manifest
 from gateway.models import Decision, Explanation, ExplanationStatus, ScoringModel
 from gateway.runtime import ExplanationTools
+from gateway.settings import current_settings
 
 # How far an exact explanation may be from the model's own score (probability space).
 SCORE_TOLERANCE = 1e-6
@@ -42,6 +40,12 @@ class ExplanationUnavailable(GatewayError):
     """No explanation could be computed for this decision."""
 
     status_code, code = 503, "explanation_unavailable"
+
+
+class ExplanationFailed(GatewayError):
+    """The explanation job gave up on this decision (a known state, not an outage: no Retry-After)."""
+
+    status_code, code = 409, "explanation_failed"
 
 
 def _selection_json(selection: Any) -> dict[str, Any]:
@@ -77,11 +81,11 @@ def computed_values(tools: ExplanationTools, raw: RawExplanation, row: dict[str,
 
 def values_for_decision(tools: ExplanationTools | None, row: dict[str, Any], score: float,
                         now: dt.datetime) -> dict[str, Any]:
-    """The explanation row to insert with a decision: ready (exact), pending (job) or unavailable."""
+    """The explanation row to insert with a decision: ready (exact) or pending (the explain job's row)."""
     base: dict[str, Any] = {"attempts": 0, "created_at": now}
-    if tools is None:
-        return base | {"status": ExplanationStatus.UNAVAILABLE.value,
-                       "last_error": "the model was registered without background data"}
+    if tools is None:  # only versions registered before registration required background data
+        raise ExplainerError("the model version has no background data to explain against; "
+                             "register a version with background data")
     if not tools.exact:
         return base | {"status": ExplanationStatus.PENDING.value, "next_attempt_at": now,
                        "background_sha256": tools.background_sha256}
@@ -97,41 +101,6 @@ def audit_digest(values: dict[str, Any]) -> dict[str, Any] | None:
                                     "background_sha256", "random_state", "base_value", "attributions")}
 
 
-# --- the job for model-agnostic explanations --------------------------------------------------------
-
-def run_pending(limit: int = 20, *, now: dt.datetime | None = None) -> int:
-    """Compute up to `limit` pending explanations (after their decisions committed); return how many."""
-    now = now or utcnow()
-    pending = db.session.execute(
-        select(Explanation.decision_id)
-        .where(Explanation.status == ExplanationStatus.PENDING.value, Explanation.next_attempt_at <= now)
-        .order_by(Explanation.next_attempt_at).limit(limit)
-    ).scalars().all()
-    done = 0
-    for decision_id in pending:
-        decision = db.session.get(Decision, decision_id)
-        assert decision is not None
-        model = runtime.cache().get(decision.model_id)
-        try:
-            if model.explanation is None:
-                raise ExplainerError("the model has no explainer")
-            frame = to_frame(model.manifest, [decision.inputs])
-            raw = model.explanation.explainer.explain(frame)[0]
-            values = computed_values(model.explanation, raw, decision.inputs, decision.score) | {"computed_at": now}
-        except ExplainerError as exc:
-            values = {"status": ExplanationStatus.FAILED.value, "last_error": str(exc)}
-        db.session.commit()
-        with write_transaction() as session:
-            # Only a still-pending row is written: a second worker that got here first wins.
-            result = session.execute(
-                update(Explanation)
-                .where(Explanation.decision_id == decision_id, Explanation.status == ExplanationStatus.PENDING.value)
-                .values(**values, attempts=Explanation.attempts + 1, next_attempt_at=None)
-            )
-            done += rowcount(result)
-    return done
-
-
 # --- reading -----------------------------------------------------------------------------------------
 
 def stored(principal: Caller, decision_id: str) -> tuple[Decision, Explanation, Manifest]:
@@ -142,10 +111,33 @@ def stored(principal: Caller, decision_id: str) -> tuple[Decision, Explanation, 
                                      + (explanation.last_error if explanation and explanation.last_error else "none was recorded"))
     if explanation.status == ExplanationStatus.PENDING:
         raise ExplanationPending()
-    if explanation.status == ExplanationStatus.FAILED:
-        raise ExplanationUnavailable(f"the explanation could not be computed: {explanation.last_error}")
     manifest_data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == decision.model_id)).scalar_one()
-    return decision, explanation, Manifest.model_validate(manifest_data)
+    manifest = Manifest.model_validate(manifest_data)
+    if explanation.status == ExplanationStatus.FAILED:
+        raise failed(decision, explanation, manifest)
+    return decision, explanation, manifest
+
+
+def failed(decision: Decision, explanation: Explanation, manifest: Manifest) -> ExplanationFailed:
+    """What the person is told when the explanation job gave up: what happened, whom to contact, their review."""
+    owner = manifest.notice.owner.get(decision.language)
+    review = links.api_links(current_settings().base_url, decision.id)["review"]
+    return ExplanationFailed(
+        f"The explanation of this decision could not be computed ({explanation.last_error}). "
+        f"Contact the system's owner, {owner}, at {manifest.notice.contact}. "
+        f"You can also request a human review of the decision: {review}",
+        details={"reason": explanation.last_error, "contact": manifest.notice.contact, "owner": owner,
+                 "review": review, "attempts": explanation.attempts},
+    )
+
+
+def state(explanation: Explanation | None) -> dict[str, Any]:
+    """The explanation's status for the decision view, and when it failed (or is being retried), why."""
+    if explanation is None:
+        return {"status": ExplanationStatus.UNAVAILABLE.value, "reason": "none was recorded", "attempts": 0}
+    shown = explanation.status in (ExplanationStatus.FAILED, ExplanationStatus.UNAVAILABLE) or explanation.attempts
+    return {"status": explanation.status, "reason": explanation.last_error if shown else None,
+            "attempts": explanation.attempts}
 
 
 def language_for(decision: Decision, lang: str | None, offered: tuple[str, ...]) -> str:

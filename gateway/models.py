@@ -223,8 +223,8 @@ class IdempotencyRecord(Base):
 
 class ExplanationStatus(enum.StrEnum):
     READY = "ready"  # computed in the decision's transaction (exact explainers) or by a job
-    PENDING = "pending"  # a job computes it after commit (model-agnostic explainers)
-    FAILED = "failed"  # the job gave up; the reason is stored
+    PENDING = "pending"  # a job computes it after commit (model-agnostic explainers); retried with backoff
+    FAILED = "failed"  # the job gave up (dead letter): the reason is stored and shown
     UNAVAILABLE = "unavailable"  # the model has no background data to explain against
 
 
@@ -252,6 +252,10 @@ class Explanation(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime]
     computed_at: Mapped[dt.datetime | None]
+    # The explain job's claim (gateway/jobs): a pending row whose lease ran out is taken again, and only
+    # the claim's holder stores the result.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None]
 
 
 class ReviewStatus(enum.StrEnum):

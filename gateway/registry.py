@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 
 from sqlalchemy import select
 
-from explainers import ExplainerError
+from explainers import ExplainerError, choose_explainer
 from gateway import runtime
 from gateway.adapters import AdapterError
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
@@ -57,9 +58,14 @@ def register(
     *,
     activate: bool,
     registered_by: str,
+    on_plan: Callable[[str], None] | None = None,
     settings: Settings | None = None,
 ) -> tuple[ScoringModel, bool]:
-    """Register a model version; return (row, created). Same name+version+artifact is a no-op."""
+    """Register a model version; return (row, created). Same name+version+artifact is a no-op.
+
+    A version for which no explanation can be produced is refused (the right to an explanation is part
+    of every decision); `on_plan` is told which explainer the version gets, before it is activated.
+    """
     settings = settings or current_settings()
     sha = hashlib.sha256(artifact).hexdigest()
     if sha != manifest.sha256:
@@ -106,12 +112,27 @@ def register(
         raise ValidationFailed(f"the model failed to score rows valid under its manifest: {exc}", code="artifact_rejected") from exc
     if len(scores) != len(sample) or not all(0.0 <= float(s) <= 1.0 for s in scores):
         raise ValidationFailed("the model's scores are not probabilities in [0, 1]", code="artifact_rejected")
-    if background is not None:
+    if background is None:
+        native = adapter.native()
         try:
-            runtime.explanation_tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
-        except (ExplainerError, ValueError) as exc:
-            raise ValidationFailed(f"the model cannot be explained as its manifest asks: {exc}",
-                                   code="artifact_rejected") from exc
+            chosen = choose_explainer(native.pipeline if native is not None else adapter.score).name
+        except ExplainerError as exc:
+            chosen = f"none ({exc})"
+        raise ValidationFailed(
+            f"model {manifest.name} {manifest.version} cannot be explained: its explainer ({chosen}) needs "
+            "background data (explanation.background_sha256, rows uploaded to /v1/blobs), and every decision "
+            "must have an explanation",
+            details=[{"field": "explanation.background_sha256", "rule": "required_for_explanation",
+                      "message": f"the {chosen} explainer explains against background data; none was given"}],
+        )
+    try:
+        tools = runtime.explanation_tools(manifest, adapter, frame, hashlib.sha256(background).hexdigest())
+    except (ExplainerError, ValueError) as exc:
+        raise ValidationFailed(f"the model cannot be explained as its manifest asks: {exc}",
+                               code="artifact_rejected") from exc
+    assert tools is not None
+    if on_plan is not None:
+        on_plan(runtime.describe(tools))
 
     now = utcnow()
     row = ScoringModel(

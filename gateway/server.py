@@ -37,20 +37,21 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
 
 def _post_fork(server: Any, worker: Any) -> None:
-    from gateway import notifications
     from gateway.extensions import db
+    from gateway.jobs import runner
 
     app = server.app.application
     with app.app_context():
         db.engine.dispose(close=False)
-    # Threads don't survive fork: each worker starts its own dispatcher (GATEWAY_NOTIFY_DISPATCHER_THREAD=0: none).
-    worker.gateway_dispatcher = notifications.start_thread(app)
+    # Threads don't survive fork: each worker starts its own jobs runner (deliver, explain: GATEWAY_JOBS_THREAD_KINDS;
+    # GATEWAY_JOBS_THREAD=0: none, GATEWAY_NOTIFY_DISPATCHER_THREAD=0: no delivery).
+    worker.gateway_jobs = runner.start_thread(app)
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    dispatcher = getattr(worker, "gateway_dispatcher", None)
-    if dispatcher is not None and not dispatcher.stop(timeout=15):
-        server.log.warning("notification dispatcher of worker %s did not stop in time; its claims expire", worker.pid)
+    jobs = getattr(worker, "gateway_jobs", None)
+    if jobs is not None and not jobs.stop(timeout=15):
+        server.log.warning("background jobs of worker %s did not stop in time; their claims expire", worker.pid)
 
 
 def serve(*, bind: str, workers: int, timeout: int, access_log: bool) -> None:

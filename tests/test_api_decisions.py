@@ -307,7 +307,7 @@ def test_language_not_offered_by_the_deployment_is_422(gateway: Gateway) -> None
 # --- nothing is recorded when the model or the database fails --------------------------------------
 
 
-def _fragile_model() -> tuple[bytes, dict[str, Any]]:
+def _fragile_model() -> tuple[bytes, bytes, dict[str, Any]]:
     """A real pipeline that takes a logarithm: fine on positive inputs, NaN (and a raise) on negative ones."""
     X = pd.DataFrame({"x": np.linspace(1, 9, 200), "y": np.linspace(9, 1, 200)})
     target = (X["x"] > 5).map({True: "yes", False: "no"})
@@ -315,6 +315,8 @@ def _fragile_model() -> tuple[bytes, dict[str, Any]]:
     buf = io.BytesIO()
     joblib.dump(pipe, buf)
     artifact = buf.getvalue()
+    # Every registered version must be explainable: it comes with background rows (registration refuses it without).
+    background = X.iloc[::10].round(3).to_csv(index=False, lineterminator="\n").encode()
     text = {"kk": "Мәтін", "ru": "Текст", "en": "Text"}
     manifest = {
         "name": "fragile", "version": "1", "adapter": "joblib", "sha256": hashlib.sha256(artifact).hexdigest(),
@@ -323,18 +325,20 @@ def _fragile_model() -> tuple[bytes, dict[str, Any]]:
                    "adverse_outcome": "refused"},
         "notice": {k: text for k in ("purpose", "functions", "limitations", "owner", "legal_basis")} | {"contact": "a@b.kz"},
         "risk_class": "minimal",
+        "explanation": {"background_sha256": hashlib.sha256(background).hexdigest()},
         "activate": True,
     }
-    return artifact, manifest
+    return artifact, background, manifest
 
 
 @pytest.mark.gateway_config(ALLOW_PICKLE=True)
 def test_a_failing_model_is_503_and_records_nothing(gateway: Gateway) -> None:
-    artifact, manifest = _fragile_model()
+    artifact, background, manifest = _fragile_model()
     admin = gateway.auth("admin")
-    put = gateway.client.put(f"/v1/blobs/{manifest['sha256']}", data=artifact,
-                             headers={**admin, "Content-Type": "application/octet-stream"})
-    assert put.status_code == 201
+    for data in (artifact, background):
+        put = gateway.client.put(f"/v1/blobs/{hashlib.sha256(data).hexdigest()}", data=data,
+                                 headers={**admin, "Content-Type": "application/octet-stream"})
+        assert put.status_code == 201
     reg = gateway.client.post("/v1/models", json=manifest, headers=admin)
     assert reg.status_code == 201, reg.get_json()
     body = {"subject": gateway.sample["subject"], "features": {"x": 2.0, "y": 3.0}}

@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gateway import create_app
-from gateway.explanations import run_pending
 from gateway.extensions import db
+from gateway.jobs.explain import ExplainKind
 from gateway.manifest import load_manifest
 from tests.conftest import Gateway
 from tests.support.registration import background_csv, manifest_for, pickled, register
@@ -215,9 +215,9 @@ def test_an_opaque_model_is_explained_by_a_job_after_commit(gateway: Gateway) ->
     pending = explain(gateway, did)
     assert pending.status_code == 202 and pending.headers["Retry-After"] == "2"
     assert pending.get_json() == {"decision_id": did, "status": "pending", "retry_after": 2}
-    with gateway.app.app_context():
-        assert run_pending() == 1
-        assert run_pending() == 0  # nothing left; a computed explanation is never recomputed
+    runner = ExplainKind(gateway.app)
+    assert runner.run_once() == 1
+    assert runner.run_once() == 0  # nothing left; a computed explanation is never recomputed
     ready = explain(gateway, did, "ru")
     assert ready.status_code == 200
     body = ready.get_json()

@@ -22,10 +22,11 @@ from typing import Any
 from flask import Flask
 
 from gateway.errors import ConfigError
+from gateway.gate import RequestGate
 from gateway.notifications.channels import CHANNELS, UnknownChannel
 from gateway.notifications.channels.email import SECURITY
 from gateway.notifications.channels.webhook import signers
-from gateway.notifications.dispatcher import Dispatcher, DispatcherThread, RequestGate, ensure_logging, run_worker
+from gateway.notifications.dispatcher import Dispatcher, DispatcherThread, ensure_logging, run_worker
 from gateway.notifications.outbox import notification_stats, requeue
 from gateway.notifications.render import KINDS
 

@@ -23,13 +23,15 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.db import write_transaction
+from gateway.db import rowcount, write_transaction
 from gateway.extensions import db
 from gateway.ids import utcnow
-from gateway.models import Decision, Notification, NotificationStatus, WebhookEndpoint
+from gateway.jobs import claims
+from gateway.jobs.claims import retry_delay
+from gateway.models import Decision, Notification, NotificationStatus, WebhookEndpoint, table
 from gateway.notifications.render import Job
 
-T = Notification.__table__
+T = table(Notification)
 DUE = (NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value)
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     NotificationStatus.PENDING: (NotificationStatus.DELIVERED, NotificationStatus.RETRYING, NotificationStatus.DEAD),
@@ -41,34 +43,16 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 OVERDUE_AFTER = dt.timedelta(seconds=60)
 
 
-def retry_delay(failed_attempts: int, *, schedule: Sequence[float], jitter: float, rng: random.Random) -> float:
-    """Seconds to wait after the `failed_attempts`-th failure: the schedule's entry (its last one repeats), ± jitter."""
-    base = float(schedule[min(failed_attempts, len(schedule)) - 1])
-    return max(0.0, base * rng.uniform(1.0 - jitter, 1.0 + jitter))
-
-
 def claim(owner: str, *, now: dt.datetime, limit: int, lease_s: float) -> list[Job]:
     """Take up to `limit` due rows (oldest first), including rows whose lease expired; return them."""
-    due = (
-        select(T.c.id)
-        .where(
-            T.c.status.in_(DUE),
-            T.c.next_attempt_at <= now,
-            or_(T.c.lease_expires_at.is_(None), T.c.lease_expires_at <= now),
-        )
-        .order_by(T.c.next_attempt_at, T.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has no row locks and holds the write lock instead
+    rows = claims.claim(
+        T, owner, key=T.c.id, due=[T.c.status.in_(DUE), T.c.next_attempt_at <= now],
+        order_by=[T.c.next_attempt_at, T.c.id],
+        returning=[T.c.id, T.c.decision_id, T.c.kind, T.c.channel, T.c.language, T.c.attempts, T.c.created_at,
+                   T.c.context, T.c.next_attempt_at],
+        now=now, limit=limit, lease_s=lease_s,
     )
-    with write_transaction() as session:
-        rows = session.execute(
-            update(T)
-            .where(T.c.id.in_(due.scalar_subquery()))
-            .values(claimed_by=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s))
-            .returning(T.c.id, T.c.decision_id, T.c.kind, T.c.channel, T.c.language, T.c.attempts, T.c.created_at,
-                       T.c.context, T.c.next_attempt_at)
-        ).all()
-    rows.sort(key=lambda r: (r.next_attempt_at, r.id))
+    rows = sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
     return [Job(r.id, r.decision_id, r.kind, r.channel, r.language, r.attempts, r.created_at, r.context) for r in rows]
 
 
@@ -124,9 +108,9 @@ def record(outcomes: Sequence[Outcome], owner: str, *, rng: random.Random | None
         for outcome in outcomes:
             values = _values(outcome, rng)
             result = session.execute(update(T).where(_fenced(outcome.job.id, owner)).values(**values))
-            if result.rowcount and outcome.gone_url_sha256 is not None:
+            if rowcount(result) and outcome.gone_url_sha256 is not None:
                 _disable_endpoint(session, outcome.gone_url_sha256, outcome.at, outcome.error or "")
-            statuses.append(str(values["status"]) if result.rowcount else None)
+            statuses.append(str(values["status"]) if rowcount(result) else None)
     return statuses
 
 
@@ -144,9 +128,8 @@ def record_failure(job: Job, owner: str, *, now: dt.datetime, error: str, perman
 
 
 def _disable_endpoint(session: Any, url_sha256: str, now: dt.datetime, reason: str) -> None:
-    table = WebhookEndpoint.__table__
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(table).values(url_sha256=url_sha256, disabled_at=now, reason=reason[:1000])
+    session.execute(insert(table(WebhookEndpoint)).values(url_sha256=url_sha256, disabled_at=now, reason=reason[:1000])
                     .on_conflict_do_nothing(index_elements=["url_sha256"]))
 
 
@@ -157,14 +140,7 @@ def disabled_endpoint(url_sha256: str) -> WebhookEndpoint | None:
 
 def release(jobs: Sequence[Job], owner: str) -> int:
     """Give back claimed rows that were not attempted (shutdown): due again at once, not after the lease."""
-    if not jobs:
-        return 0
-    with write_transaction() as session:
-        result = session.execute(
-            update(T).where(T.c.id.in_([j.id for j in jobs]), T.c.claimed_by == owner, T.c.status.in_(DUE))
-            .values(claimed_by=None, lease_expires_at=None)
-        )
-    return int(result.rowcount)
+    return claims.release(T, owner, key=T.c.id, ids=[j.id for j in jobs], due=[T.c.status.in_(DUE)])
 
 
 def requeue(*, status: str = NotificationStatus.DEAD.value, decision_id: str | None = None,
@@ -180,7 +156,7 @@ def requeue(*, status: str = NotificationStatus.DEAD.value, decision_id: str | N
             status=NotificationStatus.PENDING.value, attempts=0, next_attempt_at=now or utcnow(),
             claimed_by=None, lease_expires_at=None,
         ))
-    return int(result.rowcount)
+    return rowcount(result)
 
 
 def notification_stats(model_name: str | None = None, *, now: dt.datetime | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import access, decisions, links
+from gateway import access, decisions, explanations, links
 from gateway.auth import Caller, capability_token
 from gateway.ids import isoformat, isoformat_or_none
 from gateway.models import Notification
@@ -47,6 +47,8 @@ def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
         "reference": decision.reference,
         "created_at": isoformat(decision.created_at),
         "notifications": [notification_status(n) for n in record.notifications],
+        # pending / ready / failed, and when it failed, why (a dead explanation job is never silent)
+        "explanation": explanations.state(record.explanation),
         "effective_outcome_set_by": decision.effective_review_id,
         "reviews": [summary(r) for r in record.reviews],
         "links": links.decision_links(current_settings().base_url, decision.id, token),

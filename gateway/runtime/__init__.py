@@ -28,7 +28,7 @@ from gateway.features import example_row, to_frame, validate_features
 from gateway.manifest import Manifest
 from gateway.models import Blob, ModelStatus, ScoringModel
 
-__all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "explanation_tools",
+__all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "describe", "explanation_tools",
            "init_app", "read_background"]
 
 
@@ -183,6 +183,18 @@ def explanation_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.
     native = adapter.native()
     model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
     return build_tools(manifest, model, background, background_sha256)
+
+
+def describe(tools: ExplanationTools) -> str:
+    """Which explainer a model version gets, in one line for the operator who registers it."""
+    explainer: Any = tools.explainer
+    rows = getattr(explainer, "background_size_", None)
+    if tools.exact:
+        kind = {"tree": "exact tree SHAP", "linear": "exact linear SHAP"}.get(explainer.name, f"exact {explainer.name}")
+        return (f"{kind} ({explainer.method}) against {rows} background rows, "
+                "computed with each decision in its transaction")
+    return (f"model-agnostic {explainer.method} ({explainer.max_evals} model evaluations per decision over {rows} "
+            "background rows), computed by the explain job after each decision commits")
 
 
 def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, background_sha256: str) -> ExplanationTools:

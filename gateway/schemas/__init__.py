@@ -37,6 +37,7 @@ from gateway.schemas.decisions import (
     DecisionCreated,
     DecisionOut,
     DecisionRequest,
+    ExplanationState,
     NotificationStatusOut,
     Subject,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "ExplanationFactor",
     "ExplanationOut",
     "ExplanationQuery",
+    "ExplanationState",
     "ExplanationText",
     "ExtendIn",
     "FeatureValue",

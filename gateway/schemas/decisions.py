@@ -105,6 +105,12 @@ class NotificationStatusOut(Out):
     last_error: str | None = Field(description="Why the last attempt failed (never contains the address)")
 
 
+class ExplanationState(Out):
+    status: Literal["ready", "pending", "failed", "unavailable"]
+    reason: str | None = Field(description="why the last attempt failed, or why the explanation failed for good")
+    attempts: int
+
+
 class DecisionOut(Out):
     decision_id: str
     model: ModelRef
@@ -119,6 +125,7 @@ class DecisionOut(Out):
     reference: str | None
     created_at: str
     notifications: list[NotificationStatusOut]
+    explanation: ExplanationState
     effective_outcome_set_by: str | None
     reviews: list[ReviewSummary]
     links: DecisionLinks

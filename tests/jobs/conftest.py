@@ -1,0 +1,109 @@
+"""Fixtures for the jobs engine: a model only the model-agnostic explainer can explain, trained once."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from gateway import create_app, registry
+from gateway.auth import create_key
+from gateway.db import write_transaction
+from gateway.extensions import db
+from gateway.manifest import load_manifest
+from tests.support.agnostic import TRUSTED_TYPES, TRUSTED_TYPES_ENV, train_mlp
+from tests.support.gateway_server import (
+    UNLIMITED_RATES,
+    Instance,
+    decision_body,
+    valid_iin,
+)
+
+MLP = "german-credit-mlp"
+
+
+@pytest.fixture(scope="session")
+def mlp_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The German-credit MLP (model-agnostic explanations) trained once per session; its manifest path."""
+    return train_mlp(tmp_path_factory.mktemp("german-mlp"))
+
+
+@pytest.fixture(scope="session")
+def mlp_manifest_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second model of the same kind under another name (other bytes, other model id)."""
+    return train_mlp(tmp_path_factory.mktemp("german-mlp-b"), name="german-credit-mlp-b", seed=1)
+
+
+@dataclass
+class JobsInstance:
+    """A gateway instance folder on SQLite with the MLP model active, an agency key, and an app on it."""
+
+    instance: Instance
+    app: Any
+    key: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def decide(self, features: dict[str, Any], n: int) -> str:
+        headers = {**self.auth(), "Idempotency-Key": f"jobs-{n}"}
+        resp = self.app.test_client().post(f"/v1/models/{MLP}/decisions", json=decision_body(features, iin=valid_iin(n)),
+                                           headers=headers)
+        assert resp.status_code == 201, resp.get_json()
+        did: str = resp.get_json()["decision_id"]
+        return did
+
+    def explanation(self, did: str) -> Any:
+        return self.app.test_client().get(f"/v1/decisions/{did}/explanation", headers=self.auth())
+
+    def rows(self) -> dict[str, Any]:
+        with self.app.app_context():
+            found = db.session.execute(sa.text("SELECT * FROM explanations")).mappings().all()
+            db.session.commit()
+        return {r["decision_id"]: dict(r) for r in found}
+
+    def recorded_leaves(self) -> list[str]:
+        with self.app.app_context():
+            found = db.session.execute(sa.text("SELECT object_id FROM log_leaves WHERE kind = "
+                                               "'decision:explanation:recorded'")).scalars().all()
+            db.session.commit()
+        return list(found)
+
+
+def provision_mlp(folder: Path, manifest_path: Path, env: dict[str, str] | None = None) -> JobsInstance:
+    """Secrets, a migrated SQLite database, the MLP registered and active, an agency key (in this process)."""
+    folder.mkdir(parents=True)
+    keys = {name: secrets.token_hex(32) for name in ("SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")}
+    (folder / "config.py").write_text("".join(f"{k} = {v!r}\n" for k, v in keys.items()))
+    url = f"sqlite:///{folder / 'gateway.db'}"
+    app = create_app({"DATABASE_URL": url, "SKOPS_TRUSTED_TYPES": TRUSTED_TYPES, **keys,
+                      "RATELIMIT_ENABLED": False, "NOTIFY_ROUTES": {"email": "log"}})
+    manifest, manifest_folder = load_manifest(manifest_path)
+    assert manifest.artifact and manifest.explanation.background
+    with app.app_context():
+        upgrade()
+        with write_transaction():
+            registry.register(manifest, (manifest_folder / manifest.artifact).read_bytes(),
+                              (manifest_folder / manifest.explanation.background).read_bytes(), activate=True,
+                              registered_by="tests")
+        with write_transaction():
+            _, key = create_key(name="jobs-agency", role="agency")
+    full_env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(folder), **TRUSTED_TYPES_ENV, **UNLIMITED_RATES,
+                "GATEWAY_NOTIFY_ROUTES": '{"email": "log"}', **(env or {})}
+    full_env.pop("GATEWAY_DATABASE_URL", None)
+    return JobsInstance(Instance(folder=folder, env=full_env, key=key), app, key)
+
+
+@pytest.fixture
+def mlp_instance(tmp_path: Path, mlp_manifest: Path) -> Iterator[JobsInstance]:
+    found = provision_mlp(tmp_path / "instance", mlp_manifest)
+    yield found
+    with found.app.app_context():
+        db.engine.dispose()

@@ -1,0 +1,248 @@
+"""The jobs engine in process: the kinds' registry, the explain kind's claims, fences, retries and dead letters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from gateway import create_app
+from gateway.cli import main
+from gateway.errors import ConfigError
+from gateway.extensions import db
+from gateway.ids import utcnow
+from gateway.jobs.base import STATES, KindSettings, UnknownTaskKind
+from gateway.jobs.explain import ExplainKind
+from gateway.jobs.runner import kinds
+from tests.conftest import SECRETS, Gateway
+from tests.support.agnostic import TRUSTED_TYPES, upload_and_register
+
+pytestmark = [
+    pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
+    pytest.mark.gateway_config(SKOPS_TRUSTED_TYPES=TRUSTED_TYPES),
+]
+MLP = "german-credit-mlp"
+
+
+def explain(gw: Gateway, did: str, lang: str | None = None) -> Any:
+    query = f"?lang={lang}" if lang else ""
+    return gw.client.get(f"/v1/decisions/{did}/explanation{query}", headers=gw.auth("agency_a"))
+
+
+def decide_mlp(gw: Gateway, model: str = MLP) -> str:
+    resp = gw.decide(model=model)
+    assert resp.status_code == 201, resp.get_json()
+    did: str = resp.get_json()["decision_id"]
+    return did
+
+
+def leaves(gw: Gateway, kind: str, did: str) -> list[dict[str, Any]]:
+    with gw.app.app_context():
+        records = db.session.execute(sa.text("SELECT record FROM log_leaves WHERE kind = :k AND object_id = :d"),
+                                     {"k": kind, "d": did}).scalars().all()
+    return [json.loads(r) for r in records]
+
+
+def explanation_row(gw: Gateway, did: str) -> Any:
+    with gw.app.app_context():
+        return db.session.execute(sa.text("SELECT * FROM explanations WHERE decision_id = :d"), {"d": did}).mappings().one()
+
+
+def metrics(gw: Gateway) -> dict[str, float]:
+    text = gw.client.get("/metrics").get_data(as_text=True)
+    return {f"{n}{{{labels}}}": float(v)
+            for n, labels, v in re.findall(r"^(gateway_\w+)\{([^}]*)\} (\S+)$", text, re.MULTILINE)}
+
+
+def at(row_time: dt.datetime | str) -> dt.datetime:
+    if isinstance(row_time, str):
+        row_time = dt.datetime.fromisoformat(row_time)
+    return row_time.replace(tzinfo=dt.UTC) if row_time.tzinfo is None else row_time
+
+
+# --- the registry of kinds ---------------------------------------------------------------------------
+
+
+def test_an_unknown_kind_is_a_named_error_listing_the_known_ones(gateway: Gateway) -> None:
+    registry = kinds(gateway.app)
+    assert registry.names() == ["deliver", "explain"]
+    with pytest.raises(UnknownTaskKind, match=r"unknown task kind 'purge'; known kinds: deliver, explain"):
+        registry.get("purge")
+    result = CliRunner().invoke(main, ["worker", "--kinds", "deliver,purge"], obj=ScriptInfo(create_app=lambda: gateway.app))
+    assert result.exit_code == 2 and "unknown task kind 'purge'; known kinds: deliver, explain" in result.output
+
+
+@pytest.mark.parametrize("name", ["deliver", "explain"])
+def test_every_kind_keeps_the_contract(gateway: Gateway, name: str) -> None:
+    """Conformance: settings from the config, an empty queue claims nothing, stats name every state."""
+    cls = kinds(gateway.app).get(name)
+    settings = cls.read_settings(gateway.app.config)
+    assert isinstance(settings, KindSettings) and settings.batch_size >= 1 and settings.lease_s > 0
+    runner = cls(gateway.app, settings=settings)
+    assert runner.name == name and runner.owner
+    assert runner.run_once() == 0
+    with gateway.app.app_context():
+        assert set(cls.stats(utcnow())) == set(STATES)
+    runner.close()
+
+
+def test_each_kind_has_its_own_settings_and_bad_ones_stop_the_start(gateway: Gateway) -> None:
+    app = gateway.app
+    deliver, explain_ = (kinds(app).get(n).read_settings(app.config) for n in ("deliver", "explain"))
+    assert deliver.batch_size == app.config["NOTIFY_BATCH_SIZE"] and deliver.lease_s == app.config["NOTIFY_LEASE_S"]
+    assert explain_.batch_size == app.config["JOBS_EXPLAIN_BATCH_SIZE"]
+    assert explain_.retry_schedule == tuple(float(s) for s in app.config["JOBS_EXPLAIN_RETRY_SCHEDULE"])
+    config = {k: app.config[k] for k in ("DATABASE_URL", "PUBLIC_BASE_URL", *SECRETS)}
+    for key, value in (("JOBS_EXPLAIN_RETRY_SCHEDULE", "soon"), ("JOBS_EXPLAIN_LEASE_S", 0),
+                       ("JOBS_EXPLAIN_CONCURRENCY", 0), ("JOBS_DELIVER_CONCURRENCY", "many")):
+        with pytest.raises(ConfigError, match=f"GATEWAY_{key} must be"):
+            create_app({**config, key: value})
+    with pytest.raises(ConfigError, match="GATEWAY_JOBS_THREAD_KINDS: unknown task kind 'purge'; known kinds: deliver"):
+        create_app({**config, "JOBS_THREAD_KINDS": ["explain", "purge"]})
+
+
+# --- registration: only explainable versions ---------------------------------------------------------
+
+
+def test_a_version_without_background_is_refused_naming_the_reason(gateway: Gateway, mlp_manifest: Path) -> None:
+    resp = upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest, with_background=False)
+    assert resp.status_code == 422
+    error = resp.get_json()["error"]
+    assert error["code"] == "validation_failed" and "cannot be explained" in error["message"]
+    assert "permutation" in error["message"]
+    assert error["details"] == [{"field": "explanation.background_sha256", "rule": "required_for_explanation",
+                                 "message": "the permutation explainer explains against background data; none was given"}]
+    assert gateway.client.get(f"/v1/models/{MLP}").status_code == 404  # nothing registered
+
+
+def test_the_cli_prints_the_explainer_before_activating(gateway: Gateway, mlp_manifest: Path,
+                                                         german_manifest: Path) -> None:
+    runner = CliRunner()
+    info = ScriptInfo(create_app=lambda: gateway.app)
+    result = runner.invoke(main, ["models", "register", str(mlp_manifest), "--activate"], obj=info)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("explainer: model-agnostic permutation_shap (500 model evaluations per decision over 100 "
+                        "background rows), computed by the explain job after each decision commits")
+    assert lines[1].startswith(f"registered: {MLP} 1.0.0 (active)")
+    retrained = german_manifest.parent / "manifest.toml"
+    text = retrained.read_text().replace('version = "1.0.0"', 'version = "1.0.1"')
+    (german_manifest.parent / "v101.toml").write_text(text)
+    result = runner.invoke(main, ["models", "register", str(german_manifest.parent / "v101.toml")], obj=info)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("explainer: exact tree SHAP (tree_shap_interventional")
+    assert "computed with each decision in its transaction" in result.output
+
+
+# --- the explain kind --------------------------------------------------------------------------------
+
+
+def test_a_model_agnostic_explanation_is_pending_then_stored_once(gateway: Gateway, mlp_manifest: Path) -> None:
+    assert upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest).status_code == 201
+    did = decide_mlp(gateway)
+    pending = explain(gateway, did)
+    assert pending.status_code == 202 and pending.headers["Retry-After"] == "2"
+    view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).get_json()
+    assert view["explanation"] == {"status": "pending", "reason": None, "attempts": 0}
+
+    runner = ExplainKind(gateway.app)
+    assert runner.run_once() == 1
+    assert runner.run_once() == 0  # stored: never recomputed
+    ready = explain(gateway, did, "ru")
+    assert ready.status_code == 200
+    body = ready.get_json()
+    assert body["method"] == "permutation_shap"
+    assert body["additivity_error"] is not None and body["additivity_error"] <= 1e-6
+    assert body["output"] == pytest.approx(gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a"))
+                                           .get_json()["score"], abs=1e-9)
+    assert explain(gateway, did, "ru").data == ready.data
+    row = explanation_row(gateway, did)
+    assert row["attempts"] == 1 and row["claimed_by"] is None and row["lease_expires_at"] is None
+    (leaf,) = leaves(gateway, "decision:explanation:recorded", did)
+    assert leaf["explanation"]["method"] == "permutation_shap"
+    view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).get_json()
+    assert view["explanation"] == {"status": "ready", "reason": None, "attempts": 1}
+    assert metrics(gateway)['gateway_jobs{kind="explain",state="done"}'] == 1
+
+
+def test_a_runner_that_lost_its_lease_writes_nothing(gateway: Gateway, mlp_manifest: Path) -> None:
+    assert upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest).status_code == 201
+    did = decide_mlp(gateway)
+    settings = dataclass_replace(ExplainKind.read_settings(gateway.app.config), lease_s=30.0)
+    stalled, rescuer = ExplainKind(gateway.app, settings=settings), ExplainKind(gateway.app, settings=settings)
+    t0 = utcnow() + dt.timedelta(seconds=1)
+    with gateway.app.app_context():
+        (job,) = stalled.claim(t0)
+        assert rescuer.claim(t0 + dt.timedelta(seconds=29)) == []  # held under the lease
+        (again,) = rescuer.claim(t0 + dt.timedelta(seconds=31))  # the lease ran out: taken over
+        assert again.decision_id == job.decision_id == did
+        late = stalled.attempt(job, {}, t0 + dt.timedelta(seconds=40))
+        assert late.values is not None
+        assert stalled.record(late) is None  # fenced: not the holder any more
+        assert explanation_row(gateway, did)["status"] == "pending"
+        assert rescuer.record(rescuer.attempt(again, {}, t0 + dt.timedelta(seconds=41))) == "ready"
+        assert stalled.record(late) is None  # and never after it was stored
+    assert explanation_row(gateway, did)["claimed_by"] is None
+    assert len(leaves(gateway, "decision:explanation:recorded", did)) == 1
+
+
+def dataclass_replace(settings: KindSettings, **changes: Any) -> KindSettings:
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def test_a_broken_model_backs_off_dies_and_says_so_without_blocking_others(
+        gateway: Gateway, mlp_manifest: Path, mlp_manifest_b: Path) -> None:
+    admin = gateway.auth("admin")
+    assert upload_and_register(gateway.client, admin, mlp_manifest).status_code == 201
+    assert upload_and_register(gateway.client, admin, mlp_manifest_b).status_code == 201
+    broken, fine = decide_mlp(gateway), decide_mlp(gateway, "german-credit-mlp-b")
+    with gateway.app.app_context():  # the stored artifact of the first model is damaged after its decision
+        db.session.execute(sa.text("UPDATE blobs SET data = :d WHERE sha256 = (SELECT artifact_sha256 FROM "
+                                   "scoring_models WHERE name = :n)"), {"d": b"damaged", "n": MLP})
+        db.session.commit()
+    # A fresh process (no model cached) runs the jobs: two attempts, the first retry after 5 s.
+    config = {k: gateway.app.config[k] for k in ("TESTING", "DATABASE_URL", "PUBLIC_BASE_URL", *SECRETS)}
+    worker_app = create_app({**config, "SKOPS_TRUSTED_TYPES": TRUSTED_TYPES, "JOBS_EXPLAIN_MAX_ATTEMPTS": 2,
+                             "JOBS_EXPLAIN_RETRY_SCHEDULE": [5], "JOBS_EXPLAIN_RETRY_JITTER": 0})
+    runner = ExplainKind(worker_app)
+    t0 = utcnow() + dt.timedelta(seconds=1)
+    assert runner.run_once(t0) == 2
+    assert explanation_row(gateway, fine)["status"] == "ready"  # the other model's job went on
+    row = explanation_row(gateway, broken)
+    assert row["status"] == "pending" and row["attempts"] == 1 and "could not be loaded" in row["last_error"]
+    assert at(row["next_attempt_at"]) == t0 + dt.timedelta(seconds=5)
+    assert explain(gateway, broken).status_code == 202  # still being worked on
+    view = gateway.client.get(f"/v1/decisions/{broken}", headers=gateway.auth("agency_a")).get_json()
+    assert view["explanation"]["status"] == "pending" and "could not be loaded" in view["explanation"]["reason"]
+    assert metrics(gateway)['gateway_jobs{kind="explain",state="retrying"}'] == 1
+    assert runner.run_once(t0 + dt.timedelta(seconds=4)) == 0  # not due yet
+    assert runner.run_once(t0 + dt.timedelta(seconds=5)) == 1
+    row = explanation_row(gateway, broken)
+    assert row["status"] == "failed" and row["attempts"] == 2
+
+    resp = explain(gateway, broken, "en")
+    assert resp.status_code == 409 and "Retry-After" not in resp.headers
+    error = resp.get_json()["error"]
+    assert error["code"] == "explanation_failed"
+    assert "could not be computed" in error["message"] and "could not be loaded" in error["message"]
+    assert error["details"]["contact"] in error["message"]
+    assert "human review" in error["message"] and error["details"]["review"].endswith(f"/v1/decisions/{broken}/reviews")
+    assert error["details"]["owner"] in error["message"]
+    view = gateway.client.get(f"/v1/decisions/{broken}", headers=gateway.auth("agency_a")).get_json()
+    assert view["explanation"]["status"] == "failed" and "could not be loaded" in view["explanation"]["reason"]
+    found = metrics(gateway)
+    assert found['gateway_jobs_dead{kind="explain"}'] == 1 and found['gateway_jobs{kind="explain",state="done"}'] == 1
+    (leaf,) = leaves(gateway, "decision:explanation:failed", broken)
+    assert leaf["attempts"] == 2 and "could not be loaded" in leaf["reason"]
+    assert leaves(gateway, "decision:explanation:recorded", broken) == []
+    with worker_app.app_context():
+        db.engine.dispose()
