@@ -17,6 +17,7 @@ from flask import current_app
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.access import Action, visible_review
 from gateway.audit import leaf_values
 from gateway.auth import Principal
 from gateway.db import write_transaction
@@ -39,6 +40,7 @@ from gateway.models import (
 from gateway.workdays import calendar_from_config
 
 GROUNDS = ("wrong_data", "wrong_assessment", "other")
+POINT_OF_VIEW_MAX_LENGTH = 10000  # characters; the API schema and the review page share this limit
 OUTCOMES = ("upheld", "changed", "annulled")
 ANNULLED = "annulled"
 
@@ -52,6 +54,9 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (ReviewStatus.CLAIMED, "rescore"): ReviewStatus.CLAIMED,
     (ReviewStatus.QUEUED, "extend"): ReviewStatus.QUEUED,
     (ReviewStatus.CLAIMED, "extend"): ReviewStatus.CLAIMED,
+    # The person may withdraw their request while it is open, even while a reviewer holds it.
+    (ReviewStatus.QUEUED, "withdraw"): ReviewStatus.WITHDRAWN,
+    (ReviewStatus.CLAIMED, "withdraw"): ReviewStatus.WITHDRAWN,
 }
 
 
@@ -100,6 +105,11 @@ def add_months(day: dt.date, months: int) -> dt.date:
     month0 = day.month - 1 + months
     year, month = day.year + month0 // 12, month0 % 12 + 1
     return dt.date(year, month, min(day.day, _calendar.monthrange(year, month)[1]))
+
+
+def request_window_ends(decided_at: dt.datetime) -> dt.date:
+    """The last day on which review may be requested without being late: decision date + the window."""
+    return local_date(decided_at) + dt.timedelta(days=int(current_app.config["REVIEW_REQUEST_WINDOW_DAYS"]))
 
 
 def effective_due(review: ReviewRequest) -> dt.datetime:
@@ -170,6 +180,8 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
         contest_grounds=list(contest_grounds), corrected_data=corrected_data or None,
         language=language or decision.language, requested_by=principal.id, requested_at=now,
         due_at=due_date(now), fencing_token=0,
+        # Accepted after the window the notice printed, but flagged: the reviewer decides what it means.
+        late=local_date(now) > request_window_ends(decision.created_at),
     )
     try:
         with write_transaction() as session:
@@ -179,12 +191,38 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
             if notices:
                 session.execute(insert(Notification.__table__), notices)
             _leaf(session, "review:requested", review, now, decision_id=decision.id, grounds=review.contest_grounds,
-                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat())
+                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat(), late=review.late)
     except IntegrityError:
         # Another request for the same decision committed first (the partial unique index).
         db.session.rollback()
         raise Conflict("this decision already has an open review", code="review_open",
                        details={"review_id": _open_review(decision.id)}) from None
+    return review
+
+
+def withdraw(principal: Any, decision_id: str, review_id: str, *, now: dt.datetime | None = None) -> ReviewRequest:
+    """The person withdraws their open review request; they are told it was withdrawn.
+
+    Only the person may (gateway.access: WITHDRAW_REVIEW); anyone who does not see the decision, or a
+    review of another decision, gets NotFound; a review that is no longer open gets InvalidTransition.
+    """
+    now = now or utcnow()
+    found = visible_review(principal, review_id, Action.WITHDRAW_REVIEW)
+    if found.decision_id != decision_id:
+        raise NotFound("The resource does not exist.")
+    with write_transaction() as session:
+        review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one()
+        previous = review.status
+        review.status = _transition(review, "withdraw")
+        review.claimed_by, review.lease_expires_at = None, None
+        decision = session.get(Decision, review.decision_id)
+        assert decision is not None
+        session.flush()
+        notices = _notices(decision, "review_withdrawn", review, now)
+        if notices:
+            session.execute(insert(Notification.__table__), notices)
+        _leaf(session, "review:withdrawn", review, now, decision_id=decision.id, previous_status=previous,
+              withdrawn_by=principal.id)
     return review
 
 
@@ -501,6 +539,7 @@ def summary(review: ReviewRequest, now: dt.datetime | None = None) -> dict[str, 
         "resolved_by": review.resolved_by,
         "resolved_at": _iso(review.resolved_at),
         "rescore_decision_id": review.rescore_decision_id,
+        "late": bool(review.late),
     }
 
 

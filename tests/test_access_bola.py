@@ -52,6 +52,8 @@ DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
 }
 REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/v1/reviews/<review_id>", "GET"): READERS,
+    # Named under its decision as well: both ids are filled in from the review (the person's own action).
+    ("/v1/decisions/<decision_id>/reviews/<review_id>/withdraw", "POST"): frozenset({"citizen"}),
     **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
        for action in ("renew", "release", "resolve", "extend", "rescore")},
 }
@@ -233,10 +235,12 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
                 decision = obj if kind == "decision" else world.review_of[obj]
                 sees = decision in world.sees[who.name]
                 may = sees and who.kind in table[(rule, method)]
-                resp = send(gateway, method, rule.replace(param, obj), who.headers, extra)
-                label = f"{who.name} {method} {rule.replace(param, obj)}"
+                url = rule.replace(param, obj).replace("<decision_id>", decision)
+                resp = send(gateway, method, url, who.headers, extra)
+                label = f"{who.name} {method} {url}"
                 if not sees:
-                    absent = send(gateway, method, rule.replace(param, missing), who.headers, extra)
+                    absent = send(gateway, method, rule.replace(param, missing).replace("<decision_id>", decision),
+                                  who.headers, extra)
                     tally["hidden 404"] += 1
                     if resp.status_code != 404 or fingerprint(resp) != fingerprint(absent):
                         failures.append(f"{label}: {resp.status_code} {resp.data[:120]!r}, not the 404 of a missing id")

@@ -12,6 +12,7 @@ from gateway.api.common import ERRORS, caller, json_response, principal
 from gateway.api.schemas import (
     ClaimIn,
     DecisionPath,
+    DecisionReviewPath,
     ExtendIn,
     LeaseIn,
     ReleaseIn,
@@ -41,6 +42,14 @@ def request_review(path: DecisionPath, body: ReviewRequestIn) -> Response:
         corrected_data=body.corrected_data, language=body.language,
     )
     return json_response(reviews.summary(review), 201, {"Location": f"/v1/reviews/{review.id}"})
+
+
+@bp.post("/decisions/<decision_id>/reviews/<rid:review_id>/withdraw", security=BEARER,
+         responses={200: ReviewSummary, **ERRORS})
+def withdraw_review(path: DecisionReviewPath) -> Response:
+    """Withdraw your open review request (the person only); the decision stays as it was."""
+    review = reviews.withdraw(caller(), path.decision_id, path.review_id)
+    return json_response(reviews.summary(review))
 
 
 @bp.get("/reviews/<rid:review_id>", security=BEARER, responses={200: ReviewSummary, **ERRORS})

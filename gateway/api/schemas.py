@@ -20,6 +20,7 @@ from pydantic import (
 
 from gateway.identity import InvalidIIN, validate_iin
 from gateway.manifest import INTEGRAL, Manifest
+from gateway.reviews import POINT_OF_VIEW_MAX_LENGTH
 
 Language = Literal["kk", "ru", "en"]
 FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
@@ -339,7 +340,7 @@ class Pending(BaseModel):
 
 
 class ReviewRequestIn(_Strict):
-    point_of_view: Annotated[str, Field(min_length=1, max_length=10000, description="The person's point of view")]
+    point_of_view: Annotated[str, Field(min_length=1, max_length=POINT_OF_VIEW_MAX_LENGTH, description="The person's point of view")]
     contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(
         min_length=1, max_length=3, json_schema_extra={"uniqueItems": True})
     corrected_data: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
@@ -358,6 +359,13 @@ ReviewId = Annotated[str, Field(max_length=64, pattern=r"^rev_[A-Za-z0-9_-]{1,60
 
 
 class ReviewPath(_Strict):
+    review_id: ReviewId
+
+
+class DecisionReviewPath(_Strict):
+    """A review named under its decision (the person's own actions on their request)."""
+
+    decision_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     review_id: ReviewId
 
 
@@ -450,6 +458,7 @@ class ReviewSummary(BaseModel):
     resolved_by: str | None
     resolved_at: str | None
     rescore_decision_id: str | None
+    late: bool = Field(description="Requested after the window printed in the decision notice (accepted, flagged)")
 
 
 class ReviewList(BaseModel):

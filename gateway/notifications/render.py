@@ -21,6 +21,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from gateway import reviews
 from gateway.decisions import decrypt_contact, isoformat, links
 from gateway.errors import ConfigError
 from gateway.extensions import db
@@ -32,8 +33,9 @@ DECISION_NOTICE = "decision_notice"
 REVIEW_RECEIVED = "review_received"
 REVIEW_EXTENDED = "review_extended"
 REVIEW_OUTCOME = "review_outcome"
-KINDS = (DECISION_NOTICE, REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME)
-REVIEW_KINDS = (REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME)
+REVIEW_WITHDRAWN = "review_withdrawn"
+KINDS = (DECISION_NOTICE, REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME, REVIEW_WITHDRAWN)
+REVIEW_KINDS = (REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME, REVIEW_WITHDRAWN)
 LANGUAGES = ("kk", "ru", "en")
 
 
@@ -59,6 +61,9 @@ def _subject(kind: str, content: dict[str, Any]) -> str:
                  decision_id=content["decision_id"])
     if kind == REVIEW_EXTENDED:
         return _("The human review of your decision was extended to %(date)s", date=content["review"]["due_on"])
+    if kind == REVIEW_WITHDRAWN:
+        return _("Your request for a human review of decision %(decision_id)s was withdrawn",
+                 decision_id=content["decision_id"])
     return _("The outcome of the human review of decision %(decision_id)s", decision_id=content["decision_id"])
 
 
@@ -87,7 +92,8 @@ def local_date(at: dt.datetime) -> dt.date:
 
 def review_request_deadline(decided_at: dt.datetime) -> dt.date:
     """The last day on which human review may be requested: the decision date + the configured window."""
-    return local_date(decided_at) + dt.timedelta(days=int(current_app.config["REVIEW_REQUEST_WINDOW_DAYS"]))
+    _timezone()  # a misconfigured zone is a ConfigError here, not an unknown-zone error in the service
+    return reviews.request_window_ends(decided_at)
 
 
 def recipient(decision: Decision, channel: str) -> str:
@@ -136,6 +142,9 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
     decision_links = links(decision.id, decision.subject_ref)  # with the person's capability link ("citizen")
     deadline = review_request_deadline(decision.created_at)
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    # The person follows pages, not the JSON API: the personal link opens a session and then the page
+    # named by `next` (the API links stay in "links" for an agency relaying the webhook).
+    personal = decision_links["citizen"]
     content: dict[str, Any] = {
         "kind": job.kind,
         "notification_id": job.id,
@@ -149,7 +158,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
             "version": manifest.version,
             "owner": manifest.notice.owner.get(lang),
             "purpose": manifest.notice.purpose.get(lang),
-            "notice_url": f"{base}/v1/models/{manifest.name}",
+            "notice_url": f"{base}/register/{manifest.name}/{manifest.version}",  # the version that decided
         },
         "outcome": _outcome(manifest, decision.outcome, lang),
         "effective_outcome": _outcome(manifest, decision.effective_outcome, lang),
@@ -157,8 +166,8 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "role_of_ai": decision.role_of_ai,
         "sole_basis": decision.role_of_ai == "sole_basis",
         "rights": {
-            "explanation_url": decision_links["explanation"],
-            "review_url": decision_links["review"],
+            "explanation_url": f"{personal}&next=explanation",
+            "review_url": f"{personal}&next=review",
             "review_free": True,
             "review_request_by": deadline.isoformat(),
             "review_request_by_text": format_date(deadline, "long", locale=lang),
