@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     """Build the app: configuration, extensions, blueprints, error handlers. No I/O beyond config files."""
-    from gateway import i18n, metrics, notifications, registry, security
+    from gateway import i18n, metrics, notifications, registry, security, web
     from gateway.api import amend_spec, register_api
     from gateway.api.common import validation_error_response
     from gateway.config import load_config
@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     i18n.init_app(app)
     register_error_handlers(app)
     register_api(app)
+    web.init_app(app)  # pages: the person's decision, explanation, review; the register; HTML errors
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check and GET /metrics; delivery starts in serve/worker
     metrics.init_app(app)  # review queue gauges on the same /metrics

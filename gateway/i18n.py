@@ -68,9 +68,12 @@ class CatalogDomain(Domain):  # type: ignore[misc]
 
 
 def _select_locale() -> str:
-    """Pick the request's language: ?lang=, then Accept-Language, then Russian."""
-    from flask import current_app
+    """Pick the request's language: a page's choice (gateway.web), else ?lang=, Accept-Language, Russian."""
+    from flask import current_app, g
 
+    chosen = g.get("page_language")
+    if chosen:
+        return str(chosen)
     offered = current_app.config["LANGUAGES"]
     lang = request.args.get("lang")
     if lang in offered:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from flask import Flask, current_app
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from explainers import ExplainerError
 from gateway.adapters import AdapterError, ModelAdapter, load_adapter
@@ -23,7 +23,7 @@ from gateway.extensions import db
 from gateway.features import example_row, to_frame, validate_features
 from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
-from gateway.models import Blob, ModelStatus, ScoringModel
+from gateway.models import Blob, Decision, ModelStatus, ScoringModel
 
 SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
 
@@ -331,3 +331,73 @@ def warm(app: Flask) -> list[str]:
             cache().get(row.id)
             loaded.append(f"{row.name} {row.version}")
         return loaded
+
+
+# --- the public algorithm register --------------------------------------------------------------------
+
+def manifest_of(model_id: str) -> Manifest:
+    """A registered version's manifest (immutable once registered), parsed once per process."""
+    found: dict[str, Manifest] = current_app.extensions.setdefault("gateway.manifests", {})
+    manifest = found.get(model_id)
+    if manifest is None:
+        data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one_or_none()
+        if data is None:
+            raise NotFound(f"model {model_id} is not registered")
+        manifest = found[model_id] = Manifest.model_validate(data)
+    return manifest
+
+
+@dataclass(frozen=True)
+class RegisterEntry:
+    """One model version in the public register, with the dates it decided from and to."""
+
+    row: ScoringModel
+    manifest: Manifest
+    served_from: dt.datetime | None
+    served_to: dt.datetime | None  # None while it serves
+
+
+def _entry(row: ScoringModel, first: dt.datetime | None, last: dt.datetime | None) -> RegisterEntry:
+    serving = row.status in SERVING
+    start = first or (row.status_changed_at if serving else None)
+    end = None if row.status == ModelStatus.ACTIVE.value else (row.status_changed_at if serving else last or row.status_changed_at)
+    return RegisterEntry(row, manifest_of(row.id), start, end)
+
+
+def register_entries() -> list[RegisterEntry]:
+    """Every version that serves now or ever decided, by name then newest first."""
+    first, last = func.min(Decision.created_at), func.max(Decision.created_at)
+    used = select(Decision.model_id, first.label("first"), last.label("last")).group_by(Decision.model_id).subquery()
+    rows = db.session.execute(
+        select(ScoringModel, used.c.first, used.c.last).outerjoin(used, used.c.model_id == ScoringModel.id)
+        .where(or_(ScoringModel.status.in_(SERVING), used.c.first.is_not(None)))
+        .order_by(ScoringModel.name, ScoringModel.registered_at.desc())
+    ).all()
+    return [_entry(row, first_at, last_at) for row, first_at, last_at in rows]
+
+
+def register_entry(name: str, version: str) -> RegisterEntry:
+    """One version of the register; NotFound for a version that never served."""
+    for entry in register_entries():
+        if entry.row.name == name and entry.row.version == version:
+            return entry
+    raise NotFound(f"model {name} {version} is not in the register")
+
+
+def global_factors(model_id: str) -> dict[str, float]:
+    """Mean |attribution| per raw feature over the version's background data (computed once, cached).
+
+    The register's "main factors in general": the same explainer and background as the decisions'
+    explanations, so the figures are comparable with a person's own factors. Empty without background.
+    """
+    found: dict[str, dict[str, float]] = current_app.extensions.setdefault("gateway.global_factors", {})
+    if model_id not in found:
+        loaded = cache().get(model_id)
+        tools, background = loaded.explanation, loaded.background
+        result: dict[str, float] = {}
+        if tools is not None and background is not None and len(background):
+            raws = tools.explainer.explain(background)
+            names = raws[0].attributions.keys()
+            result = {n: float(np.mean([abs(r.attributions[n]) for r in raws])) for n in names}
+        found[model_id] = result
+    return found[model_id]

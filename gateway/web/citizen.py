@@ -1,0 +1,199 @@
+"""The person's pages: the link from the notice, the decision, its explanation, review, data download."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, make_response, redirect, render_template, request
+from flask_babel import gettext as _
+
+from gateway import access, decisions, explanations, registry, reviews
+from gateway.auth import Citizen, citizen_from_capability, expired_capability
+from gateway.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from gateway.models import OPEN_REVIEW
+from gateway.web import forms, labels
+from gateway.web.common import NOT_FOUND, choose_language, citizen_for, csrf, held_language, hold
+from gateway.web.svg import inline_svg
+
+bp = Blueprint("web", __name__)
+NEXT_PAGES = {"explanation": "/explanation", "review": "/review"}
+ACCESS_LOG_LIMIT = 100
+
+
+@bp.before_request
+def _protect_forms() -> None:
+    """CSRF on every form of the person's pages (the JSON API is not protected this way: no cookies)."""
+    if request.method == "POST":
+        csrf.protect()
+
+
+def _person(decision_id: str) -> Citizen:
+    """The session's person for this decision, with the page in their language; NotFound for anyone else."""
+    choose_language(held_language(decision_id))
+    return citizen_for(decision_id)
+
+
+# --- the link in the notice -----------------------------------------------------------------------------
+
+def _link(decision_id: str, token: str) -> Response:
+    try:
+        citizen = citizen_from_capability(token)
+    except Unauthorized as exc:
+        if exc.code == "token_expired":
+            expired = expired_capability(token)
+            if expired is not None and expired.id == decision_id:
+                choose_language(expired.language)
+                manifest = registry.manifest_of(expired.model_id)
+                return make_response(render_template("web/link_expired.html", contact=manifest.notice.contact,
+                                                     owner=manifest.notice.owner.get(choose_language(expired.language))), 410)
+        raise NotFound(NOT_FOUND) from None
+    if citizen.decision_id != decision_id:
+        raise NotFound(NOT_FOUND)
+    decision = access.visible_decision(citizen, decision_id)
+    hold(decision_id, token, decision.language)
+    target = f"/d/{decision_id}{NEXT_PAGES.get(request.args.get('next', ''), '')}"
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Arriving from a webmail page: a browser does not send a SameSite=Strict cookie on a redirect
+        # chain that started on another site, so continue from a page of our own (same-site navigation).
+        choose_language(decision.language)
+        return make_response(render_template("web/continue.html", target=target))
+    return redirect(target, code=303)
+
+
+# --- the decision -----------------------------------------------------------------------------------------
+
+@bp.get("/d/<decision_id>")
+def decision(decision_id: str) -> Any:
+    """The decision page; with ?token= (the link in the notice) it starts the session and redirects."""
+    token = request.args.get("token")
+    if token:
+        return _link(decision_id, token)
+    citizen = _person(decision_id)
+    lang = choose_language(held_language(decision_id))
+    row = access.visible_decision(citizen, decision_id)
+    view = decisions.decision_view(citizen, decision_id)
+    access.record_access(citizen, decision_id, "decision")
+    log = access.access_log_view(citizen, decision_id, limit=ACCESS_LOG_LIMIT, offset=0)
+    manifest = registry.manifest_of(row.model_id)
+    changed_by = next((r for r in view["reviews"] if r["review_id"] == view["effective_outcome_set_by"]), None)
+    return render_template(
+        "web/decision.html", d=view, m=manifest, lang=lang, log=log, changed_by=changed_by, labels=labels,
+        outcome=labels.outcome(manifest, view["outcome"], lang),
+        effective=labels.outcome(manifest, view["effective_outcome"], lang),
+        open_review=next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None),
+        deadline=reviews.request_window_ends(row.created_at),
+    )
+
+
+@bp.get("/d/<decision_id>/data.json")
+def data(decision_id: str) -> Response:
+    """Everything held about this decision, for the person to keep (a JSON download)."""
+    citizen = _person(decision_id)
+    row = access.visible_decision(citizen, decision_id)
+    view = decisions.decision_view(citizen, decision_id)
+    try:
+        explanation: Any = explanations.explanation_view(citizen, decision_id, row.language)
+    except explanations.ExplanationPending:
+        explanation = {"status": "pending"}
+    except explanations.ExplanationUnavailable as exc:
+        explanation = {"status": "unavailable", "message": exc.message}
+    requests = []
+    for summary in view["reviews"]:
+        review = access.visible_review(citizen, summary["review_id"])
+        requests.append(summary | {"point_of_view": review.point_of_view, "corrected_data": review.corrected_data,
+                                   "language": review.language})
+    body = {
+        "decision": view,
+        "contact": decisions.decrypt_contact(row),
+        "explanation": explanation,
+        "reviews": requests,
+        "access_log": access.access_log_view(citizen, decision_id, limit=10_000, offset=0),
+    }
+    access.record_access(citizen, decision_id, "data_export")
+    resp = Response(json.dumps(body, ensure_ascii=False, indent=2), mimetype="application/json")
+    resp.headers["Content-Disposition"] = f'attachment; filename="decision-{decision_id}.json"'
+    return resp
+
+
+# --- the explanation ------------------------------------------------------------------------------------
+
+@bp.get("/d/<decision_id>/explanation")
+def explanation(decision_id: str) -> Any:
+    citizen = _person(decision_id)
+    lang = choose_language(held_language(decision_id))
+    try:
+        view = explanations.explanation_view(citizen, decision_id, lang)
+    except explanations.ExplanationPending as exc:
+        resp = make_response(render_template("web/explanation_pending.html", decision_id=decision_id,
+                                             retry_after=exc.retry_after), 202)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    access.record_access(citizen, decision_id, "explanation")
+    row = access.visible_decision(citizen, decision_id)
+    chart = inline_svg(explanations.draw_svg(view), _("Chart: how much each main factor raised or lowered the result"))
+    return render_template("web/explanation.html", e=view, chart=chart, decision_id=decision_id,
+                           m=registry.manifest_of(row.model_id), lang=lang)
+
+
+# --- human review ---------------------------------------------------------------------------------------
+
+def _review_page(decision_id: str, citizen: Citizen, form: forms.ReviewForm | None = None, status: int = 200,
+                 problem: str | None = None) -> Any:
+    lang = choose_language(held_language(decision_id))
+    row = access.visible_decision(citizen, decision_id, access.Action.REQUEST_REVIEW)
+    view = decisions.decision_view(citizen, decision_id)
+    manifest = registry.manifest_of(row.model_id)
+    open_review = next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None)
+    form = form or forms.ReviewForm(language=lang)
+    return make_response(render_template(
+        "web/review.html", d=view, m=manifest, lang=lang, form=form, labels=labels, problem=problem,
+        features=forms.mutable_features(manifest), open_review=open_review, decision_id=decision_id,
+        max_length=reviews.POINT_OF_VIEW_MAX_LENGTH, deadline=reviews.request_window_ends(row.created_at),
+        sent=request.args.get("sent") == "1", withdrawn=request.args.get("withdrawn") == "1",
+        languages_offered=list(current_app.config["LANGUAGES"]),
+    ), status)
+
+
+@bp.get("/d/<decision_id>/review")
+def review(decision_id: str) -> Any:
+    return _review_page(decision_id, _person(decision_id))
+
+
+@bp.post("/d/<decision_id>/review")
+def request_review(decision_id: str) -> Any:
+    citizen = _person(decision_id)
+    row = access.visible_decision(citizen, decision_id, access.Action.REQUEST_REVIEW)
+    form = forms.parse(request.form, registry.manifest_of(row.model_id), list(current_app.config["LANGUAGES"]))
+    if not form.valid:
+        return _review_page(decision_id, citizen, form, 422)
+    try:
+        reviews.request_review(citizen, decision_id, point_of_view=form.point_of_view, contest_grounds=form.grounds,
+                               corrected_data=form.values or None, language=form.language)
+    except ValidationFailed:
+        return _review_page(decision_id, citizen, form, 422, _("Some values could not be accepted. Check the form."))
+    except Conflict:
+        return _review_page(decision_id, citizen, form, 409, _("This decision already has an open review request."))
+    return redirect(f"/d/{decision_id}/review?sent=1", code=303)
+
+
+@bp.get("/d/<decision_id>/review/withdraw")
+def withdraw_confirm(decision_id: str) -> Any:
+    citizen = _person(decision_id)
+    view = decisions.decision_view(citizen, decision_id)
+    open_review = next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None)
+    if open_review is None:
+        return redirect(f"/d/{decision_id}/review", code=303)
+    return render_template("web/withdraw.html", decision_id=decision_id, review=open_review, labels=labels)
+
+
+@bp.post("/d/<decision_id>/review/withdraw")
+def withdraw(decision_id: str) -> Any:
+    citizen = _person(decision_id)
+    review_id = request.form.get("review_id") or ""
+    try:
+        reviews.withdraw(citizen, decision_id, review_id)
+    except reviews.InvalidTransition:
+        return _review_page(decision_id, citizen, status=409,
+                            problem=_("This review request is no longer open, so it cannot be withdrawn."))
+    return redirect(f"/d/{decision_id}/review?withdrawn=1", code=303)
