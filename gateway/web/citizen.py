@@ -103,6 +103,8 @@ def data(decision_id: str) -> Response:
         review = access.visible_review(citizen, summary["review_id"])
         requests.append(summary | {"point_of_view": review.point_of_view, "corrected_data": review.corrected_data,
                                    "language": review.language})
+    # The file may be kept or passed on: it holds no live credential (the personal link is left out).
+    view["links"] = {k: v for k, v in view["links"].items() if k != "citizen"}
     body = {
         "decision": view,
         "contact": decisions.decrypt_contact(row),
@@ -143,6 +145,7 @@ def _review_page(decision_id: str, citizen: Citizen, form: forms.ReviewForm | No
     lang = choose_language(held_language(decision_id))
     row = access.visible_decision(citizen, decision_id, access.Action.REQUEST_REVIEW)
     view = decisions.decision_view(citizen, decision_id)
+    access.record_access(citizen, decision_id, "decision")  # the form shows the decision's inputs
     manifest = registry.manifest_of(row.model_id)
     open_review = next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None)
     form = form or forms.ReviewForm(language=lang)
