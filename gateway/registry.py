@@ -357,23 +357,23 @@ class RegisterEntry:
     served_to: dt.datetime | None  # None while it serves
 
 
-def _entry(row: ScoringModel, first: dt.datetime | None, last: dt.datetime | None) -> RegisterEntry:
+def _entry(row: ScoringModel, first: dt.datetime | None) -> RegisterEntry:
     serving = row.status in SERVING
     start = first or (row.status_changed_at if serving else None)
-    end = None if row.status == ModelStatus.ACTIVE.value else (row.status_changed_at if serving else last or row.status_changed_at)
+    # A version stops deciding when it is suspended, replaced or retired: that is its last status change.
+    end = None if row.status == ModelStatus.ACTIVE.value else row.status_changed_at
     return RegisterEntry(row, manifest_of(row.id), start, end)
 
 
 def register_entries() -> list[RegisterEntry]:
     """Every version that serves now or ever decided, by name then newest first."""
-    first, last = func.min(Decision.created_at), func.max(Decision.created_at)
-    used = select(Decision.model_id, first.label("first"), last.label("last")).group_by(Decision.model_id).subquery()
+    used = select(Decision.model_id, func.min(Decision.created_at).label("first")).group_by(Decision.model_id).subquery()
     rows = db.session.execute(
-        select(ScoringModel, used.c.first, used.c.last).outerjoin(used, used.c.model_id == ScoringModel.id)
+        select(ScoringModel, used.c.first).outerjoin(used, used.c.model_id == ScoringModel.id)
         .where(or_(ScoringModel.status.in_(SERVING), used.c.first.is_not(None)))
         .order_by(ScoringModel.name, ScoringModel.registered_at.desc())
     ).all()
-    return [_entry(row, first_at, last_at) for row, first_at, last_at in rows]
+    return [_entry(row, first_at) for row, first_at in rows]
 
 
 def register_entry(name: str, version: str) -> RegisterEntry:

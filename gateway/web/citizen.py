@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, make_response, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 from flask_babel import gettext as _
 
 from gateway import access, decisions, explanations, registry, reviews
@@ -13,7 +21,14 @@ from gateway.auth import Citizen, citizen_from_capability, expired_capability
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from gateway.models import OPEN_REVIEW
 from gateway.web import forms, labels
-from gateway.web.common import NOT_FOUND, choose_language, citizen_for, csrf, held_language, hold
+from gateway.web.common import (
+    NOT_FOUND,
+    choose_language,
+    citizen_for,
+    csrf,
+    held_language,
+    hold,
+)
 from gateway.web.svg import inline_svg
 
 bp = Blueprint("web", __name__)

@@ -105,7 +105,7 @@ def local_datetime(at: dt.datetime | str | None) -> str:
     if at is None:
         return ""
     if isinstance(at, str):
-        at = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+        at = dt.datetime.fromisoformat(at)  # 3.11 reads "Z"
     return format_datetime(at.astimezone(_zone()), "d MMMM y, HH:mm", locale=page_language())
 
 
@@ -113,7 +113,7 @@ def local_date(at: dt.datetime | dt.date | str | None) -> str:
     if at is None:
         return ""
     if isinstance(at, str):
-        at = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+        at = dt.datetime.fromisoformat(at)  # 3.11 reads "Z"
     day = at.astimezone(_zone()).date() if isinstance(at, dt.datetime) else at
     return format_date(day, "long", locale=page_language())
 

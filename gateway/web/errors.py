@@ -9,7 +9,7 @@ from flask import Flask, Response, make_response, render_template, request
 from flask_babel import lazy_gettext
 from flask_wtf.csrf import CSRFError
 
-from gateway.web.common import choose_language
+from gateway.web.common import choose_language, held_language
 
 JSON_PREFIXES = ("/v1/", "/docs", "/openapi.json", "/healthz", "/readyz", "/metrics")
 
@@ -47,7 +47,8 @@ def render_error(status: int, err: Exception) -> Response | None:
     """The error page for a page path; None for JSON paths (the caller answers JSON)."""
     if not is_page(request.path):
         return None
-    choose_language()
+    decision_id = (request.view_args or {}).get("decision_id")
+    choose_language(held_language(decision_id) if isinstance(decision_id, str) else None)
     if isinstance(err, CSRFError):
         title, message = CSRF_TITLE, CSRF_MESSAGE
     else:

@@ -30,8 +30,8 @@ def inline_svg(svg: bytes, title: str, title_id: str = "chart-title") -> str:
     """The chart as an inline ``<svg>`` element: presentation attributes, an accessible title, scalable."""
     text = svg.decode("utf-8")
     text = text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    text = re.sub(r"<style[^>]*>.*?</style>\s*", "", text, flags=re.S)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
+    text = re.sub(r"<style[^>]*>.*?</style>\s*", "", text, flags=re.DOTALL)
     text = _STYLE_ATTR.sub(_attributes, text)
     head_end = text.index(">")
     head = text[:head_end]
