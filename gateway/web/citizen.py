@@ -38,15 +38,23 @@ ACCESS_LOG_LIMIT = 100
 
 @bp.before_request
 def _protect_forms() -> None:
-    """CSRF on every form of the person's pages (the JSON API is not protected this way: no cookies)."""
+    """CSRF on every form of the person's pages (the JSON API is not protected this way: no cookies).
+
+    A session that holds no live link for the decision gets the 404 of a missing decision first, so a
+    form post answers like every other page of a decision it may not see.
+    """
     if request.method == "POST":
+        decision_id = (request.view_args or {}).get("decision_id")
+        if isinstance(decision_id, str):
+            citizen_for(decision_id)
         csrf.protect()
 
 
 def _person(decision_id: str) -> Citizen:
     """The session's person for this decision, with the page in their language; NotFound for anyone else."""
+    citizen = citizen_for(decision_id)
     choose_language(held_language(decision_id))
-    return citizen_for(decision_id)
+    return citizen
 
 
 # --- the link in the notice -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from flask import Flask, Response, make_response, render_template, request
 from flask_babel import lazy_gettext
 from flask_wtf.csrf import CSRFError
 
-from gateway.web.common import choose_language, held_language
+from gateway.web.common import choose_language
 
 JSON_PREFIXES = ("/v1/", "/docs", "/openapi.json", "/healthz", "/readyz", "/metrics")
 
@@ -47,8 +47,9 @@ def render_error(status: int, err: Exception) -> Response | None:
     """The error page for a page path; None for JSON paths (the caller answers JSON)."""
     if not is_page(request.path):
         return None
-    decision_id = (request.view_args or {}).get("decision_id")
-    choose_language(held_language(decision_id) if isinstance(decision_id, str) else None)
+    # Never the language of a decision the session holds: an error page must read the same whether or
+    # not the decision exists (the person's own choice, ?lang= or the browser's languages decide).
+    choose_language()
     if isinstance(err, CSRFError):
         title, message = CSRF_TITLE, CSRF_MESSAGE
     else:
