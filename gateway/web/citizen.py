@@ -33,7 +33,7 @@ from gateway.web.svg import inline_svg
 
 bp = Blueprint("web", __name__)
 NEXT_PAGES = {"explanation": "/explanation", "review": "/review"}
-ACCESS_LOG_LIMIT = 100
+ACCESS_LOG_SHOWN = 20
 
 
 @bp.before_request
@@ -96,8 +96,12 @@ def decision(decision_id: str) -> Any:
     lang = choose_language(held_language(decision_id))
     row = access.visible_decision(citizen, decision_id)
     view = decisions.decision_view(citizen, decision_id)
+    # The page is one read of the decision, its log included: one access event, one durable write.
+    access.visible_decision(citizen, decision_id, access.Action.READ_ACCESS_LOG)
+    _, total = access.access_log(decision_id, limit=0, offset=0)
+    events, _ = access.access_log(decision_id, limit=ACCESS_LOG_SHOWN, offset=max(total - ACCESS_LOG_SHOWN, 0))
+    log = {"events": list(reversed(events)), "total": total}  # the most recent reads, newest first
     access.record_access(citizen, decision_id, "decision")
-    log = access.access_log_view(citizen, decision_id, limit=ACCESS_LOG_LIMIT, offset=0)
     manifest = registry.manifest_of(row.model_id)
     changed_by = next((r for r in view["reviews"] if r["review_id"] == view["effective_outcome_set_by"]), None)
     return render_template(
