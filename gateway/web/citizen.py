@@ -97,11 +97,12 @@ def decision(decision_id: str) -> Any:
     row = access.visible_decision(citizen, decision_id)
     view = decisions.decision_view(citizen, decision_id)
     # The page is one read of the decision, its log included: one access event, one durable write.
+    # Recorded before the log is read, so the person sees this visit in it too.
     access.visible_decision(citizen, decision_id, access.Action.READ_ACCESS_LOG)
+    access.record_access(citizen, decision_id, "decision")
     _, total = access.access_log(decision_id, limit=0, offset=0)
     events, _ = access.access_log(decision_id, limit=ACCESS_LOG_SHOWN, offset=max(total - ACCESS_LOG_SHOWN, 0))
     log = {"events": list(reversed(events)), "total": total}  # the most recent reads, newest first
-    access.record_access(citizen, decision_id, "decision")
     manifest = registry.manifest_of(row.model_id)
     changed_by = next((r for r in view["reviews"] if r["review_id"] == view["effective_outcome_set_by"]), None)
     return render_template(
