@@ -9,8 +9,8 @@ not exist, so existence never leaks; one who sees it but may not take the action
 | reviewer key                    | decisions that have or had a review (or were rescored in one) | read; work review cases               |
 | auditor key                     | every decision                                    | read; read access logs                |
 | admin key                       | none (admins manage models and keys, not people)  | nothing here                          |
-| citizen, capability link        | the one decision the link names                   | read; request review; read access log |
-| citizen, OIDC (national IdP)    | every decision about their IIN (its HMAC)         | read; request review; read access log |
+| citizen, capability link        | the one decision the link names                   | read; request and withdraw review; read access log |
+| citizen, OIDC (national IdP)    | every decision about their IIN (its HMAC)         | read; request and withdraw review; read access log |
 
 An agency sees by body, not by key, so that rotating a key (new key, old one revoked) keeps access to
 the decisions made with the old one; keys of one body are one organisation.
@@ -43,6 +43,7 @@ class Action(enum.StrEnum):
     REQUEST_REVIEW = "request_review"
     READ_ACCESS_LOG = "read_access_log"
     WORK_REVIEW = "work_review"  # claim, renew, release, resolve, extend, rescore
+    WITHDRAW_REVIEW = "withdraw_review"  # the person's own request, while it is open
 
 
 # What each kind of caller may do with a decision it sees.
@@ -51,7 +52,7 @@ ALLOWED: dict[str, frozenset[Action]] = {
     "reviewer": frozenset({Action.READ, Action.WORK_REVIEW}),
     "auditor": frozenset({Action.READ, Action.READ_ACCESS_LOG}),
     "admin": frozenset(),
-    "citizen": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.READ_ACCESS_LOG}),
+    "citizen": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.READ_ACCESS_LOG, Action.WITHDRAW_REVIEW}),
 }
 
 

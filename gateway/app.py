@@ -14,7 +14,7 @@ from gateway._version import __version__
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     """Build the app: configuration, extensions, blueprints, error handlers. No I/O beyond config files."""
     # Imported here, not at the top: `import gateway.ids` (or any leaf) must not load the whole app.
-    from gateway import i18n, notifications, observability, runtime, security
+    from gateway import i18n, notifications, observability, runtime, security, web
     from gateway.api import amend_spec, register_api
     from gateway.api.common import validation_error_response
     from gateway.api.errors import register_error_handlers
@@ -58,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     i18n.init_app(app)
     register_error_handlers(app)
     register_api(app)
+    web.init_app(app)  # pages: the person's decision, explanation, review; the register; HTML errors
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check; delivery starts in serve/worker
     observability.init_app(app)  # GET /metrics

@@ -192,6 +192,33 @@ def citizen_from_capability(token: str) -> Citizen:
     return Citizen(subject_ref=ref, decision_id=payload["d"], via="capability")
 
 
+def expired_capability(token: str) -> Decision | None:
+    """The decision named by a genuine capability token that has expired, else None.
+
+    For the page that tells the person their link expired and whom to ask for a new one: the signature
+    is verified (only the gateway can have issued the token), so this reveals nothing to a forger.
+    """
+    serializer = _capability_serializer()
+    max_age = int(float(current_app.config["CAPABILITY_MAX_AGE_DAYS"]) * 86400)
+    try:
+        serializer.loads(token.removeprefix(CAPABILITY_PREFIX), max_age=max_age)
+    except SignatureExpired as exc:
+        try:
+            payload = serializer.load_payload(exc.payload) if exc.payload is not None else None
+        except BadSignature:
+            return None
+    except BadSignature:
+        return None
+    else:
+        return None  # still valid: not expired
+    if not isinstance(payload, dict) or not isinstance(payload.get("d"), str) or not isinstance(payload.get("s"), str):
+        return None
+    decision = db.session.get(Decision, payload["d"])
+    if decision is None or not hmac.compare_digest(_subject_binding(decision.subject_ref), payload["s"]):
+        return None
+    return decision
+
+
 # --- OIDC bearer tokens of the national identity provider ------------------------------------------------
 
 class _JwksFile:

@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
     # Citizens (gateway/auth.py). Capability links are signed with SECRET_KEY (and SECRET_KEY_FALLBACKS
     # while keys rotate); they name one decision and expire.
     "CAPABILITY_MAX_AGE_DAYS": 365,
+    # Pages (gateway/web): the personal link starts a session bound to its decision in a signed cookie
+    # (HttpOnly, SameSite=Strict, Secure on https); it lasts this long after the last page the person opened.
+    "WEB_SESSION_MAX_AGE_S": 3600,
     # OIDC bearer tokens of the national identity provider: unset issuer = OIDC is off. The JWKS comes
     # from a file (fetched by the deployment) or a URL (fetched and cached by the gateway).
     "OIDC_ISSUER": None,

@@ -17,7 +17,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_babel import Babel, Domain, get_locale
 
 TRANSLATIONS = Path(__file__).parent / "translations"
@@ -68,7 +68,10 @@ class CatalogDomain(Domain):  # type: ignore[misc]
 
 
 def request_language() -> str:
-    """The request's language: ?lang=, then Accept-Language, then Russian (among the offered ones)."""
+    """The request's language: a page's choice (gateway.web), else ?lang=, Accept-Language, Russian."""
+    chosen = g.get("page_language")
+    if chosen:
+        return str(chosen)
     offered = current_app.config["LANGUAGES"]
     lang = request.args.get("lang")
     if lang in offered:

@@ -304,6 +304,8 @@ class ReviewRequest(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(100))
     resolved_at: Mapped[dt.datetime | None]
     rescore_decision_id: Mapped[str | None] = mapped_column(String(40))
+    # Requested after the window the decision notice printed (REVIEW_REQUEST_WINDOW_DAYS): accepted, flagged.
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class AccessEvent(Base):

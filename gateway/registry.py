@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import select
+import numpy as np
+from flask import current_app
+from sqlalchemy import func, or_, select
 
 from explainers import ExplainerError, choose_explainer
 from gateway import runtime
@@ -16,7 +19,7 @@ from gateway.extensions import db
 from gateway.features import example_row, to_frame
 from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
-from gateway.models import Blob, ModelStatus, ScoringModel
+from gateway.models import Blob, Decision, ModelStatus, ScoringModel
 from gateway.settings import Settings, current_settings
 
 SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
@@ -206,3 +209,72 @@ def public_model(name: str) -> ScoringModel:
         raise NotFound(f"no model named {name!r} is being served")
     return row
 
+
+# --- the public algorithm register --------------------------------------------------------------------
+
+def manifest_of(model_id: str) -> Manifest:
+    """A registered version's manifest (immutable once registered), parsed once per process."""
+    found: dict[str, Manifest] = current_app.extensions.setdefault("gateway.manifests", {})
+    manifest = found.get(model_id)
+    if manifest is None:
+        data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one_or_none()
+        if data is None:
+            raise NotFound(f"model {model_id} is not registered")
+        manifest = found[model_id] = Manifest.model_validate(data)
+    return manifest
+
+
+@dataclass(frozen=True)
+class RegisterEntry:
+    """One model version in the public register, with the dates it decided from and to."""
+
+    row: ScoringModel
+    manifest: Manifest
+    served_from: dt.datetime | None
+    served_to: dt.datetime | None  # None while it serves
+
+
+def _entry(row: ScoringModel, first: dt.datetime | None) -> RegisterEntry:
+    serving = row.status in SERVING
+    start = first or (row.status_changed_at if serving else None)
+    # A version stops deciding when it is suspended, replaced or retired: that is its last status change.
+    end = None if row.status == ModelStatus.ACTIVE.value else row.status_changed_at
+    return RegisterEntry(row, manifest_of(row.id), start, end)
+
+
+def register_entries() -> list[RegisterEntry]:
+    """Every version that serves now or ever decided, by name then newest first."""
+    used = select(Decision.model_id, func.min(Decision.created_at).label("first")).group_by(Decision.model_id).subquery()
+    rows = db.session.execute(
+        select(ScoringModel, used.c.first).outerjoin(used, used.c.model_id == ScoringModel.id)
+        .where(or_(ScoringModel.status.in_(SERVING), used.c.first.is_not(None)))
+        .order_by(ScoringModel.name, ScoringModel.registered_at.desc())
+    ).all()
+    return [_entry(row, first_at) for row, first_at in rows]
+
+
+def register_entry(name: str, version: str) -> RegisterEntry:
+    """One version of the register; NotFound for a version that never served."""
+    for entry in register_entries():
+        if entry.row.name == name and entry.row.version == version:
+            return entry
+    raise NotFound(f"model {name} {version} is not in the register")
+
+
+def global_factors(model_id: str) -> dict[str, float]:
+    """Mean |attribution| per raw feature over the version's background data (computed once, cached).
+
+    The register's "main factors in general": the same explainer and background as the decisions'
+    explanations, so the figures are comparable with a person's own factors. Empty without background.
+    """
+    found: dict[str, dict[str, float]] = current_app.extensions.setdefault("gateway.global_factors", {})
+    if model_id not in found:
+        loaded = runtime.cache().get(model_id)
+        tools, background = loaded.explanation, loaded.background
+        result: dict[str, float] = {}
+        if tools is not None and background is not None and len(background):
+            raws = tools.explainer.explain(background)
+            names = raws[0].attributions.keys()
+            result = {n: float(np.mean([abs(r.attributions[n]) for r in raws])) for n in names}
+        found[model_id] = result
+    return found[model_id]

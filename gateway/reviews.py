@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway import deadlines, decisions, runtime
-from gateway.access import Action, visible_decision
+from gateway import deadlines, decisions, registry, runtime
+from gateway.access import Action, visible_decision, visible_review
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.db import write_transaction
@@ -32,12 +32,13 @@ from gateway.models import (
     NotificationStatus,
     ReviewRequest,
     ReviewStatus,
-    ScoringModel,
     table,
 )
+from gateway.schemas.reviews import POINT_OF_VIEW_MAX
 from gateway.settings import current_settings
 
 GROUNDS = ("wrong_data", "wrong_assessment", "other")
+POINT_OF_VIEW_MAX_LENGTH = POINT_OF_VIEW_MAX  # characters; the API schema and the review page share this limit
 OUTCOMES = ("upheld", "changed", "annulled")
 ANNULLED = "annulled"
 
@@ -51,6 +52,9 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (ReviewStatus.CLAIMED, "rescore"): ReviewStatus.CLAIMED,
     (ReviewStatus.QUEUED, "extend"): ReviewStatus.QUEUED,
     (ReviewStatus.CLAIMED, "extend"): ReviewStatus.CLAIMED,
+    # The person may withdraw their request while it is open, even while a reviewer holds it.
+    (ReviewStatus.QUEUED, "withdraw"): ReviewStatus.WITHDRAWN,
+    (ReviewStatus.CLAIMED, "withdraw"): ReviewStatus.WITHDRAWN,
 }
 
 
@@ -80,6 +84,11 @@ def end_of_day(day: dt.date) -> dt.datetime:
     return deadlines.end_of_day(day, current_settings().zone)
 
 
+def request_window_ends(decided_at: dt.datetime) -> dt.date:
+    """The last day on which review may be requested without being late: decision date + the window."""
+    return deadlines.review_request_deadline(decided_at, current_settings())
+
+
 def effective_due(review: ReviewRequest) -> dt.datetime:
     return review.extended_until or review.due_at
 
@@ -88,12 +97,6 @@ def effective_due(review: ReviewRequest) -> dt.datetime:
 
 def _decision_for(principal: Caller, decision_id: str) -> Decision:
     return visible_decision(principal, decision_id, Action.REQUEST_REVIEW)
-
-
-def manifest_of(model_id: str) -> Manifest:
-    """The manifest of a model version (immutable once registered)."""
-    data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one()
-    return Manifest.model_validate(data)
 
 
 def _channels(decision_id: str) -> list[str]:
@@ -137,7 +140,7 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
     """Open a review of a decision; the person is told it was received and by when it is due."""
     now = now or utcnow()
     decision = _decision_for(principal, decision_id)
-    _check_corrected(manifest_of(decision.model_id), corrected_data)
+    _check_corrected(registry.manifest_of(decision.model_id), corrected_data)
     open_review = _open_review(decision.id)
     if open_review is not None:
         raise Conflict("this decision already has an open review", code="review_open",
@@ -147,6 +150,8 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
         contest_grounds=list(contest_grounds), corrected_data=corrected_data or None,
         language=language or decision.language, requested_by=principal.id, requested_at=now,
         due_at=deadlines.due_date(now, current_settings()), fencing_token=0,
+        # Accepted after the window the notice printed, but flagged: the reviewer decides what it means.
+        late=deadlines.local_date(now, current_settings().zone) > request_window_ends(decision.created_at),
     )
     try:
         with write_transaction() as session:
@@ -156,12 +161,38 @@ def request_review(principal: Principal, decision_id: str, *, point_of_view: str
             if notices:
                 session.execute(insert(table(Notification)), notices)
             _leaf(session, "review:requested", review, now, decision_id=decision.id, grounds=review.contest_grounds,
-                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat())
+                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat(), late=review.late)
     except IntegrityError:
         # Another request for the same decision committed first (the partial unique index).
         db.session.rollback()
         raise Conflict("this decision already has an open review", code="review_open",
                        details={"review_id": _open_review(decision.id)}) from None
+    return review
+
+
+def withdraw(principal: Caller, decision_id: str, review_id: str, *, now: dt.datetime | None = None) -> ReviewRequest:
+    """The person withdraws their open review request; they are told it was withdrawn.
+
+    Only the person may (gateway.access: WITHDRAW_REVIEW); anyone who does not see the decision, or a
+    review of another decision, gets NotFound; a review that is no longer open gets InvalidTransition.
+    """
+    now = now or utcnow()
+    found = visible_review(principal, review_id, Action.WITHDRAW_REVIEW)
+    if found.decision_id != decision_id:
+        raise NotFound("The resource does not exist.")
+    with write_transaction() as session:
+        review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one()
+        previous = review.status
+        review.status = _transition(review, "withdraw")
+        review.claimed_by, review.lease_expires_at = None, None
+        decision = session.get(Decision, review.decision_id)
+        assert decision is not None
+        session.flush()
+        notices = _notices(decision, "review_withdrawn", review, now)
+        if notices:
+            session.execute(insert(table(Notification)), notices)
+        _leaf(session, "review:withdrawn", review, now, decision_id=decision.id, previous_status=previous,
+              withdrawn_by=principal.id)
     return review
 
 
@@ -277,7 +308,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
         decision = session.get(Decision, review.decision_id)
         assert decision is not None
         _not_operator(principal, decision)
-        policy = manifest_of(decision.model_id).policy
+        policy = registry.manifest_of(decision.model_id).policy
         effective = _effective_after(outcome, new_outcome, decision.outcome, (policy.outcome_above, policy.outcome_below))
         if not (reasons.get(review.language) or "").strip():
             raise ValidationFailed(

@@ -29,14 +29,18 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
 from gateway.api.common import caller, rate_limit_key
-from gateway.api.errors import error_body
+from gateway.api.errors import error_body, error_page
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
-EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg"})
+EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation"})
 UPLOAD_ENDPOINTS = frozenset({"models.put_blob"})
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# Pages (gateway.web): the package's own stylesheet, forms posting to this origin, nothing inline
+# (the chart is inline SVG with presentation attributes, no style or script) and no other origin.
+PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'")
 DOCS_PAGE = "/docs/swagger"
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 
@@ -104,9 +108,11 @@ def init_app(app: Flask) -> None:
         breached = limiter.current_limit
         if breached is not None:
             retry_after = min(window, max(1, math.ceil(breached.reset_at - time.time())))
-        body = error_body("rate_limited", "too many requests; try again later",
-                          {"limit": str(exc.limit.limit), "retry_after": retry_after})
-        resp = current_app.json.response(body)
+        resp = error_page(429, exc)
+        if resp is None:
+            body = error_body("rate_limited", "too many requests; try again later",
+                              {"limit": str(exc.limit.limit), "retry_after": retry_after})
+            resp = current_app.json.response(body)
         resp.status_code = 429
         resp.headers["Retry-After"] = str(retry_after)
         return resp
@@ -178,6 +184,8 @@ def security_headers(resp: Response) -> Response:
     headers = resp.headers
     if request.path == DOCS_PAGE and resp.mimetype == "text/html" and not resp.direct_passthrough:
         headers["Content-Security-Policy"] = docs_csp(resp.get_data())
+    elif resp.mimetype == "text/html":
+        headers["Content-Security-Policy"] = PAGE_CSP
     else:
         headers["Content-Security-Policy"] = JSON_CSP
     headers["X-Content-Type-Options"] = "nosniff"

@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider, valid_iin
+from tests.web.support import expired_token
 
 pytestmark = [
     pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
@@ -52,6 +53,8 @@ DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
 }
 REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/v1/reviews/<review_id>", "GET"): READERS,
+    # Named under its decision as well: both ids are filled in from the review (the person's own action).
+    ("/v1/decisions/<decision_id>/reviews/<review_id>/withdraw", "POST"): frozenset({"citizen"}),
     **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
        for action in ("renew", "release", "resolve", "extend", "rescore")},
 }
@@ -62,6 +65,17 @@ PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
     ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
 }
+# The person's pages (gateway.web): reached with the session the personal link starts, never a header.
+PAGE_ROUTES: dict[tuple[str, str], str] = {
+    ("/d/<decision_id>", "GET"): "",
+    ("/d/<decision_id>/explanation", "GET"): "/explanation",
+    ("/d/<decision_id>/review", "GET"): "/review",
+    ("/d/<decision_id>/review", "POST"): "/review",
+    ("/d/<decision_id>/review/withdraw", "GET"): "/review/withdraw",
+    ("/d/<decision_id>/review/withdraw", "POST"): "/review/withdraw",
+    ("/d/<decision_id>/data.json", "GET"): "/data.json",
+}
+PUBLIC_PAGES = {("/register/<name>/<version>", "GET")}  # the register: public, like GET /v1/models/<name>
 STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
 
 
@@ -187,7 +201,9 @@ def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
                 found.append((plain, method, "review"))
             elif key in PUBLIC_OBJECT_ROUTES:
                 found.append((plain, method, "public"))
-            elif rule.rule in STATIC_FILES and method == "GET":
+            elif key in PAGE_ROUTES:
+                found.append((plain, method, "page"))
+            elif key in PUBLIC_PAGES or rule.rule in STATIC_FILES and method == "GET":
                 continue
             else:
                 unclassified.append(key)
@@ -198,7 +214,9 @@ def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
 def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: IdentityProvider) -> None:
     world = build_world(gateway, idp)
     routes = classify_routes(gateway)
-    assert {(r, m) for r, m, c in routes if c != "public"} == set(DECISION_ROUTES) | set(REVIEW_ROUTES)
+    assert {(r, m) for r, m, c in routes if c in ("decision", "review")} == set(DECISION_ROUTES) | set(REVIEW_ROUTES)
+    assert {(r, m) for r, m, c in routes if c == "page"} == set(PAGE_ROUTES)
+    routes = [r for r in routes if r[2] != "page"]  # pages: test_no_session_reaches_a_page_it_may_not_see
     failures: list[str] = []
     tally: Counter[str] = Counter()
     cross_successes = 0
@@ -233,10 +251,12 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
                 decision = obj if kind == "decision" else world.review_of[obj]
                 sees = decision in world.sees[who.name]
                 may = sees and who.kind in table[(rule, method)]
-                resp = send(gateway, method, rule.replace(param, obj), who.headers, extra)
-                label = f"{who.name} {method} {rule.replace(param, obj)}"
+                url = rule.replace(param, obj).replace("<decision_id>", decision)
+                resp = send(gateway, method, url, who.headers, extra)
+                label = f"{who.name} {method} {url}"
                 if not sees:
-                    absent = send(gateway, method, rule.replace(param, missing), who.headers, extra)
+                    absent = send(gateway, method, rule.replace(param, missing).replace("<decision_id>", decision),
+                                  who.headers, extra)
                     tally["hidden 404"] += 1
                     if resp.status_code != 404 or fingerprint(resp) != fingerprint(absent):
                         failures.append(f"{label}: {resp.status_code} {resp.data[:120]!r}, not the 404 of a missing id")
@@ -330,3 +350,61 @@ def test_path_parameter_values_that_are_not_ids_are_404(gateway: Gateway, idp: I
         for bad in ("..%2F..%2Fetc", "%00", "a" * 65, "dec_%27%20OR%201%3D1"):
             resp = gateway.client.get(f"/v1/decisions/{bad}", headers=who.headers)
             assert resp.status_code == 404, (who.name, bad, resp.status_code)
+
+
+def _page_browser(gw: Gateway, link: str | None = None, held: dict[str, str] | None = None) -> Any:
+    """A browser: signed in by following a personal link, or holding the given tokens in its session."""
+    browser = gw.app.test_client()
+    if link is not None:
+        assert browser.get(link.split("https://gateway.test", 1)[1]).status_code == 303
+    if held:
+        with browser.session_transaction() as session:  # the app's own signed session, as a browser would hold it
+            session["caps"] = {d: {"t": t, "l": "kk"} for d, t in held.items()}
+    return browser
+
+
+def _csrf(browser: Any, decision_id: str) -> str | None:
+    page = browser.get(f"/d/{decision_id}/review")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    return found.group(1) if found else None
+
+
+def test_no_session_reaches_a_page_it_may_not_see(gateway: Gateway, idp: IdentityProvider) -> None:
+    """Every page of a decision × another person's session, another decision's link, an expired link and no
+    session: the 404 of a decision that does not exist, the same bytes apart from the id in the address."""
+    world = build_world(gateway, idp)
+    target = world.decisions["D1"]
+    citizen_link = {label: decide_link(gateway, world, label) for label in ("D1", "D2", "D5")}
+    browsers = {
+        "another person's session": _page_browser(gateway, citizen_link["D2"]),
+        "another decision's link (same person)": _page_browser(gateway, citizen_link["D5"]),
+        "an expired link in the session": _page_browser(gateway, held={target: expired_token(gateway, target, 400)}),
+        "no session": gateway.app.test_client(),
+    }
+    own = _page_browser(gateway, citizen_link["D1"])
+    failures = []
+    for label, browser in browsers.items():
+        own_decision = {"another person's session": world.decisions["D2"],
+                        "another decision's link (same person)": world.decisions["D5"]}.get(label)
+        token = _csrf(browser, own_decision) if own_decision else None
+        for (rule, method), suffix in PAGE_ROUTES.items():
+            data = {"csrf_token": token, "point_of_view": "x", "contest_grounds": "other", "language": "kk",
+                    "review_id": world.reviews["R2"]} if method == "POST" else None
+            data = {k: v for k, v in (data or {}).items() if v is not None} or None
+            hit = browser.open(f"/d/{target}{suffix}", method=method, data=data)
+            miss = browser.open(f"/d/{MISSING_DECISION}{suffix}", method=method, data=data)
+            same = hit.data.replace(target.encode(), b"ID") == miss.data.replace(MISSING_DECISION.encode(), b"ID")
+            if hit.status_code != 404 or miss.status_code != 404 or not same:
+                failures.append(f"{label}: {method} {rule}: {hit.status_code} (missing: {miss.status_code}, same body: {same})")
+    assert not failures, "\n".join(failures)
+    # The person's own session opens every page of their decision (the matrix is not vacuous).
+    for suffix in ("", "/explanation", "/review", "/data.json"):
+        assert own.get(f"/d/{target}{suffix}").status_code == 200, suffix
+    assert gateway.count("reviews") == 2  # no page request of another session recorded anything
+
+
+def decide_link(gw: Gateway, world: World, label: str) -> str:
+    """The person's capability link for a decision of the world, as the agency that made it received it."""
+    maker = "agency_a" if label in ("D1", "D4", "D5") else "agency_b"
+    view = gw.client.get(f"/v1/decisions/{world.decisions[label]}", headers=gw.auth(maker)).get_json()
+    return str(view["links"]["citizen"])

@@ -155,6 +155,15 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", f"/v1/decisions/{did}", "auditor").get_json()["effective_outcome"] == "approved"
     assert call("GET", f"/v1/decisions/{did}/access-log", "auditor").status_code == 200
 
+    # A second decision: the person asks for a review, then withdraws it.
+    second = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,
+                  headers={"Idempotency-Key": "contract-3"}).get_json()
+    token2 = second["links"]["citizen"].split("token=")[1]
+    asked = call("POST", f"/v1/decisions/{second['decision_id']}/reviews", token=token2,
+                 json={"point_of_view": "Қате есептелді.", "contest_grounds": ["wrong_assessment"]}).get_json()
+    withdrawn = call("POST", f"/v1/decisions/{second['decision_id']}/reviews/{asked['review_id']}/withdraw", token=token2)
+    assert withdrawn.status_code == 200 and withdrawn.get_json()["status"] == "withdrawn"
+
     # The kill switch, then the refusal it causes.
     assert call("POST", "/v1/models/german-credit/suspend", "admin", json={"reason": "contract test"}).status_code == 200
     refused = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,

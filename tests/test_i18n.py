@@ -59,3 +59,11 @@ def test_no_stale_messages(lang: str) -> None:
 def test_kazakh_is_written_with_kazakh_letters() -> None:
     text = " ".join(str(m.string) for m in catalog("kk") if m.id)
     assert {"ә", "ұ", "қ", "ғ", "ң", "ө", "і"} <= set(text)
+
+
+def test_page_templates_and_code_are_checked_too() -> None:
+    """The pages (gateway/templates/web, gateway/web) are part of what must be complete in kk and ru."""
+    used = used_message_ids()
+    assert "Skip to the main content" in used  # templates/web/base.html
+    assert "Choose at least one reason." in used  # gateway/web/forms.py
+    assert "waiting for a reviewer" in used  # gateway/web/labels.py (lazy_gettext)

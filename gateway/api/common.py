@@ -24,7 +24,7 @@ from gateway.models import Role
 ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for every status
 
 # Path models whose validation failure means "no such resource", not "bad request".
-PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath"}
+PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "DecisionReviewPath"}
 
 
 def _authenticated() -> Caller | Exception:
@@ -71,7 +71,7 @@ def rate_limit_key() -> str:
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Serialise a presenter's model (or plain JSON values) compactly, UTF-8 kept."""
     if isinstance(payload, BaseModel):
-        payload = payload.model_dump(mode="json")
+        payload = payload.model_dump(mode="json", exclude_unset=True)  # optional fields left out stay out
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status=status, headers=headers, mimetype="application/json")
 

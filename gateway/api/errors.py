@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, current_app, json
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -39,16 +39,27 @@ _HTTP_CODES = {
 }
 
 
+def error_page(status: int, err: Exception) -> Response | None:
+    """The HTML page for this error when the request is for a page (the web package registers the
+    renderer in app.extensions["gateway.error_page"]; it answers None for /v1, ops and docs paths)."""
+    render = current_app.extensions.get("gateway.error_page")
+    return render(status, err) if render is not None else None
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Answer every error, ours or the framework's, as JSON {"error": {code, message, details}}."""
+    """Answer every error, ours or the framework's: JSON {"error": {code, message, details}}, or an HTML
+    page in the person's language for page paths (gateway.web)."""
 
     @app.errorhandler(GatewayError)
     def _gateway_error(err: GatewayError) -> Response:
-        return error_response(err)
+        return error_page(err.status_code, err) or error_response(err)
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
+        page = error_page(status, err)
+        if page is not None:
+            return page
         code = _HTTP_CODES.get(status, "http_error")
         message = err.description or err.name
         if status == 404:
@@ -64,9 +75,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DBAPIError)
     def _db_error(err: Exception) -> Response:
         log.error("database error: %s", err)
-        return error_response(DatabaseUnavailable())
+        return error_page(503, err) or error_response(DatabaseUnavailable())
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(GatewayError("An unexpected error occurred."))
+        return error_page(500, err) or error_response(GatewayError("An unexpected error occurred."))

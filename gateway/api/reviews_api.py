@@ -17,6 +17,7 @@ from gateway.presenters.review import case_view, rescore_view, summary
 from gateway.schemas import (
     ClaimIn,
     DecisionPath,
+    DecisionReviewPath,
     ExtendIn,
     LeaseIn,
     ReleaseIn,
@@ -43,6 +44,14 @@ def request_review(path: DecisionPath, body: ReviewRequestIn) -> Response:
         corrected_data=body.corrected_data, language=body.language,
     )
     return json_response(summary(review), 201, {"Location": f"/v1/reviews/{review.id}"})
+
+
+@bp.post("/decisions/<decision_id>/reviews/<rid:review_id>/withdraw", security=BEARER,
+         responses={200: ReviewSummary, **ERRORS})
+def withdraw_review(path: DecisionReviewPath) -> Response:
+    """Withdraw your open review request (the person only); the decision stays as it was."""
+    review = reviews.withdraw(caller(), path.decision_id, path.review_id)
+    return json_response(summary(review))
 
 
 @bp.get("/reviews/<rid:review_id>", security=BEARER, responses={200: ReviewSummary, **ERRORS})

@@ -15,18 +15,18 @@ from typing import Any
 
 from babel.dates import format_date
 from cryptography.exceptions import InvalidTag
-from flask import current_app, render_template
+from flask import render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from gateway import deadlines, links
+from gateway import deadlines, links, registry
 from gateway.auth import capability_token
 from gateway.contacts import decrypt_contact
 from gateway.extensions import db
 from gateway.ids import isoformat
 from gateway.manifest import Manifest
-from gateway.models import ApiClient, Decision, ReviewRequest, ScoringModel
+from gateway.models import ApiClient, Decision, ReviewRequest
 from gateway.notifications.channels.base import Message, PermanentFailure
 from gateway.settings import current_settings
 
@@ -34,8 +34,9 @@ DECISION_NOTICE = "decision_notice"
 REVIEW_RECEIVED = "review_received"
 REVIEW_EXTENDED = "review_extended"
 REVIEW_OUTCOME = "review_outcome"
-KINDS = (DECISION_NOTICE, REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME)
-REVIEW_KINDS = (REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME)
+REVIEW_WITHDRAWN = "review_withdrawn"
+KINDS = (DECISION_NOTICE, REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME, REVIEW_WITHDRAWN)
+REVIEW_KINDS = (REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME, REVIEW_WITHDRAWN)
 LANGUAGES = ("kk", "ru", "en")
 
 
@@ -61,17 +62,10 @@ def _subject(kind: str, content: dict[str, Any]) -> str:
                  decision_id=content["decision_id"])
     if kind == REVIEW_EXTENDED:
         return _("The human review of your decision was extended to %(date)s", date=content["review"]["due_on"])
+    if kind == REVIEW_WITHDRAWN:
+        return _("Your request for a human review of decision %(decision_id)s was withdrawn",
+                 decision_id=content["decision_id"])
     return _("The outcome of the human review of decision %(decision_id)s", decision_id=content["decision_id"])
-
-
-def _manifest(model_id: str) -> Manifest:
-    """The model version's manifest (immutable once registered), parsed once per process."""
-    cache: dict[str, Manifest] = current_app.extensions.setdefault("gateway.notice_manifests", {})
-    found = cache.get(model_id)
-    if found is None:
-        data = db.session.execute(select(ScoringModel.manifest).where(ScoringModel.id == model_id)).scalar_one()
-        found = cache[model_id] = Manifest.model_validate(data)
-    return found
 
 
 def local_date(at: dt.datetime) -> dt.date:
@@ -127,6 +121,9 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
     # With the person's personal link ("citizen"): a notice goes to the person only.
     decision_links = links.decision_links(base, decision.id, capability_token(decision.id, decision.subject_ref))
     deadline = deadlines.review_request_deadline(decision.created_at, settings)
+    # The person follows pages, not the JSON API: the personal link opens a session and then the page
+    # named by `next` (the API links stay in "links" for an agency relaying the webhook).
+    personal = decision_links["citizen"]
     content: dict[str, Any] = {
         "kind": job.kind,
         "notification_id": job.id,
@@ -140,7 +137,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
             "version": manifest.version,
             "owner": manifest.notice.owner.get(lang),
             "purpose": manifest.notice.purpose.get(lang),
-            "notice_url": links.model_link(base, manifest.name),
+            "notice_url": f"{base}/register/{manifest.name}/{manifest.version}",  # the version that decided
         },
         "outcome": _outcome(manifest, decision.outcome, lang),
         "effective_outcome": _outcome(manifest, decision.effective_outcome, lang),
@@ -148,8 +145,8 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "role_of_ai": decision.role_of_ai,
         "sole_basis": decision.role_of_ai == "sole_basis",
         "rights": {
-            "explanation_url": decision_links["explanation"],
-            "review_url": decision_links["review"],
+            "explanation_url": f"{personal}&next=explanation",
+            "review_url": f"{personal}&next=review",
             "review_free": True,
             "review_request_by": deadline.isoformat(),
             "review_request_by_text": format_date(deadline, "long", locale=lang),
@@ -196,7 +193,7 @@ def message_for(job: Job) -> Message:
     decision = db.session.get(Decision, job.decision_id)
     if decision is None:
         raise PermanentFailure("the decision of this notification does not exist")
-    manifest = _manifest(decision.model_id)
+    manifest = registry.manifest_of(decision.model_id)
     review = _review_for(job) if job.kind in REVIEW_KINDS else None
     agency = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
     address = recipient(decision, job.channel)

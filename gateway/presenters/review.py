@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from gateway import reviews
+from gateway import registry, reviews
 from gateway.extensions import db
 from gateway.ids import isoformat_or_none, utcnow
 from gateway.models import OPEN_REVIEW, Decision, Explanation, ReviewRequest
@@ -34,6 +34,7 @@ def summary(review: ReviewRequest, now: dt.datetime | None = None) -> ReviewSumm
         "resolved_by": review.resolved_by,
         "resolved_at": isoformat_or_none(review.resolved_at),
         "rescore_decision_id": review.rescore_decision_id,
+        "late": bool(review.late),
     })
 
 
@@ -41,7 +42,7 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> ReviewCase:
     """Everything a reviewer needs to decide: inputs, score, outcome, explanation, the person's view, notice."""
     decision = db.session.get(Decision, review.decision_id)
     assert decision is not None
-    manifest = reviews.manifest_of(decision.model_id)
+    manifest = registry.manifest_of(decision.model_id)
     explanation = db.session.get(Explanation, decision.id)
     rendered = None
     if explanation is not None and explanation.status == "ready":
@@ -75,6 +76,6 @@ def rescore_view(review_id: str, decision: Decision) -> Rescored:
     explanation = db.session.get(Explanation, decision.id)
     rendered = None
     if explanation is not None and explanation.status == "ready":
-        rendered = render(decision, explanation, reviews.manifest_of(decision.model_id), decision.language)
+        rendered = render(decision, explanation, registry.manifest_of(decision.model_id), decision.language)
     return Rescored.model_validate({"review_id": review_id, "decision_id": decision.id, "rescore_of": (decision.reference or "")[len("rescore:"):],
             "score": decision.score, "outcome": decision.outcome, "adverse": decision.adverse, "explanation": rendered})

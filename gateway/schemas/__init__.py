@@ -60,6 +60,7 @@ from gateway.schemas.models import (
 )
 from gateway.schemas.reviews import (
     ClaimIn,
+    DecisionReviewPath,
     ExtendIn,
     LeaseIn,
     Reason,
@@ -88,6 +89,7 @@ __all__ = [
     "DecisionOut",
     "DecisionPath",
     "DecisionRequest",
+    "DecisionReviewPath",
     "ErrorDetail",
     "ErrorResponse",
     "ExplanationFactor",

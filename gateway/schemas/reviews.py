@@ -8,9 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.schemas.common import FeatureValue, FencingToken, Language, LeaseSeconds, Out, ReviewId, Strict
 
+POINT_OF_VIEW_MAX = 10000  # characters; the review service and the review page share this limit
+
 
 class ReviewRequestIn(Strict):
-    point_of_view: Annotated[str, Field(min_length=1, max_length=10000, description="The person's point of view")]
+    point_of_view: Annotated[str, Field(min_length=1, max_length=POINT_OF_VIEW_MAX,
+                                        description="The person's point of view")]
     contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(
         min_length=1, max_length=3, json_schema_extra={"uniqueItems": True})
     corrected_data: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
@@ -23,6 +26,13 @@ class ReviewRequestIn(Strict):
         if len(set(value)) != len(value):
             raise ValueError("grounds must not repeat")
         return value
+
+
+class DecisionReviewPath(Strict):
+    """A review named under its decision (the person's own actions on their request)."""
+
+    decision_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    review_id: ReviewId
 
 
 class ClaimIn(Strict):
@@ -114,6 +124,7 @@ class ReviewSummary(Out):
     resolved_by: str | None
     resolved_at: str | None
     rescore_decision_id: str | None
+    late: bool = Field(description="Requested after the window printed in the decision notice (accepted, flagged)")
 
 
 class ReviewList(Out):

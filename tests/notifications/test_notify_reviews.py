@@ -110,3 +110,13 @@ def test_review_outcome_in_russian(dispatch: Dispatch, gateway: Gateway, smtp_se
         assert "Дата пересмотра: 10 января 2027 г." in body
         assert "в том числе в суде" in body
         assert "Вопросы и жалобы: appeals@example.kz" in body
+
+
+def test_review_withdrawn_in_kazakh(dispatch: Dispatch, gateway: Gateway, smtp_server: SMTPServer) -> None:
+    did = _review_notice(gateway, "review_withdrawn", "kk", status="withdrawn")
+    mail, text, html = _deliver(dispatch, gateway, smtp_server)
+    assert mail["Subject"] == f"{did} шешімін адамның қайта қарауы туралы өтінішіңіз кері қайтарылды"
+    for body in (text, html):
+        assert "2026 ж. 1 желтоқсан күнгі өтінішіңіз сіздің сұрауыңыз бойынша кері қайтарылды" in _spaces(body)
+        assert "Шешім өзгеріссіз қалады." in body
+        assert "rev_review_withdrawn" in body and "appeals@example.kz" in body

@@ -76,8 +76,9 @@ def test_the_notice_is_posted_signed_and_verifies_with_standardwebhooks(
     assert data["system"]["name"] == "german-credit" and data["system"]["version"] == "1.0.0"
     assert data["system"]["owner"].startswith("«Example Bank» АҚ") and data["system"]["purpose"].startswith("ТЕК МЫСАЛ")
     assert data["outcome"]["code"] in ("approved", "declined") and data["outcome"]["label"] in ("Мақұлданды", "Бас тартылды")
-    assert data["rights"]["explanation_url"] == f"https://gateway.test/v1/decisions/{did}/explanation"
-    assert data["rights"]["review_url"] == f"https://gateway.test/v1/decisions/{did}/reviews"
+    assert data["rights"]["explanation_url"] == data["links"]["citizen"] + "&next=explanation"  # a page, via the personal link
+    assert data["rights"]["review_url"] == data["links"]["citizen"] + "&next=review"
+    assert data["links"]["explanation"] == f"https://gateway.test/v1/decisions/{did}/explanation"  # API links stay
     assert data["rights"]["review_free"] is True
     decided = dt.datetime.fromisoformat(data["decided_at"])
     assert dt.date.fromisoformat(data["rights"]["review_request_by"]) - decided.date() in (dt.timedelta(days=30),

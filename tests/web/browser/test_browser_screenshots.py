@@ -1,0 +1,45 @@
+"""Screenshots of the decision page (kk) and the explanation page (ru) for people to look at.
+
+Saved to tests/artifacts/ (git-ignored) on every run; with GATEWAY_UPDATE_SCREENSHOTS=1 also copied to
+docs/screenshots/decision-kk.png and docs/screenshots/explanation-ru.png, which the README shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from .conftest import CHROMIUM, NO_CHROMIUM, save_screenshot
+from .live import LiveGateway
+from .pages import open_link
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
+
+
+@pytest.fixture
+def desktop_page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, device_scale_factor=1)
+    yield context.new_page()
+    context.close()
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize(("lang", "next_page", "name", "ready"), [
+    ("kk", "", "decision-kk.png", "section#outcome"),
+    ("ru", "explanation", "explanation-ru.png", "figure#chart svg"),
+])
+def test_screenshot(live: LiveGateway, desktop_page: Page, lang: str, next_page: str, name: str, ready: str) -> None:
+    made = live.decide(lang)
+    live.wait_mail(made["email"], "decision_notice")  # the page lists the notice as delivered
+    open_link(desktop_page, made["links"]["citizen"] + (f"&next={next_page}" if next_page else ""))
+    desktop_page.locator(ready).wait_for()
+    desktop_page.evaluate("() => document.fonts.ready")
+    path = save_screenshot(desktop_page, name)
+    width, height = _png_size(path.read_bytes())
+    assert width == 1100 and height >= 600, (width, height)

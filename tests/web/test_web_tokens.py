@@ -1,0 +1,101 @@
+"""The personal link: checked once, then a session; the token leaves the address bar; bad links end well."""
+
+from __future__ import annotations
+
+from http.cookies import SimpleCookie
+
+import pytest
+
+from tests.conftest import Gateway
+from tests.web.support import IIN_2, decide, expired_token, person, text
+
+MISSING = "dec_AAAAAAAAAAAAAAAAAAAAAA"
+
+
+def test_the_link_starts_a_session_and_redirects_away_from_the_token(gateway: Gateway) -> None:
+    me = person(gateway, signed_in=False)
+    resp = me.open_link()
+    assert resp.status_code == 303
+    assert resp.headers["Location"] == f"/d/{me.decision_id}"  # no token in the address bar or history
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    cookie = SimpleCookie(resp.headers["Set-Cookie"])
+    morsel = cookie["gw_session"]
+    assert morsel["httponly"] and morsel["secure"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+    assert morsel["expires"]  # a lifetime (WEB_SESSION_MAX_AGE_S), not a browser-session cookie
+    page = me.browser.get(f"/d/{me.decision_id}")
+    assert page.status_code == 200 and 'id="outcome"' in page.get_data(as_text=True)
+    assert me.token not in page.get_data(as_text=True)  # the page never repeats the token
+
+
+@pytest.mark.parametrize(("target", "path"), [("explanation", "/explanation"), ("review", "/review"), ("other", "")])
+def test_the_links_for_explanation_and_review_land_on_their_pages(gateway: Gateway, target: str, path: str) -> None:
+    me = person(gateway, signed_in=False)
+    resp = me.browser.get(f"{me.link}&next={target}")
+    assert resp.status_code == 303 and resp.headers["Location"] == f"/d/{me.decision_id}{path}"
+
+
+def test_arriving_from_another_site_continues_from_a_page_of_our_own(gateway: Gateway) -> None:
+    """A SameSite=Strict cookie is not sent on a redirect chain begun on a webmail page: continue same-site."""
+    me = person(gateway, signed_in=False)
+    resp = me.open_link(**{"Sec-Fetch-Site": "cross-site"})
+    assert resp.status_code == 200 and "Set-Cookie" in resp.headers
+    body = resp.get_data(as_text=True)
+    assert f'content="0;url=/d/{me.decision_id}"' in body and f'href="/d/{me.decision_id}"' in body
+    assert me.token not in body
+
+
+def test_an_expired_link_says_so_and_how_to_get_a_new_one(gateway: Gateway) -> None:
+    me = person(gateway, signed_in=False, language="ru")
+    old = expired_token(gateway, me.decision_id, days_old=400)
+    resp = me.browser.get(f"/d/{me.decision_id}?token={old}")
+    assert resp.status_code == 410
+    assert "Срок действия ссылки истёк" in text(resp) and "appeals@example.kz" in text(resp)
+    assert 'lang="ru"' in resp.get_data(as_text=True)
+    assert "Set-Cookie" not in resp.headers or "caps" not in resp.headers["Set-Cookie"]
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 404  # no session was started
+    # In Kazakh and English too.
+    assert "Сілтеменің мерзімі өтті" in text(me.browser.get(f"/d/{me.decision_id}?token={old}&lang=kk"))
+    assert "This link has expired" in text(me.browser.get(f"/d/{me.decision_id}?token={old}&lang=en"))
+
+
+def test_a_recent_token_within_the_age_limit_still_works(gateway: Gateway) -> None:
+    me = person(gateway, signed_in=False)
+    recent = expired_token(gateway, me.decision_id, days_old=300)  # CAPABILITY_MAX_AGE_DAYS is 365
+    assert me.browser.get(f"/d/{me.decision_id}?token={recent}").status_code == 303
+
+
+def test_tampered_foreign_and_expired_foreign_links_are_the_404_of_a_missing_decision(gateway: Gateway) -> None:
+    me = person(gateway, signed_in=False)
+    other = decide(gateway, IIN_2)
+    other_token = other["links"]["citizen"].split("?token=", 1)[1]
+    browser = me.browser
+    missing = browser.get(f"/d/{MISSING}?token={me.token}")
+    assert missing.status_code == 404
+    tampered = me.token[:-3] + ("AAA" if not me.token.endswith("AAA") else "BBB")
+    cases = {
+        "tampered": f"/d/{me.decision_id}?token={tampered}",
+        "another decision's link": f"/d/{me.decision_id}?token={other_token}",
+        "an expired link of another decision": f"/d/{me.decision_id}?token={expired_token(gateway, other['decision_id'], 400)}",
+        "not a token": f"/d/{me.decision_id}?token=hello",
+        "an API key": f"/d/{me.decision_id}?token={gateway.keys['agency_a']}",
+    }
+    for label, url in cases.items():
+        resp = browser.get(url)
+        assert resp.status_code == 404, label
+        # Byte for byte, apart from the id the address itself names (in the language switch's links).
+        assert resp.data.replace(me.decision_id.encode(), b"ID") == missing.data.replace(MISSING.encode(), b"ID"), label
+    assert browser.get(f"/d/{me.decision_id}").status_code == 404  # and no session came of it
+
+
+def test_a_session_expires_after_the_configured_lifetime(gateway: Gateway) -> None:
+    assert gateway.app.config["WEB_SESSION_MAX_AGE_S"] == 3600
+    assert gateway.app.permanent_session_lifetime.total_seconds() == 3600
+
+
+@pytest.mark.gateway_config(PUBLIC_BASE_URL="http://127.0.0.1:8080")
+def test_the_cookie_is_not_marked_secure_on_plain_http_deployments(gateway: Gateway) -> None:
+    created = decide(gateway)
+    link = created["links"]["citizen"].split("http://127.0.0.1:8080", 1)[1]
+    resp = gateway.client.get(link)
+    assert resp.status_code == 303
+    assert not SimpleCookie(resp.headers["Set-Cookie"])["gw_session"]["secure"]
