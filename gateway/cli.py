@@ -83,6 +83,8 @@ def init_command() -> None:
         f"SUBJECT_KEY = {secrets.token_hex(32)!r}\n"
         f"CONTACT_KEY = {secrets.token_hex(32)!r}\n"
         f"SECRET_KEY = {secrets.token_hex(32)!r}\n"
+        "# Signs the audit log's checkpoints (Ed25519 seed); its public key is GET /v1/log/key.\n"
+        f"LOG_SIGNING_KEY = {secrets.token_hex(32)!r}\n"
         "\n# Development: print email notices to the log. For real delivery set SMTP_HOST (and SMTP_*)\n"
         "# and remove this line.\n"
         'NOTIFY_ROUTES = {"email": "log"}\n'

@@ -87,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker
-    "JOBS_THREAD_KINDS": ["deliver", "explain"],  # which kinds that thread runs (`gateway worker` runs all)
+    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence"],  # which kinds that thread runs (`gateway worker` runs all)
     "JOBS_DELIVER_CONCURRENCY": 1,  # runner threads per process
     # explain: model-agnostic explanations computed after their decision committed (CPU-bound: one thread
     # per process is enough; run more `gateway worker --kinds explain` processes to go faster).
@@ -98,6 +98,18 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_EXPLAIN_MAX_ATTEMPTS": 5,  # then the explanation is failed: the person is told whom to contact
     "JOBS_EXPLAIN_RETRY_JITTER": 0.1,
     "JOBS_EXPLAIN_CONCURRENCY": 1,
+    # The audit log (gateway/auditlog): the sequence kind of the jobs engine puts leaves into the Merkle tree
+    # and signs a checkpoint (C2SP signed note, Ed25519) at least this often while there are new leaves.
+    "LOG_SIGNING_KEY": None,  # hex Ed25519 seed; `gateway init` writes one (unset: derived from SECRET_KEY)
+    "LOG_ORIGIN": None,  # the checkpoints' origin line and key name; default "<host of PUBLIC_BASE_URL>/log"
+    "LOG_CHECKPOINT_INTERVAL_S": 5.0,
+    "JOBS_SEQUENCE_BATCH_SIZE": 5000,
+    "JOBS_SEQUENCE_LEASE_S": 60.0,
+    "JOBS_SEQUENCE_POLL_INTERVAL_S": 0.5,
+    "JOBS_SEQUENCE_RETRY_SCHEDULE": [1, 5, 30],
+    "JOBS_SEQUENCE_MAX_ATTEMPTS": 1000000,
+    "JOBS_SEQUENCE_RETRY_JITTER": 0.1,
+    "JOBS_SEQUENCE_CONCURRENCY": 1,
     # Citizens (gateway/auth.py). Capability links are signed with SECRET_KEY (and SECRET_KEY_FALLBACKS
     # while keys rotate); they name one decision and expire.
     "CAPABILITY_MAX_AGE_DAYS": 365,

@@ -195,16 +195,52 @@ class WebhookEndpoint(Base):
 
 
 class LogLeaf(Base):
-    """An append-only audit record: the hash of a canonical record of something that happened."""
+    """An append-only audit record: the hash of a canonical record of something that happened.
+
+    `seq` is the leaf's index in the Merkle tree, assigned by the sequencer (gateway/auditlog/sequencer.py)
+    in the order leaves became visible to it, consecutively from 0; NULL until sequenced.
+    """
 
     __tablename__ = "log_leaves"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     kind: Mapped[str] = mapped_column(String(60))
     object_id: Mapped[str] = mapped_column(String(40), index=True)
     leaf_hash: Mapped[str] = mapped_column(String(64))
     record: Mapped[str] = mapped_column(Text)  # the canonical JSON whose hash is leaf_hash
     created_at: Mapped[dt.datetime]
+
+
+class LogNode(Base):
+    """The hash of a complete subtree of the log: 2**level leaves from index * 2**level (RFC 6962)."""
+
+    __tablename__ = "log_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the tree of `size` leaves."""
+
+    __tablename__ = "log_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+
+
+class LogSequencer(Base):
+    """The one row sequencers lock while they append (one holder at a time), and who last held it."""
+
+    __tablename__ = "log_sequencer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(100))
+    held_at: Mapped[dt.datetime | None]
 
 
 class IdempotencyRecord(Base):

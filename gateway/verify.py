@@ -4,7 +4,7 @@ Standalone: it needs the standard library and `cryptography` only (no Flask, no 
 person, a lawyer or an auditor can install and run it anywhere.
 
     gateway-verify receipt receipt.json --key 'gateway.example/log+1a2b3c4d+AR…'
-    gateway-verify log https://gateway.example --key '…' --state checkpoint.txt
+    gateway-verify log https://gateway.example --key '…' --token gwk_… --state checkpoint.txt
 
 A receipt is the JSON the gateway gives for a decision: {"leaf_index", "leaf_hash" (hex), "record" (the
 canonical record the leaf hashes, when still held), "proof" [hex…], "checkpoint" (a signed note)}.
@@ -47,14 +47,18 @@ def verify_receipt(receipt: dict[str, Any], key: Verifier) -> Checkpoint:
     return checkpoint
 
 
-def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - the user gives the log's URL
+def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - the user gives the log's URL
         data: bytes = resp.read()
         return data
 
 
-def verify_log(base: str, key: Verifier, previous: str | None = None) -> tuple[Checkpoint, str]:
-    """Download every leaf, recompute the root, check it against the signed checkpoint and an earlier one."""
+def verify_log(base: str, key: Verifier, previous: str | None = None, *, proofs: int = 256,
+               headers: dict[str, str] | None = None) -> tuple[Checkpoint, str]:
+    """Download every leaf, recompute the root, check it against the signed checkpoint and an earlier one,
+    and check the log's own inclusion proofs for `proofs` leaves (all of them when the log is smaller):
+    every stored node is a sibling in some leaf's proof, so a rewritten node shows up there."""
     base = base.rstrip("/")
     note = _get(f"{base}/v1/log/checkpoint").decode()
     try:
@@ -64,7 +68,7 @@ def verify_log(base: str, key: Verifier, previous: str | None = None) -> tuple[C
     hashes: list[bytes] = []
     while len(hashes) < checkpoint.size:
         end = min(len(hashes) + PAGE, checkpoint.size)
-        page = json.loads(_get(f"{base}/v1/log/leaves?start={len(hashes)}&end={end}"))
+        page = json.loads(_get(f"{base}/v1/log/leaves?start={len(hashes)}&end={end}", headers))
         leaves = page["leaves"]
         if not leaves:
             raise VerificationFailed(f"the log serves no leaf at index {len(hashes)} of {checkpoint.size}")
@@ -77,6 +81,14 @@ def verify_log(base: str, key: Verifier, previous: str | None = None) -> tuple[C
             hashes.append(digest)
     if merkle.root_of(hashes) != checkpoint.root:
         raise VerificationFailed(f"the leaves do not give the signed root of the tree of {checkpoint.size}")
+    step = max(1, checkpoint.size // max(proofs, 1))
+    for index in sorted({*range(0, checkpoint.size, step), checkpoint.size - 1} if checkpoint.size else set()):
+        body = json.loads(_get(f"{base}/v1/log/proof/inclusion?index={index}&size={checkpoint.size}"))
+        try:
+            merkle.verify_inclusion(index, checkpoint.size, hashes[index], [bytes.fromhex(p) for p in body["proof"]],
+                                    checkpoint.root)
+        except (merkle.ProofError, KeyError, ValueError) as exc:
+            raise VerificationFailed(f"the log's inclusion proof for leaf {index} fails: {exc}") from None
     if previous is not None:
         try:
             before = Checkpoint.parse(key.open(previous))
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     lg.add_argument("url")
     lg.add_argument("--key", required=True)
     lg.add_argument("--state", type=Path, help="a checkpoint saved earlier: checked for consistency, then replaced")
+    lg.add_argument("--token", help="an auditor's API key (reading the leaves needs one)")
+    lg.add_argument("--proofs", type=int, default=256, help="inclusion proofs to check (default 256; all below that)")
     args = parser.parse_args(argv)
     try:
         key = Verifier.parse(args.key)
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"OK: the leaf is in {checkpoint.origin}'s signed tree of {checkpoint.size} leaves")
         else:
             previous = args.state.read_text() if args.state and args.state.exists() else None
-            checkpoint, note = verify_log(args.url, key, previous)
+            headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+            checkpoint, note = verify_log(args.url, key, previous, proofs=args.proofs, headers=headers)
             if args.state:
                 args.state.write_text(note)
             print(f"OK: {checkpoint.size} leaves give the signed root of {checkpoint.origin}")

@@ -19,6 +19,7 @@ import pytest
 from werkzeug.routing import RequestRedirect
 from werkzeug.test import TestResponse
 
+from gateway.auditlog.sequencer import SequenceKind
 from gateway.extensions import db
 from gateway.models import ScoringModel
 from tests.conftest import Gateway
@@ -163,6 +164,18 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
                  json={"point_of_view": "Қате есептелді.", "contest_grounds": ["wrong_assessment"]}).get_json()
     withdrawn = call("POST", f"/v1/decisions/{second['decision_id']}/reviews/{asked['review_id']}/withdraw", token=token2)
     assert withdrawn.status_code == 200 and withdrawn.get_json()["status"] == "withdrawn"
+
+    # The audit log: a receipt is pending until the sequencer ran, then proves the decision is in the log.
+    assert call("GET", f"/v1/decisions/{did}/receipt", token=citizen).status_code == 202
+    gateway.app.config["LOG_CHECKPOINT_INTERVAL_S"] = 0
+    with gateway.app.app_context():
+        assert SequenceKind(gateway.app, settings=SequenceKind.read_settings(gateway.app.config)).run_once() > 0
+    assert call("GET", f"/v1/decisions/{did}/receipt", token=citizen).status_code == 200
+    assert call("GET", "/v1/log/key").status_code == 200
+    assert call("GET", "/v1/log/checkpoint").status_code == 200
+    assert call("GET", "/v1/log/proof/inclusion?index=0&size=2").status_code == 200
+    assert call("GET", "/v1/log/proof/consistency?first=1&second=2").status_code == 200
+    assert call("GET", "/v1/log/leaves?start=0&end=5", "auditor").status_code == 200
 
     # The kill switch, then the refusal it causes.
     assert call("POST", "/v1/models/german-credit/suspend", "admin", json={"reason": "contract test"}).status_code == 200

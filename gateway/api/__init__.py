@@ -8,11 +8,7 @@ from typing import Any
 from flask_openapi3 import OpenAPI
 from werkzeug.routing import BaseConverter
 
-from gateway.api import common
-from gateway.schemas import ErrorResponse
-
-for _status in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503):
-    common.ERRORS[_status] = ErrorResponse
+from gateway.api import decisions_api, log_api, models_api, ops, reviews_api
 
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
@@ -31,10 +27,9 @@ class ReviewIdConverter(BaseConverter):
 
 
 def register_api(app: OpenAPI) -> None:
-    from gateway.api import decisions_api, models_api, ops, reviews_api
 
     app.url_map.converters["rid"] = ReviewIdConverter
-    for bp in (ops.bp, models_api.bp, decisions_api.bp, reviews_api.bp):
+    for bp in (ops.bp, models_api.bp, decisions_api.bp, reviews_api.bp, log_api.bp):
         app.register_api(bp)
 
 

@@ -20,8 +20,10 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.models import Role
+from gateway.schemas import ErrorResponse
 
-ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for every status
+# The error model of every error status, documented on every operation (blueprints use it at import).
+ERRORS: dict[int, Any] = dict.fromkeys((400, 401, 403, 404, 409, 413, 415, 422, 429, 503), ErrorResponse)
 
 # Path models whose validation failure means "no such resource", not "bad request".
 PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "DecisionReviewPath"}

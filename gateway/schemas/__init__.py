@@ -49,6 +49,18 @@ from gateway.schemas.explanations import (
     ExplanationText,
     Pending,
 )
+from gateway.schemas.log import (
+    ConsistencyProof,
+    ConsistencyQuery,
+    InclusionProof,
+    InclusionQuery,
+    LeavesQuery,
+    LogKey,
+    LogLeafOut,
+    LogLeaves,
+    Receipt,
+    ReceiptPending,
+)
 from gateway.schemas.models import (
     BlobStored,
     ModelDetail,
@@ -76,6 +88,16 @@ from gateway.schemas.reviews import (
 )
 
 __all__ = [
+    "ConsistencyProof",
+    "ConsistencyQuery",
+    "InclusionProof",
+    "InclusionQuery",
+    "LeavesQuery",
+    "LogKey",
+    "LogLeafOut",
+    "LogLeaves",
+    "Receipt",
+    "ReceiptPending",
     "AccessEventOut",
     "AccessLog",
     "AccessPrincipal",

@@ -1,0 +1,85 @@
+"""The audit log: its key, proofs, leaves and a decision's receipt."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.schemas.common import Out
+
+Number = Annotated[str, Field(max_length=19, pattern=r"^[0-9]+$")]
+
+
+class LogKey(Out):
+    origin: str
+    verifier_key: str = Field(description="name+keyID+base64(0x01 || Ed25519 public key), as Go's note package writes it")
+    algorithm: str
+
+
+class InclusionQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: Number
+    size: Number
+
+
+class ConsistencyQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    first: Number
+    second: Number
+
+
+class LeavesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: Number
+    end: Number | None = None
+
+
+class InclusionProof(Out):
+    index: int
+    size: int
+    proof: list[str] = Field(description="hex SHA-256 node hashes, RFC 6962 order")
+
+
+class ConsistencyProof(Out):
+    first: int
+    second: int
+    proof: list[str]
+
+
+class LogLeafOut(Out):
+    index: int
+    kind: str
+    object_id: str
+    leaf_hash: str
+    record: str = Field(description="the canonical JSON whose RFC 6962 leaf hash is leaf_hash")
+    created_at: str
+
+
+class LogLeaves(Out):
+    start: int
+    end: int
+    size: int
+    leaves: list[LogLeafOut]
+
+
+class Receipt(Out):
+    decision_id: str
+    status: str
+    leaf_index: int
+    leaf_hash: str
+    record: str
+    proof: list[str]
+    tree_size: int
+    root_hash: str
+    checkpoint: str = Field(description="the C2SP signed note the proof leads to")
+
+
+class ReceiptPending(Out):
+    decision_id: str
+    status: str
+    leaf_hash: str
+    retry_after: int
