@@ -28,10 +28,11 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 
+from gateway.audit import record_leaf
 from gateway.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized
 from gateway.extensions import db
 from gateway.identity import InvalidIIN, subject_ref, validate_iin
-from gateway.ids import new_id, utcnow
+from gateway.ids import isoformat, new_id, utcnow
 from gateway.models import ApiClient, Decision, Role
 from gateway.settings import OidcSettings, current_settings
 
@@ -95,6 +96,9 @@ def create_key(*, name: str, role: str, body: str | None = None) -> tuple[ApiCli
         created_at=utcnow(),
     )
     db.session.add(client)
+    record_leaf(db.session, "key:created", client.id, {"client_id": client.id, "name": name, "role": role,
+                                                       "body": client.body, "key_prefix": client.key_prefix,
+                                                       "at": isoformat(client.created_at)}, client.created_at)
     return client, key
 
 
@@ -104,6 +108,8 @@ def revoke_key(name: str) -> ApiClient:
         raise NotFound(f"no API client named {name!r}")
     if client.revoked_at is None:
         client.revoked_at = utcnow()
+        record_leaf(db.session, "key:revoked", client.id, {"client_id": client.id, "name": name,
+                                                           "at": isoformat(client.revoked_at)}, client.revoked_at)
     return client
 
 

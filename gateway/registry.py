@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flask import current_app
@@ -14,10 +15,11 @@ from sqlalchemy import func, or_, select
 from explainers import ExplainerError, choose_explainer
 from gateway import runtime
 from gateway.adapters import AdapterError
+from gateway.audit import canonical_json, record_leaf
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import example_row, to_frame
-from gateway.ids import new_id, utcnow
+from gateway.ids import isoformat, new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import Blob, Decision, ModelStatus, ScoringModel
 from gateway.settings import Settings, current_settings
@@ -154,9 +156,17 @@ def register(
     )
     db.session.add(row)
     db.session.flush()
+    record_leaf(db.session, "model:registered", row.id, {
+        "model_id": row.id, "name": row.name, "version": row.version, "sha256": row.artifact_sha256,
+        "background_sha256": row.background_sha256, "manifest_sha256": _manifest_digest(row.manifest),
+        "registered_by": registered_by, "at": isoformat(now)}, now)
     if activate:
         activate_version(manifest.name, manifest.version, settings=settings)
     return row, True
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(manifest).encode()).hexdigest()
 
 
 def _version(name: str, version: str) -> ScoringModel:
@@ -178,7 +188,11 @@ def activate_version(name: str, version: str, *, settings: Settings | None = Non
         select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING), ScoringModel.id != row.id)
     ).scalars():
         other.status, other.status_changed_at, other.status_reason = ModelStatus.REGISTERED.value, now, f"replaced by {version}"
+    previous = row.status
     row.status, row.status_changed_at, row.status_reason = ModelStatus.ACTIVE.value, now, None
+    if previous != row.status:
+        record_leaf(db.session, "model:activated", row.id, {"model_id": row.id, "name": name, "version": version,
+                                                             "at": isoformat(now)}, now)
     return row
 
 
@@ -189,7 +203,10 @@ def suspend(name: str, reason: str) -> ScoringModel:
     ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"model {name} has no serving version")
-    row.status, row.status_changed_at, row.status_reason = ModelStatus.SUSPENDED.value, utcnow(), reason
+    now = utcnow()
+    row.status, row.status_changed_at, row.status_reason = ModelStatus.SUSPENDED.value, now, reason
+    record_leaf(db.session, "model:suspended", row.id, {"model_id": row.id, "name": row.name, "version": row.version,
+                                                         "reason": reason, "at": isoformat(now)}, now)
     return row
 
 

@@ -48,7 +48,7 @@ def test_the_explanation_is_stored_with_the_decision(gateway: Gateway, german_ma
     did, score = resp.get_json()["decision_id"], resp.get_json()["score"]
     with gateway.app.app_context():
         row = db.session.execute(sa.text("SELECT * FROM explanations WHERE decision_id = :d"), {"d": did}).mappings().one()
-        leaf = json.loads(db.session.execute(sa.text("SELECT record FROM log_leaves")).scalar_one())
+        leaf = json.loads(db.session.execute(sa.text("SELECT record FROM log_leaves WHERE kind = 'decision:recorded'")).scalar_one())
     manifest, _ = load_manifest(german_manifest)
     attributions = row["attributions"] if isinstance(row["attributions"], dict) else json.loads(row["attributions"])
     assert row["status"] == "ready" and row["method"].startswith("tree_shap_interventional")
