@@ -67,3 +67,16 @@ def test_the_verifier_imports_neither_flask_nor_the_database_code() -> None:
             "('flask', 'sqlalchemy', 'flask_sqlalchemy', 'werkzeug')}; print(sorted(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_installed_gateway_verify_command_checks_a_receipt(tmp_path: Path) -> None:
+    command = Path(sys.executable).parent / "gateway-verify"
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(receipt_for([json.dumps({"n": i}) for i in range(5)], 3)))
+    ok = subprocess.run([str(command), "receipt", str(path), "--key", SIGNER.verifier_key],
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: the leaf is in gateway.test/log's signed tree of 5"), ok
+    other = Signer.from_seed("gateway.test/log", bytes(32))
+    bad = subprocess.run([str(command), "receipt", str(path), "--key", other.verifier_key],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("FAILED:"), bad
