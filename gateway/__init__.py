@@ -23,8 +23,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     from gateway.jobs import metrics as jobs_metrics
     from gateway.jobs import runner as jobs
     from gateway.jobs.base import KindRegistry
-    from gateway.jobs.deliver import DeliverKind
     from gateway.jobs.explain import ExplainKind
+    from gateway.notifications.task import DeliverKind
 
     app = OpenAPI(
         __name__,

@@ -1,24 +1,13 @@
-"""Engine set-up: SQLite durability and locking, PostgreSQL pooling; write transactions; lease claims."""
+"""Engine set-up: SQLite durability and locking, PostgreSQL pooling; write transactions."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 from flask import Flask
-from sqlalchemy import (
-    ColumnElement,
-    CursorResult,
-    Engine,
-    Row,
-    Table,
-    event,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from gateway.extensions import db
@@ -76,51 +65,3 @@ def write_transaction() -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
-
-
-def claim_rows(
-    table: Table,
-    owner: str,
-    *,
-    key: Any,
-    due: Sequence[ColumnElement[bool]],
-    order_by: Sequence[Any],
-    returning: Sequence[Any],
-    now: dt.datetime,
-    limit: int,
-    lease_s: float,
-) -> list[Row[Any]]:
-    """Take up to `limit` due rows of `table` (in `order_by` order), rows whose lease expired included.
-
-    The table needs ``claimed_by`` and ``lease_expires_at`` columns; `key` is its primary key column and
-    `due` the kind's condition for a row to be worked on. PostgreSQL skips rows another runner is claiming
-    (``FOR UPDATE SKIP LOCKED``); SQLite has no row locks, and the write transaction (``BEGIN IMMEDIATE``)
-    serialises claimers instead. Returns the `returning` columns of the claimed rows, in order.
-    """
-    candidates = (
-        select(key)
-        .where(*due, or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now))
-        .order_by(*order_by)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    with write_transaction() as session:
-        rows = session.execute(
-            update(table)
-            .where(key.in_(candidates.scalar_subquery()))
-            .values(claimed_by=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s))
-            .returning(*returning)
-        ).all()
-    return list(rows)
-
-
-def release_rows(table: Table, owner: str, *, key: Any, ids: Sequence[Any], due: Sequence[ColumnElement[bool]]) -> int:
-    """Give back claimed rows that were not attempted (shutdown): due again at once, not after the lease."""
-    if not ids:
-        return 0
-    with write_transaction() as session:
-        result = cast(CursorResult[Any], session.execute(
-            update(table).where(key.in_(list(ids)), table.c.claimed_by == owner, *due)
-            .values(claimed_by=None, lease_expires_at=None)
-        ))
-    return int(result.rowcount)

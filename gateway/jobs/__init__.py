@@ -5,7 +5,7 @@ explainer, and the kinds that come next: log sequencing, retention purge, report
 the same machine:
 
 - the job is a row written in the caller's transaction (the outbox rule): nothing is enqueued after commit;
-- a runner *claims* due rows (``claims.claim``, the same SQL the outbox uses: PostgreSQL ``FOR UPDATE SKIP LOCKED``, SQLite ``BEGIN
+- a runner *claims* due rows (``claims.claim``: PostgreSQL ``FOR UPDATE SKIP LOCKED``, SQLite ``BEGIN
   IMMEDIATE``), writing its owner name and a lease expiry on them; a row whose lease ran out is due again;
 - every result is written fenced by the claim (``claimed_by = owner`` and still due), so a runner that lost
   its lease writes nothing and a result is stored exactly once;

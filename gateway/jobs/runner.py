@@ -19,7 +19,6 @@ from flask import Flask
 
 from gateway.errors import ConfigError
 from gateway.jobs.base import KindRegistry, KindSettings, TaskKind, UnknownTaskKind
-from gateway.notifications.dispatcher import RequestGate
 
 log = logging.getLogger("gateway.jobs")
 REGISTRY = "gateway.jobs"
@@ -111,6 +110,29 @@ def ensure_logging() -> None:
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False  # Flask's handler on "gateway" would print every line a second time
+
+
+class RequestGate:
+    """WSGI middleware that keeps `idle` set while the process handles no request (runners yield to them)."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+        self.idle = threading.Event()
+        self.idle.set()
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        with self._lock:
+            self._active += 1
+            self.idle.clear()
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            with self._lock:
+                self._active -= 1
+                if not self._active:
+                    self.idle.set()
 
 
 def thread_kinds(app: Flask) -> list[str]:

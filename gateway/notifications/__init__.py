@@ -21,6 +21,7 @@ from typing import Any
 from flask import Flask
 
 from gateway.errors import ConfigError
+from gateway.jobs.runner import RequestGate
 from gateway.notifications.channels import CHANNELS, UnknownChannel
 from gateway.notifications.dispatcher import Dispatcher, DispatcherThread, run_worker
 from gateway.notifications.outbox import notification_stats, requeue
@@ -71,7 +72,7 @@ def start_thread(app: Flask, **options: Any) -> DispatcherThread | None:
     """Start the in-process dispatcher (one per serving process, after fork) unless the config turns it off."""
     if not app.config["NOTIFY_DISPATCHER_THREAD"]:
         return None
-    from gateway.notifications.dispatcher import RequestGate, ensure_logging
+    from gateway.notifications.dispatcher import ensure_logging
 
     ensure_logging()
     gate = RequestGate(app.wsgi_app)

@@ -1,9 +1,9 @@
 """The dispatcher: claim due outbox rows, send each through its channel, record the result.
 
 One loop: ``Dispatcher.run_once(now=...)`` (tests, with a controllable clock). ``gateway serve``'s thread
-and ``gateway worker`` run it as the ``deliver`` task kind of the jobs engine (gateway/jobs/deliver.py;
-SIGTERM finishes the row in hand, gives the rest back, exits); ``DispatcherThread`` and ``run_worker``
-run it alone. The decision path never waits for any of them: they poll the outbox.
+and ``gateway worker`` run it as the ``deliver`` task kind of the jobs engine (``task.py``,
+gateway/jobs/runner.py; SIGTERM finishes the row in hand, gives the rest back, exits); ``DispatcherThread``
+and ``run_worker`` run it alone. The decision path never waits for any of them: they poll the outbox.
 """
 
 from __future__ import annotations
@@ -187,29 +187,6 @@ class Dispatcher:
     def close(self) -> None:
         for channel in self._channels.values():
             channel.close()
-
-
-class RequestGate:
-    """WSGI middleware that keeps `idle` set while the process handles no request (the dispatcher yields to them)."""
-
-    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
-        self.wsgi_app = wsgi_app
-        self.idle = threading.Event()
-        self.idle.set()
-        self._active = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        with self._lock:
-            self._active += 1
-            self.idle.clear()
-        try:
-            return self.wsgi_app(environ, start_response)
-        finally:
-            with self._lock:
-                self._active -= 1
-                if not self._active:
-                    self.idle.set()
 
 
 class DispatcherThread:

@@ -23,9 +23,11 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.db import claim_rows, release_rows, write_transaction
+from gateway.db import write_transaction
 from gateway.extensions import db
 from gateway.ids import utcnow
+from gateway.jobs import claims
+from gateway.jobs.claims import retry_delay
 from gateway.models import Decision, Notification, NotificationStatus, WebhookEndpoint
 from gateway.notifications.render import Job
 
@@ -41,15 +43,9 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 OVERDUE_AFTER = dt.timedelta(seconds=60)
 
 
-def retry_delay(failed_attempts: int, *, schedule: Sequence[float], jitter: float, rng: random.Random) -> float:
-    """Seconds to wait after the `failed_attempts`-th failure: the schedule's entry (its last one repeats), ± jitter."""
-    base = float(schedule[min(failed_attempts, len(schedule)) - 1])
-    return max(0.0, base * rng.uniform(1.0 - jitter, 1.0 + jitter))
-
-
 def claim(owner: str, *, now: dt.datetime, limit: int, lease_s: float) -> list[Job]:
     """Take up to `limit` due rows (oldest first), including rows whose lease expired; return them."""
-    rows = claim_rows(
+    rows = claims.claim(
         T, owner, key=T.c.id, due=[T.c.status.in_(DUE), T.c.next_attempt_at <= now],
         order_by=[T.c.next_attempt_at, T.c.id],
         returning=[T.c.id, T.c.decision_id, T.c.kind, T.c.channel, T.c.language, T.c.attempts, T.c.created_at,
@@ -145,7 +141,7 @@ def disabled_endpoint(url_sha256: str) -> WebhookEndpoint | None:
 
 def release(jobs: Sequence[Job], owner: str) -> int:
     """Give back claimed rows that were not attempted (shutdown): due again at once, not after the lease."""
-    return release_rows(T, owner, key=T.c.id, ids=[j.id for j in jobs], due=[T.c.status.in_(DUE)])
+    return claims.release(T, owner, key=T.c.id, ids=[j.id for j in jobs], due=[T.c.status.in_(DUE)])
 
 
 def requeue(*, status: str = NotificationStatus.DEAD.value, decision_id: str | None = None,

@@ -1,6 +1,6 @@
 """The ``deliver`` task kind: notices from the outbox, through the jobs engine (gateway/jobs).
 
-The dispatcher (claim, send, fenced record, retry, dead letter) is gateway/notifications/dispatcher.py; this
+The dispatcher (claim, send, fenced record, retry, dead letter) is the one in ``dispatcher.py``; this
 kind runs it under the engine's runner, with the NOTIFY_* settings it always had (GATEWAY_NOTIFY_BATCH_SIZE,
 GATEWAY_NOTIFY_LEASE_S, ...) plus GATEWAY_JOBS_DELIVER_CONCURRENCY.
 """
