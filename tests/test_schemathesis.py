@@ -8,6 +8,7 @@ links the document defines (a decision → its reads and review request → the 
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
@@ -69,7 +70,8 @@ def role_for(method: str, path: str) -> str:
 # rightly get 422: the harness makes generated positive cases satisfy them (negative cases are untouched).
 DOMAIN_RULES = {
     "POST /v1/models/{name}/decisions": "features follow the model's own schema (GET /v1/models/{name}); the IIN's "
-                                        "check digit; no email address at a reserved domain",
+                                        "check digit; no email address at a reserved domain; an Idempotency-Key "
+                                        "is not reused with another body",
     "PUT /v1/blobs/{sha256}": "the path is the SHA-256 of the body",
     "POST /v1/models": "a manifest's cross-field rules, and its files uploaded first",
     "POST /v1/decisions/{decision_id}/reviews": "corrected_data names the model's features",
@@ -117,6 +119,22 @@ def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) 
             case.headers = {**(case.headers or {}), **data}
 
     manifest = registered_manifest(german_manifest)
+    bodies_by_key: dict[str, str] = {}
+
+    def _unique_key_per_body(case: Any) -> None:
+        """A key seen before with another body gets a fresh one of the same length (its boundary case kept)."""
+        key = (case.headers or {}).get("Idempotency-Key")
+        if not isinstance(key, str) or not key:
+            return
+        digest = hashlib.sha256(repr((case.path_parameters, case.body)).encode()).hexdigest()
+        if bodies_by_key.setdefault(key, digest) == digest:
+            return
+        for n in range(10_000):  # short keys have few values: stop trying rather than loop
+            fresh = (base64.urlsafe_b64encode(hashlib.sha512(f"{key}:{digest}:{n}".encode()).digest()).decode() * 3)
+            fresh = fresh[:len(key)]
+            if bodies_by_key.setdefault(fresh, digest) == digest:
+                case.headers = {**case.headers, "Idempotency-Key": fresh}
+                return
 
     @schema.hook
     def map_case(context: Any, case: Any) -> Any:
@@ -140,6 +158,7 @@ def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) 
                     except EmailNotValidError:
                         contact["email"] = "person@example.kz"
             case.body["features"] = dict(gw.sample["features"])
+            _unique_key_per_body(case)
         elif operation == ("PUT", "/v1/blobs/{sha256}") and isinstance(getattr(case.body, "data", case.body), bytes):
             data = getattr(case.body, "data", case.body)
             case.path_parameters = {**(case.path_parameters or {}), "sha256": hashlib.sha256(data).hexdigest()}

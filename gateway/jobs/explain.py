@@ -182,7 +182,9 @@ class ExplainKind(TaskKind):
             log.warning("explanation %s: the claim passed to another runner before the result was written "
                         "(the other runner stores it)", job.decision_id)
             return None
-        if status == ExplanationStatus.FAILED.value:
+        if result.values is not None:
+            log.info("explanation %s stored (attempt %d)", job.decision_id, job.attempts + 1)
+        elif status == ExplanationStatus.FAILED.value:
             log.error("explanation %s failed for good after %d attempt(s): %s", job.decision_id, job.attempts + 1,
                       result.error)
         elif result.error is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,11 @@ from flask_migrate import upgrade
 
 from gateway import create_app, registry
 from gateway.auth import create_key
+from gateway.config import normalise_database_url
 from gateway.db import write_transaction
 from gateway.extensions import db
 from gateway.manifest import load_manifest
+from tests.conftest import POSTGRES_URL
 from tests.support.agnostic import TRUSTED_TYPES, TRUSTED_TYPES_ENV, train_mlp
 from tests.support.gateway_server import (
     UNLIMITED_RATES,
@@ -77,12 +80,14 @@ class JobsInstance:
         return list(found)
 
 
-def provision_mlp(folder: Path, manifest_path: Path, env: dict[str, str] | None = None) -> JobsInstance:
-    """Secrets, a migrated SQLite database, the MLP registered and active, an agency key (in this process)."""
+def provision_mlp(folder: Path, manifest_path: Path, env: dict[str, str] | None = None,
+                  database_url: str | None = None) -> JobsInstance:
+    """Secrets, a migrated database (SQLite in `folder` unless `database_url`), the MLP registered and active,
+    an agency key (in this process)."""
     folder.mkdir(parents=True)
     keys = {name: secrets.token_hex(32) for name in ("SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")}
     (folder / "config.py").write_text("".join(f"{k} = {v!r}\n" for k, v in keys.items()))
-    url = f"sqlite:///{folder / 'gateway.db'}"
+    url = database_url or f"sqlite:///{folder / 'gateway.db'}"
     app = create_app({"DATABASE_URL": url, "SKOPS_TRUSTED_TYPES": TRUSTED_TYPES, **keys,
                       "RATELIMIT_ENABLED": False, "NOTIFY_ROUTES": {"email": "log"}})
     manifest, manifest_folder = load_manifest(manifest_path)
@@ -98,12 +103,35 @@ def provision_mlp(folder: Path, manifest_path: Path, env: dict[str, str] | None 
     full_env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(folder), **TRUSTED_TYPES_ENV, **UNLIMITED_RATES,
                 "GATEWAY_NOTIFY_ROUTES": '{"email": "log"}', **(env or {})}
     full_env.pop("GATEWAY_DATABASE_URL", None)
-    return JobsInstance(Instance(folder=folder, env=full_env, key=key), app, key)
+    if database_url is not None:
+        full_env["GATEWAY_DATABASE_URL"] = database_url
+    return JobsInstance(Instance(folder=folder, env=full_env, key=key, database_url=database_url), app, key)
 
 
 @pytest.fixture
-def mlp_instance(tmp_path: Path, mlp_manifest: Path) -> Iterator[JobsInstance]:
-    found = provision_mlp(tmp_path / "instance", mlp_manifest)
+def fresh_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None for SQLite (the instance folder's file); for PostgreSQL an empty database of this test's own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    if not POSTGRES_URL:
+        pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set (CI sets it when PostgreSQL answers on 127.0.0.1:5432)")
+    admin_url = sa.make_url(normalise_database_url(POSTGRES_URL))
+    name = f"gw_jobs_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+
+
+@pytest.fixture
+def mlp_instance(tmp_path: Path, mlp_manifest: Path, fresh_database: str | None) -> Iterator[JobsInstance]:
+    found = provision_mlp(tmp_path / "instance", mlp_manifest, database_url=fresh_database)
     yield found
     with found.app.app_context():
         db.engine.dispose()

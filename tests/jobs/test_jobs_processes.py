@@ -26,6 +26,8 @@ from tests.support.gateway_server import (
 )
 
 pytestmark = pytest.mark.slow
+BACKENDS = pytest.mark.parametrize("fresh_database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                                   indirect=True)
 FEATURES = sample_request()["features"]
 
 
@@ -108,6 +110,7 @@ def test_a_worker_process_stores_the_explanation_within_seconds(mlp_instance: Jo
     assert "stopped" in worker.text()
 
 
+@BACKENDS
 def test_a_worker_killed_mid_job_has_its_jobs_taken_after_the_lease_and_stored_once(
         mlp_instance: JobsInstance, tmp_path: Path) -> None:
     lease = 6.0
@@ -146,6 +149,25 @@ def test_a_worker_killed_mid_job_has_its_jobs_taken_after_the_lease_and_stored_o
     leaves = mlp_instance.recorded_leaves()
     assert sorted(leaves) == sorted(decisions)  # each explanation stored (and logged) exactly once
     assert "claim passed to another runner" not in second.text()
+
+
+@BACKENDS
+def test_two_workers_share_the_queue_and_store_each_explanation_once(mlp_instance: JobsInstance, tmp_path: Path) -> None:
+    env = {"GATEWAY_JOBS_EXPLAIN_BATCH_SIZE": "2", "GATEWAY_JOBS_EXPLAIN_POLL_INTERVAL_S": "0.05"}
+    workers = [WorkerProcess(mlp_instance, tmp_path / f"worker-{i}.log", env) for i in range(2)]
+    try:
+        owners = [w.wait_started() for w in workers]
+        decisions = [mlp_instance.decide(FEATURES | {"duration_months": 6 + i}, 200 + i) for i in range(12)]
+        wait_for(lambda: all(r["status"] == "ready" for r in mlp_instance.rows().values()), 120,
+                 f"not all stored: {[w.text()[-2000:] for w in workers]}", poll=0.1)
+    finally:
+        assert [w.stop() for w in workers] == [0, 0], [w.text()[-2000:] for w in workers]
+    assert sorted(mlp_instance.recorded_leaves()) == sorted(decisions)  # each stored exactly once
+    assert all(r["attempts"] == 1 for r in mlp_instance.rows().values())
+    assert [w.text().count("claim passed") for w in workers] == [0, 0]
+    stored_by = [w.text().count(" stored (attempt 1)") for w in workers]
+    assert sum(stored_by) == 12 and min(stored_by) >= 1, stored_by  # both worked, neither twice
+    assert len(set(owners)) == 2
 
 
 def _request(url: str, *, body: dict[str, Any] | None = None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
