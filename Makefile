@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/explanation_latency.py
 	$(BIN)/python bench/notification_throughput.py
+	$(BIN)/python bench/page_render.py
 
 lint: install
 	$(BIN)/ruff check gateway explainers tests examples bench

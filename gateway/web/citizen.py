@@ -59,7 +59,7 @@ def _person(decision_id: str) -> Citizen:
 
 # --- the link in the notice -----------------------------------------------------------------------------
 
-def _link(decision_id: str, token: str) -> Response:
+def _link(decision_id: str, token: str) -> Any:
     try:
         citizen = citizen_from_capability(token)
     except Unauthorized as exc:

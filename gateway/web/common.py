@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from babel.dates import format_date, format_datetime
-from flask import Flask, current_app, g, render_template, request, session
+from flask import Flask, current_app, g, request, session
 from flask_babel import refresh
 from flask_wtf.csrf import CSRFProtect
 
@@ -27,7 +27,7 @@ def choose_language(decision_language: str | None = None) -> str:
     language, then Accept-Language; set it for gettext and return it."""
     offered = list(current_app.config["LANGUAGES"])
     asked = request.args.get("lang")
-    if asked in offered:
+    if asked is not None and asked in offered:
         if session.get("lang") != asked:
             session["lang"] = asked
         lang = asked
@@ -116,10 +116,6 @@ def local_date(at: dt.datetime | dt.date | str | None) -> str:
         at = dt.datetime.fromisoformat(at)  # 3.11 reads "Z"
     day = at.astimezone(_zone()).date() if isinstance(at, dt.datetime) else at
     return format_date(day, "long", locale=page_language())
-
-
-def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
-    return render_template(template, **context), status
 
 
 def init_app(app: Flask) -> None:
