@@ -167,7 +167,7 @@ def test_a_link_clicked_in_webmail_on_another_site_opens_the_decision_and_drops_
         webmail.close()
     first = seen[0]
     assert first["url"] == link and first["headers"].get("sec-fetch-site") == "cross-site", first
-    onward = [r for r in seen[1:] if r["navigation"]][0]  # from the continue page, not a redirect of the first
+    onward = next(r for r in seen[1:] if r["navigation"])  # from the continue page, not a redirect of the first
     assert onward["url"] == f"{live.url}/d/{decision_id}", onward
     assert onward["headers"].get("sec-fetch-site") == "same-origin" and "referer" not in onward["headers"], onward
     for request in seen[1:]:
