@@ -152,3 +152,24 @@ def test_pages_load_nothing_from_another_origin(gateway: Gateway) -> None:
         body = (me.browser.get(path) if path.startswith("/d/") else gateway.client.get(path)).get_data(as_text=True)
         assert not re.search(r'(src|href)="(https?:)?//', body), path
         assert "<script" not in body and " style=" not in body, path
+
+
+def test_an_outcome_changed_by_review_shows_who_changed_it_and_when(gateway: Gateway) -> None:
+    me = person(gateway, language="en")
+    mine = {"Authorization": f"Bearer {me.token}"}
+    review = gateway.client.post(f"/v1/decisions/{me.decision_id}/reviews", headers=mine,
+                                 json={"point_of_view": "My income rose.", "contest_grounds": ["wrong_data"]}).get_json()
+    case = gateway.client.post("/v1/reviews/claim", json={}, headers=gateway.auth("reviewer")).get_json()
+    original = case["decision"]["outcome"]
+    other = "approved" if original == "declined" else "declined"
+    resolved = gateway.client.post(f"/v1/reviews/{review['review_id']}/resolve", headers=gateway.auth("reviewer"), json={
+        "fencing_token": case["fencing_token"], "outcome": "changed", "new_outcome": other,
+        "reasons": {"en": "Income confirmed."}, "point_of_view_considered": True})
+    assert resolved.status_code == 200
+    page = me.browser.get(f"/d/{me.decision_id}")
+    body = page.get_data(as_text=True)
+    labels = {"approved": "Approved", "declined": "Declined"}
+    assert f'<dd id="original-outcome">{labels[original]}</dd>' in body
+    assert re.search(rf'<dd id="effective-outcome"><strong>{labels[other]}</strong>', body)
+    assert "Set by a human review on" in text(page) and review["review_id"] in text(page)
+    assert "the decision was changed" in text(page) and "decided" in text(page)
