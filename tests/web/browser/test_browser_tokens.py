@@ -39,7 +39,13 @@ def test_after_the_redirect_the_token_is_in_no_url_and_no_referer(live: LiveGate
     token = token_of(link)
     seen = _record(page)
 
-    open_link(page, link)
+    landed = open_link(page, link)
+    # Neither the redirect that consumed the token nor the page may be stored or pass on a Referer.
+    redirect = landed.request.redirected_from.response()  # type: ignore[union-attr]
+    for response in (redirect, landed):
+        headers = response.all_headers()  # type: ignore[union-attr]
+        assert "no-store" in headers.get("cache-control", ""), (response.url, headers)  # type: ignore[union-attr]
+        assert headers.get("referrer-policy") == "no-referrer", (response.url, headers)  # type: ignore[union-attr]
     page.locator("a#explanation-link").click()
     page.wait_for_url(f"**/d/{decision_id}/explanation")
     page.go_back()
