@@ -134,7 +134,7 @@ def _check_corrected(manifest: Manifest, corrected: dict[str, Any] | None) -> No
         raise ValidationFailed(f"{len(problems)} invalid field(s)", details=problems)
 
 
-def request_review(principal: Principal, decision_id: str, *, point_of_view: str, contest_grounds: list[str],
+def request_review(principal: Caller, decision_id: str, *, point_of_view: str, contest_grounds: list[str],
                    corrected_data: dict[str, Any] | None, language: str | None,
                    now: dt.datetime | None = None) -> ReviewRequest:
     """Open a review of a decision; the person is told it was received and by when it is due."""

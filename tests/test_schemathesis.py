@@ -96,8 +96,40 @@ def _without_transport_only_kwargs(base: dict[str, Any] | None, security: Any) -
     return kwargs
 
 
+_KEY_ALPHABET = "".join(chr(c) for c in range(0x21, 0x7F))  # printable ASCII without the space
+_keys_used: dict[str, int] = {}
+
+
+def _fresh_idempotency_key(case: Any) -> None:
+    """A positive case whose Idempotency-Key an earlier case already used gets an unused key of the same length.
+
+    The generator repeats short keys across cases with different bodies; the gateway rightly refuses a key
+    reused with another body (422), so such a case is not positive. Same length keeps the boundary it tests.
+    """
+    headers = case.headers or {}
+    key = headers.get("Idempotency-Key")
+    if not isinstance(key, str) or not key:
+        return
+    if key in _keys_used:
+        n = _keys_used[key]
+        for _ in range(100_000):
+            n += 1
+            digits, rest = [], n
+            while rest:
+                rest, d = divmod(rest, len(_KEY_ALPHABET))
+                digits.append(_KEY_ALPHABET[d])
+            fresh = ("".join(digits) + key)[: len(key)]
+            if fresh not in _keys_used:
+                break
+        _keys_used[key] = n
+        case.headers = {**headers, "Idempotency-Key": fresh}
+        key = fresh
+    _keys_used.setdefault(key, 0)
+
+
 def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) -> tuple[list[str], Counter[str], int]:
     """Run every phase (examples, coverage, fuzzing, stateful) with all default checks; return the failures."""
+    _keys_used.clear()
     config = SchemathesisConfig.from_dict({
         "seed": SEED,
         "generation": {"max-examples": EXAMPLES, "database": "none"},  # reproducible: nothing replayed from earlier runs
@@ -148,6 +180,7 @@ def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) 
             # cases and labels them positive: give them a valid body, the header is what they test.
             case.body = copy.deepcopy(gw.sample)
         if operation == ("POST", "/v1/models/{name}/decisions") and isinstance(case.body, dict):
+            _fresh_idempotency_key(case)
             subject = case.body.get("subject")
             if isinstance(subject, dict):
                 subject["iin"] = VALID_IINS[len(str(case.body)) % len(VALID_IINS)]

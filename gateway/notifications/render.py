@@ -102,7 +102,8 @@ def _review_content(review: ReviewRequest, manifest: Manifest, lang: str) -> dic
         "requested_at": isoformat(review.requested_at),
         "requested_on": format_date(local_date(review.requested_at), "long", locale=lang),
         "due_at": isoformat(due_at),
-        "due_on": format_date(local_date(due_at), "long", locale=lang),
+        # due_at is the midnight that ends the period: the person is told its last day, not the day after.
+        "due_on": format_date(local_date(due_at - dt.timedelta(microseconds=1)), "long", locale=lang),
         "extended": review.extended_until is not None,
         "extension_reason": review.extension_reason,
         "outcome": review.outcome,

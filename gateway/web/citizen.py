@@ -62,7 +62,7 @@ def _person(decision_id: str) -> Citizen:
 
 # --- the link in the notice -----------------------------------------------------------------------------
 
-def _link(decision_id: str, token: str) -> Response:
+def _link(decision_id: str, token: str) -> Any:
     try:
         citizen = citizen_from_capability(token)
     except Unauthorized as exc:
@@ -78,11 +78,11 @@ def _link(decision_id: str, token: str) -> Response:
         raise NotFound(NOT_FOUND)
     decision = access.visible_decision(citizen, decision_id)
     hold(decision_id, token, decision.language)
+    choose_language(decision.language)  # a ?lang= on the link is remembered for the pages that follow
     target = f"/d/{decision_id}{NEXT_PAGES.get(request.args.get('next', ''), '')}"
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         # Arriving from a webmail page: a browser does not send a SameSite=Strict cookie on a redirect
         # chain that started on another site, so continue from a page of our own (same-site navigation).
-        choose_language(decision.language)
         return make_response(render_template("web/continue.html", target=target))
     return redirect(target, code=303)
 

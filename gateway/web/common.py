@@ -7,8 +7,8 @@ import zoneinfo
 from typing import Any
 from urllib.parse import urlencode
 
-from babel.dates import format_date, format_datetime
-from flask import Flask, current_app, g, render_template, request, session
+from babel.dates import format_date, format_time
+from flask import Flask, current_app, g, request, session
 from flask_babel import refresh
 from flask_wtf.csrf import CSRFProtect
 
@@ -27,7 +27,7 @@ def choose_language(decision_language: str | None = None) -> str:
     language, then Accept-Language; set it for gettext and return it."""
     offered = list(current_app.config["LANGUAGES"])
     asked = request.args.get("lang")
-    if asked in offered:
+    if asked is not None and asked in offered:
         if session.get("lang") != asked:
             session["lang"] = asked
         lang = asked
@@ -106,7 +106,10 @@ def local_datetime(at: dt.datetime | str | None) -> str:
         return ""
     if isinstance(at, str):
         at = dt.datetime.fromisoformat(at)  # 3.11 reads "Z"
-    return format_datetime(at.astimezone(_zone()), "d MMMM y, HH:mm", locale=page_language())
+    local = at.astimezone(_zone())
+    lang = page_language()
+    # The locale's own date order (Kazakh: year first), as the notices write it, then the time.
+    return f'{format_date(local.date(), "long", locale=lang)}, {format_time(local, "HH:mm", locale=lang)}'
 
 
 def local_date(at: dt.datetime | dt.date | str | None) -> str:
@@ -118,11 +121,17 @@ def local_date(at: dt.datetime | dt.date | str | None) -> str:
     return format_date(day, "long", locale=page_language())
 
 
-def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
-    return render_template(template, **context), status
+def last_day(at: dt.datetime | str | None) -> str:
+    """The last day of a period whose deadline is the midnight that ends it (reviews.due_date)."""
+    if at is None:
+        return ""
+    if isinstance(at, str):
+        at = dt.datetime.fromisoformat(at)
+    return local_date(at - dt.timedelta(microseconds=1))
 
 
 def init_app(app: Flask) -> None:
+    app.add_template_filter(last_day, "last_day")
     app.add_template_filter(local_datetime, "local_datetime")
     app.add_template_filter(local_date, "local_date")
 

@@ -71,6 +71,13 @@ def label(table: dict[str, Any], code: str | None) -> str:
     return str(found) if found is not None else code
 
 
+def reasons(given: dict[str, str] | None, lang: str) -> str:
+    """The reviewer's reasons in the person's language (or the one they were given in)."""
+    if not given:
+        return ""
+    return given.get(lang) or given.get("ru") or given.get("kk") or next(iter(given.values()), "")
+
+
 def outcome(manifest: Manifest, code: str | None, lang: str) -> str:
     """An outcome as the model's manifest names it in `lang` ("annulled" is the review's word)."""
     if code is None:

@@ -45,5 +45,6 @@ def model(name: str, version: str) -> Any:
     return render_template(
         "web/register_model.html", entry=entry, m=m, lang=lang, labels=labels, inputs=shown, withheld=withheld,
         categories=categories, factors=factors, probability=scale == 100.0,
-        ground=m.explanation.confidential_ground.get(lang) if m.explanation.confidential_ground else None,
+        # Not the manifest's confidential_ground: its text may name the withheld inputs (the example's does),
+        # and the register states them as a count and a kind only.
     )

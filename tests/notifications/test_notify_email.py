@@ -111,7 +111,9 @@ def test_the_decision_notice_arrives_by_email_with_every_element_in_the_persons_
     if isinstance(manifest, str):
         manifest = json.loads(manifest)
     notice = manifest["notice"]
-    for body in (text, html.replace("&#34;", '"').replace("&#39;", "'")):
+    # The rights are exercised on pages, reached through the person's own link (…&next=explanation|review).
+    pages = {"explanation": links["citizen"] + "&next=explanation", "review": links["citizen"] + "&next=review"}
+    for body in (text, html.replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")):
         assert expected["greeting"] in body
         assert expected["automated"] in body  # an automated (algorithmic) system was applied
         assert "german-credit" in body and "1.0.0" in body  # which system
@@ -119,12 +121,14 @@ def test_the_decision_notice_arrives_by_email_with_every_element_in_the_persons_
         assert (notice["purpose"].get(lang) or notice["purpose"]["ru"]) in body  # its purpose
         assert outcome in body  # the outcome
         assert expected["sole_basis"] in body  # the role of the system
-        assert links["explanation"] in body and links["review"] in body  # how to use the rights
+        assert pages["explanation"] in body and pages["review"] in body  # how to use the rights
+        assert "https://gateway.test/register/german-credit/1.0.0" in body  # how the system works: the version that decided
         assert expected["free"] in body
         assert str(deadline.day) in body and expected["month"][deadline.month] in body and str(deadline.year) in body
         assert notice["contact"] in body  # the contact
         assert did in body  # the decision id
-    assert f'href="{links["explanation"]}"' in html and f'href="{links["review"]}"' in html
+    for url in pages.values():
+        assert f'href="{url.replace("&", "&amp;")}"' in html
     assert "citizen@example.kz" not in text  # the body does not repeat the address
 
     # The links work: the person's own link (its token opens the decision and the explanation), the
@@ -138,6 +142,14 @@ def test_the_decision_notice_arrives_by_email_with_every_element_in_the_persons_
         assert url.startswith("https://gateway.test/")
         assert gateway.client.get(urlsplit(url).path, headers=auth).status_code == 200, url
     gateway.app.url_map.bind("gateway.test").match(urlsplit(links["review"]).path, method="POST")  # raises if none
+    # And the pages: each link starts the person's session and lands on its page.
+    for name, url in pages.items():
+        browser = gateway.app.test_client()
+        parts = urlsplit(url)
+        landed = browser.get(f"{parts.path}?{parts.query}")
+        assert landed.status_code == 303 and landed.headers["Location"] == f"/d/{did}/{name}"
+        assert browser.get(landed.headers["Location"]).status_code == 200
+    assert gateway.client.get("/register/german-credit/1.0.0").status_code == 200
 
     # The agency sees the delivery.
     view = gateway.client.get(f"/v1/decisions/{did}", headers=auth).get_json()

@@ -41,6 +41,7 @@ def test_the_decision_page_shows_what_the_person_is_owed(gateway: Gateway) -> No
     me = person(gateway, language="ru")
     page = text(me.browser.get(f"/d/{me.decision_id}"))
     assert "german-credit 1.0.0" in page and "«Example Bank»" in page and "ТОЛЬКО ПРИМЕР" in page
+    assert re.search(r"\d{1,2} [а-я]+ 20\d\d г\., \d\d:\d\d", page)  # the locale's own date order, then the time
     assert "Результат системы — единственное основание решения" in page  # sole basis
     assert "Уведомление о решении" in page and "ожидает отправки" in page  # the notice and its delivery
     assert "Вы не запрашивали пересмотр этого решения." in page
@@ -152,3 +153,33 @@ def test_pages_load_nothing_from_another_origin(gateway: Gateway) -> None:
         body = (me.browser.get(path) if path.startswith("/d/") else gateway.client.get(path)).get_data(as_text=True)
         assert not re.search(r'(src|href)="(https?:)?//', body), path
         assert "<script" not in body and " style=" not in body, path
+
+
+def test_an_outcome_changed_by_review_shows_who_changed_it_and_when(gateway: Gateway) -> None:
+    me = person(gateway, language="en")
+    mine = {"Authorization": f"Bearer {me.token}"}
+    review = gateway.client.post(f"/v1/decisions/{me.decision_id}/reviews", headers=mine,
+                                 json={"point_of_view": "My income rose.", "contest_grounds": ["wrong_data"]}).get_json()
+    case = gateway.client.post("/v1/reviews/claim", json={}, headers=gateway.auth("reviewer")).get_json()
+    original = case["decision"]["outcome"]
+    other = "approved" if original == "declined" else "declined"
+    resolved = gateway.client.post(f"/v1/reviews/{review['review_id']}/resolve", headers=gateway.auth("reviewer"), json={
+        "fencing_token": case["fencing_token"], "outcome": "changed", "new_outcome": other,
+        "reasons": {"en": "Income confirmed."}, "point_of_view_considered": True})
+    assert resolved.status_code == 200
+    page = me.browser.get(f"/d/{me.decision_id}")
+    body = page.get_data(as_text=True)
+    labels = {"approved": "Approved", "declined": "Declined"}
+    assert f'<dd id="original-outcome">{labels[original]}</dd>' in body
+    assert re.search(rf'<dd id="effective-outcome"><strong>{labels[other]}</strong>', body)
+    assert "Set by a human review on" in text(page) and review["review_id"] in text(page)
+    assert "Reasons: Income confirmed." in text(page)  # why, in the person's language
+    assert "cli_" not in text(page)  # no internal client ids
+    assert "the decision was changed" in text(page) and "decided" in text(page)
+
+
+def test_kazakh_dates_put_the_year_first_as_the_notices_do(gateway: Gateway) -> None:
+    me = person(gateway, language="kk")
+    page = text(me.browser.get(f"/d/{me.decision_id}"))
+    assert re.search(r"20\d\d ж\. \d{1,2} [а-яәіңғүұқөһ]+, \d\d:\d\d", page)
+    assert not re.search(r"\d{1,2} [а-яәіңғүұқөһ]+ 20\d\d, \d\d:\d\d", page)

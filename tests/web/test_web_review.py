@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import zoneinfo
 from typing import Any
 
 import sqlalchemy as sa
+from babel.dates import format_date
 
 from gateway.extensions import db
 from tests.conftest import Gateway
@@ -68,7 +71,11 @@ def test_a_valid_request_is_recorded_and_confirmed_with_its_due_date(gateway: Ga
     assert 'id="review-sent"' in page.get_data(as_text=True)
     due = gateway.client.get(f"/v1/reviews/{row.id}", headers=gateway.auth("agency_a")).get_json()["effective_due_at"]
     assert due is not None
-    assert "Ваш запрос получен" in text(page) and "Уведомление о получении вашего запроса уже отправляется вам" in text(page)
+    assert "Ваш запрос получен" in text(page) and "уведомление о получении вашего запроса уже отправляется вам" in text(page)
+    # The last day of the period (due_at is the midnight that ends it), and no double full stop after «г.».
+    last = dt.datetime.fromisoformat(due).astimezone(zoneinfo.ZoneInfo("Asia/Almaty")) - dt.timedelta(microseconds=1)
+    assert f"не позднее {format_date(last.date(), 'long', locale='ru')}".replace("\u202f", " ").replace("\xa0", " ") in text(page)
+    assert "г.." not in text(page)
     assert recorded(gateway, me.decision_id) == (1, 1, 1)  # the review_received notice is in the outbox
     # The decision page now shows it; the form page shows the open request instead of the form.
     assert "ожидает проверяющего" in text(me.browser.get(f"/d/{me.decision_id}"))

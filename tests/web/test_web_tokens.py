@@ -99,3 +99,10 @@ def test_the_cookie_is_not_marked_secure_on_plain_http_deployments(gateway: Gate
     resp = gateway.client.get(link)
     assert resp.status_code == 303
     assert not SimpleCookie(resp.headers["Set-Cookie"])["gw_session"]["secure"]
+
+
+def test_a_language_asked_on_the_link_is_kept_for_the_pages(gateway: Gateway) -> None:
+    me = person(gateway, signed_in=False, language="kk")
+    resp = me.browser.get(f"{me.link}&lang=en")
+    assert resp.status_code == 303 and resp.headers["Location"] == f"/d/{me.decision_id}"
+    assert '<html lang="en">' in me.browser.get(resp.headers["Location"]).get_data(as_text=True)

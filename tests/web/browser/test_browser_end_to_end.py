@@ -16,6 +16,7 @@ from .pages import (
     explanation_factors,
     fill_review,
     html_lang,
+    main_text,
     open_link,
     submit_review,
 )
@@ -87,14 +88,18 @@ def test_a_person_reads_the_explanation_requests_review_and_sees_the_outcome(liv
     assert case["point_of_view"] == POINT_OF_VIEW_TEXT[lang]
     assert case["contest_grounds"] == ["wrong_data"]
     assert case["corrected_data"] == {"savings": "500_to_1000"}
-    live.resolve(case["review_id"], case["fencing_token"])
+    resolved = live.resolve(case["review_id"], case["fencing_token"])
+    reasons = resolved["reasons"][lang]
 
     # The person's page shows the new effective outcome; the outcome notice arrives in their language.
     page.goto(f"{live.url}/d/{decision_id}")
     assert html_lang(page) == lang
     assert OUTCOME_LABELS["approved"][lang] in page.locator("section#outcome").inner_text()
+    reasons_shown = reasons in main_text(page)
     outcome = live.wait_mail(email, "review_outcome")
     assert outcome.language == lang and OUTCOME_LABELS["approved"][lang] in outcome.text
+    assert reasons in outcome.text, f"the reviewer's reasons are not in the outcome notice:\n{outcome.text}"
     assert live.decision(decision_id)["effective_outcome"] == "approved"
+    assert reasons_shown, f"the decision page does not show the reviewer's reasons ({reasons!r}):\n{main_text(page)}"
     assert due_shown, due_problem
     assert due_in_mail, f"the review_received email does not name the last day {sorted(dates)}:\n{received.text}"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
-from .conftest import CHROMIUM, LANGUAGES, NO_CHROMIUM
+from .conftest import ARTIFACTS, CHROMIUM, LANGUAGES, NO_CHROMIUM
 from .live import LiveGateway
 from .pages import STATES, html_lang
 
@@ -49,6 +49,8 @@ def test_axe_finds_no_wcag_violation(live: LiveGateway, page: Page, check_axe: C
 @pytest.mark.parametrize(("name", "lang"), CASES)
 def test_nothing_scrolls_sideways_at_360_px(live: LiveGateway, narrow_page: Page, name: str, lang: str) -> None:
     STATES[name](narrow_page, live, lang)
+    (ARTIFACTS / "narrow").mkdir(parents=True, exist_ok=True)  # for people to look at; git-ignored
+    narrow_page.screenshot(path=str(ARTIFACTS / "narrow" / f"{name}-{lang}.png"), full_page=True)
     sizes = narrow_page.evaluate(
         "() => ({scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth,"
         " body: document.body.scrollWidth})")

@@ -7,6 +7,9 @@ and neither starts a session.
 
 from __future__ import annotations
 
+import html
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -36,7 +39,13 @@ def test_after_the_redirect_the_token_is_in_no_url_and_no_referer(live: LiveGate
     token = token_of(link)
     seen = _record(page)
 
-    open_link(page, link)
+    landed = open_link(page, link)
+    # Neither the redirect that consumed the token nor the page may be stored or pass on a Referer.
+    redirect = landed.request.redirected_from.response()  # type: ignore[union-attr]
+    for response in (redirect, landed):
+        headers = response.all_headers()  # type: ignore[union-attr]
+        assert "no-store" in headers.get("cache-control", ""), (response.url, headers)  # type: ignore[union-attr]
+        assert headers.get("referrer-policy") == "no-referrer", (response.url, headers)  # type: ignore[union-attr]
     page.locator("a#explanation-link").click()
     page.wait_for_url(f"**/d/{decision_id}/explanation")
     page.go_back()
@@ -111,3 +120,64 @@ def test_a_forged_link_lands_on_the_404_page(live: LiveGateway, page: Page, how:
     assert html_lang(page) == "ru"
     assert page.locator("section#outcome").count() == 0
     assert page.request.get(f"{live.url}/d/{made['decision_id']}").status == 404, "a forged link opened a session"
+
+
+class _Webmail:
+    """A page on another site (http://localhost:<port>, not 127.0.0.1) showing the notice's link, as webmail does."""
+
+    def __init__(self, link: str) -> None:
+        body = (f'<!doctype html><html lang="ru"><title>Inbox</title><p>Notice: '
+                f'<a id="personal" href="{html.escape(link)}">open your decision</a></p></html>').encode()
+        self.requests: list[str] = []
+        webmail = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                webmail.requests.append(self.path + " " + str(self.headers.get("Referer")))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://localhost:{self.server.server_address[1]}/inbox"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_link_clicked_in_webmail_on_another_site_opens_the_decision_and_drops_the_token(live: LiveGateway, page: Page) -> None:
+    """From another site a SameSite=Strict cookie is not sent along the redirect: the gateway answers with
+    a same-site continue page (meta refresh and a link). The token must not leak from there either."""
+    made = live.decide("ru")
+    link, decision_id = made["links"]["citizen"], made["decision_id"]
+    token = token_of(link)
+    webmail = _Webmail(link)
+    try:
+        page.goto(webmail.url)
+        seen = _record(page)
+        page.locator("a#personal").click()
+        page.wait_for_url(f"{live.url}/d/{decision_id}")
+        page.locator("section#outcome").wait_for()
+        assert html_lang(page) == "ru"
+        page.locator("a#explanation-link").click()
+        page.locator("ol#factors").wait_for()
+    finally:
+        webmail.close()
+    first = seen[0]
+    assert first["url"] == link and first["headers"].get("sec-fetch-site") == "cross-site", first
+    onward = next(r for r in seen[1:] if r["navigation"])  # from the continue page, not a redirect of the first
+    assert onward["url"] == f"{live.url}/d/{decision_id}", onward
+    assert onward["headers"].get("sec-fetch-site") == "same-origin" and "referer" not in onward["headers"], onward
+    for request in seen[1:]:
+        assert token not in request["url"], f"token in a later request's URL: {request['url']}"
+        referer = request["headers"].get("referer", "")
+        assert token not in referer, f"{request['url']} was sent with Referer {referer}"
+    assert [r for r in webmail.requests if token in r] == [], webmail.requests  # nothing came back to the webmail
