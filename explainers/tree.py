@@ -68,6 +68,29 @@ class TreeExplainer(ExactExplainer):
     name = "tree"
     method = "tree_shap_interventional"
 
+    def __init__(
+        self,
+        model: Any,
+        *,
+        output_space: str = "probability",
+        positive_class: Any = None,
+        background_size: int | None = None,
+        random_state: int = 0,
+        tolerance: float = 1e-6,
+        players: str = "raw",
+    ) -> None:
+        super().__init__(
+            model,
+            output_space=output_space,
+            positive_class=positive_class,
+            background_size=background_size,
+            random_state=random_state,
+            tolerance=tolerance,
+        )
+        #: "raw": each raw feature is one player (exact, the default); "columns": shap per transformed
+        #: column, summed per raw feature (the former method, kept as a baseline and a fallback).
+        self.players = players
+
     @classmethod
     def why_unsupported(cls, model: Any) -> str | None:
         """Return why TreeSHAP cannot explain `model`, or None when it can."""
@@ -104,7 +127,9 @@ class TreeExplainer(ExactExplainer):
         self._rescaled = self._kind == "boosted" and not margin
         # Boosting explains the margin/probability of classes_[1]; turn it toward the positive class.
         self._flip = self._kind == "boosted" and self.class_index_ == 0
-        self.grouped_ = _grouped_tree.why_not_flattenable(estimator) is None
+        if self.players not in ("raw", "columns"):
+            raise ValueError(f"players must be 'raw' or 'columns', got {self.players!r}")
+        self.grouped_ = self.players == "raw" and _grouped_tree.why_not_flattenable(estimator) is None
         suffix = "_rescaled" if self._rescaled else ""
         if self.grouped_:
             self.method_ = f"{self.method}_grouped{suffix}"
