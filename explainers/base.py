@@ -67,8 +67,9 @@ class RawExplanation:
     #: Features whose contribution is 0 for everybody with this row's value of them, by the model's
     #: structure and the background alone (a null player): a reader can know it without being told.
     null_features: tuple[str, ...] = ()
-    #: Model-agnostic estimates only: per feature, the standard error of its attribution (None when exact).
-    standard_errors: dict[str, float] | None = None
+    #: Model-agnostic estimates only: per feature, the half-width of a ~95 % interval around its estimated
+    #: attribution (Student-t quantile x standard error over samples); None when the values are exact.
+    errors: dict[str, float] | None = None
 
 
 class BaseExplainer(abc.ABC):
@@ -180,15 +181,15 @@ class BaseExplainer(abc.ABC):
         output: np.ndarray,
         error: np.ndarray,
         nulls: np.ndarray | None = None,
-        standard_errors: np.ndarray | None = None,
+        errors: np.ndarray | None = None,
     ) -> list[RawExplanation]:
         """Turn per-row arrays into explanation objects."""
         names = self.feature_names_
         n = len(output)
         null_names = [tuple(name for name, null in zip(names, row, strict=True) if null) for row in nulls.tolist()] \
             if nulls is not None else [()] * n
-        ses = [dict(zip(names, row, strict=True)) for row in standard_errors.tolist()] \
-            if standard_errors is not None else [None] * n
+        ses = [dict(zip(names, row, strict=True)) for row in errors.tolist()] \
+            if errors is not None else [None] * n
         bases = np.broadcast_to(np.asarray(base, dtype=np.float64), output.shape).tolist()
         common = {
             "output_space": self.output_space,
@@ -201,7 +202,7 @@ class BaseExplainer(abc.ABC):
         }
         return [
             RawExplanation(base_value=b, attributions=dict(zip(names, row, strict=False)), output=o, additivity_error=e,
-                           null_features=nf, standard_errors=se, **common)
+                           null_features=nf, errors=se, **common)
             for b, row, o, e, nf, se in zip(bases, raw.tolist(), output.tolist(), error.tolist(), null_names, ses,
                                             strict=False)
         ]
