@@ -4,7 +4,8 @@ Each raw feature has a disclosure policy: ``"show"`` (named, with its value and 
 ``"band"`` (named, with the range its value falls in instead of the value) or ``"withhold"``
 (never named). The selection is deterministic:
 
-1. rank features by |contribution| descending, ties broken by feature name;
+1. rank features by |contribution| descending, ties broken by feature name (estimates whose
+   intervals overlap share a rank number: ``Factor.rank``);
 2. the *shown* factors S are the first `max_factors` features in that ranking whose policy allows
    naming them and whose contribution is not exactly zero (a zero did not influence the result);
 3. if at least one feature is withheld, every feature not shown - withheld or not - goes into ONE
@@ -95,6 +96,7 @@ __all__ = [
     "band_edges",
     "band_of",
     "rank_features",
+    "rank_numbers",
     "select_factors",
 ]
 
@@ -116,6 +118,11 @@ class Factor:
     disclosure: Disclosure
     value: Any = None
     band: Band | None = None
+    #: Estimates only: the ± half-width of the ~95 % interval around `contribution`.
+    error: float | None = None
+    #: 1-based place among the shown factors by |contribution|; estimates that overlap within their
+    #: errors share it.
+    rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,8 @@ class FactorSelection:
     base_value_disclosed: bool
     factors: tuple[Factor, ...]
     confidential: ConfidentialBucket | None
+    #: Whether the contributions are model-agnostic estimates (each factor then carries its error).
+    estimate: bool = False
 
 
 def band_edges(values: Sequence[float] | np.ndarray | pd.Series, n_bands: int = 4) -> tuple[float, ...]:
@@ -173,6 +182,29 @@ def band_of(value: Any, edges: Sequence[float]) -> Band:
 def rank_features(attributions: Mapping[str, float]) -> list[str]:
     """Return feature names by |contribution| descending, ties broken by name."""
     return sorted(attributions, key=lambda name: (-abs(attributions[name]), name))
+
+
+def rank_numbers(
+    attributions: Mapping[str, float], errors: Mapping[str, float] | None = None
+) -> dict[str, int]:
+    """Return each feature's 1-based rank by |contribution|; ties share a rank.
+
+    Exact values tie only when equal. Estimates tie when their magnitudes differ by no more than the
+    sum of their errors (the intervals overlap); ties chain along the ranking, so a run of
+    overlapping neighbours is one tie.
+    """
+    ranked = rank_features(attributions)
+    ranks: dict[str, int] = {}
+    for i, name in enumerate(ranked):
+        if i > 0:
+            before = ranked[i - 1]
+            gap = abs(attributions[before]) - abs(attributions[name])
+            slack = (errors or {}).get(before, 0.0) + (errors or {}).get(name, 0.0)
+            if gap <= slack:
+                ranks[name] = ranks[before]
+                continue
+        ranks[name] = i + 1
+    return ranks
 
 
 def _direction(value: float) -> Direction | None:
@@ -230,7 +262,9 @@ def select_factors(
             bucket = ConfidentialBucket(count=len(hidden), contribution=None, direction=_direction(total))
             base_disclosed = False
 
-    factors = []
+    errors = explanation.errors
+    ranks = rank_numbers({f: contributions[f] for f in shown}, errors)  # among shown factors only: a rank
+    factors = []  # counted over all features would tell that a withheld one is larger
     for name in shown:
         policy = disclosure[name]
         if values is not None and name not in values:
@@ -256,6 +290,8 @@ def select_factors(
                 disclosure=policy,  # type: ignore[arg-type]
                 value=value,
                 band=band,
+                error=None if errors is None else float(errors[name]),
+                rank=ranks[name],
             )
         )
     return FactorSelection(
@@ -265,6 +301,7 @@ def select_factors(
         base_value_disclosed=base_disclosed,
         factors=tuple(factors),
         confidential=bucket,
+        estimate=errors is not None,
     )
 
 

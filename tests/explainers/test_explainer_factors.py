@@ -61,7 +61,7 @@ def test_top_k_among_nameable_features() -> None:
     values = {"a": 1, "b": "x", "secret": 3, "c": np.int64(2), "zero": 0, "d": 7}
     selection = select_factors(explanation(attrs), policy, values=values, max_factors=3)
     assert [f.feature for f in selection.factors] == ["a", "b", "c"]  # c and d tie at 0.1: by name
-    assert selection.factors[0] == Factor("a", 0.9, "raised", "show", 1, None)
+    assert selection.factors[0] == Factor("a", 0.9, "raised", "show", 1, None, rank=1)
     assert selection.factors[1].direction == "lowered"
     assert selection.confidential == ConfidentialBucket(count=3, contribution=5.0 + 0.0 - 0.1, direction="raised")
     assert selection.base_value_disclosed and selection.base_value == 0.25
@@ -412,3 +412,18 @@ def test_a_bucket_of_the_withheld_feature_and_ignored_features_would_publish_it(
         assert selection.confidential.contribution != pytest.approx(truth.attributions["sex"], abs=1e-3)
         ours_leaks += len(leaks(selection, truth, policy, ours))
     assert former == 12 and ours_leaks == 0
+
+
+def test_estimates_overlapping_within_their_errors_share_a_rank() -> None:
+    truth = dataclasses.replace(
+        explanation({"a": 0.050, "b": -0.047, "c": 0.030, "d": 0.001}),
+        errors={"a": 0.002, "b": 0.002, "c": 0.002, "d": 0.0005},
+    )
+    selection = select_factors(truth, dict.fromkeys("abcd", "show"), max_factors=4)
+    assert selection.estimate
+    assert [(f.feature, f.rank, f.error) for f in selection.factors] == [
+        ("a", 1, 0.002), ("b", 1, 0.002), ("c", 3, 0.002), ("d", 4, 0.0005)
+    ]
+    exact = select_factors(explanation({"a": 0.05, "b": -0.05, "c": 0.03}), dict.fromkeys("abc", "show"))
+    assert not exact.estimate
+    assert [(f.rank, f.error) for f in exact.factors] == [(1, None), (1, None), (3, None)]  # equal: a tie
