@@ -270,8 +270,10 @@ def _compile() -> Any:
         return value <= threshold
 
     @numba.njit(cache=False)
-    def pair(x, z, roots, feature, threshold, left, right, default_left, missing, value, group_of, gain, loss,
-             out, side, path, stack_node, stack_depth, stack_group, stack_side):  # type: ignore[no-untyped-def]
+    def pair(  # type: ignore[no-untyped-def]
+        x, z, roots, feature, threshold, left, right, default_left, missing, value, group_of, gain, loss,
+        out, side, path, stack_node, stack_depth, stack_group, stack_side,
+    ):
         # side[g]: 0 unassigned, 1 taken from x, 2 taken from z; path[:depth] lists assigned groups.
         for t in range(roots.shape[0]):
             top = 0
@@ -340,8 +342,10 @@ def _compile() -> Any:
                 side[path[depth]] = 0
 
     @numba.njit(cache=False)
-    def grouped(X, Z, roots, feature, threshold, left, right, default_left, missing, value, group_of, n_groups,
-                gain, loss, scale):  # type: ignore[no-untyped-def]
+    def grouped(  # type: ignore[no-untyped-def]
+        X, Z, roots, feature, threshold, left, right, default_left, missing, value, group_of, n_groups, gain, loss,
+        scale,
+    ):
         n = X.shape[0]
         m = Z.shape[0]
         result = np.zeros((n, n_groups), dtype=np.float64)

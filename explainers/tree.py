@@ -133,7 +133,8 @@ class TreeExplainer(ExactExplainer):
         suffix = "_rescaled" if self._rescaled else ""
         if self.grouped_:
             self.method_ = f"{self.method}_grouped{suffix}"
-            self.trees_, _ = _grouped_tree.flatten(estimator, self.class_index_ if self._kind == "forest" else 1)
+            forest_class = self.class_index_ if self.class_index_ is not None else 1
+            self.trees_, _ = _grouped_tree.flatten(estimator, forest_class if self._kind == "forest" else 1)
             if self._rescaled:
                 self._background_margin = self._margin(background)
                 self._background_probability = self._probability1(background)
