@@ -48,6 +48,7 @@ from explainers.grouping import (
 )
 from explainers.linear import LinearExplainer
 from explainers.permutation import MIN_PAIRS, PermutationExplainer
+from explainers.recourse import MutableFeature, RecourseOption, RecourseSearch
 from explainers.registry import (
     EXPLAINERS,
     FALLBACK,
@@ -76,7 +77,10 @@ __all__ = [
     "NotCompilable",
     "NotFittedError",
     "PermutationExplainer",
+    "MutableFeature",
     "RawExplanation",
+    "RecourseOption",
+    "RecourseSearch",
     "Rows",
     "TreeExplainer",
     "UnknownExplainerError",
