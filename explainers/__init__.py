@@ -37,6 +37,7 @@ from explainers.factors import (
     band_edges,
     band_of,
     rank_features,
+    rank_numbers,
     select_factors,
 )
 from explainers.grouping import (
@@ -46,7 +47,8 @@ from explainers.grouping import (
     transformed_sources,
 )
 from explainers.linear import LinearExplainer
-from explainers.permutation import PermutationExplainer
+from explainers.permutation import MIN_PAIRS, PermutationExplainer
+from explainers.recourse import MutableFeature, RecourseOption, RecourseSearch
 from explainers.registry import (
     EXPLAINERS,
     FALLBACK,
@@ -71,10 +73,14 @@ __all__ = [
     "FactorSelector",
     "GiveUp",
     "LinearExplainer",
+    "MIN_PAIRS",
     "NotCompilable",
     "NotFittedError",
     "PermutationExplainer",
+    "MutableFeature",
     "RawExplanation",
+    "RecourseOption",
+    "RecourseSearch",
     "Rows",
     "TreeExplainer",
     "UnknownExplainerError",
@@ -91,6 +97,7 @@ __all__ = [
     "group_matrix",
     "make_explainer",
     "rank_features",
+    "rank_numbers",
     "select_factors",
     "split_pipeline",
     "transformed_sources",

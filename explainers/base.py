@@ -64,6 +64,12 @@ class RawExplanation:
     background_size: int
     random_state: int
     positive_class: str | int | float | bool | None = None
+    #: Features whose contribution is 0 for everybody with this row's value of them, by the model's
+    #: structure and the background alone (a null player): a reader can know it without being told.
+    null_features: tuple[str, ...] = ()
+    #: Model-agnostic estimates only: per feature, the half-width of a ~95 % interval around its estimated
+    #: attribution (Student-t quantile x standard error over samples); None when the values are exact.
+    errors: dict[str, float] | None = None
 
 
 class BaseExplainer(abc.ABC):
@@ -169,10 +175,21 @@ class BaseExplainer(abc.ABC):
         self.check_output_space(self.model, self.output_space)
 
     def _package(
-        self, raw: np.ndarray, base: float | np.ndarray, output: np.ndarray, error: np.ndarray
+        self,
+        raw: np.ndarray,
+        base: float | np.ndarray,
+        output: np.ndarray,
+        error: np.ndarray,
+        nulls: np.ndarray | None = None,
+        errors: np.ndarray | None = None,
     ) -> list[RawExplanation]:
         """Turn per-row arrays into explanation objects."""
         names = self.feature_names_
+        n = len(output)
+        null_names = [tuple(name for name, null in zip(names, row, strict=True) if null) for row in nulls.tolist()] \
+            if nulls is not None else [()] * n
+        ses = [dict(zip(names, row, strict=True)) for row in errors.tolist()] \
+            if errors is not None else [None] * n
         bases = np.broadcast_to(np.asarray(base, dtype=np.float64), output.shape).tolist()
         common = {
             "output_space": self.output_space,
@@ -184,8 +201,10 @@ class BaseExplainer(abc.ABC):
             "positive_class": self.positive_class_,
         }
         return [
-            RawExplanation(base_value=b, attributions=dict(zip(names, row, strict=False)), output=o, additivity_error=e, **common)
-            for b, row, o, e in zip(bases, raw.tolist(), output.tolist(), error.tolist(), strict=False)
+            RawExplanation(base_value=b, attributions=dict(zip(names, row, strict=False)), output=o, additivity_error=e,
+                           null_features=nf, errors=se, **common)
+            for b, row, o, e, nf, se in zip(bases, raw.tolist(), output.tolist(), error.tolist(), null_names, ses,
+                                            strict=False)
         ]
 
 
@@ -381,6 +400,7 @@ class ExactExplainer(BaseExplainer):
         self.feature_names_ = list(names)
         self.sources_ = sources
         self.group_matrix_ = sources_matrix(sources, len(names))
+        self.background_transformed_ = transformed
         self.fast_transform_ = self._fast_transform is not None
         self.background_size_ = len(background)
         self.shap_version_ = str(shap.__version__)
@@ -425,7 +445,7 @@ class ExactExplainer(BaseExplainer):
         transformed = self.transform(rows_raw)
         if transformed.shape[0] == 0:
             return []
-        raw = self._shap_values(transformed) @ self.group_matrix_
+        raw = self._raw_values(transformed)
         output = self._model_output(transformed)
         error = np.abs(self.base_value_ + raw.sum(axis=1) - output)
         if error.size and float(error.max()) > self.tolerance:
@@ -433,7 +453,27 @@ class ExactExplainer(BaseExplainer):
             raise AdditivityError(
                 self.method_name, self.output_space, float(error[worst]), self.tolerance, f"row {worst}"
             )
-        return self._package(raw, self.base_value_, output, error)
+        return self._package(raw, self.base_value_, output, error, self._null_players(transformed))
+
+    def _raw_values(self, transformed: np.ndarray) -> np.ndarray:
+        """Return (n_rows, n_raw) attributions per raw feature (default: column attributions summed)."""
+        return self._shap_values(transformed) @ self.group_matrix_
+
+    def _null_players(self, transformed: np.ndarray) -> np.ndarray:
+        """Return (n_rows, n_raw) booleans: the raw feature cannot change the model's output for that row.
+
+        The default is what the background alone shows, whatever the model: a feature whose encoded
+        columns every background row shares with the row is never swapped, so it is a null player.
+        """
+        background = self.background_transformed_
+        nulls = np.empty((transformed.shape[0], len(self.feature_names_)), dtype=bool)
+        for g in range(len(self.feature_names_)):
+            columns = self.sources_ == g
+            same = (background[None, :, columns] == transformed[:, None, columns]) | (
+                np.isnan(background[None, :, columns]) & np.isnan(transformed[:, None, columns])
+            )
+            nulls[:, g] = same.all(axis=(1, 2))
+        return nulls
 
     def _preprocessor_input(self, rows: pd.DataFrame) -> Any:
         return rows if self._input_has_names else rows.to_numpy()

@@ -4,16 +4,24 @@ Each raw feature has a disclosure policy: ``"show"`` (named, with its value and 
 ``"band"`` (named, with the range its value falls in instead of the value) or ``"withhold"``
 (never named). The selection is deterministic:
 
-1. rank features by |contribution| descending, ties broken by feature name;
+1. rank features by |contribution| descending, ties broken by feature name (estimates whose
+   intervals overlap share a rank number: ``Factor.rank``);
 2. the *shown* factors S are the first `max_factors` features in that ranking whose policy allows
    naming them and whose contribution is not exactly zero (a zero did not influence the result);
 3. if at least one feature is withheld, every feature not shown - withheld or not - goes into ONE
    bucket H, "other factors (confidential)", published as its feature count and the sum of its
    contributions (``ConfidentialBucket``); without withheld features there is no bucket and
    the non-shown features are simply not published;
-4. if H would hold a single (withheld) feature, the smallest shown factor is moved into H; if there is
-   no shown factor to move (the model has one feature and it is withheld) the bucket is published
-   with its direction but without its size, and the base value is not disclosed.
+4. only *cover* protects a withheld feature: a bucket member whose contribution a reader cannot know
+   without being told. A member is *determined* (no cover) when its contribution is 0 - in
+   particular when the explainer reports it as a null player for this row
+   (``RawExplanation.null_features``: the model ignores it, or every background row shares the
+   person's value, or no split of the model separates them), which anyone who knows the model's
+   structure and the background can tell. If a withheld feature with an undetermined contribution
+   is the only undetermined member of H, the smallest shown factors are moved into H until it has a
+   second undetermined member (one move suffices: shown factors are never 0); if there is no shown
+   factor to move, the bucket is published with its direction but without its size, and the base
+   value is not disclosed.
 
 Feature names in the bucket are not part of any published field, and are not kept.
 
@@ -28,14 +36,20 @@ feature name, every disclosure policy and this algorithm (hence who knows H = F 
 Proof sketch. Treat the contributions c in R^F as unknowns; the attributions are exact (SHAP
 additivity: b + sum(c) = y), so what is published is a set of linear equations in c whose coefficient
 rows are: e_f for f in S; 1_H (the indicator of H) when B is published; 1_F when b is published (with
-right-hand side y - b). Every one of these rows is constant on H (e_f is 0 there; 1_H and 1_F are 1
-there), so every vector in their span is constant on H. A withheld feature w is always in H (it is
-never shown); e_w is constant on H only if H = {w}. Steps 3 and 4 make |H| >= 2 unless the model's
-only feature is w, and in that case neither B nor b is published, so the rows are only e_f (f in S),
-which vanish on H. In every case e_w is not in the row space, so c_w is not determined: the solution
-set contains c + t(e_w - e_h) (or c + t e_w) for every real t. The other published fields add no
-equation: `count` is |F| - |S|, and the bucket's direction is the sign of B (in the single-feature
-case it tells the sign, not the size, of c_w - deliberately).
+right-hand side y - b). The adversary also knows, without being told, the contributions of the
+determined features D (rows e_d, d in D, right-hand side 0): the strongest version of "knows which
+features are structurally zero" - every feature that is 0 counts as known, whether or not it is
+structurally so. Shown features are never in D (a 0 is never shown), so the unknowns left are
+U = H \\ D. Restricted to U, every row above is constant: e_f (f in S) and e_d (d in D) are 0 there,
+1_H and 1_F are 1 there. So every vector in the row space is constant on U. A withheld feature w in
+U has e_w constant on U only if U = {w}. Step 4 makes |U| >= 2 whenever some withheld feature is in
+U, unless no shown factor is left to move, and in that case neither B nor b is published, so the rows
+are only e_f (f in S) and e_d (d in D), which vanish on U = {w}. In every case e_w is not in the row
+space, so c_w is not determined: the solution set contains c + t(e_w - e_u) (u the other member of
+U) or c + t e_w, for every real t. A withheld feature in D is not a secret the publication could
+reveal: its contribution is 0 and known before anything is published. The other published fields add
+no equation: `count` is |F| - |S|, and the bucket's direction is the sign of B (in the no-cover case
+it tells the sign, not the size, of c_w - deliberately).
 
 Why everything non-shown goes into the bucket: when b and y are published, the residual
 y - b - sum(shown) = sum over H is always derivable, so publishing B = sum over H adds nothing. Had the
@@ -46,8 +60,10 @@ explanations with 1, 2 and 3 withheld features, and show the same check catching
 
 Limits of the property (it is about exact derivation from what is published):
 - bounds leak: when `max_factors` features are shown, every unshown nameable feature has |c| at most
-  the smallest shown |c|, so if H = {w, h} then c_w lies within that distance of B; and a feature the
-  adversary knows contributes 0 (e.g. one the model never uses) gives no cover at all;
+  the smallest shown |c|, so if U = {w, h} then c_w lies within that distance of B;
+- a contribution an adversary could pin by other means than zero (e.g. knowing a linear model's
+  coefficients and the background mean) is outside D; only structure the explainer can see (null
+  players) and exact zeros are taken as known;
 - across decisions of the same model the base value is a constant; this is why the single-feature
   case hides it for every decision of such a model (the case depends on the model, not on the row),
   and why the base value must not be published elsewhere for such a model;
@@ -80,6 +96,7 @@ __all__ = [
     "band_edges",
     "band_of",
     "rank_features",
+    "rank_numbers",
     "select_factors",
 ]
 
@@ -101,6 +118,11 @@ class Factor:
     disclosure: Disclosure
     value: Any = None
     band: Band | None = None
+    #: Estimates only: the ± half-width of the ~95 % interval around `contribution`.
+    error: float | None = None
+    #: 1-based place among the shown factors by |contribution|; estimates that overlap within their
+    #: errors share it.
+    rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,8 @@ class FactorSelection:
     base_value_disclosed: bool
     factors: tuple[Factor, ...]
     confidential: ConfidentialBucket | None
+    #: Whether the contributions are model-agnostic estimates (each factor then carries its error).
+    estimate: bool = False
 
 
 def band_edges(values: Sequence[float] | np.ndarray | pd.Series, n_bands: int = 4) -> tuple[float, ...]:
@@ -160,6 +184,29 @@ def rank_features(attributions: Mapping[str, float]) -> list[str]:
     return sorted(attributions, key=lambda name: (-abs(attributions[name]), name))
 
 
+def rank_numbers(
+    attributions: Mapping[str, float], errors: Mapping[str, float] | None = None
+) -> dict[str, int]:
+    """Return each feature's 1-based rank by |contribution|; ties share a rank.
+
+    Exact values tie only when equal. Estimates tie when their magnitudes differ by no more than the
+    sum of their errors (the intervals overlap); ties chain along the ranking, so a run of
+    overlapping neighbours is one tie.
+    """
+    ranked = rank_features(attributions)
+    ranks: dict[str, int] = {}
+    for i, name in enumerate(ranked):
+        if i > 0:
+            before = ranked[i - 1]
+            gap = abs(attributions[before]) - abs(attributions[name])
+            slack = (errors or {}).get(before, 0.0) + (errors or {}).get(name, 0.0)
+            if gap <= slack:
+                ranks[name] = ranks[before]
+                continue
+        ranks[name] = i + 1
+    return ranks
+
+
 def _direction(value: float) -> Direction | None:
     if value > 0:
         return "raised"
@@ -192,22 +239,32 @@ def select_factors(
     nameable = [f for f in ranked if disclosure[f] != "withhold" and contributions[f] != 0.0]
     shown = nameable[:max_factors]
     withheld = [f for f in features if disclosure[f] == "withhold"]
+    # Contributions a reader can know without being told: null players of this row, and any exact 0.
+    determined = set(explanation.null_features) | {f for f in features if contributions[f] == 0.0}
 
     bucket: ConfidentialBucket | None = None
     base_disclosed = True
     if withheld:
         hidden = [f for f in features if f not in shown]
-        if len(hidden) == 1 and shown:
+
+        def cover() -> list[str]:
+            return [f for f in hidden if f not in determined]
+
+        secret = any(disclosure[f] == "withhold" for f in cover())
+        while secret and len(cover()) < 2 and shown:
             hidden.append(shown.pop())  # the smallest shown factor keeps the withheld one company
         total = math.fsum(contributions[f] for f in sorted(hidden))
-        if len(hidden) >= 2:
+        if not secret or len(cover()) >= 2:
             bucket = ConfidentialBucket(count=len(hidden), contribution=total, direction=_direction(total))
         else:
-            # A single-feature model whose feature is withheld: y - b would be its contribution.
-            bucket = ConfidentialBucket(count=1, contribution=None, direction=_direction(total))
+            # No cover left (e.g. a single-feature model whose feature is withheld): y - b would be the
+            # withheld contribution, so neither the bucket's size nor the base value is published.
+            bucket = ConfidentialBucket(count=len(hidden), contribution=None, direction=_direction(total))
             base_disclosed = False
 
-    factors = []
+    errors = explanation.errors
+    ranks = rank_numbers({f: contributions[f] for f in shown}, errors)  # among shown factors only: a rank
+    factors = []  # counted over all features would tell that a withheld one is larger
     for name in shown:
         policy = disclosure[name]
         if values is not None and name not in values:
@@ -233,6 +290,8 @@ def select_factors(
                 disclosure=policy,  # type: ignore[arg-type]
                 value=value,
                 band=band,
+                error=None if errors is None else float(errors[name]),
+                rank=ranks[name],
             )
         )
     return FactorSelection(
@@ -242,6 +301,7 @@ def select_factors(
         base_value_disclosed=base_disclosed,
         factors=tuple(factors),
         confidential=bucket,
+        estimate=errors is not None,
     )
 
 

@@ -2,6 +2,10 @@
 
 For a linear margin f(x) = w.x + b and an independent (interventional) background, the SHAP value of
 column j is w_j (x_j - mean_j) and the base value is w.mean + b: the mean margin over the background.
+The game is additive over columns, so the Shapley value of a raw feature as ONE player (all its
+encoded columns taken together from the person or the background row) is exactly the sum over its
+columns, sum_{c in g} w_c (x_c - mean_c): for linear models the per-column sum is already the raw
+feature's Shapley value (checked against enumeration of all coalitions in the tests).
 
 Output space: ``"log_odds"`` only - the decision-function margin, which for logistic models
 (LogisticRegression, SGDClassifier(loss="log_loss")) is the log-odds of the positive class and for
@@ -90,6 +94,19 @@ class LinearExplainer(ExactExplainer):
 
     def _shap_values(self, transformed: np.ndarray) -> np.ndarray:
         return self._sign * np.asarray(self.shap_explainer_.shap_values(transformed), dtype=np.float64)
+
+    def _null_players(self, transformed: np.ndarray) -> np.ndarray:
+        """A raw feature is null for a row when every column of it with a non-zero coefficient holds the
+        row's value in every background row (a feature the model ignores is null for everyone)."""
+        coef = np.asarray(self._estimator.coef_.toarray() if hasattr(self._estimator.coef_, "toarray")
+                          else self._estimator.coef_, dtype=np.float64).ravel()
+        used = coef != 0.0
+        background = self.background_transformed_
+        nulls = np.empty((transformed.shape[0], len(self.feature_names_)), dtype=bool)
+        for g in range(len(self.feature_names_)):
+            columns = (self.sources_ == g) & used
+            nulls[:, g] = (background[None, :, columns] == transformed[:, None, columns]).all(axis=(1, 2))
+        return nulls
 
     def _model_output(self, transformed: np.ndarray) -> np.ndarray:
         margin = self._estimator.decision_function(self._estimator_input(transformed))

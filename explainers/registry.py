@@ -58,13 +58,16 @@ def make_explainer(
     output_space: str = "probability",
     random_state: int = 0,
     max_evals: int = 500,
+    target_error: float | None = None,
+    max_evals_cap: int | None = None,
     method: str | None = None,
     fallback: bool = True,
     **kwargs: Any,
 ) -> BaseExplainer:
     """Return an unfitted explainer for `model` (chosen by probing, or by `method` name).
 
-    `max_evals` applies to the model-agnostic explainer only; `kwargs` (positive_class,
+    `max_evals`, `target_error` and `max_evals_cap` apply to the model-agnostic explainer only (None:
+    its default); `kwargs` (positive_class,
     background_size, tolerance ...) go to the chosen explainer's constructor. Raises
     UnsupportedOutputSpaceError when the chosen explainer cannot explain the model additively in
     `output_space` - it never silently switches space or explainer.
@@ -78,8 +81,9 @@ def make_explainer(
         cls = choose_explainer(model, fallback=fallback)
     cls.check_output_space(model, output_space)
     params = {"output_space": output_space, "random_state": random_state, **kwargs}
-    if "max_evals" in inspect.signature(cls.__init__).parameters:
-        params["max_evals"] = max_evals
+    accepted = inspect.signature(cls.__init__).parameters
+    sampling = {"max_evals": max_evals, "target_error": target_error, "max_evals_cap": max_evals_cap}
+    params.update({k: v for k, v in sampling.items() if k in accepted and v is not None})
     factory: Any = cls  # every concrete explainer takes (model, **params); the abstract base declares none
     explainer: BaseExplainer = factory(model, **params)
     return explainer

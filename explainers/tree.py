@@ -1,23 +1,30 @@
-"""Exact interventional TreeSHAP for tree ensembles, summed back to raw features.
+"""Exact interventional TreeSHAP for tree ensembles, with each raw feature as one player.
 
-The baseline is the background set: `shap.TreeExplainer(..., feature_perturbation="interventional")`
-with the background transformed by the model's own preprocessing, so the base value is the mean model
-output over those rows - the baseline the person is told about.
+The baseline is the background set (transformed by the model's own preprocessing), so the base value
+is the mean model output over those rows - the baseline the person is told about.
 
-Output spaces:
+Players are the *raw* features: a categorical feature one-hot encoded into k columns is one player,
+its k columns taken together from the person or from a background row (explainers._grouped_tree walks
+the trees with grouped features, compiled with numba). This is the Shapley value of the raw feature;
+the sum of the Shapley values of its columns (what shap gives per column) is additive too, but it is
+a different number (the columns of one feature are treated as separate players that can be mixed).
 
-- gradient boosting (GradientBoosting, HistGradientBoosting, XGBoost, LightGBM; binary only):
-  ``"log_odds"`` explains the raw margin (``decision_function``): the exact interventional Shapley
-  values of the margin (method ``tree_shap_interventional``). ``"probability"`` explains
-  ``predict_proba``; shap computes it by rescaling, per background row r, the margin attributions by
-  (sigmoid(m(x)) - sigmoid(m(r))) / (m(x) - m(r)) and averaging. That is additive to the probability
-  exactly, but it is not the exact Shapley value of the probability game (on Adult, values differ
-  from brute-force enumeration by up to ~0.003 in probability units). Its method is recorded as
-  ``tree_shap_interventional_rescaled`` so the stored explanation says which one it is.
-- random forests and extra trees (any number of classes): ``"probability"`` only, which is what their
-  trees average, so the values are exact Shapley values; ``"log_odds"`` is refused because a forest's
-  log-odds is not a sum over its trees.
+Methods recorded (``RawExplanation.method``) and what the number is:
 
+- ``tree_shap_interventional_grouped``: the exact interventional Shapley value of each raw feature,
+  in the raw margin (log-odds) of gradient boosting (GradientBoosting, HistGradientBoosting, LightGBM;
+  binary) or in the probability of a forest / single tree (RandomForest, ExtraTrees, DecisionTree;
+  which is what their trees average). Checked against brute-force enumeration of all coalitions.
+- ``tree_shap_interventional_grouped_rescaled``: boosting explained in ``"probability"``. The exact
+  grouped values of the margin are rescaled per background row r by
+  (p(x) - p(r)) / (m(x) - m(r)) and averaged: additive to the probability exactly, but an
+  approximation of the Shapley value of the probability game (the logistic link is not additive).
+- ``tree_shap_interventional_column_sum`` (+ ``_rescaled``): models whose trees are not flattened here
+  (XGBoost, LightGBM with categorical splits, HistGradientBoosting with its own categorical
+  preprocessing): shap's TreeExplainer per transformed column, summed per raw feature. Additive, but
+  the sum of the column values, not the raw feature's Shapley value.
+
+A forest's log-odds is not a sum over its trees, so ``"log_odds"`` is refused for forests.
 Attributions point toward `positive_class` (default: the second of two classes in ``classes_``).
 """
 
@@ -27,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from explainers import _grouped_tree
 from explainers.base import ExactExplainer, import_shap
 from explainers.grouping import _is, split_pipeline
 
@@ -41,6 +49,7 @@ _BOOSTED = (
 _FORESTS = (
     "sklearn.ensemble.RandomForestClassifier",
     "sklearn.ensemble.ExtraTreesClassifier",
+    "sklearn.tree.DecisionTreeClassifier",
 )
 
 
@@ -58,6 +67,29 @@ class TreeExplainer(ExactExplainer):
 
     name = "tree"
     method = "tree_shap_interventional"
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        output_space: str = "probability",
+        positive_class: Any = None,
+        background_size: int | None = None,
+        random_state: int = 0,
+        tolerance: float = 1e-6,
+        players: str = "raw",
+    ) -> None:
+        super().__init__(
+            model,
+            output_space=output_space,
+            positive_class=positive_class,
+            background_size=background_size,
+            random_state=random_state,
+            tolerance=tolerance,
+        )
+        #: "raw": each raw feature is one player (exact, the default); "columns": shap per transformed
+        #: column, summed per raw feature (the former method, kept as a baseline and a fallback).
+        self.players = players
 
     @classmethod
     def why_unsupported(cls, model: Any) -> str | None:
@@ -89,12 +121,26 @@ class TreeExplainer(ExactExplainer):
         return super()._output_space_hint(output_space)
 
     def _build(self, estimator: Any, background: np.ndarray) -> tuple[Any, float]:
-        shap = import_shap()
         self._kind = _kind(estimator)
         self._model_type = type(estimator).__module__.split(".")[0]
         margin = self._kind == "boosted" and self.output_space == "log_odds"
-        rescaled = self._kind == "boosted" and not margin
-        self.method_ = f"{self.method}_rescaled" if rescaled else self.method
+        self._rescaled = self._kind == "boosted" and not margin
+        # Boosting explains the margin/probability of classes_[1]; turn it toward the positive class.
+        self._flip = self._kind == "boosted" and self.class_index_ == 0
+        if self.players not in ("raw", "columns"):
+            raise ValueError(f"players must be 'raw' or 'columns', got {self.players!r}")
+        self.grouped_ = self.players == "raw" and _grouped_tree.why_not_flattenable(estimator) is None
+        suffix = "_rescaled" if self._rescaled else ""
+        if self.grouped_:
+            self.method_ = f"{self.method}_grouped{suffix}"
+            forest_class = self.class_index_ if self.class_index_ is not None else 1
+            self.trees_, _ = _grouped_tree.flatten(estimator, forest_class if self._kind == "forest" else 1)
+            if self._rescaled:
+                self._background_margin = self._margin(background)
+                self._background_probability = self._probability1(background)
+            return None, float(np.mean(self._model_output(background)))
+        self.method_ = f"{self.method}_column_sum{suffix}"
+        shap = import_shap()
         explainer = shap.TreeExplainer(
             estimator,
             data=background,
@@ -104,12 +150,34 @@ class TreeExplainer(ExactExplainer):
         expected = np.asarray(explainer.expected_value, dtype=np.float64).ravel()
         if self._kind == "forest":
             return explainer, float(expected[self.class_index_])
-        # Boosting explains the margin/probability of classes_[1]; turn it toward the positive class.
-        self._flip = self.class_index_ == 0
         base = float(expected[0])
         if self._flip:
             base = -base if margin else 1.0 - base
         return explainer, base
+
+    def _raw_values(self, transformed: np.ndarray) -> np.ndarray:
+        if not self.grouped_:
+            return super()._raw_values(transformed)
+        scale = None
+        if self._rescaled:
+            dm = self._margin(transformed)[:, None] - self._background_margin[None, :]
+            dp = self._probability1(transformed)[:, None] - self._background_probability[None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(dm != 0.0, dp / dm, 0.0)
+            # equal margins: the pair's values sum to 0; any finite factor keeps additivity - use the slope
+            p = self._probability1(transformed)[:, None]
+            scale = np.where(dm != 0.0, scale, np.broadcast_to(p * (1.0 - p), scale.shape))
+        values = _grouped_tree.grouped_values(
+            self.trees_, transformed, self.background_transformed_, self.sources_, len(self.feature_names_), scale
+        )
+        return -values if self._flip else values
+
+    def _null_players(self, transformed: np.ndarray) -> np.ndarray:
+        if not self.grouped_:
+            return super()._null_players(transformed)
+        return _grouped_tree.null_players(
+            self.trees_, transformed, self.background_transformed_, self.sources_, len(self.feature_names_)
+        )
 
     def _shap_values(self, transformed: np.ndarray) -> np.ndarray:
         values = np.asarray(self.shap_explainer_.shap_values(transformed, check_additivity=False))
@@ -117,16 +185,26 @@ class TreeExplainer(ExactExplainer):
             return values[:, :, self.class_index_]
         return -values if self._flip else values
 
-    def _model_output(self, transformed: np.ndarray) -> np.ndarray:
+    def _margin(self, transformed: np.ndarray) -> np.ndarray:
+        """Return the raw margin of classes_[1]."""
         x = self._estimator_input(transformed)
         estimator = self._estimator
-        if self._kind == "forest" or self.output_space == "probability":
-            return np.asarray(estimator.predict_proba(x), dtype=np.float64)[:, self.class_index_]
         if self._model_type == "xgboost":
             margin = estimator.predict(x, output_margin=True)
         elif self._model_type == "lightgbm":
             margin = estimator.predict(x, raw_score=True)
         else:
             margin = estimator.decision_function(x)
-        margin = np.asarray(margin, dtype=np.float64).ravel()
+        return np.asarray(margin, dtype=np.float64).ravel()
+
+    def _probability1(self, transformed: np.ndarray) -> np.ndarray:
+        """Return the probability of classes_[1]."""
+        return np.asarray(self._estimator.predict_proba(self._estimator_input(transformed)), dtype=np.float64)[:, 1]
+
+    def _model_output(self, transformed: np.ndarray) -> np.ndarray:
+        x = self._estimator_input(transformed)
+        estimator = self._estimator
+        if self._kind == "forest" or self.output_space == "probability":
+            return np.asarray(estimator.predict_proba(x), dtype=np.float64)[:, self.class_index_]
+        margin = self._margin(transformed)
         return -margin if self._flip else margin

@@ -156,6 +156,10 @@ class ExplanationSettings(_Strict):
     output_space: Literal["probability", "log_odds"] = "probability"
     random_state: JsonInt = Field(default=0, ge=0, le=2**32 - 1)
     confidential_ground: LocalizedText | None = None
+    # Model-agnostic estimates: sample until every factor's error (95 % half-width, in the explained
+    # space: 0.005 = half a percentage point) is at most target_error, or max_evals_cap evaluations.
+    target_error: float = Field(default=0.005, gt=0.0, le=0.1)
+    max_evals_cap: JsonInt = Field(default=8000, ge=100, le=200_000)
 
 
 class Manifest(_Strict):

@@ -23,10 +23,33 @@ def _number(value: float, lang: str) -> str:
     return format_decimal(value, format="#,##0.##", locale=lang)
 
 
-def _size(contribution: float, output_space: str, lang: str) -> str:
+def _size(contribution: float, output_space: str, lang: str, error: float | None = None) -> str:
     if output_space == "probability":
-        return _("%(points)s percentage points", points=format_decimal(abs(contribution) * 100, format="0.0", locale=lang))
-    return _("%(size)s on the log-odds scale", size=format_decimal(abs(contribution), format="0.00", locale=lang))
+        points = format_decimal(abs(contribution) * 100, format="0.0", locale=lang)
+        if error is not None:  # an estimate: "about 4.5 percentage points, ± 0.3"
+            return _("about %(points)s percentage points, ± %(error)s", points=points,
+                     error=format_decimal(error * 100, format="0.0#", locale=lang))
+        return _("%(points)s percentage points", points=points)
+    size = format_decimal(abs(contribution), format="0.00", locale=lang)
+    if error is not None:
+        return _("about %(size)s on the log-odds scale, ± %(error)s", size=size,
+                 error=format_decimal(error, format="0.00#", locale=lang))
+    return _("%(size)s on the log-odds scale", size=size)
+
+
+def _method_note(method: str | None, estimate: bool) -> str | None:
+    """What the numbers are, when they are not exact Shapley values of the raw features."""
+    if estimate:
+        return _("These figures are estimates: the factors' shares were found by sampling the system's answers, "
+                 "not computed exactly. Each figure is given with its precision: the exact value lies within ± of it "
+                 "in about 19 cases out of 20. Factors whose figures overlap within that precision weigh about the same.")
+    if method and method.endswith("_rescaled"):
+        return _("Each factor's share was computed exactly on the system's internal scale (log-odds) and converted "
+                 "to percentage points; the conversion divides the result among the factors approximately.")
+    if method and "_column_sum" in method:
+        return _("Each factor's share is the sum of the shares of its encoded parts, an approximation of the "
+                 "factor's own share.")
+    return None
 
 
 def _quantity(feature: Feature, value: float, lang: str) -> str:
@@ -68,7 +91,7 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
             feature = manifest.feature(f["feature"])
             label = feature.labels.get(lang)
             shown = display_band(feature, f["band"], lang) if f["disclosure"] == "band" else display_value(feature, f["value"], lang)
-            size = _size(f["contribution"], space, lang)
+            size = _size(f["contribution"], space, lang, f.get("error"))
             if f["direction"] == "raised":
                 sentence = _("%(label)s — %(value)s: this raised the result by %(size)s.", label=label, value=shown, size=size)
             else:
@@ -115,7 +138,10 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
                      if decision.role_of_ai == "sole_basis" else
                      _("The system's result supported an officer, who made the decision.")),
             "baseline": baseline,
-            "factors_intro": _("The main factors that influenced the result:"),
+            "factors_intro": " ".join(filter(None, [
+                _("The main factors that influenced the result:"),
+                _method_note(explanation.method, bool(selection.get("estimate"))),
+            ])),
             "factors": sentences,
             "confidential": confidential_text,
         }

@@ -204,6 +204,8 @@ def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, backgr
         output_space=manifest.explanation.output_space,
         random_state=manifest.explanation.random_state,
         positive_class=manifest.policy.positive_class,
+        target_error=manifest.explanation.target_error,
+        max_evals_cap=manifest.explanation.max_evals_cap,
     ).fit(background)
     selector = FactorSelector(
         {f.name: f.disclosure for f in manifest.features},

@@ -29,9 +29,12 @@ from explainers import (
 )
 
 
-def explanation(attributions: Mapping[str, float], base: float = 0.25) -> RawExplanation:
+def explanation(
+    attributions: Mapping[str, float], base: float = 0.25, null_features: Sequence[str] = ()
+) -> RawExplanation:
     """An explanation value object with exact additivity (for selection rules, not for models)."""
     return RawExplanation(
+        null_features=tuple(null_features),
         base_value=base,
         attributions=dict(attributions),
         output=base + math.fsum(attributions.values()),
@@ -55,15 +58,17 @@ def test_rank_by_magnitude_ties_broken_by_name() -> None:
 def test_top_k_among_nameable_features() -> None:
     attrs = {"a": 0.9, "b": -0.8, "secret": 5.0, "c": 0.1, "zero": 0.0, "d": -0.1}
     policy = {"a": "show", "b": "show", "secret": "withhold", "c": "show", "zero": "show", "d": "show"}
-    values = {"a": 1, "b": "x", "secret": 3, "c": 2.5, "zero": 0, "d": np.int64(7)}
+    values = {"a": 1, "b": "x", "secret": 3, "c": np.int64(2), "zero": 0, "d": 7}
     selection = select_factors(explanation(attrs), policy, values=values, max_factors=3)
     assert [f.feature for f in selection.factors] == ["a", "b", "c"]  # c and d tie at 0.1: by name
-    assert selection.factors[0] == Factor("a", 0.9, "raised", "show", 1, None)
+    assert selection.factors[0] == Factor("a", 0.9, "raised", "show", 1, None, rank=1)
     assert selection.factors[1].direction == "lowered"
     assert selection.confidential == ConfidentialBucket(count=3, contribution=5.0 + 0.0 - 0.1, direction="raised")
     assert selection.base_value_disclosed and selection.base_value == 0.25
     everything = select_factors(explanation(attrs), policy, values=values, max_factors=10)
     assert "zero" not in [f.feature for f in everything.factors]  # a zero did not influence the result
+    # {secret, zero} would publish the secret (zero gives no cover): d, the smallest shown, joins them
+    assert [f.feature for f in everything.factors] == ["a", "b", "c"]
     assert isinstance(everything.factors[-1].value, int)  # numpy scalars become plain values
 
 
@@ -130,26 +135,50 @@ def test_a_model_with_one_withheld_feature_hides_size_and_base() -> None:
     assert not selection.base_value_disclosed and selection.base_value is None
 
 
-def test_a_withheld_feature_with_zero_contribution_still_counts() -> None:
+def test_a_feature_known_to_be_zero_gives_no_cover() -> None:
+    """s1 contributes 0: a bucket {s1, s2} would publish s2's own contribution, so `a` joins it."""
     selection = select_factors(
         explanation({"a": 1.0, "s1": 0.0, "s2": 0.4}), {"a": "show", "s1": "withhold", "s2": "withhold"}
     )
-    assert selection.confidential == ConfidentialBucket(count=2, contribution=0.4, direction="raised")
+    assert selection.factors == ()
+    assert selection.confidential == ConfidentialBucket(count=3, contribution=1.4, direction="raised")
+
+
+def test_a_null_player_gives_no_cover_and_without_cover_size_and_base_are_hidden() -> None:
+    attrs = {"ignored": 0.0, "secret": -0.3}
+    selection = select_factors(explanation(attrs, null_features=["ignored"]), {"ignored": "show", "secret": "withhold"})
+    assert selection.confidential == ConfidentialBucket(count=2, contribution=None, direction="lowered")
+    assert not selection.base_value_disclosed and selection.base_value is None
+
+
+def test_a_withheld_null_player_needs_no_protection() -> None:
+    """A withheld feature that is 0 by the model's structure reveals nothing: the bucket may be published."""
+    attrs = {"a": 1.0, "b": 0.5, "secret": 0.0}
+    selection = select_factors(explanation(attrs, null_features=["secret"]), {"a": "show", "b": "show",
+                                                                              "secret": "withhold"})
+    assert [f.feature for f in selection.factors] == ["a", "b"]
+    assert selection.confidential == ConfidentialBucket(count=1, contribution=0.0, direction=None)
 
 
 # -- the confidentiality property -------------------------------------------------------------------
 
 
 def published_equations(
-    selection: FactorSelection, features: Sequence[str], bucket_members: Sequence[str]
+    selection: FactorSelection, features: Sequence[str], bucket_members: Sequence[str], known: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (A, b) with A @ contributions = b: every linear fact the published fields state.
 
-    Uses ONLY published fields; `bucket_members` is what the adversary infers from the public rule.
+    Uses ONLY published fields; `bucket_members` is what the adversary infers from the public rule, and
+    `known` the features the adversary knows contribute 0 without being told (structural zeros).
     """
     index = {name: i for i, name in enumerate(features)}
     rows: list[np.ndarray] = []
     rhs: list[float] = []
+    for name in known:
+        row = np.zeros(len(features))
+        row[index[name]] = 1.0
+        rows.append(row)
+        rhs.append(0.0)
     for factor in selection.factors:
         row = np.zeros(len(features))
         row[index[factor.feature]] = 1.0
@@ -183,14 +212,19 @@ def leaks(
     policy: Mapping[str, str],
     bucket_members: Callable[[FactorSelection, Sequence[str]], Sequence[str]],
 ) -> dict[str, float]:
-    """Return {withheld feature: solved contribution} for every withheld contribution an adversary can solve."""
+    """Return {withheld feature: solved contribution} for every withheld contribution an adversary can solve.
+
+    The adversary knows which features are structurally zero - every null player and, stronger, every
+    feature whose contribution is exactly 0 - and gains nothing by "solving" for one of those.
+    """
     features = sorted(truth.attributions)
-    a, b = published_equations(selection, features, bucket_members(selection, features))
+    known = sorted(set(truth.null_features) | {f for f in features if truth.attributions[f] == 0.0})
+    a, b = published_equations(selection, features, bucket_members(selection, features), known)
     c = np.array([truth.attributions[f] for f in features])
     np.testing.assert_allclose(a @ c, b, atol=1e-6)  # true up to the additivity error: we model what is published
     solved = {}
     for i, name in enumerate(features):
-        if policy[name] == "withhold" and derivable(a, i):
+        if policy[name] == "withhold" and name not in known and derivable(a, i):
             solution = np.linalg.lstsq(a, b, rcond=None)[0]  # minimum-norm solution pins derivable entries
             solved[name] = float(solution[i])
     for name, value in solved.items():
@@ -260,19 +294,21 @@ def test_the_solver_catches_naive_selections(real_explanations: list[RawExplanat
     policy = {name: ("withhold" if name in withheld else "show") for name in ADULT_COLUMNS}
     members = naive_members(policy)
     for truth in real_explanations[:50]:
+        if truth.attributions["sex"] == 0.0:
+            continue  # known to be 0 before anything is published: no secret to leak
         # publishing the lone withheld feature's bucket: its contribution is the bucket
         leaked = leaks(naive_select(truth, policy, max_factors=4), truth, policy, members)
         assert leaked == {"sex": pytest.approx(truth.attributions["sex"], abs=1e-6)}
         # hiding the bucket but showing every other feature: output - base - sum(shown) reveals it
         hidden = naive_select(truth, policy, max_factors=len(ADULT_COLUMNS), hide_lone_bucket=True)
-        if all(truth.attributions[f] != 0 for f in ADULT_COLUMNS if f not in withheld):
+        if all(truth.attributions[f] != 0 for f in ADULT_COLUMNS if f not in withheld):  # nothing known to be 0
             assert set(leaks(hidden, truth, policy, members)) == {"sex"}
         # and ours, on the same rows, leaks nothing
         assert leaks(select_factors(truth, policy, max_factors=len(ADULT_COLUMNS)), truth, policy, ours) == {}
 
 
 @st.composite
-def selection_cases(draw: st.DrawFn) -> tuple[dict[str, float], dict[str, str], int, float]:
+def selection_cases(draw: st.DrawFn) -> tuple[dict[str, float], dict[str, str], int, float, list[str]]:
     n = draw(st.integers(min_value=1, max_value=7))
     names = [f"f{i}" for i in range(n)]
     value = st.one_of(
@@ -283,14 +319,17 @@ def selection_cases(draw: st.DrawFn) -> tuple[dict[str, float], dict[str, str], 
     policy = {name: draw(st.sampled_from(DISCLOSURES)) for name in names}
     if "withhold" not in policy.values():
         policy[draw(st.sampled_from(names))] = "withhold"
-    return attrs, policy, draw(st.integers(min_value=0, max_value=8)), draw(st.floats(min_value=-2, max_value=2))
+    zeros = [name for name in names if attrs[name] == 0.0]
+    nulls = [name for name in zeros if draw(st.booleans())]  # structural zeros the reader knows of
+    return (attrs, policy, draw(st.integers(min_value=0, max_value=8)), draw(st.floats(min_value=-2, max_value=2)),
+            nulls)
 
 
 @settings(max_examples=400, derandomize=True, database=None, deadline=None)
 @given(selection_cases())
 def test_no_withheld_contribution_can_be_solved_for_in_any_shape(case: tuple) -> None:
-    attrs, policy, max_factors, base = case
-    truth = explanation(attrs, base)
+    attrs, policy, max_factors, base, nulls = case
+    truth = explanation(attrs, base, nulls)
     edges = {name: (0.0,) for name in attrs}
     selection = select_factors(
         truth, policy, values=dict.fromkeys(attrs, 1.0), max_factors=max_factors, band_edges=edges
@@ -304,7 +343,9 @@ def test_no_withheld_contribution_can_be_solved_for_in_any_shape(case: tuple) ->
     bucket = selection.confidential
     assert bucket is not None
     if bucket.contribution is None:
-        assert len(attrs) == 1 and not selection.base_value_disclosed
+        # only when no cover exists: fewer than two features with a non-zero contribution at all
+        assert not selection.base_value_disclosed and selection.factors == ()
+        assert sum(1 for v in attrs.values() if v != 0.0) < 2
     else:
         shown = math.fsum(f.contribution for f in selection.factors)
         assert shown + bucket.contribution == pytest.approx(truth.output - truth.base_value, abs=1e-9)
@@ -317,3 +358,72 @@ def test_published_fields_do_not_name_bucket_members() -> None:
     )
     published = repr(dataclasses.asdict(selection))
     assert "secret" not in published
+
+
+# -- cover: features a reader knows to be zero ---------------------------------------------------------
+
+LR_FEATURES = ["age", "education-num", "hours-per-week", "capital-gain", "fnlwgt", "sex", "race"]
+
+
+@pytest.fixture(scope="module")
+def sparse_lr_explanations(adult: Adult) -> list[RawExplanation]:
+    """An L1 logistic regression that ignores fnlwgt and race: 12 explanations of real rows."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from explainers import LinearExplainer
+
+    numbers = ["age", "education-num", "hours-per-week", "capital-gain", "fnlwgt"]
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["sex", "race"]),
+         ("num", StandardScaler(), numbers)]
+    )
+    clf = LogisticRegression(l1_ratio=1.0, C=0.01, solver="liblinear")
+    model = Pipeline([("pre", pre), ("clf", clf)]).fit(adult.train[LR_FEATURES], adult.y)
+    names = [str(n) for n in pre.get_feature_names_out()]
+    ignored = {n for n, w in zip(names, clf.coef_.ravel(), strict=True) if w == 0.0}
+    assert {"num__fnlwgt", "cat__race_White", "cat__race_Black"} <= ignored  # the case this test is about
+    explainer = LinearExplainer(model, positive_class=POSITIVE).fit(adult.background[LR_FEATURES])
+    return explainer.explain(adult.rows[LR_FEATURES].iloc[:12])
+
+
+def test_a_bucket_of_the_withheld_feature_and_ignored_features_would_publish_it(
+    sparse_lr_explanations: list[RawExplanation],
+) -> None:
+    """The reported case: {withheld, ignored} as the bucket is the withheld contribution itself.
+
+    The former rule (bucket = everything not shown, cover counted by members) leaked on every row where
+    the four used numbers are shown; the new rule moves a shown factor in and leaks on none.
+    """
+    policy = dict.fromkeys(LR_FEATURES, "show") | {"sex": "withhold"}
+    former, ours_leaks = 0, 0
+    for truth in sparse_lr_explanations:
+        assert {"fnlwgt", "race"} <= set(truth.null_features)
+        assert truth.attributions["sex"] != 0.0
+        shown = [f for f in rank_features(truth.attributions) if policy[f] != "withhold" and truth.attributions[f]][:4]
+        hidden = [f for f in LR_FEATURES if f not in shown]
+        bucket_total = math.fsum(truth.attributions[f] for f in hidden)
+        if bucket_total == truth.attributions["sex"]:
+            former += 1  # what the former selection published as the bucket
+        selection = select_factors(truth, policy, max_factors=4)
+        assert selection.confidential is not None and selection.confidential.contribution is not None
+        assert len(selection.factors) == 3  # one shown factor gave its place to cover the withheld one
+        assert selection.confidential.contribution != pytest.approx(truth.attributions["sex"], abs=1e-3)
+        ours_leaks += len(leaks(selection, truth, policy, ours))
+    assert former == 12 and ours_leaks == 0
+
+
+def test_estimates_overlapping_within_their_errors_share_a_rank() -> None:
+    truth = dataclasses.replace(
+        explanation({"a": 0.050, "b": -0.047, "c": 0.030, "d": 0.001}),
+        errors={"a": 0.002, "b": 0.002, "c": 0.002, "d": 0.0005},
+    )
+    selection = select_factors(truth, dict.fromkeys("abcd", "show"), max_factors=4)
+    assert selection.estimate
+    assert [(f.feature, f.rank, f.error) for f in selection.factors] == [
+        ("a", 1, 0.002), ("b", 1, 0.002), ("c", 3, 0.002), ("d", 4, 0.0005)
+    ]
+    exact = select_factors(explanation({"a": 0.05, "b": -0.05, "c": 0.03}), dict.fromkeys("abc", "show"))
+    assert not exact.estimate
+    assert [(f.rank, f.error) for f in exact.factors] == [(1, None), (1, None), (3, None)]  # equal: a tie

@@ -49,7 +49,7 @@ def test_opaque_callable_is_explained_additively_in_probability(adult: Adult, op
         assert e.base_value + sum(e.attributions.values()) == pytest.approx(e.output, abs=1e-9)
         assert list(e.attributions) == ADULT_COLUMNS
         assert (e.method, e.output_space, e.background_size, e.random_state) == (
-            "permutation_shap",
+            "permutation_shap_estimate",
             "probability",
             100,
             3,
@@ -142,3 +142,62 @@ def test_rejects_too_few_evaluations_and_models_without_probabilities(adult: Adu
     with pytest.raises(ValueError, match="one probability per row"):
         bad.fit(adult.background)
     assert not PermutationExplainer.supports(object())
+
+
+# -- estimates with their precision ---------------------------------------------------------------
+
+MLP_FEATURES = ["age", "education-num", "hours-per-week", "capital-gain", "marital-status", "relationship", "sex"]
+
+
+@pytest.fixture(scope="module")
+def mlp(adult: Adult) -> Pipeline:
+    """A small neural network on 7 raw features: no exact explainer, so it is explained by sampling."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["marital-status", "relationship", "sex"]),
+         ("num", StandardScaler(), ["age", "education-num", "hours-per-week", "capital-gain"])]
+    )
+    clf = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=600, random_state=0)
+    return Pipeline([("pre", pre), ("clf", clf)]).fit(adult.train[MLP_FEATURES], adult.y)
+
+
+def test_error_estimates_cover_the_exact_values_on_an_mlp(adult: Adult, mlp: Pipeline) -> None:
+    """|estimate - exact| <= the stated error for >= 90 % of factors (exact by enumerating 2^7 coalitions),
+    at the smallest budget (the errors are real: most factors are off by more than 1e-4)."""
+    background = adult.background[MLP_FEATURES].iloc[:40]
+    explainer = PermutationExplainer(mlp, max_evals=240, target_error=1.0, background_size=None).fit(background)
+
+    def f(frame: pd.DataFrame) -> np.ndarray:
+        return mlp.predict_proba(frame)[:, 1]
+
+    covered, total, off = 0, 0, 0
+    for i in range(12):
+        x = adult.rows[MLP_FEATURES].iloc[[i]]
+        exact = enumerated_shapley(f, x, background)
+        [e] = explainer.explain(x)
+        assert e.errors is not None and e.method == "permutation_shap_estimate"
+        for j, name in enumerate(MLP_FEATURES):
+            gap = abs(e.attributions[name] - exact[j])
+            covered += gap <= e.errors[name] + 1e-12
+            off += gap > 1e-4
+            total += 1
+    assert covered / total >= 0.9, f"{covered}/{total} covered"
+    assert off / total > 0.5  # not trivially exact
+
+
+def test_budget_rises_until_the_target_error_is_met(adult: Adult, mlp: Pipeline) -> None:
+    background = adult.background[MLP_FEATURES].iloc[:40]
+    x = adult.rows[MLP_FEATURES].iloc[[0]]
+    loose = PermutationExplainer(mlp, max_evals=60, target_error=1.0).fit(background).explain(x)[0]
+    tight = PermutationExplainer(mlp, max_evals=60, target_error=0.002, max_evals_cap=20000).fit(background)
+    [e] = tight.explain(x)
+    assert e.errors is not None and loose.errors is not None
+    assert max(loose.errors.values()) > 0.002  # the starting budget is not enough ...
+    assert max(e.errors.values()) <= 0.002  # ... so it was raised until it was
+    assert e.errors != loose.errors
+    capped = PermutationExplainer(mlp, max_evals=60, target_error=1e-9, max_evals_cap=240).fit(background)
+    errors = capped.explain(x)[0].errors
+    assert errors is not None and max(errors.values()) > 1e-9  # the cap stops it

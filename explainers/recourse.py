@@ -1,0 +1,171 @@
+"""Counterfactual recourse: the smallest changes to mutable features that flip an adverse outcome, verified.
+
+For a row whose score is on the adverse side of the decision threshold, search changes to the features a
+manifest marks mutable - never the others (immutable, sensitive, withheld, monitored-only: the caller
+passes only mutable ones) - within each feature's declared range or categories and allowed direction
+(age only goes up), and keep the options that the model itself scores on the other side of the threshold.
+
+Search (model-agnostic, deterministic, batched): every single-feature change on a grid of the feature's
+own steps (``step``, in its units, up to ``max_steps`` steps each way the direction allows, clipped to
+[min, max]) and every other category; then pairs of features on a coarser grid when fewer than
+`max_options` single changes flip the outcome. Cost of an option: sum over changed features of
+|change| / scale (numbers; ``scale`` defaults to ``step``) or 1 (a category). Options are ranked by cost
+(ties by feature names), one per set of changed features (diverse), at most `max_options`, and each
+carries the score the model gave it: an option that does not flip the outcome is never returned.
+
+What an option reveals about withheld features: it states that the model, at the person's own values of
+every feature (withheld ones included) with the listed changes, scores on the other side of the
+threshold. That is a statement about the model's output at a point, like the decision itself; it names
+no withheld feature and publishes no attribution, so it adds no equation in the contributions of
+``explainers.factors`` (its proof is unaffected). It can narrow what the person infers about the model's
+response to the changed features; withheld features are never changed, so no option tells what a
+different value of a withheld feature would do.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["MutableFeature", "RecourseOption", "RecourseSearch"]
+
+
+@dataclass(frozen=True)
+class MutableFeature:
+    """A feature the person can change: its range or categories, unit step, cost scale and direction."""
+
+    name: str
+    kind: Literal["number", "category", "boolean"] = "number"
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: tuple[Any, ...] = ()
+    step: float = 1.0
+    scale: float | None = None
+    direction: Literal["any", "increase", "decrease"] = "any"
+
+
+@dataclass(frozen=True)
+class RecourseOption:
+    """One verified way to the other outcome: the changes (feature -> new value), their cost, the new score."""
+
+    changes: dict[str, Any]
+    cost: float
+    score: float
+
+
+class RecourseSearch:
+    """Find verified counterfactual options on mutable features for a probability model."""
+
+    def __init__(
+        self,
+        model: Any,
+        features: Sequence[MutableFeature],
+        *,
+        threshold: float = 0.5,
+        favourable: Literal["above", "below"] = "above",
+        positive_class: Any = None,
+        max_options: int = 3,
+        max_steps: int = 20,
+        pair_steps: int = 6,
+        random_state: int = 0,  # the search is a deterministic grid; kept for the explainer contract
+    ) -> None:
+        self.model = model
+        self.features = features
+        self.threshold = threshold
+        self.favourable = favourable
+        self.positive_class = positive_class
+        self.max_options = max_options
+        self.max_steps = max_steps
+        self.pair_steps = pair_steps
+        self.random_state = random_state
+
+    def fit(self, background_raw: Any = None) -> RecourseSearch:
+        """Resolve the model's positive class and check the feature specifications."""
+        from explainers.base import resolve_positive_class
+
+        self.class_index_: int | None = None
+        if hasattr(self.model, "predict_proba"):
+            _, self.class_index_ = resolve_positive_class(self.model, self.positive_class)
+        for spec in self.features:
+            if spec.kind == "number" and not spec.step > 0:
+                raise ValueError(f"feature {spec.name!r}: step must be positive")
+            if spec.kind == "category" and not spec.categories:
+                raise ValueError(f"feature {spec.name!r}: a category feature needs its categories")
+        self.features_ = tuple(self.features)
+        return self
+
+    def _score(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(rows)
+        if self.class_index_ is not None:
+            return np.asarray(self.model.predict_proba(frame), dtype=np.float64)[:, self.class_index_]
+        return np.asarray(self.model(frame), dtype=np.float64)
+
+    def _flips(self, scores: np.ndarray) -> np.ndarray:
+        return scores >= self.threshold if self.favourable == "above" else scores < self.threshold
+
+    def _candidates(self, spec: MutableFeature, value: Any, steps: int) -> list[tuple[Any, float]]:
+        """Return (new value, cost) of the feature's allowed changes, cheapest first."""
+        if spec.kind == "boolean":
+            return [(not bool(value), 1.0)]
+        if spec.kind == "category":
+            return [(c, 1.0) for c in spec.categories if c != value]
+        scale = spec.scale or spec.step
+        out: list[tuple[Any, float]] = []
+        signs = {"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction]
+        for k in range(1, steps + 1):
+            for sign in signs:
+                new = float(value) + sign * k * spec.step
+                if (spec.minimum is not None and new < spec.minimum) or (spec.maximum is not None and new > spec.maximum):
+                    continue
+                out.append((new, abs(new - float(value)) / scale))
+        return out
+
+    def explain(self, row: Mapping[str, Any]) -> list[RecourseOption]:
+        """Return up to `max_options` verified options for `row` (empty if it is not adverse or none is found)."""
+        if not hasattr(self, "features_"):
+            from explainers.exceptions import NotFittedError
+
+            raise NotFittedError(self)
+        base = dict(row)
+        if self._flips(self._score([base]))[0]:
+            return []  # already favourable
+        found: dict[tuple[str, ...], RecourseOption] = {}
+        singles = [(spec, self._candidates(spec, base[spec.name], self.max_steps)) for spec in self.features_]
+        self._try(base, [((s.name,), [((v,), c) for v, c in cands]) for s, cands in singles], found)
+        if len(found) < self.max_options and len(self.features_) >= 2:
+            pairs: list[tuple[tuple[str, ...], Sequence[tuple[tuple[Any, ...], float]]]] = []
+            for (a, ca), (b, cb) in itertools.combinations(singles, 2):
+                if (a.name,) in found or (b.name,) in found:
+                    continue  # a pair containing a sufficient single change is not a different option
+                ca = self._candidates(a, base[a.name], self.pair_steps)
+                cb = self._candidates(b, base[b.name], self.pair_steps)
+                pairs.append(((a.name, b.name), [((va, vb), x + y) for (va, x), (vb, y) in itertools.product(ca, cb)]))
+            self._try(base, pairs, found)
+        ranked = sorted(found.values(), key=lambda o: (o.cost, sorted(o.changes)))
+        return ranked[: self.max_options]
+
+    def _try(self, base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], Sequence[tuple[tuple[Any, ...], float]]]],
+             found: dict[tuple[str, ...], RecourseOption]) -> None:
+        """Score every candidate of every feature set in one batch; keep each set's cheapest flip."""
+        rows: list[dict[str, Any]] = []
+        index: list[tuple[tuple[str, ...], tuple[Any, ...], float]] = []
+        for names, candidates in groups:
+            for values, cost in candidates:
+                rows.append(base | dict(zip(names, values, strict=True)))
+                index.append((names, values, cost))
+        if not rows:
+            return
+        scores = self._score(rows)
+        flips = self._flips(scores)
+        for (names, values, cost), score, ok in zip(index, scores.tolist(), flips.tolist(), strict=True):
+            if not ok:
+                continue
+            best = found.get(names)
+            if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
+                found[names] = RecourseOption(dict(zip(names, values, strict=True)), float(cost), float(score))

@@ -1,0 +1,173 @@
+"""Raw features as players: grouped TreeSHAP and LinearSHAP equal brute-force enumeration of all coalitions.
+
+Models with 8 raw features (6 one-hot encoded categoricals, 2 numbers) on UCI Adult; enumeration of the
+2^8 coalitions with every background row, each categorical's columns swapped together (the raw value is
+swapped before encoding).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from explainer_helpers import Adult
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from explainers import LinearExplainer, TreeExplainer
+
+CATEGORICAL = ["workclass", "education", "marital-status", "occupation", "relationship", "sex"]
+NUMERIC = ["age", "hours-per-week"]
+FEATURES = ["age", "workclass", "education", "marital-status", "occupation", "relationship", "sex", "hours-per-week"]
+TOLERANCE = 1e-9
+
+
+def enumerated_shapley(f: Any, x: pd.DataFrame, background: pd.DataFrame) -> np.ndarray:
+    """Exact Shapley values of the raw features by enumerating all 2^m coalitions, in one model call.
+
+    v(S) = mean over background rows z of f(x_S, z_rest): the raw value is swapped, so the encoded
+    columns of a feature move together.
+    """
+    names = list(x.columns)
+    m, n = len(names), len(background)
+    coalitions = [c for size in range(m + 1) for c in itertools.combinations(range(m), size)]
+    frames = []
+    for coalition in coalitions:
+        frame = background.copy()
+        for j in coalition:
+            frame[names[j]] = x[names[j]].iloc[0]
+        frames.append(frame)
+    outputs = np.asarray(f(pd.concat(frames, ignore_index=True)), dtype=np.float64).reshape(len(coalitions), n)
+    value = dict(zip(coalitions, outputs.mean(axis=1).tolist(), strict=True))
+    phi = np.zeros(m)
+    for j in range(m):
+        for coalition, v in value.items():
+            if j not in coalition:
+                weight = math.factorial(len(coalition)) * math.factorial(m - len(coalition) - 1) / math.factorial(m)
+                phi[j] += weight * (value[tuple(sorted((*coalition, j)))] - v)
+    return phi
+
+
+def _pipeline(adult: Adult, clf: Any, scale: bool = False) -> Pipeline:
+    pre = ColumnTransformer(
+        [
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), CATEGORICAL),
+            ("num", StandardScaler() if scale else "passthrough", NUMERIC),
+        ]
+    )
+    return Pipeline([("pre", pre), ("clf", clf)]).fit(adult.train[FEATURES], adult.y)
+
+
+def _lightgbm() -> Any:
+    lightgbm = pytest.importorskip("lightgbm")
+    return lightgbm.LGBMClassifier(n_estimators=25, num_leaves=8, min_child_samples=10, verbose=-1, random_state=0)
+
+
+CASES = {
+    "gradient_boosting": (lambda: GradientBoostingClassifier(n_estimators=25, max_depth=3, random_state=0), "log_odds"),
+    "hist_gradient_boosting": (
+        lambda: HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=8, random_state=0),
+        "log_odds",
+    ),
+    "random_forest": (lambda: RandomForestClassifier(n_estimators=8, max_depth=6, random_state=0), "probability"),
+    "extra_trees": (lambda: ExtraTreesClassifier(n_estimators=8, max_depth=6, random_state=0), "probability"),
+    "decision_tree": (lambda: DecisionTreeClassifier(max_depth=6, random_state=0), "probability"),
+    "lightgbm": (_lightgbm, "log_odds"),
+}
+
+
+def _output(pipeline: Pipeline, space: str) -> Any:
+    if space == "probability":
+        return lambda frame: pipeline.predict_proba(frame)[:, 1]
+    if type(pipeline[-1]).__module__.startswith("lightgbm"):
+        return lambda frame: pipeline.predict(frame, raw_score=True)
+    return lambda frame: pipeline.decision_function(frame)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_grouped_tree_shap_equals_enumeration(adult: Adult, case: str) -> None:
+    make, space = CASES[case]
+    pipeline = _pipeline(adult, make())
+    background = adult.background[FEATURES].iloc[:25]
+    explainer = TreeExplainer(pipeline, output_space=space).fit(background)
+    assert explainer.method_name == "tree_shap_interventional_grouped"
+    f = _output(pipeline, space)
+    rows = adult.rows[FEATURES].iloc[:4]
+    for i, explanation in enumerate(explainer.explain(rows)):
+        exact = enumerated_shapley(f, rows.iloc[[i]], background)
+        ours = np.array([explanation.attributions[name] for name in FEATURES])
+        np.testing.assert_allclose(ours, exact, rtol=0, atol=TOLERANCE, err_msg=f"{case} row {i}")
+        for name in explanation.null_features:  # a null player is exactly zero
+            assert explanation.attributions[name] == 0.0
+
+
+def test_grouped_values_differ_from_column_sums_on_a_real_model(adult: Adult) -> None:
+    """The point of grouping: shap's per-column sums are not the raw features' Shapley values."""
+    from explainers.base import dense, import_shap
+
+    pipeline = _pipeline(adult, GradientBoostingClassifier(n_estimators=25, max_depth=3, random_state=0))
+    background = adult.background[FEATURES].iloc[:25]
+    rows = adult.rows[FEATURES].iloc[:4]
+    pre = pipeline[:-1]
+    shap = import_shap()
+    direct = shap.TreeExplainer(pipeline[-1], data=dense(pre.transform(background)),
+                                feature_perturbation="interventional")
+    phi = np.asarray(direct.shap_values(dense(pre.transform(rows))))
+    names = [str(n) for n in pre.get_feature_names_out()]
+    worst = 0.0
+    for i in range(len(rows)):
+        exact = enumerated_shapley(pipeline.decision_function, rows.iloc[[i]], background)
+        for j, feature in enumerate(FEATURES):
+            columns = [k for k, n in enumerate(names) if n.split("__", 1)[1].startswith(feature)]
+            worst = max(worst, abs(phi[i, columns].sum() - exact[j]))
+    assert worst > 1e-3
+
+
+def test_linear_shap_of_raw_features_equals_enumeration(adult: Adult) -> None:
+    pipeline = _pipeline(adult, LogisticRegression(max_iter=2000), scale=True)
+    background = adult.background[FEATURES].iloc[:25]
+    explainer = LinearExplainer(pipeline).fit(background)
+    rows = adult.rows[FEATURES].iloc[:4]
+    for i, explanation in enumerate(explainer.explain(rows)):
+        exact = enumerated_shapley(pipeline.decision_function, rows.iloc[[i]], background)
+        ours = np.array([explanation.attributions[name] for name in FEATURES])
+        np.testing.assert_allclose(ours, exact, rtol=0, atol=TOLERANCE)
+
+
+def test_probability_of_boosting_is_rescaled_and_says_so(adult: Adult) -> None:
+    """Boosting in probability: additive, labelled `_rescaled`, and not the probability game's Shapley value."""
+    pipeline = _pipeline(adult, GradientBoostingClassifier(n_estimators=25, max_depth=3, random_state=0))
+    background = adult.background[FEATURES].iloc[:25]
+    explainer = TreeExplainer(pipeline, output_space="probability").fit(background)
+    assert explainer.method_name == "tree_shap_interventional_grouped_rescaled"
+    rows = adult.rows[FEATURES].iloc[:4]
+    gaps = []
+    for i, explanation in enumerate(explainer.explain(rows)):
+        assert explanation.additivity_error < 1e-9
+        exact = enumerated_shapley(lambda frame: pipeline.predict_proba(frame)[:, 1], rows.iloc[[i]], background)
+        gaps.append(np.abs(np.array([explanation.attributions[n] for n in FEATURES]) - exact).max())
+    assert max(gaps) > 1e-6  # an approximation of the probability game, hence the name
+
+
+def test_features_the_model_never_splits_on_are_null_players(adult: Adult) -> None:
+    pipeline = _pipeline(adult, DecisionTreeClassifier(max_depth=2, random_state=0))
+    background = adult.background[FEATURES].iloc[:25]
+    explanation = TreeExplainer(pipeline).fit(background).explain(adult.rows[FEATURES].iloc[:1])[0]
+    used = {int(f) for f in pipeline[-1].tree_.feature if f >= 0}
+    names = [str(n).split("__", 1)[1] for n in pipeline[:-1].get_feature_names_out()]
+    unused = [f for f in FEATURES if not any(n.startswith(f) for k, n in enumerate(names) if k in used)]
+    assert unused and set(unused) <= set(explanation.null_features)
+    assert all(explanation.attributions[f] == 0.0 for f in explanation.null_features)

@@ -1,0 +1,90 @@
+"""Counterfactual recourse on the German credit example: every option flips the outcome when re-scored,
+touches only mutable features, stays in range and in the allowed direction."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explainers import RecourseOption, RecourseSearch
+from explainers.recourse import MutableFeature
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def german() -> tuple[Any, Any, Any, dict[str, Any]]:
+    spec = importlib.util.spec_from_file_location("train", ROOT / "examples" / "german_credit" / "train.py")
+    assert spec and spec.loader
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    X, y = train.load_data()
+    pipeline = train.make_pipeline().fit(X, y)
+    return X, y, pipeline, train.load_schema()
+
+
+def _mutable(schema: dict[str, Any], withheld: set[str]) -> list[MutableFeature]:
+    specs = []
+    for f in schema["features"]:
+        if not f.get("mutable") or f.get("disclosure") == "withhold" or f["name"] in withheld:
+            continue
+        if f["type"] == "number":
+            step = {"duration_months": 6.0, "credit_amount": 500.0}.get(f["name"], 1.0)
+            specs.append(MutableFeature(f["name"], "number", f.get("min"), f.get("max"), step=step))
+        else:
+            specs.append(MutableFeature(f["name"], "category", categories=tuple(f["categories"])))
+    return specs
+
+
+def test_options_flip_the_outcome_touch_only_mutable_features_and_stay_in_range(german: tuple) -> None:
+    X, _, pipeline, schema = german
+    mutable = _mutable(schema, withheld=set())
+    allowed = {m.name: m for m in mutable}
+    search = RecourseSearch(pipeline, mutable, threshold=0.5, positive_class="good").fit()
+    scores = pipeline.predict_proba(X)[:, list(pipeline.classes_).index("good")]
+    adverse = X[scores < 0.5].head(8)
+    assert len(adverse) == 8
+    timings, with_options = [], 0
+    for _, row in adverse.iterrows():
+        record = row.to_dict()
+        start = time.perf_counter()
+        options = search.explain(record)
+        timings.append(time.perf_counter() - start)
+        with_options += bool(options)
+        assert len(options) <= 3
+        assert len({tuple(sorted(o.changes)) for o in options}) == len(options)  # diverse: other feature sets
+        assert [o.cost for o in options] == sorted(o.cost for o in options)
+        for option in options:
+            assert isinstance(option, RecourseOption)
+            assert set(option.changes) <= set(allowed)  # never immutable (age, sex ...) features
+            changed = record | option.changes
+            frame = pd.DataFrame([changed])[list(X.columns)].astype(X.dtypes.to_dict())
+            rescored = float(pipeline.predict_proba(frame)[0, 1])
+            assert rescored >= 0.5 and rescored == pytest.approx(option.score, abs=1e-12)  # verified flip
+            for name, value in option.changes.items():
+                spec = allowed[name]
+                if spec.kind == "number":
+                    assert spec.minimum <= value <= spec.maximum
+                else:
+                    assert value in spec.categories and value != record[name]
+    assert with_options >= 6
+    assert float(np.median(timings)) < 5.0
+
+
+def test_direction_is_respected_and_favourable_rows_need_nothing(german: tuple) -> None:
+    X, _, pipeline, _ = german
+    only_up = [MutableFeature("duration_months", "number", 1, 120, step=6.0, direction="increase")]
+    only_down = [MutableFeature("duration_months", "number", 1, 120, step=6.0, direction="decrease")]
+    scores = pipeline.predict_proba(X)[:, 1]
+    row = X[scores < 0.5].iloc[0].to_dict()
+    for spec, sign in ((only_up, 1), (only_down, -1)):
+        for option in RecourseSearch(pipeline, spec, positive_class="good").fit().explain(row):
+            assert np.sign(option.changes["duration_months"] - row["duration_months"]) == sign
+    good = X[scores > 0.8].iloc[0].to_dict()
+    assert RecourseSearch(pipeline, only_down, positive_class="good").fit().explain(good) == []
