@@ -60,7 +60,7 @@ def app_on(path: Path) -> Any:
     from flask_migrate import upgrade
 
     app = create_app({"DATABASE_URL": f"sqlite:///{path}", "PUBLIC_BASE_URL": "https://gateway.bench",
-                      "LOG_CHECKPOINT_INTERVAL_S": 3600.0, **SECRETS})
+                      "LOG_CHECKPOINT_INTERVAL_S": 0.0, **SECRETS})
     with app.app_context():
         upgrade()
     return app

@@ -205,7 +205,7 @@ def expired_capability(token: str) -> Decision | None:
     is verified (only the gateway can have issued the token), so this reveals nothing to a forger.
     """
     serializer = _capability_serializer()
-    max_age = int(float(current_app.config["CAPABILITY_MAX_AGE_DAYS"]) * 86400)
+    max_age = int(current_settings().capability_max_age_days * 86400)
     try:
         serializer.loads(token.removeprefix(CAPABILITY_PREFIX), max_age=max_age)
     except SignatureExpired as exc:

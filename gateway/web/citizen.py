@@ -8,7 +8,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
-    current_app,
     make_response,
     redirect,
     render_template,
@@ -23,6 +22,7 @@ from gateway.models import OPEN_REVIEW
 from gateway.presenters import access as access_views
 from gateway.presenters.decision import decision_view
 from gateway.presenters.explanation import draw_svg, explanation_view
+from gateway.settings import current_settings
 from gateway.web import forms, labels
 from gateway.web.common import (
     NOT_FOUND,
@@ -187,7 +187,7 @@ def _review_page(decision_id: str, citizen: Citizen, form: forms.ReviewForm | No
         features=forms.mutable_features(manifest), open_review=open_review, decision_id=decision_id,
         max_length=reviews.POINT_OF_VIEW_MAX_LENGTH, deadline=reviews.request_window_ends(row.created_at),
         sent=request.args.get("sent") == "1", withdrawn=request.args.get("withdrawn") == "1",
-        languages_offered=list(current_app.config["LANGUAGES"]),
+        languages_offered=list(current_settings().languages),
     ), status)
 
 
@@ -200,7 +200,7 @@ def review(decision_id: str) -> Any:
 def request_review(decision_id: str) -> Any:
     citizen = _person(decision_id)
     row = access.visible_decision(citizen, decision_id, access.Action.REQUEST_REVIEW)
-    form = forms.parse(request.form, registry.manifest_of(row.model_id), list(current_app.config["LANGUAGES"]))
+    form = forms.parse(request.form, registry.manifest_of(row.model_id), list(current_settings().languages))
     if not form.valid:
         return _review_page(decision_id, citizen, form, 422)
     try:

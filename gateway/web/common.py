@@ -8,12 +8,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from babel.dates import format_date, format_time
-from flask import Flask, current_app, g, request, session
+from flask import Flask, g, request, session
 from flask_babel import refresh
 from flask_wtf.csrf import CSRFProtect
 
 from gateway.auth import Citizen, citizen_from_capability
 from gateway.errors import NotFound, Unauthorized
+from gateway.settings import current_settings
 
 NOT_FOUND = "The resource does not exist."
 csrf = CSRFProtect()  # checked by the page blueprints only (WTF_CSRF_CHECK_DEFAULT is off)
@@ -25,7 +26,7 @@ MAX_HELD = 8  # capability tokens one session keeps (a person with several notic
 def choose_language(decision_language: str | None = None) -> str:
     """The page's language: ?lang= (remembered in the session), the session's choice, the decision's
     language, then Accept-Language; set it for gettext and return it."""
-    offered = list(current_app.config["LANGUAGES"])
+    offered = list(current_settings().languages)
     asked = request.args.get("lang")
     if asked is not None and asked in offered:
         if session.get("lang") != asked:
@@ -97,7 +98,7 @@ def citizen_for(decision_id: str) -> Citizen:
 # --- formatting -----------------------------------------------------------------------------------------
 
 def _zone() -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(current_app.config["TIMEZONE"])
+    return current_settings().zone
 
 
 def local_datetime(at: dt.datetime | str | None) -> str:
