@@ -231,12 +231,12 @@ def test_an_opaque_model_is_explained_by_a_job_after_commit(gateway: Gateway) ->
     body = ready.get_json()
     assert body["method"] == "permutation_shap_estimate"
     # the person is told the figures are estimates, and how precise each one is
-    assert "оценки" in body["text"]["factors_intro"]
+    assert "оценки" in body["text"]["precision"]
     assert all("примерно" in s and "±" in s for s in body["text"]["factors"])
     english = explain(gateway, did, "en").get_json()["text"]
-    assert "estimates" in english["factors_intro"] and all("±" in s for s in english["factors"])
+    assert "estimates" in english["precision"] and all("±" in s for s in english["factors"])
     kazakh = explain(gateway, did, "kk").get_json()["text"]
-    assert "бағалаулар" in kazakh["factors_intro"] and all("шамамен" in s for s in kazakh["factors"])
+    assert "бағалаулар" in kazakh["precision"] and all("шамамен" in s for s in kazakh["factors"])
     assert abs(body["base_value"] + sum(f["contribution"] for f in body["factors"]) - body["output"]) <= 1e-6
     assert body["output"] == pytest.approx(resp.get_json()["score"], abs=1e-9)
     assert explain(gateway, did, "ru").data == ready.data

@@ -138,10 +138,9 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
                      if decision.role_of_ai == "sole_basis" else
                      _("The system's result supported an officer, who made the decision.")),
             "baseline": baseline,
-            "factors_intro": " ".join(filter(None, [
-                _("The main factors that influenced the result:"),
-                _method_note(explanation.method, bool(selection.get("estimate"))),
-            ])),
+            "factors_intro": _("The main factors that influenced the result:"),
+            # What the numbers are: estimates with their precision, or exact values converted approximately.
+            "precision": _method_note(explanation.method, bool(selection.get("estimate"))),
             "factors": sentences,
             "confidential": confidential_text,
         }

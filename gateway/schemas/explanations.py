@@ -36,6 +36,8 @@ class ExplanationText(Out):
     role: str
     baseline: str | None
     factors_intro: str
+    precision: str | None = Field(description="what the figures are when they are not exact Shapley values of "
+                                              "the raw features in the stated space (estimates, or converted)")
     factors: list[str]
     confidential: str | None
 
