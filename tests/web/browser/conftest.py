@@ -6,7 +6,7 @@
 - `axe_violations`: axe-core as bundled by axe-playwright-python, only WCAG 2.1 A and AA rules.
 
 Screenshots go to tests/artifacts/ (git-ignored); with GATEWAY_UPDATE_SCREENSHOTS=1 they are also
-copied to docs/screenshots/ for the README.
+copied to examples/screenshots/ for the README.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .live import LiveGateway, start_gateway
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-README_SCREENSHOTS = ROOT / "docs" / "screenshots"
+README_SCREENSHOTS = ROOT / "examples" / "screenshots"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 LANGUAGES = ("kk", "ru", "en")
 NO_CHROMIUM = "no /usr/bin/chromium (apt-get install chromium); browser tests need Debian's Chromium"
@@ -103,7 +103,7 @@ def check_axe() -> Callable[[Page, str], None]:
 
 
 def save_screenshot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot as tests/artifacts/<name>; copy it to docs/screenshots when asked to."""
+    """Save a full-page screenshot as tests/artifacts/<name>; copy it to examples/screenshots when asked to."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)

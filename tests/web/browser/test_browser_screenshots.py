@@ -1,7 +1,7 @@
 """Screenshots of the decision page (kk) and the explanation page (ru) for people to look at.
 
 Saved to tests/artifacts/ (git-ignored) on every run; with GATEWAY_UPDATE_SCREENSHOTS=1 also copied to
-docs/screenshots/decision-kk.png and docs/screenshots/explanation-ru.png, which the README shows.
+examples/screenshots/decision-kk.png and examples/screenshots/explanation-ru.png, which the README shows.
 """
 
 from __future__ import annotations
