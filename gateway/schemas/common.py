@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from gateway.manifest import INTEGRAL
+from gateway.text import LINE_PATTERN, TEXT_PATTERN, check_text
 
 Language = Literal["kk", "ru", "en"]
+
+
+def _line(value: str) -> str:
+    return check_text(value, multiline=False)
+
+
+def _text(value: str) -> str:
+    return check_text(value, multiline=True)
+
+
+# Free text that is stored and shown: no control characters (a NUL cannot even be stored in PostgreSQL).
+# A Line is one line (names, references, labels); a Text may hold line breaks and tabs (a point of view,
+# reasons). Bounds are given where used: Annotated[Line, Field(max_length=…)].
+LINE_CHECK, TEXT_CHECK = AfterValidator(_line), AfterValidator(_text)
+Line = Annotated[str, LINE_CHECK, Field(json_schema_extra={"pattern": LINE_PATTERN})]
+Text = Annotated[str, TEXT_CHECK, Field(json_schema_extra={"pattern": TEXT_PATTERN})]
 
 
 FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
@@ -45,8 +62,8 @@ class DecisionLinks(Out):
     review: str
     citizen: str | None = Field(
         default=None,
-        description="The person's capability link (…/d/{id}?token=…): shown to the person and the agency that "
-        "made the decision, never to reviewers or auditors",
+        description="The person's capability link (…/d/{id}?token=…): shown to the person only (it reaches them "
+        "through the notice); an agency that must hand a link on makes a handover link",
     )
 
 
