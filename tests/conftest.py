@@ -60,6 +60,8 @@ def make_config(database_url: str, instance: Path, **extra: Any) -> dict[str, An
         "TESTING": True,
         "DATABASE_URL": database_url,
         "PUBLIC_BASE_URL": "https://gateway.test",
+        # Tests read /metrics right after changing what it counts: no cached copy (tests/security covers it).
+        "METRICS_MAX_AGE_S": 0,
         **SECRETS,
         **extra,
     }

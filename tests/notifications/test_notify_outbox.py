@@ -43,7 +43,7 @@ def _decide(gw: Gateway, url: str) -> str:
 
 
 def _metrics(gw: Gateway) -> dict[str, float]:
-    text = gw.client.get("/metrics").get_data(as_text=True)
+    text = gw.client.get("/metrics", headers=gw.auth("auditor")).get_data(as_text=True)  # a key: issue 11
     found = {}
     for name, labels, value in re.findall(r"^(gateway_\w+)\{([^}]*)\} (\S+)$", text, re.MULTILINE):
         found[f"{name}{{{labels}}}"] = float(value)
