@@ -26,7 +26,7 @@ from gateway.auth import CAPABILITY_SALT
 from gateway.cli import main
 from gateway.extensions import db
 from tests.conftest import SECRETS, Gateway, make_config
-from tests.support.citizens import IdentityProvider
+from tests.support.citizens import IdentityProvider, notice_token
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -51,7 +51,8 @@ def bearer(token: str) -> dict[str, str]:
 
 def decided(gw: Gateway) -> tuple[str, str]:
     body = gw.decide().get_json()
-    return body["decision_id"], body["links"]["citizen"].split("?token=", 1)[1]
+    # The person's link, as their notice carries it (agency answers never do: issue 11, finding 2).
+    return body["decision_id"], notice_token(gw, body["decision_id"])
 
 
 def refused(gw: Gateway, url: str, headers: dict[str, str]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from gateway.models import Role
 ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for every status
 
 # Path models whose validation failure means "no such resource", not "bad request".
-PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath"}
+PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "HandoverPath"}
 
 
 def _authenticated() -> Caller | Exception:

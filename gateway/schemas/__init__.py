@@ -37,6 +37,8 @@ from gateway.schemas.decisions import (
     DecisionCreated,
     DecisionOut,
     DecisionRequest,
+    HandoverCreated,
+    HandoverPath,
     NotificationStatusOut,
     Subject,
 )
@@ -87,6 +89,8 @@ __all__ = [
     "DecisionOut",
     "DecisionPath",
     "DecisionRequest",
+    "HandoverCreated",
+    "HandoverPath",
     "ErrorDetail",
     "ErrorResponse",
     "ExplanationFactor",
