@@ -36,12 +36,6 @@ def test_a_dollar_in_a_label_is_drawn_literally(gateway: Gateway, label: str) ->
     assert dollar <= glyphs(svg)  # the "$" is drawn, not taken as a maths delimiter
 
 
-def test_two_factors_with_the_same_label_keep_their_own_bars(gateway: Gateway) -> None:
-    with gateway.app.test_request_context():
-        svg = draw_svg(view("Срок, мес."))
-    assert svg.count(b'id="patch_') >= 4  # background, axes and one bar each (not one merged category)
-
-
 def registered_manifest(path: Path) -> dict[str, Any]:
     manifest, _ = load_manifest(path)
     data: dict[str, Any] = manifest.model_dump(mode="json", exclude_none=True)
