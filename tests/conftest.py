@@ -181,8 +181,7 @@ def gateway_extra() -> dict[str, Any]:
 @pytest.fixture
 def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gateway_extra: dict[str, Any]) -> Iterator[Gateway]:
     extra = {**getattr(request, "param_config", {}), **gateway_extra}
-    marker = request.node.get_closest_marker("gateway_config")
-    if marker:
+    for marker in reversed(list(request.node.iter_markers("gateway_config"))):  # module's, then the test's own
         extra = {**extra, **marker.kwargs}
     if backend == "postgres":
         url, keys = request.getfixturevalue("postgres_seeded")

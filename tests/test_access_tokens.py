@@ -291,8 +291,8 @@ def test_keys_cli_prints_the_key_once_and_stores_only_its_hash(gateway: Gateway)
     for secret in [key, *gateway.keys.values(), IIN]:
         assert secret not in everything
     assert hashlib.sha256(key.encode()).hexdigest() in dumps["api_clients"]
-    # The capability link is part of the agency's first response, kept to replay it byte for byte: only there.
-    assert [name for name, text in dumps.items() if capability in text] == ["idempotency_keys"]
+    # The capability link is in no table: not even the agency's stored first response (issue 11, findings 2, 11).
+    assert [name for name, text in dumps.items() if capability in text] == []
 
 
 class _JwksServer:

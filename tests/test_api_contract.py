@@ -127,6 +127,11 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", "/v1/me/decisions", token=idp.token(person)).status_code == 200
     assert call("GET", f"/v1/decisions/{did}", "agency_b").status_code == 404
     assert call("GET", f"/v1/decisions/{did}").status_code == 401
+    # The agency hands a link on (a counter clerk), then revokes it (issue 11, finding 2).
+    handover = call("POST", f"/v1/decisions/{did}/handover-links", "agency_a")
+    assert handover.status_code == 201, handover.get_json()
+    hid = handover.get_json()["handover_id"]
+    assert call("DELETE", f"/v1/decisions/{did}/handover-links/{hid}", "agency_a").status_code == 204
 
     # The person asks for a review with corrected data; the reviewer works the case to its end.
     review = call("POST", f"/v1/decisions/{did}/reviews", token=citizen,
@@ -146,7 +151,7 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("POST", "/v1/reviews/claim", "reviewer", json={}).status_code == 204
     until = review.get_json()["due_at"][:10]
     extend = call("POST", f"/v1/reviews/{rid}/extend", "reviewer",
-                  json={"until": _later(until), "reason": "Банктен растау күтілуде."})
+                  json={"fencing_token": token, "until": _later(until), "reason": "Банктен растау күтілуде."})
     assert extend.status_code == 200, extend.get_json()
     resolved = call("POST", f"/v1/reviews/{rid}/resolve", "reviewer",
                     json={"fencing_token": token, "outcome": "changed", "new_outcome": "approved",

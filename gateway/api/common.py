@@ -20,6 +20,7 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.models import Role
+from gateway.text import LINE_PATTERN, TEXT_PATTERN
 
 ERRORS: dict[int, Any] = {}  # filled in by gateway.api with the error model for every status
 
@@ -83,6 +84,10 @@ def request_hash(*parts: Any) -> str:
 
 
 def _message(err: dict[str, Any]) -> str:
+    if err.get("type") == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") in (LINE_PATTERN,
+                                                                                                 TEXT_PATTERN):
+        return "must not contain control characters" + (" (line breaks and tabs are allowed)"
+                                                        if err["ctx"]["pattern"] == TEXT_PATTERN else "")
     msg = str(err.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
 

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from gateway.manifest import INTEGRAL
-from gateway.text import LINE_PATTERN, TEXT_PATTERN, check_text
+from gateway.text import LINE_PATTERN, TEXT_PATTERN
 
 Language = Literal["kk", "ru", "en"]
 
 
-def _line(value: str) -> str:
-    return check_text(value, multiline=False)
-
-
-def _text(value: str) -> str:
-    return check_text(value, multiline=True)
-
-
-# Free text that is stored and shown: no control characters (a NUL cannot even be stored in PostgreSQL).
-# A Line is one line (names, references, labels); a Text may hold line breaks and tabs (a point of view,
-# reasons). Bounds are given where used: Annotated[Line, Field(max_length=…)].
-LINE_CHECK, TEXT_CHECK = AfterValidator(_line), AfterValidator(_text)
-Line = Annotated[str, LINE_CHECK, Field(json_schema_extra={"pattern": LINE_PATTERN})]
-Text = Annotated[str, TEXT_CHECK, Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+# Free text that is stored and shown: no control characters (a NUL cannot even be stored in PostgreSQL; a
+# CR/LF ends a header). A Line is one line (names, references); a Text may hold line breaks and tabs (a point
+# of view, reasons). The rule is a pattern of the string itself, so that bounds given where a type is used,
+# Annotated[Line, Field(max_length=…)], keep their usual rule names (string_too_short…) and the document
+# states it. Lone surrogates are refused by the string validation itself (string_unicode).
+Line = Annotated[str, Field(pattern=LINE_PATTERN)]
+Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
 
 
 FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]

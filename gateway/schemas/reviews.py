@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.schemas.common import (
-    TEXT_CHECK,
     FeatureValue,
     FencingToken,
     Language,
@@ -51,13 +50,12 @@ class ReleaseIn(Strict):
     fencing_token: FencingToken
 
 
-def _reason_schema(schema: dict[str, Any]) -> None:
+def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
-    schema["pattern"] = TEXT_PATTERN
 
 
 # A language's reasons: absent, or text without control characters (never null).
-Reason = Annotated[str, TEXT_CHECK, Field(min_length=1, max_length=10000, json_schema_extra=_reason_schema)]
+Reason = Annotated[str, Field(min_length=1, max_length=10000, pattern=TEXT_PATTERN, json_schema_extra=_no_default)]
 
 
 class Reasons(Strict):

@@ -18,6 +18,9 @@ _SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
+ADDRESS_REFUSED = "the webhook URL names a loopback, private, link-local or reserved address"
+
+
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if it embeds one."""
     if ip.ipv4_mapped is not None:
@@ -81,7 +84,7 @@ def refusal(url: str, *, allow_private: bool) -> str | None:
     except ValueError:
         literal = None
     if literal is not None and not is_public(str(literal)):
-        return "the webhook URL names a loopback, private, link-local or reserved address"
+        return ADDRESS_REFUSED
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return "the webhook URL names a loopback host"
+        return ADDRESS_REFUSED
     return None

@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from gateway._version import __version__
 from gateway.errors import ConfigError
-from gateway.notifications.channels.addresses import is_public, refusal
+from gateway.notifications.channels.addresses import ADDRESS_REFUSED, is_public, refusal
 from gateway.notifications.channels.base import (
     Message,
     PermanentFailure,
@@ -55,6 +55,8 @@ def check_url(url: str, *, allow_private: bool) -> str:
     """Refuse what the gateway never posts to: other schemes, http:// and literal non-public addresses (unless
     allowed), no host, an invalid host name, credentials. The reason never names any part of the URL."""
     reason = refusal(url, allow_private=allow_private)
+    if reason == ADDRESS_REFUSED:
+        raise AddressRefused(reason + "; refused (GATEWAY_WEBHOOK_ALLOW_PRIVATE=1 allows it)")
     if reason is not None:
         raise PermanentFailure(reason)
     return url
