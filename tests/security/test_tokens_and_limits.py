@@ -52,7 +52,11 @@ def test_the_token_lifetime_cap_is_configurable(gateway: Gateway, idp: IdentityP
 
 def test_per_worker_limits_are_announced_at_start(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    message = warn_unshared_limits(gateway.app, 2)
+    gateway.app.logger.addHandler(caplog.handler)  # the dispatcher's logging set-up may stop propagation
+    try:
+        message = warn_unshared_limits(gateway.app, 2)
+    finally:
+        gateway.app.logger.removeHandler(caplog.handler)
     assert message is not None and "per worker" in message and "redis://" in message
     assert any("per worker" in r.getMessage() for r in caplog.records)
     assert warn_unshared_limits(gateway.app, 1) is None
