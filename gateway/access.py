@@ -44,21 +44,23 @@ class Action(enum.StrEnum):
     READ_ACCESS_LOG = "read_access_log"
     WORK_REVIEW = "work_review"  # claim, renew, release, resolve, extend, rescore
     WITHDRAW_REVIEW = "withdraw_review"  # the person's own request, while it is open
+    HAND_OVER = "hand_over"  # make or revoke a handover link to the person's decision (its agency)
 
 
 # What each kind of caller may do with a decision it sees.
 ALLOWED: dict[str, frozenset[Action]] = {
-    "agency": frozenset({Action.READ, Action.REQUEST_REVIEW}),
+    "agency": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.HAND_OVER}),
     "reviewer": frozenset({Action.READ, Action.WORK_REVIEW}),
     "auditor": frozenset({Action.READ, Action.READ_ACCESS_LOG}),
     "admin": frozenset(),
+    "metrics": frozenset(),
     "citizen": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.READ_ACCESS_LOG, Action.WITHDRAW_REVIEW}),
 }
 
 
 def _sees(caller: Caller, decision: Decision) -> bool:
     if isinstance(caller, Citizen):
-        if caller.via == "capability":
+        if caller.decision_id is not None:  # a capability or handover link: its one decision
             return decision.id == caller.decision_id and decision.subject_ref == caller.subject_ref
         return decision.subject_ref == caller.subject_ref
     if caller.role == "auditor":
@@ -99,11 +101,12 @@ def visible_review(caller: Caller, review_id: str, action: Action = Action.READ)
 
 
 def shows_citizen_link(caller: Caller, decision: Decision) -> bool:
-    """Whether a decision view may carry the person's capability link: to them and the agency, not to staff.
+    """Whether a decision view may carry the person's capability link: to the person only.
 
-    A reviewer or auditor holding the link could act as the person (request a review in their name).
+    Anyone else holding it could act as the person (read their access log, request a review in their
+    name). An agency that must hand a link on makes a handover link instead (gateway.handovers).
     """
-    return isinstance(caller, Citizen) or caller.role == "agency"
+    return isinstance(caller, Citizen) and caller.via != "handover"
 
 
 # --- the person's decisions ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     # Imported here, not at the top: `import gateway.ids` (or any leaf) must not load the whole app.
     from gateway import i18n, notifications, observability, runtime, security, web
     from gateway.api import amend_spec, register_api
+    from gateway.api.bodies import BodyJSONProvider
     from gateway.api.common import validation_error_response
     from gateway.api.errors import register_error_handlers
     from gateway.auditlog.sequencer import SequenceKind
@@ -49,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     app.extensions["gateway.settings"] = Settings.from_config(app.config)
     app.config["SWAGGER_CONFIG"] = {"validatorUrl": None}
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app)
+    app.json = BodyJSONProvider(app)  # request bodies: nesting bounded (gateway/api/bodies.py)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     db.init_app(app)

@@ -5,6 +5,8 @@ Three kinds of bearer token, told apart by their form:
 - ``gwk_…`` an API key of a machine client (agency, reviewer, auditor, admin): a `Principal`;
 - ``gwc_…`` a capability token from the person's notice, signed (itsdangerous) and expiring, valid for
   one decision: a `Citizen` with that decision id;
+- ``gwh_…`` a handover token: a link to one decision that its agency handed on (a counter clerk), bound to
+  the decision and to a revocable handover record; whoever uses it is recorded as ``citizen:handover:<id>``;
 - anything else is tried as an OIDC ID token of the national identity provider (a JWT signed with an
   asymmetric key from the configured JWKS): a `Citizen` with every decision about their IIN.
 """
@@ -33,7 +35,7 @@ from gateway.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthori
 from gateway.extensions import db
 from gateway.identity import InvalidIIN, subject_ref, validate_iin
 from gateway.ids import isoformat, new_id, utcnow
-from gateway.models import ApiClient, Decision, Role
+from gateway.models import ApiClient, Decision, HandoverLink, Role
 from gateway.settings import OidcSettings, current_settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "gwk_"
 CAPABILITY_PREFIX = "gwc_"
 CAPABILITY_SALT = "gateway.capability.v1"
+HANDOVER_PREFIX = "gwh_"
+HANDOVER_SALT = "gateway.handover.v1"
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,19 @@ class Citizen:
     """The person a decision is about: by a capability link (one decision) or OIDC (all of theirs)."""
 
     subject_ref: str  # HMAC of the IIN: the only form in which the gateway knows the person
-    decision_id: str | None  # the one decision a capability link names; None for OIDC
-    via: str  # "capability" | "oidc"
+    decision_id: str | None  # the one decision a capability or handover link names; None for OIDC
+    via: str  # "capability" | "oidc" | "handover"
+    handover_id: str | None = None  # the handover record a handover link belongs to
     role: ClassVar[str] = "citizen"
 
     @property
     def id(self) -> str:
-        """How the person appears in records (reviews, access events): never the IIN, a short pseudonym."""
+        """How the person appears in records (reviews, access events): never the IIN, a short pseudonym.
+
+        A handover link names its handover record instead: it was delivered by the agency, so its use is
+        recorded as the agency's hand-over, never as the person's own link."""
+        if self.via == "handover":
+            return f"citizen:handover:{self.handover_id}"
         return f"citizen:{self.via}:{self.subject_ref[:16]}"
 
     @property
@@ -152,6 +162,8 @@ def authenticate_caller(header: str | None) -> Caller:
         return _api_client(db.session, token)
     if token.startswith(CAPABILITY_PREFIX):
         return citizen_from_capability(token)
+    if token.startswith(HANDOVER_PREFIX):
+        return citizen_from_handover(token)
     return citizen_from_oidc(token)
 
 
@@ -223,6 +235,46 @@ def expired_capability(token: str) -> Decision | None:
     if decision is None or not hmac.compare_digest(_subject_binding(decision.subject_ref), payload["s"]):
         return None
     return decision
+
+
+# --- handover links (an agency hands a link to the person's decision on) --------------------------------
+
+def _handover_serializer() -> URLSafeTimedSerializer:
+    ext = current_app.extensions
+    if "gateway.handover" not in ext:
+        ext["gateway.handover"] = URLSafeTimedSerializer(list(current_settings().secret_keys), salt=HANDOVER_SALT)
+    serializer: URLSafeTimedSerializer = ext["gateway.handover"]
+    return serializer
+
+
+def handover_token(decision_id: str, handover_id: str, ref: str) -> str:
+    """A signed, expiring token of its own kind, bound to the decision, its subject and one handover record."""
+    payload = {"d": decision_id, "h": handover_id, "s": _subject_binding(ref)}
+    return HANDOVER_PREFIX + _handover_serializer().dumps(payload)
+
+
+def citizen_from_handover(token: str) -> Citizen:
+    """Check a handover token: signature, age, its decision's subject, and a handover record not revoked.
+
+    A revoked handover is answered exactly like a forged token."""
+    invalid = Unauthorized("the token is not valid")
+    max_age = int(current_settings().capability_max_age_days * 86400)
+    try:
+        payload = _handover_serializer().loads(token.removeprefix(HANDOVER_PREFIX), max_age=max_age)
+    except SignatureExpired:
+        raise Unauthorized("this link has expired; ask the agency for a new one", code="token_expired") from None
+    except BadSignature:
+        raise invalid from None
+    if not isinstance(payload, dict) or not all(isinstance(payload.get(k), str) for k in ("d", "h", "s")):
+        raise invalid
+    row = db.session.execute(
+        select(Decision.subject_ref, HandoverLink.revoked_at)
+        .join(HandoverLink, HandoverLink.decision_id == Decision.id)
+        .where(Decision.id == payload["d"], HandoverLink.id == payload["h"])
+    ).first()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(_subject_binding(row.subject_ref), payload["s"]):
+        raise invalid
+    return Citizen(subject_ref=row.subject_ref, decision_id=payload["d"], via="handover", handover_id=payload["h"])
 
 
 # --- OIDC bearer tokens of the national identity provider ------------------------------------------------
@@ -343,6 +395,11 @@ def citizen_from_oidc(token: str) -> Citizen:
     except jwt.PyJWTError as exc:
         log.info("OIDC token refused: %s", exc)
         raise invalid from None
+    issued, expires = claims.get("iat"), claims.get("exp")
+    if (not isinstance(issued, int | float) or not isinstance(expires, int | float)
+            or expires - issued > oidc.max_lifetime_s):
+        log.info("OIDC token refused: its lifetime exceeds %s s", oidc.max_lifetime_s)
+        raise invalid
     iin = claims.get(oidc.iin_claim)
     try:
         valid = validate_iin(iin) if isinstance(iin, str) else None

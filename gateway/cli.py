@@ -236,7 +236,7 @@ def keys_group() -> None:
 
 
 @keys_group.command("create")
-@click.option("--role", required=True, type=click.Choice(["agency", "reviewer", "auditor", "admin"]))
+@click.option("--role", required=True, type=click.Choice(["agency", "reviewer", "auditor", "admin", "metrics"]))
 @click.option("--name", required=True, help="unique name of the client")
 @click.option("--body", default=None, help="the organisation the client acts for (default: the name)")
 @click.option("--if-none", is_flag=True, help="do nothing when a client of this role already exists")

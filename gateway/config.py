@@ -125,6 +125,9 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_IIN_CLAIM": "iin",
     "OIDC_ALGORITHMS": ["RS256", "ES256"],  # asymmetric only: never "none", never HS*
     "OIDC_LEEWAY_S": 60,
+    # The longest lifetime (exp - iat) of an ID token the gateway accepts: a token minted for a century is
+    # a credential that never ends, whoever holds it.
+    "OIDC_MAX_TOKEN_LIFETIME_S": 24 * 3600,
     # Rate limits (Flask-Limiter), per API key, per citizen (subject) or per address when anonymous.
     # In memory per process by default: with several workers or instances set a shared storage,
     # e.g. GATEWAY_RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379/0.
@@ -134,6 +137,10 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_PER_CALLER": "600/minute",  # every endpoint together, per caller
     "RATELIMIT_DECISIONS": "6000/minute",  # POST decisions: the agency's own workload
     "RATELIMIT_EXPLANATIONS": "30/minute",  # explanations and their charts together (model extraction)
+    "RATELIMIT_METRICS": "60/minute",  # GET /metrics per key (a scraper every 15 s needs 4)
+    # /metrics serves figures at most this old: computed at most once per interval per process, so a scrape
+    # costs the same at 10^3 and 10^6 decisions.
+    "METRICS_MAX_AGE_S": 15.0,
     "RATELIMIT_KEY_PREFIX": "gateway",
     # Number of reverse proxies in front of the gateway whose X-Forwarded-For is trusted (0: none).
     "PROXY_FIX_X_FOR": 0,
@@ -198,6 +205,9 @@ def _check_citizen_auth(app: Flask) -> None:
         raise ConfigError("GATEWAY_OIDC_ISSUER is set but GATEWAY_OIDC_AUDIENCE is not")
     if not (app.config.get("OIDC_JWKS_FILE") or app.config.get("OIDC_JWKS_URL")):
         raise ConfigError("GATEWAY_OIDC_ISSUER is set: set GATEWAY_OIDC_JWKS_FILE (or GATEWAY_OIDC_JWKS_URL) too")
+    lifetime = app.config.get("OIDC_MAX_TOKEN_LIFETIME_S")
+    if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
+        raise ConfigError("GATEWAY_OIDC_MAX_TOKEN_LIFETIME_S must be a positive number of seconds")
     algorithms = app.config.get("OIDC_ALGORITHMS") or []
     if not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
         raise ConfigError(f"GATEWAY_OIDC_ALGORITHMS must be asymmetric algorithms from {sorted(ASYMMETRIC_ALGORITHMS)}")

@@ -17,6 +17,9 @@ def engine_options(app: Flask) -> dict[str, Any]:
     """Return SQLAlchemy engine options for the configured database."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     options: dict[str, Any] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    # Statement parameters are personal data (inputs, contact ciphertext, reasons, points of view): an error
+    # message that is logged (or echoed) must not carry them.
+    options["hide_parameters"] = True
     if url.startswith("sqlite"):
         options.setdefault("connect_args", {})
         options["connect_args"].setdefault("timeout", float(app.config["SQLITE_BUSY_TIMEOUT_S"]))

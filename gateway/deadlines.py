@@ -20,6 +20,15 @@ def local_date(at: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.date:
     return at.astimezone(zone).date()
 
 
+def last_day(due_at: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.date:
+    """The last day of a period whose deadline instant is `due_at` (the midnight that ends that day).
+
+    This is the date to show a person: a review due by the end of 22 December is due "by 22 December", not by
+    the 23rd that `due_at` falls on.
+    """
+    return local_date(due_at - dt.timedelta(microseconds=1), zone)
+
+
 def due_date(requested_at: dt.datetime, settings: Settings) -> dt.datetime:
     """The end of the n-th working day after the request (n = REVIEW_PERIOD_WORKING_DAYS)."""
     zone = settings.zone

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from explainers import ExplainerError
 from gateway import access, explanations, links, registry, runtime
 from gateway.audit import leaf_values
-from gateway.auth import Caller, Principal, capability_token
+from gateway.auth import Caller, Principal
 from gateway.contacts import decrypt_contact, encrypt_contact
 from gateway.db import write_transaction
 from gateway.errors import (
@@ -212,7 +212,9 @@ def record_decision(
         "outcome": scored.outcome,
         "adverse": scored.adverse,
         "created_at": isoformat(now),
-        "links": links.decision_links(settings.base_url, decision.id, capability_token(decision.id, decision.subject_ref)),
+        # No personal link: it reaches the person through the notice only; this body is stored (idempotency)
+        # and read by the agency's systems. An agency hands a link on with a handover link.
+        "links": links.decision_links(settings.base_url, decision.id),
     }
     body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     try:

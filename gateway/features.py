@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import pandas as pd
 
 from gateway.errors import ValidationFailed
 from gateway.manifest import Feature, Manifest
+
+FLOAT_MAX = sys.float_info.max
 
 
 def _problem(field: str, rule: str, message: str) -> dict[str, str]:
@@ -20,6 +23,9 @@ def check_value(feature: Feature, value: Any, field: str) -> dict[str, str] | No
     if feature.type == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return _problem(field, "type", f"must be a number, got {type(value).__name__}")
+        # An integer beyond the float range (JSON has no limit) is no number the model can take either.
+        if isinstance(value, int) and not -FLOAT_MAX <= value <= FLOAT_MAX:
+            return _problem(field, "finite", "must be a finite number within the range of a double")
         if not math.isfinite(value):
             return _problem(field, "finite", "must be a finite number")
         if feature.integer and float(value) != int(value):

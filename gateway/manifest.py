@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -16,11 +17,27 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.text import check_text
+
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+def _text(value: str) -> str:
+    return check_text(value, multiline=True)
+
+
+def _line(value: str) -> str:
+    return check_text(value, multiline=False)
+
+
+# Text shown to people: never a control character (a CR/LF in a label ends an email header; a NUL cannot be
+# stored in PostgreSQL). Notice texts may span lines; labels (features, categories, units, outcomes,
+# owners) are one line.
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_text)]
+NonEmptyLine = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_line)]
 
 LANGUAGES = ("kk", "ru", "en")
 
@@ -56,18 +73,26 @@ class LocalizedText(_Strict):
         return value or self.ru or self.kk
 
 
+class LocalizedLabel(LocalizedText):
+    """A one-line text in Kazakh and Russian (mandatory) and English (optional): labels, units, names."""
+
+    kk: NonEmptyLine
+    ru: NonEmptyLine
+    en: NonEmptyLine | None = None
+
+
 class Feature(_Strict):
     """One raw input feature as the caller sends it and the person reads it."""
 
     name: Identifier
     type: Literal["number", "category", "boolean"]
-    labels: LocalizedText
+    labels: LocalizedLabel
     min: float | None = None
     max: float | None = None
     integer: bool = False
     categories: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = None
-    category_labels: dict[str, LocalizedText] | None = None
-    unit: LocalizedText | None = None
+    category_labels: dict[str, LocalizedLabel] | None = None
+    unit: LocalizedLabel | None = None
     disclosure: Literal["show", "band", "withhold"] = "show"
     bands: list[float] | None = None
     mutable: bool = True
@@ -122,7 +147,7 @@ class Policy(_Strict):
     outcome_above: Identifier
     outcome_below: Identifier
     adverse_outcome: Identifier | None = None
-    outcome_labels: dict[str, LocalizedText] | None = None
+    outcome_labels: dict[str, LocalizedLabel] | None = None
 
     @model_validator(mode="after")
     def _check_outcomes(self) -> Policy:
@@ -144,7 +169,7 @@ class Notice(_Strict):
     purpose: LocalizedText
     functions: LocalizedText
     limitations: LocalizedText
-    owner: LocalizedText
+    owner: LocalizedLabel
     contact: NonEmpty
     legal_basis: LocalizedText
 

@@ -71,6 +71,7 @@ class Role(enum.StrEnum):
     REVIEWER = "reviewer"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    METRICS = "metrics"  # reads /metrics only (a Prometheus scraper); sees no decisions
 
 
 class ModelStatus(enum.StrEnum):
@@ -359,6 +360,20 @@ class AccessEvent(Base):
     principal_id: Mapped[str] = mapped_column(String(100))
     principal_body: Mapped[str | None] = mapped_column(String(200))
     what: Mapped[str] = mapped_column(String(40))  # decision, explanation, explanation.svg, review, ...
+
+
+class HandoverLink(Base):
+    """A link to the person's decision that an agency hands on (a counter clerk prints it): revocable, and
+    recorded as delivered by the agency, so whoever uses it is never taken for the person's own link."""
+
+    __tablename__ = "handover_links"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), index=True)
+    created_by: Mapped[str] = mapped_column(String(40))  # the API client (agency) that made it
+    created_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(40))
 
 
 def table(model: type[Base]) -> Table:

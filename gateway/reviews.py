@@ -9,6 +9,7 @@ written with its notice rows and audit leaf in one transaction.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select, update
@@ -50,7 +51,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (ReviewStatus.CLAIMED, "release"): ReviewStatus.QUEUED,
     (ReviewStatus.CLAIMED, "resolve"): ReviewStatus.RESOLVED,
     (ReviewStatus.CLAIMED, "rescore"): ReviewStatus.CLAIMED,
-    (ReviewStatus.QUEUED, "extend"): ReviewStatus.QUEUED,
+    # Only the holder of a running lease extends (fencing token), like every other action after a claim.
     (ReviewStatus.CLAIMED, "extend"): ReviewStatus.CLAIMED,
     # The person may withdraw their request while it is open, even while a reviewer holds it.
     (ReviewStatus.QUEUED, "withdraw"): ReviewStatus.WITHDRAWN,
@@ -106,11 +107,16 @@ def _channels(decision_id: str) -> list[str]:
 
 
 def _notices(decision: Decision, kind: str, review: ReviewRequest, now: dt.datetime) -> list[dict[str, Any]]:
+    # The deadline as announced now: a notice rendered later (a retry after an extension) still says what it
+    # said when it was written. `due_on` is the last day itself, not the midnight that ends it.
+    due = effective_due(review)
+    context = {"review_id": review.id, "due_at": due.isoformat(),
+               "due_on": deadlines.last_day(due, current_settings().zone).isoformat()}
     return [
         {
             "id": new_id("ntf"), "decision_id": decision.id, "kind": kind, "channel": channel,
             "language": review.language, "status": NotificationStatus.PENDING.value, "attempts": 0,
-            "next_attempt_at": now, "created_at": now, "context": {"review_id": review.id},
+            "next_attempt_at": now, "created_at": now, "context": context,
         }
         for channel in _channels(decision.id)
     ]
@@ -226,8 +232,24 @@ def _claimable(now: dt.datetime) -> Any:
     )
 
 
+def identity(value: str) -> str:
+    """The comparable form of a person's name or id: NFKC, case-folded, invisible format characters dropped,
+    whitespace trimmed and collapsed. " Reviewer-2", "reviewer-2" and "ＲＥＶＩＥＷＥＲ-2" are one identity."""
+    text = unicodedata.normalize("NFKC", value)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return " ".join(unicodedata.normalize("NFKC", text.casefold()).split())
+
+
+def operated_by(principal: Principal, operator: str | None) -> bool:
+    """Whether the reviewer is the officer who operated the decision (the one rule every action checks)."""
+    if operator is None:
+        return False
+    found = identity(operator)
+    return bool(found) and found in {identity(principal.name), identity(principal.id)}
+
+
 def _not_operator(principal: Principal, decision: Decision) -> None:
-    if decision.operator is not None and decision.operator in (principal.name, principal.id):
+    if operated_by(principal, decision.operator):
         raise Forbidden("a reviewer may not review a decision they operated", code="reviewer_is_operator")
 
 
@@ -250,11 +272,7 @@ def claim(principal: Principal, *, review_id: str | None = None, lease_seconds: 
                                details={"lease_expires_at": review.lease_expires_at.isoformat()})
             _transition(review, "claim")
         else:
-            query = query.where(_claimable(now))
-            query = query.where(or_(Decision.operator.is_(None), Decision.operator.not_in([principal.name, principal.id])))
-            due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
-            query = query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id).limit(1)
-            review = session.execute(query.with_for_update(skip_locked=True, of=ReviewRequest)).scalar_one_or_none()
+            review = _next_claimable(session, query, principal, now)
             if review is None:
                 return None
         review.status = _transition(review, "claim")
@@ -262,6 +280,27 @@ def claim(principal: Principal, *, review_id: str | None = None, lease_seconds: 
         review.lease_expires_at = now + lease
         review.fencing_token += 1
     return review
+
+
+CLAIM_PAGE = 20
+
+
+def _next_claimable(session: Any, query: Any, principal: Principal, now: dt.datetime) -> ReviewRequest | None:
+    """The next case due that this reviewer did not operate (compared as normalised identities, in Python:
+    the database cannot apply NFKC), locked for the claim; cases locked by other claims are skipped."""
+    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+    query = query.add_columns(Decision.operator).where(_claimable(now))
+    query = query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id)
+    offset = 0
+    while True:
+        page = session.execute(query.limit(CLAIM_PAGE).offset(offset)
+                               .with_for_update(skip_locked=True, of=ReviewRequest)).all()
+        for review, operator in page:
+            if not operated_by(principal, operator):
+                return review  # type: ignore[no-any-return]
+        if len(page) < CLAIM_PAGE:
+            return None
+        offset += CLAIM_PAGE
 
 
 def _held(session: Any, principal: Principal, review_id: str, token: int, now: dt.datetime, action: str) -> ReviewRequest:
@@ -273,6 +312,9 @@ def _held(session: Any, principal: Principal, review_id: str, token: int, now: d
         raise StaleLease("this case is held by another claim; claim it again", details={"status": review.status})
     if review.lease_expires_at is None or review.lease_expires_at <= now:
         raise StaleLease("your lease on this case has run out; claim it again", details={"status": review.status})
+    decision = session.get(Decision, review.decision_id)
+    assert decision is not None
+    _not_operator(principal, decision)  # the operator can never act on their own case, whatever they hold
     return review
 
 
@@ -307,7 +349,6 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
         review = _held(session, principal, review_id, token, now, "resolve")
         decision = session.get(Decision, review.decision_id)
         assert decision is not None
-        _not_operator(principal, decision)
         policy = registry.manifest_of(decision.model_id).policy
         effective = _effective_after(outcome, new_outcome, decision.outcome, (policy.outcome_above, policy.outcome_below))
         if not (reasons.get(review.language) or "").strip():
@@ -389,25 +430,26 @@ def rescore(principal: Principal, review_id: str, token: int, *, now: dt.datetim
     return decision
 
 
-def extend(principal: Principal, review_id: str, *, until: dt.date, reason: str,
+def extend(principal: Principal, review_id: str, token: int, *, until: dt.date, reason: str,
            now: dt.datetime | None = None) -> ReviewRequest:
-    """Extend the deadline once, to at most REVIEW_MAX_EXTENSION_MONTHS after the request; notify at once."""
+    """Extend the deadline once, to at most REVIEW_MAX_EXTENSION_MONTHS after the request; notify at once.
+
+    Only the reviewer holding the case (a running lease and its fencing token) extends it, and never the
+    decision's own operator.
+    """
     now = now or utcnow()
     with write_transaction() as session:
-        review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one_or_none()
-        if review is None:
-            raise NotFound("The resource does not exist.")
-        _transition(review, "extend")
+        review = _held(session, principal, review_id, token, now, "extend")
         if review.extended_until is not None:
             raise Conflict("the deadline was extended once already; it can be extended only once",
                            code="already_extended", details={"extended_until": review.extended_until.isoformat()})
         settings = current_settings()
         zone = settings.zone
         latest = deadlines.add_months(deadlines.local_date(review.requested_at, zone), settings.review_max_extension_months)
-        new_due = deadlines.end_of_day(until, zone)
-        if until > latest:
+        if until > latest:  # checked first: the end of 9999-12-31 is past what a datetime can hold
             raise ValidationFailed(f"the deadline can be extended to {latest.isoformat()} at the latest",
                                    details=[{"field": "until", "rule": "max", "message": f"at most {latest.isoformat()}"}])
+        new_due = deadlines.end_of_day(until, zone)
         if new_due <= review.due_at:
             raise ValidationFailed("the new deadline must be later than the current one",
                                    details=[{"field": "until", "rule": "min",

@@ -28,13 +28,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
+from gateway.api.bodies import body_is_an_object
 from gateway.api.common import caller, rate_limit_key
 from gateway.api.errors import error_body, error_page
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
 EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation"})
 UPLOAD_ENDPOINTS = frozenset({"models.put_blob"})
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+METRICS_ENDPOINTS = frozenset({"metrics"})
 
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # Pages (gateway.web): the package's own stylesheet, forms posting to this origin, nothing inline
@@ -73,7 +75,8 @@ def _storage_uri(configured: str) -> str:
 
 # Which budget an endpoint draws on: (bucket, config key of its limit).
 _BUDGETS = {**{e: ("decisions", "RATELIMIT_DECISIONS") for e in DECISION_ENDPOINTS},
-            **{e: ("explanations", "RATELIMIT_EXPLANATIONS") for e in EXPLANATION_ENDPOINTS}}
+            **{e: ("explanations", "RATELIMIT_EXPLANATIONS") for e in EXPLANATION_ENDPOINTS},
+            **{e: ("metrics", "RATELIMIT_METRICS") for e in METRICS_ENDPOINTS}}
 _DEFAULT_BUDGET = ("all", "RATELIMIT_PER_CALLER")
 
 
@@ -119,7 +122,25 @@ def init_app(app: Flask) -> None:
 
     app.before_request(_authenticate_first)
     app.before_request(cap_streamed_body)
+    app.before_request(body_is_an_object)  # after authentication: an anonymous caller learns nothing
     app.after_request(security_headers)
+
+
+def warn_unshared_limits(app: Flask, workers: int) -> str | None:
+    """Warn (and return the warning) when rate limits are counted per process but several processes serve.
+
+    With memory:// storage each gunicorn worker (and each instance) keeps its own counters: two workers
+    let a caller through twice the configured budget (60 explanations a minute where 30 are configured).
+    """
+    uri = str(app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if workers <= 1 or not uri.startswith("memory://") or not app.config.get("RATELIMIT_ENABLED", True):
+        return None
+    message = (f"rate limits are counted per worker (RATELIMIT_STORAGE_URI={uri}) and {workers} workers serve: "
+               f"each caller gets up to {workers} times every budget (e.g. RATELIMIT_EXPLANATIONS="
+               f"{app.config.get('RATELIMIT_EXPLANATIONS')} per worker); set GATEWAY_RATELIMIT_STORAGE_URI="
+               "redis://… to share them")
+    app.logger.warning("gateway: %s", message)
+    return message
 
 
 def _authenticate_first() -> None:

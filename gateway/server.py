@@ -26,8 +26,10 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             from gateway import runtime
             from gateway.app import create_app
             from gateway.extensions import db
+            from gateway.security import warn_unshared_limits
 
             app = create_app()
+            warn_unshared_limits(app, int(self.options.get("workers") or 1))
             loaded = runtime.warm(app)
             app.logger.warning("gateway: models loaded before fork: %s", ", ".join(loaded) or "none")
             with app.app_context():

@@ -28,6 +28,7 @@ class OidcSettings:
     algorithms: tuple[str, ...]
     leeway_s: float
     iin_claim: str
+    max_lifetime_s: float = 24 * 3600  # exp - iat of an accepted ID token
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Settings:
                 jwks_file=config.get("OIDC_JWKS_FILE") or None, jwks_url=config.get("OIDC_JWKS_URL") or None,
                 algorithms=tuple(config["OIDC_ALGORITHMS"]), leeway_s=float(config["OIDC_LEEWAY_S"]),
                 iin_claim=str(config["OIDC_IIN_CLAIM"]),
+                max_lifetime_s=float(config.get("OIDC_MAX_TOKEN_LIFETIME_S") or 24 * 3600),
             ) if config.get("OIDC_ISSUER") else None,
             calendar=calendar_from_config(config),
             raw=dict(config),

@@ -60,6 +60,8 @@ def make_config(database_url: str, instance: Path, **extra: Any) -> dict[str, An
         "TESTING": True,
         "DATABASE_URL": database_url,
         "PUBLIC_BASE_URL": "https://gateway.test",
+        # Tests read /metrics right after changing what it counts: no cached copy (tests/security covers it).
+        "METRICS_MAX_AGE_S": 0,
         **SECRETS,
         **extra,
     }
@@ -179,8 +181,7 @@ def gateway_extra() -> dict[str, Any]:
 @pytest.fixture
 def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gateway_extra: dict[str, Any]) -> Iterator[Gateway]:
     extra = {**getattr(request, "param_config", {}), **gateway_extra}
-    marker = request.node.get_closest_marker("gateway_config")
-    if marker:
+    for marker in reversed(list(request.node.iter_markers("gateway_config"))):  # module's, then the test's own
         extra = {**extra, **marker.kwargs}
     if backend == "postgres":
         url, keys = request.getfixturevalue("postgres_seeded")

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 from gateway import create_app
 from gateway.extensions import db
 from tests.conftest import Gateway, make_config
+from tests.support.citizens import notice_token
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -63,7 +64,7 @@ def test_explanations_are_limited_tighter_and_per_person(gateway: Gateway) -> No
     first = gateway.decide().get_json()
     second = gateway.decide(key="second").get_json()  # the same person, another decision
     did = first["decision_id"]
-    links = [bearer(d["links"]["citizen"].split("?token=")[1]) for d in (first, second)]
+    links = [bearer(notice_token(gateway, d["decision_id"])) for d in (first, second)]  # from the notices
     assert gateway.client.get(f"/v1/decisions/{did}/explanation", headers=links[0]).status_code == 200
     assert gateway.client.get(f"/v1/decisions/{did}/explanation.svg", headers=links[0]).status_code == 200
     other = second["decision_id"]

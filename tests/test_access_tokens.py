@@ -26,7 +26,7 @@ from gateway.auth import CAPABILITY_SALT
 from gateway.cli import main
 from gateway.extensions import db
 from tests.conftest import SECRETS, Gateway, make_config
-from tests.support.citizens import IdentityProvider
+from tests.support.citizens import IdentityProvider, notice_token
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -51,7 +51,8 @@ def bearer(token: str) -> dict[str, str]:
 
 def decided(gw: Gateway) -> tuple[str, str]:
     body = gw.decide().get_json()
-    return body["decision_id"], body["links"]["citizen"].split("?token=", 1)[1]
+    # The person's link, as their notice carries it (agency answers never do: issue 11, finding 2).
+    return body["decision_id"], notice_token(gw, body["decision_id"])
 
 
 def refused(gw: Gateway, url: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -290,8 +291,8 @@ def test_keys_cli_prints_the_key_once_and_stores_only_its_hash(gateway: Gateway)
     for secret in [key, *gateway.keys.values(), IIN]:
         assert secret not in everything
     assert hashlib.sha256(key.encode()).hexdigest() in dumps["api_clients"]
-    # The capability link is part of the agency's first response, kept to replay it byte for byte: only there.
-    assert [name for name, text in dumps.items() if capability in text] == ["idempotency_keys"]
+    # The capability link is in no table: not even the agency's stored first response (issue 11, findings 2, 11).
+    assert [name for name, text in dumps.items() if capability in text] == []
 
 
 class _JwksServer:

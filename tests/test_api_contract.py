@@ -23,7 +23,7 @@ from gateway.auditlog.sequencer import SequenceKind
 from gateway.extensions import db
 from gateway.models import ScoringModel
 from tests.conftest import Gateway
-from tests.support.citizens import IdentityProvider, valid_iin
+from tests.support.citizens import IdentityProvider, notice_token, valid_iin
 
 # Documented successes exercised elsewhere because this scenario's model is explained exactly, at once.
 ELSEWHERE = {
@@ -119,7 +119,7 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
                    headers={"Idempotency-Key": "contract-1"})
     assert created.status_code == 201, created.get_json()
     did = created.get_json()["decision_id"]
-    citizen = created.get_json()["links"]["citizen"].split("token=")[1]
+    citizen = notice_token(gateway, did)  # the person's link comes with the notice, never in the agency's answer
     assert call("GET", f"/v1/decisions/{did}", "agency_a").status_code == 200
     assert call("GET", f"/v1/decisions/{did}", token=citizen).status_code == 200
     assert call("GET", f"/v1/decisions/{did}/explanation?lang=kk", token=citizen).status_code == 200
@@ -128,6 +128,11 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", "/v1/me/decisions", token=idp.token(person)).status_code == 200
     assert call("GET", f"/v1/decisions/{did}", "agency_b").status_code == 404
     assert call("GET", f"/v1/decisions/{did}").status_code == 401
+    # The agency hands a link on (a counter clerk), then revokes it (issue 11, finding 2).
+    handover = call("POST", f"/v1/decisions/{did}/handover-links", "agency_a")
+    assert handover.status_code == 201, handover.get_json()
+    hid = handover.get_json()["handover_id"]
+    assert call("DELETE", f"/v1/decisions/{did}/handover-links/{hid}", "agency_a").status_code == 204
 
     # The person asks for a review with corrected data; the reviewer works the case to its end.
     review = call("POST", f"/v1/decisions/{did}/reviews", token=citizen,
@@ -147,7 +152,7 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("POST", "/v1/reviews/claim", "reviewer", json={}).status_code == 204
     until = review.get_json()["due_at"][:10]
     extend = call("POST", f"/v1/reviews/{rid}/extend", "reviewer",
-                  json={"until": _later(until), "reason": "Банктен растау күтілуде."})
+                  json={"fencing_token": token, "until": _later(until), "reason": "Банктен растау күтілуде."})
     assert extend.status_code == 200, extend.get_json()
     resolved = call("POST", f"/v1/reviews/{rid}/resolve", "reviewer",
                     json={"fencing_token": token, "outcome": "changed", "new_outcome": "approved",

@@ -55,8 +55,9 @@ def test_decision_is_recorded_with_its_outbox_and_audit_leaf(gateway: Gateway) -
     assert body["outcome"] == ("approved" if body["score"] >= 0.5 else "declined")
     assert body["adverse"] is (body["outcome"] == "declined")
     did = body["decision_id"]
-    citizen = body["links"].pop("citizen")  # the person's capability link (tests/test_access_tokens.py)
-    assert citizen.startswith(f"https://gateway.test/d/{did}?token=gwc_")
+    # Issue 11 (finding 2): the person's capability link is never in the agency's answer (it reaches the person
+    # through the notice only; tests/security/test_person_link.py).
+    assert body["links"].pop("citizen", None) is None
     assert body["links"] == {
         "decision": f"https://gateway.test/v1/decisions/{did}",
         "explanation": f"https://gateway.test/v1/decisions/{did}/explanation",

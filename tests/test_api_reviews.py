@@ -73,7 +73,9 @@ def test_a_request_is_queued_with_its_deadline_notice_and_audit_leaf(gateway: Ga
     notes = rows(gateway, "SELECT kind, channel, language, context FROM notifications WHERE kind = 'review_received'")
     assert [(n.kind, n.channel, n.language) for n in notes] == [("review_received", "email", "kk")]
     context = notes[0].context if isinstance(notes[0].context, dict) else json.loads(notes[0].context)
-    assert context == {"review_id": review["review_id"]}
+    # Issue 11 (finding 3): the announced deadline is stored with the notice (its last day, and the instant).
+    assert context == {"review_id": review["review_id"], "due_at": expected.isoformat(),
+                       "due_on": due_day.isoformat()}
     assert rows(gateway, "SELECT object_id FROM log_leaves WHERE kind = 'review:requested'")[0].object_id == review["review_id"]
     view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).get_json()
     assert view["reviews"][0]["review_id"] == review["review_id"] and view["reviews"][0]["due_at"] == review["due_at"]
@@ -214,19 +216,21 @@ def test_the_reviewer_may_not_be_the_operator(gateway: Gateway) -> None:
 
 def test_the_deadline_is_extended_once_within_two_months(gateway: Gateway) -> None:
     rid = request(gateway, decided(gateway)).get_json()["review_id"]
+    # Issue 11 (finding 7): extending is an action after a claim, with the holder's fencing token.
+    token = claim(gateway, review_id=rid).get_json()["fencing_token"]
     review = gateway.client.get("/v1/reviews", headers=gateway.auth("reviewer")).get_json()["reviews"][0]
     requested = dt.datetime.fromisoformat(review["requested_at"].replace("Z", "+00:00")).astimezone(ALMATY).date()
     month = requested.month + 2
     latest = dt.date(requested.year + (month - 1) // 12, (month - 1) % 12 + 1, min(requested.day, 28))
-    too_late = act(gateway, rid, "extend", {"until": (latest + dt.timedelta(days=4)).isoformat(), "reason": "x"})
+    too_late = act(gateway, rid, "extend", {"fencing_token": token, "until": (latest + dt.timedelta(days=4)).isoformat(), "reason": "x"})
     assert too_late.status_code == 422 and too_late.get_json()["error"]["details"][0]["field"] == "until"
-    too_early = act(gateway, rid, "extend", {"until": requested.isoformat(), "reason": "x"})
+    too_early = act(gateway, rid, "extend", {"fencing_token": token, "until": requested.isoformat(), "reason": "x"})
     assert too_early.status_code == 422
-    ok = act(gateway, rid, "extend", {"until": latest.isoformat(), "reason": "Expert opinion requested"})
+    ok = act(gateway, rid, "extend", {"fencing_token": token, "until": latest.isoformat(), "reason": "Expert opinion requested"})
     assert ok.status_code == 200 and ok.get_json()["extension_reason"] == "Expert opinion requested"
     assert ok.get_json()["effective_due_at"] == ok.get_json()["extended_until"] != ok.get_json()["due_at"]
     assert [n.kind for n in rows(gateway, "SELECT kind FROM notifications WHERE kind = 'review_extended'")] == ["review_extended"]
-    twice = act(gateway, rid, "extend", {"until": latest.isoformat(), "reason": "again"})
+    twice = act(gateway, rid, "extend", {"fencing_token": token, "until": latest.isoformat(), "reason": "again"})
     assert twice.status_code == 409 and twice.get_json()["error"]["code"] == "already_extended"
 
 
@@ -255,6 +259,6 @@ def test_metrics_show_open_and_overdue_reviews(gateway: Gateway) -> None:
         db.session.execute(sa.text("UPDATE reviews SET due_at = :t WHERE id = :i"),
                            {"t": dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), "i": ids[0]})
         db.session.commit()
-    text = gateway.client.get("/metrics").get_data(as_text=True)
+    text = gateway.client.get("/metrics", headers=gateway.auth("auditor")).get_data(as_text=True)  # a key: issue 11
     assert 'gateway_reviews{model="german-credit",status="queued"} 2.0' in text
     assert 'gateway_reviews_overdue{model="german-credit"} 1.0' in text

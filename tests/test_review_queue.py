@@ -214,14 +214,17 @@ class ReviewMachine(RuleBasedStateMachine):
         del self.holder[rid]
         self.expected_effective[review.decision_id] = {"upheld": original, "changed": new, "annulled": "annulled"}[outcome]
         db.session.expire_all()
-        self.resolved[rid] = summary(db.session.get(ReviewRequest, rid), now=self.now)  # type: ignore[arg-type]
+        self.resolved[rid] = summary(db.session.get(ReviewRequest, rid), now=self.now).model_dump()  # type: ignore[arg-type]
 
     @precondition(lambda self: bool(self._open_ids()))
     @rule(data=st.data(), days=st.integers(20, 70))
     def extend(self, data: st.DataObject, days: int) -> None:
         rid = data.draw(st.sampled_from(self._open_ids()))
+        # Issue 11 (finding 7): only the holder of a running lease extends, with its fencing token.
+        r, token = (self.holder[rid][0], self.holder[rid][1]) if rid in self.holder else (0, 1)
         try:
-            reviews.extend(self.reviewers[0], rid, until=(self.now + dt.timedelta(days=days)).date(), reason="r", now=self.now)
+            reviews.extend(self.reviewers[r], rid, token, until=(self.now + dt.timedelta(days=days)).date(), reason="r",
+                           now=self.now)
         except GatewayError as exc:
             assert exc.status_code in (409, 422)
 
@@ -243,7 +246,7 @@ class ReviewMachine(RuleBasedStateMachine):
         for rid, snapshot in self.resolved.items():
             review = db.session.get(ReviewRequest, rid)
             assert review is not None
-            assert summary(review, now=self.now) | {"overdue": False} == snapshot | {"overdue": False}
+            assert summary(review, now=self.now).model_dump() | {"overdue": False} == snapshot | {"overdue": False}
 
     @invariant()
     def effective_outcome_is_the_last_resolution(self) -> None:

@@ -21,12 +21,13 @@ from gateway.errors import (
 )
 from gateway.models import Role
 from gateway.schemas import ErrorResponse
+from gateway.text import LINE_PATTERN, TEXT_PATTERN
 
 # The error model of every error status, documented on every operation (blueprints use it at import).
 ERRORS: dict[int, Any] = dict.fromkeys((400, 401, 403, 404, 409, 413, 415, 422, 429, 503), ErrorResponse)
 
 # Path models whose validation failure means "no such resource", not "bad request".
-PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "DecisionReviewPath"}
+PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "DecisionReviewPath", "HandoverPath"}
 
 
 def _authenticated() -> Caller | Exception:
@@ -85,6 +86,10 @@ def request_hash(*parts: Any) -> str:
 
 
 def _message(err: dict[str, Any]) -> str:
+    if err.get("type") == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") in (LINE_PATTERN,
+                                                                                                 TEXT_PATTERN):
+        return "must not contain control characters" + (" (line breaks and tabs are allowed)"
+                                                        if err["ctx"]["pattern"] == TEXT_PATTERN else "")
     msg = str(err.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
 

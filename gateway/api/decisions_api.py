@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from gateway import access, decisions, explanations
+from gateway import access, decisions, explanations, handovers
 from gateway.api.common import ERRORS, caller, json_response, principal, request_hash
 from gateway.errors import BadRequest
+from gateway.ids import isoformat
 from gateway.models import Role
 from gateway.presenters import access as access_views
 from gateway.presenters.decision import decision_view
@@ -20,6 +21,8 @@ from gateway.schemas import (
     DecisionRequest,
     ExplanationOut,
     ExplanationQuery,
+    HandoverCreated,
+    HandoverPath,
     ModelPath,
     MyDecisions,
     PageQuery,
@@ -115,3 +118,19 @@ def my_decisions(query: PageQuery) -> Response:
     rows, total = access.list_my_decisions(caller(), limit=query.limit, offset=query.offset)
     return json_response(access_views.my_decisions_view(rows, total, limit=query.limit, offset=query.offset,
                                                         base_url=current_settings().base_url))
+
+
+@bp.post("/decisions/<decision_id>/handover-links", security=BEARER, responses={201: HandoverCreated, **ERRORS})
+def create_handover_link(path: DecisionPath) -> Response:
+    """Make a revocable link to hand on to the person (agency of the decision); its use is recorded as such."""
+    made = handovers.create(caller(), path.decision_id)  # 404 for who doesn't see it, 403 for who may not
+    view = HandoverCreated(handover_id=made.id, decision_id=made.decision_id, link=made.link,
+                           created_at=isoformat(made.created_at))
+    return json_response(view, 201, {"Location": f"/v1/decisions/{made.decision_id}/handover-links/{made.id}"})
+
+
+@bp.delete("/decisions/<decision_id>/handover-links/<handover_id>", security=BEARER, responses={204: None, **ERRORS})
+def revoke_handover_link(path: HandoverPath) -> Response:
+    """Revoke a handover link: from then on it is refused like a forged one (agency of the decision)."""
+    handovers.revoke(caller(), path.decision_id, path.handover_id)
+    return Response(status=204)

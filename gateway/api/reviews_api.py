@@ -81,7 +81,11 @@ def _date(value: str, field: str) -> dt.datetime:
         parsed = dt.datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"; 3.11 reads "Z"
     except ValueError:
         raise ValidationFailed(f"{field} is not a valid date", details=[{"field": field, "rule": "date", "message": value}]) from None
-    return parsed if parsed.tzinfo else reviews.end_of_day(parsed.date()) - dt.timedelta(days=1)
+    try:  # the ends of the calendar (0001-01-01, 9999-12-31) have no local midnight or UTC instant
+        return (parsed if parsed.tzinfo else reviews.end_of_day(parsed.date()) - dt.timedelta(days=1)).astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise ValidationFailed(f"{field} is out of range", details=[{"field": field, "rule": "range",
+                                                                     "message": "between 0002-01-01 and 9998-12-31"}]) from None
 
 
 @bp.get("/reviews", security=BEARER, responses={200: ReviewList, **ERRORS})
@@ -138,7 +142,7 @@ def extend(path: ReviewPath, body: ExtendIn) -> Response:
     except ValueError:
         raise ValidationFailed("until is not a valid date",
                                details=[{"field": "until", "rule": "date", "message": body.until}]) from None
-    return json_response(summary(reviews.extend(who, path.review_id, until=until, reason=body.reason)))
+    return json_response(summary(reviews.extend(who, path.review_id, body.fencing_token, until=until, reason=body.reason)))
 
 
 @bp.post("/reviews/<rid:review_id>/rescore", security=BEARER, responses={201: Rescored, **ERRORS})

@@ -92,8 +92,23 @@ def _outcome(manifest: Manifest, code: str, lang: str) -> dict[str, str]:
     return {"code": code, "label": label.get(lang) if label else code}
 
 
-def _review_content(review: ReviewRequest, manifest: Manifest, lang: str) -> dict[str, Any]:
-    due_at = review.extended_until or review.due_at
+def _announced(review: ReviewRequest, context: dict[str, Any] | None) -> tuple[dt.datetime, dt.date]:
+    """The deadline a notice announces: the one stored when it was enqueued, else the review's (older rows).
+
+    Shown as its last day (gateway.deadlines.last_day): due_at is the midnight that *ends* that day."""
+    context = context or {}
+    try:
+        due_at = dt.datetime.fromisoformat(context["due_at"])
+        due_on = dt.date.fromisoformat(context["due_on"])
+    except (KeyError, TypeError, ValueError):
+        due_at = review.extended_until or review.due_at
+        due_on = deadlines.last_day(due_at, current_settings().zone)
+    return due_at, due_on
+
+
+def _review_content(review: ReviewRequest, manifest: Manifest, lang: str,
+                    context: dict[str, Any] | None = None) -> dict[str, Any]:
+    due_at, due_on = _announced(review, context)
     reasons = review.reasons or {}
     reason_text = reasons.get(lang) or reasons.get("ru") or reasons.get("kk") or next(iter(reasons.values()), None)
     return {
@@ -102,8 +117,8 @@ def _review_content(review: ReviewRequest, manifest: Manifest, lang: str) -> dic
         "requested_at": isoformat(review.requested_at),
         "requested_on": format_date(local_date(review.requested_at), "long", locale=lang),
         "due_at": isoformat(due_at),
-        # due_at is the midnight that ends the period: the person is told its last day, not the day after.
-        "due_on": format_date(local_date(due_at - dt.timedelta(microseconds=1)), "long", locale=lang),
+        "due_on": format_date(due_on, "long", locale=lang),
+        "due_on_date": due_on.isoformat(),
         "extended": review.extended_until is not None,
         "extension_reason": review.extension_reason,
         "outcome": review.outcome,
@@ -156,7 +171,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "links": decision_links,
     }
     if review is not None:
-        content["review"] = _review_content(review, manifest, lang)
+        content["review"] = _review_content(review, manifest, lang, job.context)
     return content
 
 

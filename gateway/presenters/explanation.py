@@ -194,14 +194,17 @@ def draw_svg(view: dict[str, Any]) -> bytes:
         axis_label = (_("Contribution, percentage points") if view["output_space"] == "probability"
                       else _("Contribution, log-odds"))
     rows = list(reversed(list(zip(labels, sizes, strict=False))))  # the largest factor on top
+    # Labels are drawn literally: "$" in a label (a currency, a model's own text) is never mathtext, which
+    # would garble it or, when it does not parse, fail every chart of the model.
     with rc_context({"svg.hashsalt": "decision-rights-gateway", "font.family": "DejaVu Sans",
-                                "svg.fonttype": "path"}):
+                     "svg.fonttype": "path", "text.parse_math": False}):
         fig = Figure(figsize=(8, 0.6 * max(len(rows), 1) + 1.2))
         ax = fig.add_subplot()
         colours = ["#1b7837" if s >= 0 else "#c2410c" for _, s in rows]
-        ax.barh([r[0] for r in rows], [r[1] for r in rows], color=colours)
+        ax.barh(range(len(rows)), [r[1] for r in rows], color=colours)
         ax.axvline(0, color="#333333", linewidth=0.8)
-        ax.set_xlabel(axis_label)
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows], parse_math=False)
+        ax.set_xlabel(axis_label, parse_math=False)
         limit = max([abs(s) for _, s in rows] + [1e-9]) * 1.15
         ax.set_xlim(-limit, limit)
         for spine in ("top", "right"):

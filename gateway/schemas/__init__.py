@@ -38,6 +38,8 @@ from gateway.schemas.decisions import (
     DecisionOut,
     DecisionRequest,
     ExplanationState,
+    HandoverCreated,
+    HandoverPath,
     NotificationStatusOut,
     Subject,
 )
@@ -112,6 +114,8 @@ __all__ = [
     "DecisionPath",
     "DecisionRequest",
     "DecisionReviewPath",
+    "HandoverCreated",
+    "HandoverPath",
     "ErrorDetail",
     "ErrorResponse",
     "ExplanationFactor",

@@ -7,8 +7,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from gateway.manifest import INTEGRAL
+from gateway.text import LINE_PATTERN, TEXT_PATTERN
 
 Language = Literal["kk", "ru", "en"]
+
+
+# Free text that is stored and shown: no control characters (a NUL cannot even be stored in PostgreSQL; a
+# CR/LF ends a header). A Line is one line (names, references); a Text may hold line breaks and tabs (a point
+# of view, reasons). The rule is a pattern of the string itself, so that bounds given where a type is used,
+# Annotated[Line, Field(max_length=…)], keep their usual rule names (string_too_short…) and the document
+# states it. Lone surrogates are refused by the string validation itself (string_unicode).
+Line = Annotated[str, Field(pattern=LINE_PATTERN)]
+Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
 
 
 FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
@@ -45,8 +55,8 @@ class DecisionLinks(Out):
     review: str
     citizen: str | None = Field(
         default=None,
-        description="The person's capability link (…/d/{id}?token=…): shown to the person and the agency that "
-        "made the decision, never to reviewers or auditors",
+        description="The person's capability link (…/d/{id}?token=…): shown to the person only (it reaches them "
+        "through the notice); an agency that must hand a link on makes a handover link",
     )
 
 

@@ -6,11 +6,20 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app, has_app_context
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.identity import InvalidIIN, validate_iin
-from gateway.schemas.common import DecisionLinks, FeatureValue, Language, ModelRef, Out, Strict
+from gateway.notifications.channels.addresses import refusal
+from gateway.schemas.common import DecisionLinks, FeatureValue, Language, Line, ModelRef, Out, Strict
 from gateway.schemas.reviews import ReviewSummary
+
+
+def _allow_private() -> bool:
+    """GATEWAY_WEBHOOK_ALLOW_PRIVATE of the app handling the request (False outside one)."""
+    if not has_app_context():
+        return False
+    return bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE"))
 
 
 class Contact(Strict):
@@ -45,6 +54,11 @@ class Contact(Strict):
             raise ValueError("must be an absolute https:// URL")
         if parts.username or parts.password:
             raise ValueError("must not contain credentials")
+        # What can never be delivered is refused now, not after a day of retries: http://, loopback, private
+        # and reserved literal addresses (unless the deployment allows them), hosts with no IDNA form.
+        reason = refusal(value, allow_private=_allow_private())
+        if reason is not None:
+            raise ValueError(reason.removeprefix("the webhook URL ").removeprefix("is ").removeprefix("names "))
         return value
 
     @model_validator(mode="after")
@@ -75,10 +89,10 @@ class Subject(Strict):
 class DecisionRequest(Strict):
     subject: Subject
     features: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(max_length=500)
-    operator: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    operator: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="The officer who operated the system, if any"
     )
-    reference: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    reference: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="The caller's own reference for this application"
     )
 
@@ -129,3 +143,16 @@ class DecisionOut(Out):
     effective_outcome_set_by: str | None
     reviews: list[ReviewSummary]
     links: DecisionLinks
+
+
+class HandoverPath(Strict):
+    decision_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    handover_id: Annotated[str, Field(max_length=64, pattern=r"^hnd_[A-Za-z0-9_-]{1,60}$")]
+
+
+class HandoverCreated(Out):
+    handover_id: str
+    decision_id: str
+    link: str = Field(description="The link to hand on to the person (…/d/{id}?token=gwh_…): shown this once; "
+                      "its use is recorded as delivered by the agency; revoke it with DELETE …/handover-links/{id}")
+    created_at: str

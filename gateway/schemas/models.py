@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from gateway.manifest import Manifest
-from gateway.schemas.common import Out, Strict
+from gateway.schemas.common import Out, Strict, Text
 
 
 class ModelSummary(Out):
@@ -56,7 +56,7 @@ class ModelRegistered(Out):
 
 
 class SuspendRequest(Strict):
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[Text, Field(min_length=1, max_length=2000)]
 
 
 class BlobStored(Out):

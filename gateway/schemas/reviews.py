@@ -6,14 +6,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.schemas.common import FeatureValue, FencingToken, Language, LeaseSeconds, Out, ReviewId, Strict
+from gateway.schemas.common import (
+    FeatureValue,
+    FencingToken,
+    Language,
+    LeaseSeconds,
+    Line,
+    Out,
+    ReviewId,
+    Strict,
+    Text,
+)
+from gateway.text import TEXT_PATTERN
 
 POINT_OF_VIEW_MAX = 10000  # characters; the review service and the review page share this limit
 
 
 class ReviewRequestIn(Strict):
-    point_of_view: Annotated[str, Field(min_length=1, max_length=POINT_OF_VIEW_MAX,
-                                        description="The person's point of view")]
+    point_of_view: Annotated[Text, Field(min_length=1, max_length=POINT_OF_VIEW_MAX,
+                                         description="The person's point of view")]
     contest_grounds: list[Literal["wrong_data", "wrong_assessment", "other"]] = Field(
         min_length=1, max_length=3, json_schema_extra={"uniqueItems": True})
     corrected_data: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
@@ -53,8 +64,8 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-# A language's reasons: absent, or text (never null).
-Reason = Annotated[str, Field(min_length=1, max_length=10000, json_schema_extra=_no_default)]
+# A language's reasons: absent, or text without control characters (never null).
+Reason = Annotated[str, Field(min_length=1, max_length=10000, pattern=TEXT_PATTERN, json_schema_extra=_no_default)]
 
 
 class Reasons(Strict):
@@ -76,15 +87,16 @@ class Reasons(Strict):
 class ResolveIn(Strict):
     fencing_token: FencingToken
     outcome: Literal["upheld", "changed", "annulled"]
-    new_outcome: Annotated[str, Field(max_length=64)] | None = None
+    new_outcome: Annotated[Line, Field(max_length=64)] | None = None
     reasons: Reasons
     point_of_view_considered: Literal[True] = Field(description="Confirms that the person's point of view was considered")
 
 
 class ExtendIn(Strict):
+    fencing_token: FencingToken
     until: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"format": "date"},
                                 description="The new due date (YYYY-MM-DD, local)")]
-    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+    reason: Annotated[Text, Field(min_length=1, max_length=4000)]
 
 
 def _date_or_datetime(schema: dict[str, Any]) -> None:
@@ -97,7 +109,7 @@ class ReviewQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["queued", "claimed", "resolved", "withdrawn"] | None = None
-    model: Annotated[str, Field(max_length=100)] | None = None
+    model: Annotated[Line, Field(max_length=100)] | None = None
     due_before: Annotated[str, Field(max_length=64, json_schema_extra=_date_or_datetime)] | None = Field(
         default=None, description="A date (end of that local day) or an RFC 3339 date-time")
     overdue: bool | None = None

@@ -35,10 +35,12 @@ from tests.notifications.processes import Worker, provision_instance
 from tests.notifications.receiver import WebhookReceiver
 from tests.support.gateway_server import (
     DECISIONS_PATH,
+    GATEWAY,
     Instance,
     decision_body,
     example_rows,
     gateway_server,
+    run,
     valid_iin,
 )
 
@@ -241,7 +243,11 @@ def test_gateway_serve_delivers_from_its_own_thread(tmp_path: Path, sqlite_insta
                 note = requests.get(f"{server.base_url}/v1/decisions/{did}", headers=headers, timeout=10).json()[
                     "notifications"][0]
             assert note["status"] == "delivered" and note["delivered_at"] is not None
-            metrics = requests.get(f"{server.base_url}/metrics", timeout=10).text
+            # /metrics needs a metrics (or auditor) key (issue 11, finding 1).
+            scraper = run([str(GATEWAY), "keys", "create", "--role", "metrics", "--name", "scraper"],
+                          env=sqlite_instance.env).strip()
+            metrics = requests.get(f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {scraper}"},
+                                   timeout=10).text
             assert 'gateway_notifications_delivered_total{model="german-credit"}' in metrics
         finally:
             assert server.stop() == 0, server.log_tail()

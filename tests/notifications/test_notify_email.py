@@ -237,6 +237,7 @@ def test_without_smtp_settings_email_notices_wait(dispatch: Dispatch, gateway: G
     assert "GATEWAY_SMTP_HOST" in shown["last_error"]
 
 
+@pytest.mark.gateway_config(WEBHOOK_ALLOW_PRIVATE=True)  # the receiver is local: a lab deployment (issue 11)
 def test_email_and_webhook_contacts_get_one_notice_each(dispatch: Dispatch, gateway: Gateway, smtp_server: SMTPServer) -> None:
     from tests.notifications.conftest import SECRET_A
     from tests.notifications.receiver import WebhookReceiver

@@ -15,9 +15,11 @@ from gateway.notifications import notification_stats, outbox, requeue
 from tests.conftest import Gateway
 from tests.notifications.conftest import SECRET_A, Dispatch, as_utc, row, rows
 
-pytestmark = pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
+pytestmark = [
+    pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
+    # The receivers listen on 127.0.0.1 over http://: a lab deployment, whose intake accepts them (issue 11).
+    pytest.mark.gateway_config(WEBHOOK_ALLOW_PRIVATE=True),
+]
 SETTINGS = {"WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_SECRETS": {"Agency A": SECRET_A}}
 SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 86400]  # the default, in seconds
 
@@ -43,7 +45,7 @@ def _decide(gw: Gateway, url: str) -> str:
 
 
 def _metrics(gw: Gateway) -> dict[str, float]:
-    text = gw.client.get("/metrics").get_data(as_text=True)
+    text = gw.client.get("/metrics", headers=gw.auth("auditor")).get_data(as_text=True)  # a key: issue 11
     found = {}
     for name, labels, value in re.findall(r"^(gateway_\w+)\{([^}]*)\} (\S+)$", text, re.MULTILINE):
         found[f"{name}{{{labels}}}"] = float(value)
@@ -193,7 +195,7 @@ def test_statistics_and_metrics_count_per_model_and_overdue_rows(dispatch: Dispa
     metrics = _metrics(gateway)
     assert metrics['gateway_notifications_delivered_total{model="german-credit"}'] == 3
     assert metrics['gateway_notifications_overdue{model="german-credit"}'] == 0
-    assert gateway.client.get("/metrics").headers["Content-Type"].startswith("text/plain")
+    assert gateway.client.get("/metrics", headers=gateway.auth("auditor")).headers["Content-Type"].startswith("text/plain")
 
 
 def test_the_in_process_thread_delivers_and_yields_to_requests(gateway: Gateway, httpserver: HTTPServer) -> None:

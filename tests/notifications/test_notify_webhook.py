@@ -20,9 +20,11 @@ from gateway.notifications.channels.webhook import url_sha256
 from tests.conftest import Gateway
 from tests.notifications.conftest import SECRET_A, SECRET_B, Dispatch, as_utc, row, rows
 
-pytestmark = pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
+pytestmark = [
+    pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
+    # The receivers listen on 127.0.0.1 over http://: a lab deployment, whose intake accepts them (issue 11).
+    pytest.mark.gateway_config(WEBHOOK_ALLOW_PRIVATE=True),
+]
 SETTINGS = {"WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_SECRETS": {"Agency A": SECRET_A, "Agency B": SECRET_B}}
 
 
@@ -206,8 +208,8 @@ def test_loopback_is_refused_unless_the_deployment_allows_it(
         dispatch: Dispatch, gateway: Gateway, httpserver: HTTPServer) -> None:
     receiver = Receiver(httpserver, 200)
     https_url = receiver.url.replace("http://", "https://")
-    _decide(gateway, https_url)
-    dispatch(gateway, WEBHOOK_SECRETS={"Agency A": SECRET_A}).run_once()
+    _decide(gateway, https_url)  # accepted while the deployment allowed it; then it stops allowing it
+    dispatch(gateway, WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_SECRETS={"Agency A": SECRET_A}).run_once()
     note = row(gateway)
     assert note.status == "dead" and "loopback, private, link-local or reserved" in note.last_error
     assert receiver.requests == []

@@ -74,3 +74,15 @@ class IdentityProvider:
         if kid is None:
             kid = self.rsa_kid if alg.startswith("RS") else self.ec_kid
         return jwt.encode(self.claims(person, **changes), key, algorithm=alg, headers={"kid": kid, **(headers or {})})
+
+
+def notice_token(gw: Any, decision_id: str) -> str:
+    """The capability token of the person's link, as their notice carries it (agency responses never do)."""
+    import sqlalchemy as sa
+
+    from gateway.auth import capability_token
+    from gateway.extensions import db
+
+    with gw.app.app_context():
+        ref = db.session.execute(sa.text("SELECT subject_ref FROM decisions WHERE id = :d"), {"d": decision_id}).scalar_one()
+        return capability_token(decision_id, ref)

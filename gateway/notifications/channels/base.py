@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import idna
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,52 @@ class Channel(Protocol):
         """Release connections."""
 
 
+def _host_forms(host: str) -> set[str]:
+    """A host as written, lower-cased, in IDNA (ASCII) and in Unicode form, and its labels beyond the TLD."""
+    forms = {host, host.lower()}
+    with contextlib.suppress(idna.IDNAError, UnicodeError, ValueError):
+        forms.add(idna.encode(host, uts46=True).decode("ascii"))
+    with contextlib.suppress(idna.IDNAError, UnicodeError, ValueError):
+        forms.add(str(idna.decode(host)))
+    for form in list(forms):
+        labels = form.split(".")
+        forms.update(label for label in labels[:-1] if label)  # an error may quote one label of it
+        forms.update(".".join(labels[i:]) for i in range(1, len(labels) - 1))
+    return forms
+
+
+def address_parts(secret: str) -> set[str]:
+    """Every part of a contact address an error text could quote: the whole, the host or domain in each form,
+    the local part, the path and query of a URL."""
+    parts = {secret}
+    if "://" in secret:
+        try:
+            url = urlsplit(secret)
+            host = url.hostname
+        except ValueError:
+            url, host = None, None
+        if url is not None:
+            parts.update({url.netloc, url.query, url.path if len(url.path) > 1 else ""})
+            parts.update(segment for segment in url.path.split("/") if len(segment) > 2)
+        if host:
+            parts.update(_host_forms(host))
+    elif "@" in secret:
+        local, _, domain = secret.rpartition("@")
+        parts.add(local)
+        parts.update(_host_forms(domain))
+    return {p for p in parts if len(p) >= 3 or (p and not p.isascii())}
+
+
 def scrub(text: str, *secrets: str) -> str:
-    """Remove personal data (the recipient's address) from an error text before it is stored or logged."""
+    """Remove personal data (the recipient's address, or any part of it in any form) from an error text
+    before it is stored or logged."""
+    found: set[str] = set()
     for secret in secrets:
         if secret:
-            text = re.sub(re.escape(secret), "<recipient>", text, flags=re.IGNORECASE)
+            found |= address_parts(secret)
+    for part in sorted(found, key=len, reverse=True):  # the whole before its parts
+        text = re.sub(re.escape(part), "<recipient>", text, flags=re.IGNORECASE)
+        escaped = part.encode("unicode_escape").decode("ascii")  # repr() of a non-ASCII host
+        if escaped != part:
+            text = text.replace(escaped, "<recipient>")
     return text[:500]

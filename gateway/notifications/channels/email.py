@@ -6,10 +6,13 @@ import email.utils
 import smtplib
 import ssl
 from collections.abc import Mapping
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+import idna
 
 from gateway.errors import ConfigError
 from gateway.notifications.channels.base import (
@@ -35,6 +38,38 @@ def message_id(notification_id: str, domain: str) -> str:
     return f"<{notification_id}@{domain}>"
 
 
+def envelope_address(address: str) -> tuple[str, bool]:
+    """The address to send to, with its domain in IDNA (ASCII) form, and whether it needs SMTPUTF8.
+
+    Only a non-ASCII local part needs the server's SMTPUTF8: an internationalised domain has an ASCII form
+    every relay accepts (the intake's validator hands the domain back in Unicode, even when it came as
+    xn--…).
+    """
+    local, _, domain = address.rpartition("@")
+    if not local or not domain:
+        raise PermanentFailure("the email address has no local part or no domain")
+    if domain.isascii():
+        ascii_domain = domain.lower()
+    else:
+        try:
+            ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            raise PermanentFailure("the email address's domain is not a valid internationalised domain name") from None
+    return f"{local}@{ascii_domain}", not local.isascii()
+
+
+def encoded_subject(subject: str) -> str:
+    """The Subject header's value as RFC 2047 encoded words, folded with every space inside a word.
+
+    Python 3.11's default policy folds a long non-ASCII subject between encoded words at a space and drops
+    that space: mail clients (which ignore whitespace between encoded words, as RFC 2047 says) then show
+    "январяВаш". The compat32 encoder keeps spaces inside the encoded text; the policy leaves a short,
+    ASCII, already-folded value as it is.
+    """
+    charset = "us-ascii" if subject.isascii() else "utf-8"
+    return Header(subject, charset, header_name="Subject").encode()
+
+
 class EmailChannel:
     """Send each notice as one email through the deployment's SMTP server."""
 
@@ -58,9 +93,9 @@ class EmailChannel:
     def build(self, message: Message) -> EmailMessage:
         """The email: plain text and HTML alternatives in the recipient's language."""
         mail = EmailMessage(policy=SMTP_POLICY)
-        mail["Subject"] = message.subject
+        mail.set_raw("Subject", encoded_subject(message.subject))
         mail["From"] = self.sender
-        mail["To"] = message.recipient
+        mail["To"] = envelope_address(message.recipient)[0]
         # Stable across attempts, like the Message-ID: a re-sent notice is the same message.
         mail["Date"] = email.utils.format_datetime(message.created_at)
         mail["Message-ID"] = message_id(message.id, self.domain)
@@ -73,6 +108,7 @@ class EmailChannel:
     def send(self, message: Message) -> None:
         if not self.host:
             raise TemporaryFailure("SMTP is not configured: set GATEWAY_SMTP_HOST (email notices wait until then)")
+        recipient, needs_smtputf8 = envelope_address(message.recipient)
         mail = self.build(message)
         try:
             if self.security == "ssl":
@@ -85,7 +121,13 @@ class EmailChannel:
                     smtp.starttls(context=self._context)
                 if self.username:
                     smtp.login(self.username, self.password)
-                smtp.send_message(mail)
+                if needs_smtputf8:
+                    smtp.ehlo_or_helo_if_needed()
+                    if not smtp.has_extn("smtputf8"):
+                        # Retried: a relay that gains SMTPUTF8 (or a configured one that has it) delivers it.
+                        raise TemporaryFailure("the address has a non-ASCII local part, which needs SMTPUTF8, and the "
+                                               "SMTP server does not offer SMTPUTF8")
+                smtp.send_message(mail, to_addrs=[recipient])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = sorted({code for code, _ in exc.recipients.values()})
             text = f"SMTP server refused the recipient (reply {', '.join(map(str, codes))})"

@@ -6,14 +6,12 @@ import base64
 import datetime as dt
 import email.utils
 import hashlib
-import ipaddress
 import json
 import logging
 import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -22,6 +20,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from gateway._version import __version__
 from gateway.errors import ConfigError
+from gateway.notifications.channels.addresses import ADDRESS_REFUSED, is_public, refusal
 from gateway.notifications.channels.base import (
     Message,
     PermanentFailure,
@@ -52,23 +51,14 @@ def url_sha256(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
-def is_public(address: str) -> bool:
-    """True for a globally routable unicast address; False for loopback, private, link-local, reserved..."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 def check_url(url: str, *, allow_private: bool) -> str:
-    """Refuse what the gateway never posts to: other schemes, http:// (unless allowed), no host, credentials."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise PermanentFailure("the webhook URL is not an http(s) URL with a host")
-    if parts.scheme == "http" and not allow_private:
-        raise PermanentFailure("the webhook URL is not https:// (http:// only with GATEWAY_WEBHOOK_ALLOW_PRIVATE=1)")
-    if parts.username or parts.password:
-        raise PermanentFailure("the webhook URL carries credentials; the gateway signs its requests instead")
+    """Refuse what the gateway never posts to: other schemes, http:// and literal non-public addresses (unless
+    allowed), no host, an invalid host name, credentials. The reason never names any part of the URL."""
+    reason = refusal(url, allow_private=allow_private)
+    if reason == ADDRESS_REFUSED:
+        raise AddressRefused(reason + "; refused (GATEWAY_WEBHOOK_ALLOW_PRIVATE=1 allows it)")
+    if reason is not None:
+        raise PermanentFailure(reason)
     return url
 
 
@@ -194,8 +184,12 @@ class WebhookChannel:
             response = self._client.post(url, content=body, headers=headers)
         except AddressRefused:
             raise
+        except httpx.InvalidURL:  # the client's own URL rules (e.g. IDNA): never quote the URL or its host
+            raise PermanentFailure("the webhook URL is refused by the HTTP client (invalid host or URL)") from None
         except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
             raise TemporaryFailure(scrub(f"webhook {type(exc).__name__}: {exc}", url)) from None
+        except (ValueError, UnicodeError) as exc:  # idna and URL errors quote a label of the host: name the kind only
+            raise PermanentFailure(f"the webhook URL is refused by the HTTP client ({type(exc).__name__})") from None
         response.close()
         status = response.status_code
         if 200 <= status < 300:
