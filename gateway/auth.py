@@ -167,6 +167,15 @@ def authenticate_caller(header: str | None) -> Caller:
     return citizen_from_oidc(token)
 
 
+def citizen_from_link(token: str) -> Citizen:
+    """The person a link's token stands for: the notice's capability link, or an agency's handover link."""
+    if token.startswith(HANDOVER_PREFIX):
+        return citizen_from_handover(token)
+    if token.startswith(CAPABILITY_PREFIX):
+        return citizen_from_capability(token)
+    raise Unauthorized("the token is not valid")
+
+
 # --- capability links ------------------------------------------------------------------------------------
 
 def _capability_serializer() -> URLSafeTimedSerializer:

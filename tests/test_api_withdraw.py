@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from gateway.extensions import db
 from tests.conftest import Gateway
+from tests.support.citizens import notice_token
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -21,7 +22,7 @@ REQUEST = {"point_of_view": "Деректер ескірген.", "contest_groun
 def person(gw: Gateway, iin: str = "921029350851") -> tuple[str, dict[str, str]]:
     body = gw.sample | {"subject": gw.sample["subject"] | {"iin": iin}}
     created = gw.decide(body).get_json()
-    token = created["links"]["citizen"].split("?token=", 1)[1]
+    token = notice_token(gw, created["decision_id"])  # the person's link comes with the notice
     return created["decision_id"], {"Authorization": f"Bearer {token}"}
 
 
@@ -49,7 +50,7 @@ def test_the_person_withdraws_an_open_review(gateway: Gateway) -> None:
     notices = rows(gateway, "SELECT kind, context FROM notifications WHERE decision_id = :d AND kind = 'review_withdrawn'", d=did)
     assert len(notices) == 1
     context = notices[0].context if isinstance(notices[0].context, dict) else json.loads(notices[0].context)
-    assert context == {"review_id": review["review_id"]}
+    assert context["review_id"] == review["review_id"]  # (with the deadline it announced, as every review notice)
     leaves = rows(gateway, "SELECT record FROM log_leaves WHERE kind = 'review:withdrawn' AND object_id = :r", r=review["review_id"])
     assert len(leaves) == 1 and json.loads(leaves[0].record)["previous_status"] == "queued"
     # Not open any more: a second withdrawal conflicts; the queue no longer offers it; a new request may be made.

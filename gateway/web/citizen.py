@@ -16,7 +16,7 @@ from flask import (
 from flask_babel import gettext as _
 
 from gateway import access, decisions, explanations, registry, reviews
-from gateway.auth import Citizen, citizen_from_capability, expired_capability
+from gateway.auth import Citizen, citizen_from_link, expired_capability
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from gateway.models import OPEN_REVIEW
 from gateway.presenters import access as access_views
@@ -64,7 +64,7 @@ def _person(decision_id: str) -> Citizen:
 
 def _link(decision_id: str, token: str) -> Any:
     try:
-        citizen = citizen_from_capability(token)
+        citizen = citizen_from_link(token)
     except Unauthorized as exc:
         if exc.code == "token_expired":
             expired = expired_capability(token)

@@ -12,7 +12,7 @@ from flask import Flask, g, request, session
 from flask_babel import refresh
 from flask_wtf.csrf import CSRFProtect
 
-from gateway.auth import Citizen, citizen_from_capability
+from gateway.auth import Citizen, citizen_from_link
 from gateway.errors import NotFound, Unauthorized
 from gateway.settings import current_settings
 
@@ -87,7 +87,7 @@ def citizen_for(decision_id: str) -> Citizen:
     if not isinstance(token, str):
         raise NotFound(NOT_FOUND)
     try:
-        citizen = citizen_from_capability(token)
+        citizen = citizen_from_link(token)
     except Unauthorized:
         raise NotFound(NOT_FOUND) from None
     if citizen.decision_id != decision_id:

@@ -19,7 +19,7 @@ from gateway.auditlog.sequencer import SequenceKind
 from gateway.extensions import db
 from gateway.verify import VerificationFailed, verify_log, verify_receipt
 from tests.conftest import Gateway
-from tests.support.citizens import valid_iin
+from tests.support.citizens import notice_token, valid_iin
 
 BOTH = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -53,7 +53,7 @@ def key(gw: Gateway) -> Verifier:
 def test_decisions_get_consecutive_indices_a_signed_checkpoint_and_a_receipt(gateway: Gateway) -> None:
     made = decide(gateway, 5)
     did = made[0]["decision_id"]
-    token = made[0]["links"]["citizen"].split("token=")[1]
+    token = notice_token(gateway, did)
     citizen = {"Authorization": f"Bearer {token}"}
     pending = gateway.client.get(f"/v1/decisions/{did}/receipt", headers=citizen)
     assert pending.status_code == 202 and pending.headers["Retry-After"] and pending.get_json()["status"] == "pending"

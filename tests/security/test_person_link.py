@@ -116,3 +116,21 @@ def test_a_copy_of_the_database_holds_no_working_credential(gateway: Gateway, tm
                         found.append((name, column, marker))
     conn.close()
     assert not found, found
+
+
+def test_a_handover_link_opens_the_persons_pages_until_revoked(gateway: Gateway) -> None:
+    """The link the agency hands on is a personal link too: it opens the pages, recorded as the hand-over."""
+    did = decided(gateway)["decision_id"]
+    made = gateway.client.post(f"/v1/decisions/{did}/handover-links", headers=gateway.auth("agency_a")).get_json()
+    path = made["link"].removeprefix("https://gateway.test")
+    browser = gateway.app.test_client()
+    opened = browser.get(path)
+    assert opened.status_code == 303 and opened.headers["Location"].endswith(f"/d/{did}")
+    page = browser.get(f"/d/{did}")
+    assert page.status_code == 200 and did in page.get_data(as_text=True)
+    who = f"citizen:handover:{made['handover_id']}"
+    assert {r.principal_id for r in query(gateway, "SELECT principal_id FROM access_events WHERE what = 'decision'")} == {who}
+    assert gateway.client.delete(f"/v1/decisions/{did}/handover-links/{made['handover_id']}",
+                                 headers=gateway.auth("agency_a")).status_code == 204
+    assert browser.get(f"/d/{did}").status_code == 404  # the session it started ends with it
+    assert gateway.app.test_client().get(path).status_code == 404  # and the link opens nothing

@@ -16,6 +16,7 @@ from gateway.auth import CAPABILITY_PREFIX, CAPABILITY_SALT, _subject_binding
 from gateway.extensions import db
 from gateway.models import Decision
 from tests.conftest import Gateway
+from tests.support.citizens import notice_token
 
 IIN_1, IIN_2 = "921029350851", "061211600012"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -54,7 +55,7 @@ def decide(gw: Gateway, iin: str = IIN_1, language: str = "kk", who: str = "agen
 def person(gw: Gateway, iin: str = IIN_1, language: str = "kk", *, signed_in: bool = True) -> Person:
     """Decide about someone and give them a browser; with `signed_in`, they have followed their link."""
     created = decide(gw, iin, language)
-    link = created["links"]["citizen"].split("https://gateway.test", 1)[1]
+    link = f"/d/{created['decision_id']}?token={notice_token(gw, created['decision_id'])}"  # as the notice has it
     who = Person(created["decision_id"], link, link.split("?token=", 1)[1], gw.app.test_client())
     if signed_in:
         resp = who.open_link()

@@ -7,6 +7,7 @@ from http.cookies import SimpleCookie
 import pytest
 
 from tests.conftest import Gateway
+from tests.support.citizens import notice_token
 from tests.web.support import IIN_2, decide, expired_token, person, text
 
 MISSING = "dec_AAAAAAAAAAAAAAAAAAAAAA"
@@ -67,7 +68,7 @@ def test_a_recent_token_within_the_age_limit_still_works(gateway: Gateway) -> No
 def test_tampered_foreign_and_expired_foreign_links_are_the_404_of_a_missing_decision(gateway: Gateway) -> None:
     me = person(gateway, signed_in=False)
     other = decide(gateway, IIN_2)
-    other_token = other["links"]["citizen"].split("?token=", 1)[1]
+    other_token = notice_token(gateway, other["decision_id"])
     browser = me.browser
     missing = browser.get(f"/d/{MISSING}?token={me.token}")
     assert missing.status_code == 404
@@ -95,7 +96,7 @@ def test_a_session_expires_after_the_configured_lifetime(gateway: Gateway) -> No
 @pytest.mark.gateway_config(PUBLIC_BASE_URL="http://127.0.0.1:8080")
 def test_the_cookie_is_not_marked_secure_on_plain_http_deployments(gateway: Gateway) -> None:
     created = decide(gateway)
-    link = created["links"]["citizen"].split("http://127.0.0.1:8080", 1)[1]
+    link = f"/d/{created['decision_id']}?token={notice_token(gateway, created['decision_id'])}"
     resp = gateway.client.get(link)
     assert resp.status_code == 303
     assert not SimpleCookie(resp.headers["Set-Cookie"])["gw_session"]["secure"]

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+from gateway.auth import CAPABILITY_PREFIX, CAPABILITY_SALT, _subject_binding
 from tests.notifications.conftest import Received, SMTPServer
 from tests.support.gateway_server import (
     GATEWAY,
@@ -36,8 +37,6 @@ from tests.support.gateway_server import (
 
 MODEL = "german-credit"
 SECRET_KEY = "5e" * 32  # known to the tests: they forge an expired capability token with it
-CAPABILITY_SALT = "gateway.capability.v1"  # gateway/auth.py
-CAPABILITY_PREFIX = "gwc_"
 # Outcome labels of the example model (examples/german_credit/features.toml).
 OUTCOME_LABELS = {"approved": {"kk": "Мақұлданды", "ru": "Одобрено", "en": "Approved"},
                   "declined": {"kk": "Бас тартылды", "ru": "Отказано", "en": "Declined"}}
@@ -115,7 +114,16 @@ class LiveGateway:
         assert resp.status_code == 201, resp.text
         body: dict[str, Any] = resp.json()
         body["email"] = request["subject"]["contact"]["email"]
+        # The person's link reaches the person only, in the notice (never the agency's answer); tests that do
+        # not read it from the email sign the same link here, as the notice does.
+        body.setdefault("links", {})["citizen"] = self.personal_link(body["decision_id"])
         return body
+
+    def personal_link(self, decision_id: str) -> str:
+        (ref,), = self.query("SELECT subject_ref FROM decisions WHERE id = ?", decision_id)
+        serializer = URLSafeTimedSerializer([SECRET_KEY], salt=CAPABILITY_SALT)
+        token = CAPABILITY_PREFIX + serializer.dumps({"d": decision_id, "s": _subject_binding(ref)})
+        return f"{self.url}/d/{decision_id}?token={token}"
 
     def decision(self, decision_id: str) -> dict[str, Any]:
         resp = self.api("GET", f"/v1/decisions/{decision_id}", self.agency_key)
