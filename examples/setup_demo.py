@@ -69,6 +69,7 @@ def main() -> int:
         print(ensure_model())
         key = ensure_key()
         base = app.config["PUBLIC_BASE_URL"].rstrip("/")
+        routes, notices = app.config.get("NOTIFY_ROUTES") or {}, app.config.get("NOTIFY_FILE_DIR")
     body = json.dumps(json.loads((EXAMPLE / "sample_request.json").read_text()), ensure_ascii=False)
     if key:
         print("\nDemo agency API key (shown once; only its hash is stored):\n  " + key)
@@ -84,6 +85,10 @@ def main() -> int:
         f"  -H 'Content-Type: application/json' \\\n"
         f"  --data {shlex.quote(body)}\n"
     )
+    if routes.get("email") == "file" and notices:
+        print(f"The person's notice is written to {notices}/<notification id>.eml (no mail server here): open\n"
+              "the personal link in it (…/d/<decision id>?token=…) in a browser to read the decision, its\n"
+              "explanation, and to ask for a human review.\n")
     return 0
 
 

@@ -85,9 +85,10 @@ def init_command() -> None:
         f"SECRET_KEY = {secrets.token_hex(32)!r}\n"
         "# Signs the audit log's checkpoints (Ed25519 seed); its public key is GET /v1/log/key.\n"
         f"LOG_SIGNING_KEY = {secrets.token_hex(32)!r}\n"
-        "\n# Development: print email notices to the log. For real delivery set SMTP_HOST (and SMTP_*)\n"
-        "# and remove this line.\n"
-        'NOTIFY_ROUTES = {"email": "log"}\n'
+        "\n# Development: write email notices as .eml files (the person's link included) into this folder\n"
+        "# instead of sending them. For real delivery set SMTP_HOST (and SMTP_*) and remove these lines.\n"
+        'NOTIFY_ROUTES = {"email": "file"}\n'
+        f"NOTIFY_FILE_DIR = {str(folder / 'notices')!r}\n"
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

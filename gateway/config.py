@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 86400],
     "NOTIFY_MAX_ATTEMPTS": 12,
     "NOTIFY_RETRY_JITTER": 0.1,  # each delay is multiplied by a random factor in [1 - j, 1 + j]
+    "NOTIFY_FILE_DIR": None,  # the folder of the `file` channel (development: notices as .eml files)
     "NOTIFY_ROUTES": {},  # contact kind → channel, e.g. {"email": "log"} to print emails in development
     "NOTIFY_SEND_TIMEOUT_S": 10.0,
     "NOTIFY_EMAIL_FROM": None,  # default: notices@<host of PUBLIC_BASE_URL>

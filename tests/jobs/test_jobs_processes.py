@@ -99,7 +99,7 @@ def test_a_worker_process_stores_the_explanation_within_seconds(mlp_instance: Jo
                          f"not stored within 10 s: {worker.text()[-3000:]}", poll=0.05)
         waited = time.monotonic() - started
         body = ready.get_json()
-        assert body["method"] == "permutation_shap" and body["additivity_error"] <= 1e-6
+        assert body["method"] == "permutation_shap_estimate" and body["additivity_error"] <= 1e-6
         assert abs(body["base_value"] + sum(f["contribution"] for f in body["factors"])
                    + (body["confidential"] or {}).get("contribution_or_null", 0) - body["output"]) <= 1e-6
         assert all(mlp_instance.explanation(did).data == ready.data for _ in range(3))
@@ -200,7 +200,7 @@ def test_the_serve_thread_computes_explanations(tmp_path: Path, mlp_manifest: Pa
         wait_for(lambda: _request(url, headers=headers)[0] == 200, 20, f"not stored: {server.log_tail()}", poll=0.1)
         _, _, one = _request(url, headers=headers)
         _, _, two = _request(url, headers=headers)
-        assert one == two and json.loads(one)["method"] == "permutation_shap"
+        assert one == two and json.loads(one)["method"] == "permutation_shap_estimate"
         view = json.loads(_request(f"{server.base_url}/v1/decisions/{did}", headers=headers)[2])
         assert view["explanation"] == {"status": "ready", "reason": None, "attempts": 1}
         with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=10) as resp:

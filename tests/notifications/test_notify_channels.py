@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,7 +57,8 @@ class Harness:
 
 
 @pytest.fixture
-def harness(request: pytest.FixtureRequest, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
+def harness(request: pytest.FixtureRequest, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture,
+            tmp_path: Path) -> Iterator[Harness]:
     """One harness per registered channel: a channel without one fails the conformance test."""
     name = request.param
     if name == "email":
@@ -83,6 +85,14 @@ def harness(request: pytest.FixtureRequest, httpserver: HTTPServer, caplog: pyte
         caplog.set_level(logging.INFO, logger="gateway.notifications.log")
         yield Harness(name, dict(CONFIG), "citizen@example.kz",
                       lambda: [r.args[0] for r in caplog.records if r.name == "gateway.notifications.log"], None)
+    elif name == "file":
+        folder = tmp_path / "notices"
+        (tmp_path / "a-file").write_text("")  # the broken case: the folder's parent is a file
+        logging.getLogger("gateway.notifications.file").disabled = False
+        caplog.set_level(logging.INFO, logger="gateway.notifications.file")
+        yield Harness(name, {**CONFIG, "NOTIFY_FILE_DIR": str(folder)}, "citizen@example.kz",
+                      lambda: [r.args[0] for r in caplog.records if r.name == "gateway.notifications.file"],
+                      ({**CONFIG, "NOTIFY_FILE_DIR": str(tmp_path / "a-file" / "notices")}, "citizen@example.kz"))
     else:
         pytest.fail(f"channel {name!r} has no conformance harness: add one to this fixture")
 
@@ -115,7 +125,7 @@ def test_channel_conformance(harness: Harness, caplog: pytest.LogCaptureFixture)
 
 
 def test_an_unknown_channel_names_the_known_ones() -> None:
-    with pytest.raises(UnknownChannel, match="unknown notification channel 'fax'; known channels: email, log, webhook"):
+    with pytest.raises(UnknownChannel, match="unknown notification channel 'fax'; known channels: email, file, log, webhook"):
         make_channel("fax", CONFIG)
 
 
@@ -202,3 +212,25 @@ def test_the_app_refuses_notification_settings_that_cannot_work(tmp_path: Any, s
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         create_app(make_config(f"sqlite:///{tmp_path}/x.db", tmp_path, **{setting: value}))
+
+
+def test_the_file_channel_writes_the_email_with_the_persons_link_and_logs_only_where(tmp_path: Path,
+                                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """`make run`'s notices: the whole email in a file only its owner reads; the log names the file, no more."""
+    import email
+    import stat
+
+    logging.getLogger("gateway.notifications.file").disabled = False
+    caplog.set_level(logging.INFO, logger="gateway.notifications.file")
+    link = "https://gateway.test/d/dec_1?token=gwc_secret"
+    note = message("citizen@example.kz")
+    note = Message(**{**note.__dict__, "text": f"Откройте: {link}\n", "html": f'<a href="{link}">ссылка</a>'})
+    channel = make_channel("file", {**CONFIG, "NOTIFY_FILE_DIR": str(tmp_path / "notices")})
+    channel.send(note)
+    path = tmp_path / "notices" / f"{note.id}.eml"
+    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert parsed["To"] == "citizen@example.kz" and parsed["Subject"] == note.subject
+    assert link in parsed.get_body(("plain",)).get_content()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and not list((tmp_path / "notices").glob("*.part"))
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway"))
+    assert str(path) in logged and "gwc_secret" not in logged and "citizen@example.kz" not in logged

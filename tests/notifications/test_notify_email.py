@@ -112,7 +112,10 @@ def test_the_decision_notice_arrives_by_email_with_every_element_in_the_persons_
         manifest = json.loads(manifest)
     notice = manifest["notice"]
     # The rights are exercised on pages, reached through the person's own link (…&next=explanation|review).
-    pages = {"explanation": links["citizen"] + "&next=explanation", "review": links["citizen"] + "&next=review"}
+    # (the person's link reaches the person only: it is read from the notice, the agency never had it)
+    personal = re.search(r"https://gateway\.test/d/" + did + r"\?token=gwc_[^\s<\"&]+", text)
+    assert personal is not None, text
+    pages = {"explanation": personal.group(0) + "&next=explanation", "review": personal.group(0) + "&next=review"}
     for body in (text, html.replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")):
         assert expected["greeting"] in body
         assert expected["automated"] in body  # an automated (algorithmic) system was applied

@@ -14,6 +14,7 @@ from gateway.notifications.channels.base import (
     TemporaryFailure,
 )
 from gateway.notifications.channels.email import EmailChannel
+from gateway.notifications.channels.file import FileChannel
 from gateway.notifications.channels.log import LogChannel
 from gateway.notifications.channels.webhook import WebhookChannel
 
@@ -21,6 +22,7 @@ CHANNELS: dict[str, type[Channel]] = {
     EmailChannel.name: EmailChannel,
     WebhookChannel.name: WebhookChannel,
     LogChannel.name: LogChannel,
+    FileChannel.name: FileChannel,
 }
 
 
@@ -46,6 +48,7 @@ __all__ = [
     "Channel",
     "DeliveryError",
     "EmailChannel",
+    "FileChannel",
     "LogChannel",
     "Message",
     "PermanentFailure",

@@ -1,0 +1,70 @@
+"""What `make run` gives a person: the notice of a decision, and the personal link in it opens their pages.
+
+The same steps as `make run` (gateway init, db upgrade, examples/setup_demo.py, gateway serve with its
+thread delivering), a decision over HTTP, the notice found where the demo says (instance/notices/*.eml),
+and its personal link followed as a browser does (303, session cookie, the decision and explanation pages).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, SAMPLE_REQUEST
+from tests.support.gateway_server import ServerProcess, run
+from tests.web.browser.live import free_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def test_the_notice_of_make_run_opens_the_persons_pages(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    port = free_port()
+    env |= {"GATEWAY_INSTANCE_PATH": str(tmp_path), "GATEWAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    gw = str(BIN / "gateway")
+    run([gw, "init"], env=env)
+    run([gw, "db", "upgrade"], env=env)
+    demo = run([sys.executable, str(ROOT / "examples" / "setup_demo.py")], env=env)
+    key = re.search(r"^\s+(gwk_\S+)$", demo, re.M)
+    assert key, demo
+    assert f"{tmp_path / 'notices'}/<notification id>.eml" in demo  # the demo says where the notice goes
+    server = ServerProcess(argv=[gw, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"], env=env,
+                           log_path=tmp_path / "serve.log")
+    server.start(timeout=120)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        made = httpx.post(f"{base}/v1/models/german-credit/decisions", json=SAMPLE_REQUEST, timeout=30,
+                          headers={"Authorization": f"Bearer {key.group(1)}", "Idempotency-Key": "make-run-1"})
+        assert made.status_code == 201, made.text
+        decision_id = made.json()["decision_id"]
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "notices").glob("*.eml")):
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        (path,) = list((tmp_path / "notices").glob("*.eml"))
+        notice = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert notice["To"] == SAMPLE_REQUEST["subject"]["contact"]["email"]
+        text = notice.get_body(("plain",)).get_content()
+        link = re.search(rf"{re.escape(base)}/d/{decision_id}\?token=gwc_[^\s&]+", text)
+        assert link, text
+        assert "gwc_" not in (tmp_path / "serve.log").read_text()  # the credential is in the file, not the log
+        with httpx.Client(timeout=30) as browser:
+            opened = browser.get(link.group(0))
+            assert opened.status_code == 303 and opened.headers["location"].endswith(f"/d/{decision_id}")
+            page = browser.get(f"{base}/d/{decision_id}")
+            assert page.status_code == 200 and decision_id in page.text and 'lang="kk"' in page.text
+            explanation = browser.get(f"{base}/d/{decision_id}/explanation")
+            assert explanation.status_code == 200 and "<svg" in explanation.text
+            review = browser.get(f"{base}/d/{decision_id}/review")
+            assert review.status_code == 200 and 'name="csrf_token"' in review.text
+    finally:
+        server.stop()
