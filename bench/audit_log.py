@@ -123,7 +123,7 @@ def bench_proofs(folder: Path, n: int, samples: int) -> dict[str, Any]:
         for _ in range(samples):
             index, size = rng.randrange(n), n
             t = time.perf_counter()
-            proof = store.inclusion(str(index), str(size))["proof"]
+            proof = store.inclusion(index, size)["proof"]
             inc_db.append(time.perf_counter() - t)
             t = time.perf_counter()
             expected = merkle.inclusion_proof(lambda lv, ix: nodes[lv, ix], index, size)
@@ -131,7 +131,7 @@ def bench_proofs(folder: Path, n: int, samples: int) -> dict[str, Any]:
             assert proof == [p.hex() for p in expected]
             first = rng.randrange(1, n)
             t = time.perf_counter()
-            store.consistency(str(first), str(n))
+            store.consistency(first, n)
             con_db.append(time.perf_counter() - t)
             t = time.perf_counter()
             merkle.consistency_proof(lambda lv, ix: nodes[lv, ix], first, n)

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.auditlog import merkle
 from gateway.auditlog.note import Checkpoint, Signer
-from gateway.errors import ConfigError, NotFound, ValidationFailed
+from gateway.errors import ConfigError, NotFound
 from gateway.extensions import db
 from gateway.ids import isoformat
 from gateway.models import LogCheckpoint, LogLeaf, LogNode, LogSequencer, table
@@ -161,48 +161,34 @@ def latest_checkpoint() -> LogCheckpoint:
     return found
 
 
-def _int(value: str | None, field: str, *, minimum: int) -> int:
-    if value is None or not value.isdigit() or len(value) > 18:
-        raise ValidationFailed(f"{field} must be a whole number",
-                               details=[{"field": field, "rule": "integer", "message": "a whole number"}])
-    number = int(value)
-    if number < minimum:
-        raise ValidationFailed(f"{field} must be at least {minimum}",
-                               details=[{"field": field, "rule": "min", "message": f"at least {minimum}"}])
-    return number
-
-
-def _within(size: int, field: str) -> None:
+def _within(size: int, what: str) -> None:
+    """A tree the log does not have (yet) is a resource that does not exist: 404 naming the parameter."""
     current = tree_size()
     if size > current:
-        raise ValidationFailed(f"{field} is larger than the log ({current} leaves)",
-                               details=[{"field": field, "rule": "max", "message": f"at most {current}"}])
+        raise NotFound(f"the log has no tree of {size} leaves ({what}); it has {current}", code="no_such_tree",
+                       details={"field": what, "tree_size": current})
 
 
-def inclusion(index_text: str | None, size_text: str | None) -> dict[str, Any]:
-    index, size = _int(index_text, "index", minimum=0), _int(size_text, "size", minimum=1)
+def inclusion(index: int, size: int) -> dict[str, Any]:
     _within(size, "size")
     if index >= size:
-        raise ValidationFailed("index must be below size",
-                               details=[{"field": "index", "rule": "max", "message": f"below {size}"}])
+        raise NotFound(f"a tree of {size} leaves has no leaf {index}", code="no_such_leaf",
+                       details={"field": "index", "tree_size": size})
     proof = _read(lambda read: merkle.inclusion_proof(read, index, size))
     return {"index": index, "size": size, "proof": [p.hex() for p in proof]}
 
 
-def consistency(first_text: str | None, second_text: str | None) -> dict[str, Any]:
-    first, second = _int(first_text, "first", minimum=1), _int(second_text, "second", minimum=1)
+def consistency(first: int, second: int) -> dict[str, Any]:
     _within(second, "second")
     if first > second:
-        raise ValidationFailed("first must not be larger than second",
-                               details=[{"field": "first", "rule": "max", "message": f"at most {second}"}])
+        raise NotFound(f"a tree of {second} leaves does not extend one of {first}", code="no_such_proof",
+                       details={"field": "first", "tree_size": second})
     return {"first": first, "second": second,
             "proof": [p.hex() for p in _read(lambda read: merkle.consistency_proof(read, first, second))]}
 
 
-def leaves(start_text: str | None, end_text: str | None) -> dict[str, Any]:
-    start = _int(start_text, "start", minimum=0)
-    end = _int(end_text, "end", minimum=start + 1) if end_text is not None else start + LEAF_PAGE
-    end = min(end, start + LEAF_PAGE)
+def leaves(start: int, end: int | None) -> dict[str, Any]:
+    end = min(end if end is not None and end > start else start + LEAF_PAGE, start + LEAF_PAGE)
     rows = db.session.execute(
         select(LogLeaf).where(LogLeaf.seq >= start, LogLeaf.seq < end).order_by(LogLeaf.seq)
     ).scalars()

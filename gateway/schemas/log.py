@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.schemas.common import Out
 
-Number = Annotated[str, Field(max_length=19, pattern=r"^[0-9]+$")]
+Index = Annotated[int, Field(ge=0, le=2**62)]
+Size = Annotated[int, Field(ge=1, le=2**62)]
 
 
 class LogKey(Out):
@@ -20,22 +21,22 @@ class LogKey(Out):
 class InclusionQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    index: Number
-    size: Number
+    index: Index
+    size: Size
 
 
 class ConsistencyQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    first: Number
-    second: Number
+    first: Size
+    second: Size
 
 
 class LeavesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: Number
-    end: Number | None = None
+    start: Index
+    end: Size | None = None
 
 
 class InclusionProof(Out):

@@ -98,6 +98,7 @@ def _app(instance: Instance) -> Any:
     """The gateway app in this process, on the instance's database with its secrets (to record decisions)."""
     stored = runpy.run_path(str(instance.folder / "config.py"))
     return create_app({"TESTING": True, "RATELIMIT_ENABLED": False, "DATABASE_URL": _database_url(instance),
+                       "WEBHOOK_ALLOW_PRIVATE": True,  # the receiver is local: a lab deployment (issue 11)
                        **{k: stored[k] for k in ("SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")}})
 
 
