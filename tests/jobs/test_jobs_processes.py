@@ -203,7 +203,10 @@ def test_the_serve_thread_computes_explanations(tmp_path: Path, mlp_manifest: Pa
         assert one == two and json.loads(one)["method"] == "permutation_shap_estimate"
         view = json.loads(_request(f"{server.base_url}/v1/decisions/{did}", headers=headers)[2])
         assert view["explanation"] == {"status": "ready", "reason": None, "attempts": 1}
-        with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=10) as resp:
+        scraper = subprocess.run([str(GATEWAY), "keys", "create", "--role", "metrics", "--name", "scraper"],
+                                 env=instance.instance.env, capture_output=True, text=True, check=True).stdout.strip()
+        scrape = urllib.request.Request(f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {scraper}"})
+        with urllib.request.urlopen(scrape, timeout=10) as resp:  # /metrics needs a key (issue 11)
             metrics = resp.read().decode()
         assert 'gateway_jobs{kind="explain",state="done"} 1.0' in metrics
         assert 'gateway_jobs_dead{kind="explain"} 0.0' in metrics
