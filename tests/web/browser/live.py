@@ -193,6 +193,11 @@ def token_of(link: str) -> str:
     return parse_qs(urlsplit(link).query)["token"][0]
 
 
+def token_payload(link: str) -> Any:
+    """What a personal link grants (its decision and the subject it is bound to), its signature checked."""
+    return URLSafeTimedSerializer(SECRET_KEY, salt=CAPABILITY_SALT).loads(token_of(link).removeprefix(CAPABILITY_PREFIX))
+
+
 def expired_copy(link: str, *, days_ago: float) -> str:
     """The same link with its token signed `days_ago` days in the past (the gateway's key and salt)."""
     token = token_of(link)
