@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,12 @@ class StoredResponse:
     replayed: bool
 
 
+def request_hash(*parts: Any) -> str:
+    """Hash a request's meaning (path parameters and parsed body), not its whitespace."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | None:
     found = db.session.execute(
         select(IdempotencyRecord.request_hash, IdempotencyRecord.status_code, IdempotencyRecord.response_body,
@@ -113,19 +120,52 @@ class Scored:
 
 def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
+    scored = score_and_explain_many(model, [row], now)[0]
+    if isinstance(scored, ExplainerError):
+        # The right to an explanation is part of the decision: without one, nothing is decided.
+        raise ModelUnavailable(f"the decision could not be explained: {scored}", code="explanation_failed") from scored
+    return scored
+
+
+def score_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
+    """The scores of validated rows, in one vectorised call; ModelUnavailable when the model fails."""
     try:
-        score = float(model.score([row])[0])
+        return [float(s) for s in model.score(rows)]
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
-    outcome, adverse = model.manifest.policy.decide(score)
+
+
+def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]],
+                           now: dt.datetime) -> list[Scored | ExplainerError]:
+    """Score, decide and explain validated rows with one model call and one explainer call (a matrix).
+
+    A row whose explanation fails gets its ExplainerError in its place (it is not decided: the right to an
+    explanation is part of the decision); the other rows are unaffected. ModelUnavailable when scoring fails.
+    """
+    if not rows:
+        return []
+    scores = score_many(model, rows)
     try:
-        explanation = explanations.values_for_decision(model.explanation, row, score, now)
-    except ExplainerError as exc:
-        # The right to an explanation is part of the decision: without one, nothing is decided.
-        current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
-        raise ModelUnavailable(f"the decision could not be explained: {exc}", code="explanation_failed") from exc
-    return Scored(row, score, outcome, adverse, explanation)
+        values: list[dict[str, Any] | ExplainerError] = list(
+            explanations.values_for_decisions(model.explanation, rows, scores, now))
+    except ExplainerError:
+        # One row spoils the matrix (e.g. its additivity check): explain row by row to find which.
+        values = []
+        for row, score in zip(rows, scores, strict=True):
+            try:
+                values.append(explanations.values_for_decision(model.explanation, row, score, now))
+            except ExplainerError as exc:
+                current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
+                values.append(exc)
+    result: list[Scored | ExplainerError] = []
+    for row, score, value in zip(rows, scores, values, strict=True):
+        if isinstance(value, ExplainerError):
+            result.append(value)
+            continue
+        outcome, adverse = model.manifest.policy.decide(score)
+        result.append(Scored(row, score, outcome, adverse, value))
+    return result
 
 
 @dataclass(frozen=True)
@@ -144,38 +184,86 @@ class NewDecision:
     reference: str | None
     created_at: dt.datetime
     audit_extra: dict[str, Any] | None = None
+    contact_ciphertext: bytes | None = None  # already encrypted for this id (a batch row's contact)
+    channels: tuple[str, ...] | None = None  # the contact's kinds when only its ciphertext is given
 
 
 def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
     """Insert a decision with its explanation, notice rows and audit leaf (the caller's transaction)."""
-    model, scored, now = d.model, d.scored, d.created_at
-    model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
-    session.execute(
-        insert(table(Decision)),
-        {
+    add_decisions(session, [d], settings)
+
+
+def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> None:
+    """Insert decisions with their explanations, notice rows and audit leaves: one statement per table."""
+    if not made:
+        return
+    decision_rows: list[dict[str, Any]] = []
+    explanation_rows: list[dict[str, Any]] = []
+    notice_rows: list[dict[str, Any]] = []
+    leaves: list[dict[str, Any]] = []
+    for d in made:
+        model, scored, now = d.model, d.scored, d.created_at
+        model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
+        ciphertext = d.contact_ciphertext if d.contact_ciphertext is not None else \
+            encrypt_contact(settings.contact_key, d.id, d.contact)
+        decision_rows.append({
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
-            "contact_ciphertext": encrypt_contact(settings.contact_key, d.id, d.contact),
+            "contact_ciphertext": ciphertext,
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
-            "created_at": now, "effective_outcome": scored.outcome,
-        },
-    )
-    session.execute(insert(table(Explanation)), scored.explanation | {"decision_id": d.id})
-    session.execute(insert(table(Notification)), [
-        {
-            "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
-            "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
+            "created_at": now, "effective_outcome": scored.outcome, "effective_review_id": None,
+        })
+        explanation_rows.append(_explanation_row(scored.explanation, d.id))
+        notice_rows.extend(
+            {
+                "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
+                "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
+            }
+            for channel in (d.channels if d.channels is not None else sorted(d.contact))
+        )
+        audit_record = {
+            "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref, "inputs": scored.row,
+            "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
+            "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
+            "explanation": explanations.audit_digest(scored.explanation), **(d.audit_extra or {}),
         }
-        for channel in sorted(d.contact)
-    ])
-    audit_record = {
-        "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref, "inputs": scored.row,
-        "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
-        "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
-        "explanation": explanations.audit_digest(scored.explanation), **(d.audit_extra or {}),
+        leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
+    session.execute(insert(table(Decision)), decision_rows)
+    session.execute(insert(table(Explanation)), explanation_rows)
+    session.execute(insert(table(Notification)), notice_rows)
+    session.execute(insert(table(LogLeaf)), leaves)
+
+
+EXPLANATION_COLUMNS = tuple(c.name for c in table(Explanation).columns)
+
+
+def _explanation_row(values: dict[str, Any], decision_id: str) -> dict[str, Any]:
+    # Every column named, so that rows of one executemany share one statement whatever their status.
+    return {c: None for c in EXPLANATION_COLUMNS} | values | {"decision_id": decision_id}
+
+
+def decision_body(d: NewDecision, settings: Settings) -> bytes:
+    """The 201 body of a recorded decision, as stored for its idempotency key and replayed byte for byte."""
+    model, scored = d.model, d.scored
+    body = {
+        "decision_id": d.id,
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "score": scored.score,
+        "outcome": scored.outcome,
+        "adverse": scored.adverse,
+        "created_at": isoformat(d.created_at),
+        # No personal link: it reaches the person through the notice only; this body is stored (idempotency)
+        # and read by the agency's systems. An agency hands a link on with a handover link.
+        "links": links.decision_links(settings.base_url, d.id),
     }
-    session.execute(insert(table(LogLeaf)), leaf_values("decision:recorded", d.id, audit_record, now))
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def idempotency_row(client_id: str, key: str, request_hash: str, d: NewDecision, body: bytes) -> dict[str, Any]:
+    """The idempotency record of a decision made for `key` (inserted in the decision's transaction)."""
+    return {"client_id": client_id, "key": key, "request_hash": request_hash, "resource_id": d.id,
+            "status_code": 201, "response_body": body, "created_at": d.created_at}
 
 
 def record_decision(
@@ -205,33 +293,12 @@ def record_decision(
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
         reference=data.reference, created_at=now,
     )
-    body = {
-        "decision_id": decision.id,
-        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "score": scored.score,
-        "outcome": scored.outcome,
-        "adverse": scored.adverse,
-        "created_at": isoformat(now),
-        # No personal link: it reaches the person through the notice only; this body is stored (idempotency)
-        # and read by the agency's systems. An agency hands a link on with a handover link.
-        "links": links.decision_links(settings.base_url, decision.id),
-    }
-    body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    body_bytes = decision_body(decision, settings)
     try:
         with write_transaction() as session:
             add_decision(session, decision, settings)
-            session.execute(
-                insert(table(IdempotencyRecord)),
-                {
-                    "client_id": principal.id,
-                    "key": idempotency_key,
-                    "request_hash": request_hash,
-                    "resource_id": decision.id,
-                    "status_code": 201,
-                    "response_body": body_bytes,
-                    "created_at": now,
-                },
-            )
+            session.execute(insert(table(IdempotencyRecord)),
+                            idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes))
     except IntegrityError as exc:
         # A concurrent request with the same key committed first (both databases make the loser wait for
         # the winner's commit, so its record is visible now): answer with its response.

@@ -82,15 +82,22 @@ def computed_values(tools: ExplanationTools, raw: RawExplanation, row: dict[str,
 def values_for_decision(tools: ExplanationTools | None, row: dict[str, Any], score: float,
                         now: dt.datetime) -> dict[str, Any]:
     """The explanation row to insert with a decision: ready (exact) or pending (the explain job's row)."""
+    return values_for_decisions(tools, [row], [score], now)[0]
+
+
+def values_for_decisions(tools: ExplanationTools | None, rows: list[dict[str, Any]], scores: list[float],
+                         now: dt.datetime) -> list[dict[str, Any]]:
+    """The explanation rows of many decisions, explained with one call on their matrix (exact explainers)."""
     base: dict[str, Any] = {"attempts": 0, "created_at": now}
     if tools is None:  # only versions registered before registration required background data
         raise ExplainerError("the model version has no background data to explain against; "
                              "register a version with background data")
     if not tools.exact:
-        return base | {"status": ExplanationStatus.PENDING.value, "next_attempt_at": now,
-                       "background_sha256": tools.background_sha256}
-    raw = tools.explainer.explain([row])[0]  # records: the explainer's verified fast path, no DataFrame
-    return base | computed_values(tools, raw, row, score) | {"computed_at": now}
+        return [base | {"status": ExplanationStatus.PENDING.value, "next_attempt_at": now,
+                        "background_sha256": tools.background_sha256} for _ in rows]
+    raws = tools.explainer.explain(rows)  # records: the explainer's verified fast path, no DataFrame
+    return [base | computed_values(tools, raw, row, score) | {"computed_at": now}
+            for raw, row, score in zip(raws, rows, scores, strict=True)]
 
 
 def audit_digest(values: dict[str, Any]) -> dict[str, Any] | None:

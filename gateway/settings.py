@@ -54,6 +54,9 @@ class Settings:
     oidc: OidcSettings | None  # None: OIDC sign-in of people is off
     calendar: WorkCalendar = field(repr=False, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the rest, for plug-ins
+    batch_chunk_size: int = 500  # rows of a decision batch decided and committed together
+    batch_max_rows: int = 100_000  # rows in one decision batch
+    batch_max_bytes: int = 64 * 1024 * 1024  # size of one decision-batch upload
 
     @property
     def base_url(self) -> str:
@@ -93,6 +96,9 @@ class Settings:
             ) if config.get("OIDC_ISSUER") else None,
             calendar=calendar_from_config(config),
             raw=dict(config),
+            batch_chunk_size=int(config["BATCH_CHUNK_SIZE"]),
+            batch_max_rows=int(config["BATCH_MAX_ROWS"]),
+            batch_max_bytes=int(config["BATCH_MAX_BYTES"]),
         )
 
     def replace(self, **changes: Any) -> Settings:
