@@ -63,10 +63,17 @@ REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
        for action in ("renew", "release", "resolve", "extend", "rescore")},
 }
+# A decision batch: seen by the agency (body) that submitted it only; everyone else gets the 404 of no batch.
+BATCH_ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("/v1/models/<name>/decision-batches/<batch_id>", "GET"): frozenset({"agency"}),
+    ("/v1/models/<name>/decision-batches/<batch_id>/results", "GET"): frozenset({"agency"}),
+}
+MISSING_BATCH = "bat_AAAAAAAAAAAAAAAAAAAAAA"
 # Objects whose existence is public (the algorithm register, content-addressed uploads): only role-gated.
 PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("/v1/models/<name>", "GET"): None,  # the public register: anyone reads it
     ("/v1/models/<name>/decisions", "POST"): frozenset({"agency"}),
+    ("/v1/models/<name>/decision-batches", "POST"): frozenset({"agency"}),
     ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
     ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
 }
@@ -209,6 +216,8 @@ def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
                 found.append((plain, method, "public"))
             elif key in PAGE_ROUTES:
                 found.append((plain, method, "page"))
+            elif key in BATCH_ROUTES:
+                found.append((plain, method, "batch"))
             elif key in PUBLIC_PAGES or rule.rule in STATIC_FILES and method == "GET" or key in NESTED_ROUTES:
                 continue
             else:
@@ -222,7 +231,8 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
     routes = classify_routes(gateway)
     assert {(r, m) for r, m, c in routes if c in ("decision", "review")} == set(DECISION_ROUTES) | set(REVIEW_ROUTES)
     assert {(r, m) for r, m, c in routes if c == "page"} == set(PAGE_ROUTES)
-    routes = [r for r in routes if r[2] != "page"]  # pages: test_no_session_reaches_a_page_it_may_not_see
+    # pages: test_no_session_reaches_a_page_it_may_not_see; batches: test_a_batch_is_seen_by_its_agency_only
+    routes = [r for r in routes if r[2] not in ("page", "batch")]
     failures: list[str] = []
     tally: Counter[str] = Counter()
     cross_successes = 0
@@ -285,6 +295,25 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
     assert not failures, "\n".join(failures)
     # The matrix covered every kind of cell, and every caller.
     assert tally["hidden 404"] > 100 and tally["seen 403"] > 20 and sum(v for k, v in tally.items() if k.startswith("allowed")) > 50
+
+
+def test_a_batch_is_seen_by_its_agency_only(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    assert {(r, m) for r, m, c in classify_routes(gateway) if c == "batch"} == set(BATCH_ROUTES)
+    row = {"idempotency_key": "bola-batch", **copy.deepcopy(gateway.sample)}
+    made = gateway.client.post("/v1/models/german-credit/decision-batches", json={"rows": [row]},
+                               headers=gateway.auth("agency_a"))
+    assert made.status_code == 202, made.get_json()
+    batch_id = made.get_json()["batch_id"]
+    for who in world.callers:
+        for rule, method in BATCH_ROUTES:
+            url = rule.replace("<name>", "german-credit")
+            hit = send(gateway, method, url.replace("<batch_id>", batch_id), who.headers, {})
+            miss = send(gateway, method, url.replace("<batch_id>", MISSING_BATCH), who.headers, {})
+            if who.name == "agency_a":
+                assert hit.status_code == 200, (who.name, rule)
+            else:
+                assert hit.status_code == 404 and fingerprint(hit) == fingerprint(miss), (who.name, rule, hit.status_code)
 
 
 def test_the_matrix_covers_at_least_seven_kinds_of_principal(gateway: Gateway, idp: IdentityProvider) -> None:

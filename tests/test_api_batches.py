@@ -6,13 +6,17 @@ import copy
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
 
 from gateway.batches.task import BatchKind
+from gateway.cli import main
 from gateway.extensions import db
 from tests.conftest import Gateway
 from tests.support.gateway_server import valid_iin
@@ -259,3 +263,32 @@ def test_a_suspended_model_stops_the_batch(gateway: Gateway) -> None:
     view = batch(gateway, batch_id).get_json()
     assert view["status"] == "stopped" and "suspended" in view["last_error"]
     assert view["decided_rows"] == 0 and count(gateway, "SELECT count(*) FROM decisions") == 0
+
+
+def test_gateway_decide_runs_a_file_with_a_summary_and_results(gateway: Gateway, tmp_path: Path) -> None:
+    body_rows = rows(gateway, 4, prefix="cli")
+    body_rows[1]["features"]["purpose"] = "spaceship"
+    path = tmp_path / "people.csv"
+    path.write_bytes(csv_bytes(flat(gateway, body_rows)))
+    out = tmp_path / "results.jsonl"
+    info = ScriptInfo(create_app=lambda: gateway.app)
+    result = CliRunner().invoke(main, ["decide", "--model", "german-credit", "--client", "agency_a", "--results",
+                                       str(out), str(path)], obj=info)
+    assert result.exit_code == 0, result.output
+    assert "done" in result.stdout and "3 decided, 0 replayed (decided before), 1 not decided" in result.stdout
+    assert "row 1 (cli-1): features.purpose: must be one of" in result.stderr
+    assert "4/4" in result.stderr  # the progress bar reached the end
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in results] == ["decided", "invalid", "decided", "decided"]
+    assert count(gateway, "SELECT count(*) FROM decisions") == 3
+
+    again = CliRunner().invoke(main, ["decide", "--model", "german-credit", "--client", "agency_a", str(path)], obj=info)
+    assert again.exit_code == 0 and "0 decided, 3 replayed" in again.stdout  # the same file again: nothing twice
+    assert count(gateway, "SELECT count(*) FROM decisions") == 3
+
+    wrong = CliRunner().invoke(main, ["decide", "--model", "german-credit", "--client", "reviewer", str(path)], obj=info)
+    assert wrong.exit_code != 0 and "no active agency client is named 'reviewer'" in wrong.output
+    bad = tmp_path / "people.txt"
+    bad.write_text("x")
+    unknown = CliRunner().invoke(main, ["decide", "--model", "german-credit", "--client", "agency_a", str(bad)], obj=info)
+    assert unknown.exit_code != 0 and "cannot read a decision batch from a file named 'people.txt'" in unknown.output
