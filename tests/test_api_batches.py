@@ -21,6 +21,8 @@ from gateway.extensions import db
 from tests.conftest import Gateway
 from tests.support.gateway_server import valid_iin
 
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                                     indirect=True)
 URL = "/v1/models/german-credit/decision-batches"
 FLAT_SUBJECT = ("idempotency_key", "iin", "language", "email", "reference")
 
