@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from explainers import ExplainerError
+from explainers import ExactExplainer, ExplainerError
 from explainers.base import RawExplanation
 from gateway import links
 from gateway.access import visible_decision  # the access rules live in gateway.access
@@ -107,7 +107,10 @@ def values_for_decisions(tools: ExplanationTools | None, rows: list[dict[str, An
     if not tools.exact:
         return [base | {"status": ExplanationStatus.PENDING.value, "next_attempt_at": now,
                         "background_sha256": tools.background_sha256} for _ in rows]
-    raws = tools.explainer.explain(rows)  # records: the explainer's verified fast path, no DataFrame
+    explainer = tools.explainer
+    # Records: the explainer's verified fast path, no DataFrame. The scores are the model's own outputs:
+    # the exact explainer checks additivity against them instead of predicting again.
+    raws = explainer.explain(rows, outputs=scores) if isinstance(explainer, ExactExplainer) else explainer.explain(rows)
     return [base | computed_values(tools, raw, row, score) | {"computed_at": now}
             for raw, row, score in zip(raws, rows, scores, strict=True)]
 
