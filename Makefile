@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python bench/audit_log.py
 	$(BIN)/python bench/page_render.py
 	$(BIN)/python bench/batch_decisions.py
+	$(BIN)/python bench/floor.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install
