@@ -78,7 +78,8 @@ def recipient(decision: Decision, channel: str) -> str:
     if decision.contact_ciphertext is None:
         raise PermanentFailure("the contact details of this decision were erased")
     try:
-        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext)
+        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext,
+                                  decision.data_key)
     except (InvalidTag, ValueError):
         raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
     address = contact.get(channel)
