@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.audit import canonical_json
@@ -144,3 +146,27 @@ def committer(deployment_key: bytes, fallback_key: bytes, decision_id: str,
     if data_key is not None:
         return data_key.commitment
     return functools.partial(commitment, fallback_key)
+
+
+def rewrap_legacy_rows(connection: Any, deployment_key: bytes) -> int:
+    """Re-encrypt every version-1 contact of `decisions` under a data key of its own (migration 0012).
+
+    Rows the key cannot open are left as they are: they stay readable by the key that wrote them, and the
+    purge erases them. Returns how many rows were re-encrypted.
+    """
+    decisions = sa.table("decisions", sa.column("id", sa.String), sa.column("contact_ciphertext", sa.LargeBinary),
+                         sa.column("data_key", sa.LargeBinary))
+    rows = connection.execute(sa.select(decisions.c.id, decisions.c.contact_ciphertext)
+                              .where(decisions.c.contact_ciphertext.is_not(None), decisions.c.data_key.is_(None))).all()
+    done = 0
+    for decision_id, blob in rows:
+        if bytes(blob)[:1] != _V1:
+            continue
+        try:
+            ciphertext, wrapped = reencrypt_legacy(deployment_key, decision_id, bytes(blob))
+        except (InvalidTag, ValueError):
+            continue
+        connection.execute(sa.update(decisions).where(decisions.c.id == decision_id)
+                           .values(contact_ciphertext=ciphertext, data_key=wrapped))
+        done += 1
+    return done

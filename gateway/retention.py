@@ -21,7 +21,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, not_, select, update
+from sqlalchemy import delete, exists, not_, null, select, update
 
 from gateway.access import Action, visible_decision
 from gateway.audit import record_leaf
@@ -48,7 +48,8 @@ HOLD_REASON_MAX = 2000
 @dataclass(frozen=True)
 class PersonalData:
     """Columns of `model` that hold a person's data, tied to a decision by `decision_column`, and the value
-    each takes when purged (None, or an empty value where the column is NOT NULL)."""
+    each takes when purged (SQL NULL — `null()`, since None is JSON null in a JSON column — or an empty value
+    where the column is NOT NULL)."""
 
     model: type[Base]
     decision_column: str
@@ -62,8 +63,8 @@ class PersonalData:
 # one more entry, e.g. PersonalData(Recourse, "decision_id", {"options": None}).
 PERSONAL_DATA: list[PersonalData] = [
     PersonalData(Decision, "id", {"inputs": {}, "contact_ciphertext": None, "data_key": None}),
-    PersonalData(Explanation, "decision_id", {"attributions": None, "selection": None}),
-    PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": None, "reasons": None}),
+    PersonalData(Explanation, "decision_id", {"attributions": null(), "selection": null()}),
+    PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": null(), "reasons": null()}),
 ]
 
 

@@ -164,6 +164,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "rights": {
             "explanation_url": f"{personal}&next=explanation",
             "review_url": f"{personal}&next=review",
+            "receipt_url": f"{personal}&next=receipt",  # the decision page's receipt: leaf index, proof, download
             "review_free": True,
             "review_request_by": deadline.isoformat(),
             "review_request_by_text": format_date(deadline, "long", locale=lang),

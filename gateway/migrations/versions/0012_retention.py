@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from flask import current_app
 
-from gateway.contacts import reencrypt_legacy
+from gateway.contacts import rewrap_legacy_rows
 
 revision = '0012'
 down_revision = '0010'
@@ -32,23 +32,8 @@ def upgrade():
 
 def _wrap_existing_contacts():
     key = current_app.config.get("CONTACT_KEY_BYTES")
-    if not key:
-        return
-    bind = op.get_bind()
-    decisions = sa.table('decisions', sa.column('id', sa.String), sa.column('contact_ciphertext', sa.LargeBinary),
-                         sa.column('data_key', sa.LargeBinary))
-    rows = bind.execute(sa.select(decisions.c.id, decisions.c.contact_ciphertext)
-                        .where(decisions.c.contact_ciphertext.is_not(None), decisions.c.data_key.is_(None))).all()
-    for decision_id, blob in rows:
-        blob = bytes(blob)
-        if blob[:1] != b"\x01":
-            continue
-        try:
-            ciphertext, wrapped = reencrypt_legacy(key, decision_id, blob)
-        except Exception:  # noqa: BLE001 - written with another key: leave it, the purge erases it
-            continue
-        bind.execute(sa.update(decisions).where(decisions.c.id == decision_id)
-                     .values(contact_ciphertext=ciphertext, data_key=wrapped))
+    if key:
+        rewrap_legacy_rows(op.get_bind(), key)
 
 
 def downgrade():
