@@ -119,7 +119,8 @@ def database_bytes(gw: Gateway, tmp_path: Path) -> bytes:
             db.engine.dispose()
         return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
     out = tmp_path / "dump.sql"
-    subprocess.run(["pg_dump", "--no-owner", "--file", str(out), url], check=True, timeout=120)
+    subprocess.run(["pg_dump", "--no-owner", "--file", str(out), "--dbname", url.replace("+psycopg", "")],
+                   check=True, timeout=120)
     return out.read_bytes()
 
 
