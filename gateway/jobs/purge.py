@@ -54,6 +54,7 @@ class PurgeKind(TaskKind):
         at = now or self.clock()
         if now is None and self.next_look is not None and at < self.next_look:
             return 0
+        self.wait_for_idle()  # in a serving process: between requests, not during them
         with self.app.app_context():
             result = retention.purge(at, settings=current_settings(), limit=self.settings.batch_size)
         if result.purged:

@@ -27,6 +27,8 @@ from gateway.contacts import cipher, decrypt_contact, rewrap_legacy_rows
 from gateway.extensions import db
 from gateway.jobs.purge import PurgeKind
 from gateway.manifest import Manifest
+from gateway.models import ReviewRequest
+from gateway.presenters.review import case_view
 from gateway.verify import verify_receipt
 from tests.conftest import SECRETS, Gateway
 from tests.support.citizens import notice_token, valid_iin
@@ -133,7 +135,8 @@ def test_the_purge_removes_what_it_must_and_nothing_under_review_or_hold(
     under_review = decide(gateway, 3, amount=7313, email="keep-review@example.kz")
     held = decide(gateway, 4, amount=7314, email="keep-hold@example.kz")
     pov_gone, pov_kept = "POV-PURGED-Менің табысым жоғары", "POV-KEPT-Менің ұстанымым"
-    resolve(gateway, review(gateway, reviewed["id"], pov_gone, {"savings": "500_to_1000"}))
+    reviewed_review = review(gateway, reviewed["id"], pov_gone, {"savings": "500_to_1000"})
+    resolve(gateway, reviewed_review)
     review(gateway, under_review["id"], pov_kept)
     hold = gateway.client.post(f"/v1/decisions/{held['id']}/hold", json={"reason": "Court case 2-123/2027"},
                                headers=gateway.auth("auditor"))
@@ -156,6 +159,11 @@ def test_the_purge_removes_what_it_must_and_nothing_under_review_or_hold(
     gone = sql(gateway, "SELECT point_of_view, corrected_data, reasons FROM reviews WHERE decision_id = :d",
                d=reviewed["id"])[0]
     assert gone.point_of_view == "" and gone.corrected_data is None and gone.reasons is None
+    summary = gateway.client.get(f"/v1/reviews/{reviewed_review}", headers=gateway.auth("reviewer"))
+    assert summary.status_code == 200 and summary.get_json()["reasons"] is None
+    with gateway.app.app_context():  # the reviewer's case view of a purged decision: no values, no failure
+        case = case_view(db.session.get(ReviewRequest, reviewed_review))
+    assert case.explanation is None and case.point_of_view == "" and case.decision["inputs"] == {}
     explanation = sql(gateway, "SELECT attributions, selection, status FROM explanations WHERE decision_id = :d",
                       d=plain["id"])[0]
     assert explanation.attributions is None and explanation.selection is None
@@ -223,6 +231,10 @@ def test_the_person_is_told_the_details_were_deleted(gateway: Gateway) -> None:
     for path in ("explanation", "review"):
         resp = gateway.client.get(f"/d/{made['id']}/{path}?lang=en")
         assert resp.status_code == 410 and "under the retention rule" in resp.get_data(as_text=True)
+    kept = gateway.client.get(f"/d/{made['id']}/data.json")
+    assert kept.status_code == 200
+    data = json.loads(kept.get_data(as_text=True))
+    assert data["contact"] == {} and data["decision"]["inputs"] == {} and data["explanation"]["status"] == "purged"
 
 
 def test_a_legal_hold_is_set_and_cleared_by_auditors_only_and_audited(gateway: Gateway) -> None:
