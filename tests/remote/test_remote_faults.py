@@ -203,3 +203,49 @@ def test_the_manifest_keeps_credentials_and_artifacts_out_of_remote_sources(smal
     with pytest.raises(ValidationError, match="source's protocol"):
         Manifest.model_validate(small_model.manifest(source) | {"adapter": "mlflow"})
     assert sorted(FEATURES) == sorted(f["name"] for f in small_model.manifest(source)["features"])
+
+
+def test_the_explain_job_explains_a_remote_decision_in_a_few_batched_calls(
+        gateway: Gateway, remote: MisbehavingOip, small_model: SmallModel) -> None:
+    from explainers import PermutationExplainer
+    from gateway.jobs.explain import ExplainKind
+
+    assert register(gateway, small_model, remote.source()).status_code == 201
+    body = small_model.request(7)
+    resp = gateway.decide(body, model=NAME)
+    assert resp.status_code == 201, resp.get_json()
+    did = resp.get_json()["decision_id"]
+    assert gateway.client.get(f"/v1/decisions/{did}/explanation", headers=gateway.auth("agency_a")).status_code == 202
+    calls, rows = remote.infer_calls, remote.rows_scored
+    assert ExplainKind(gateway.app).run_once() == 1
+    # One call for the row's own output, then one per sampling round (64, 128, then the budget's 249 pairs):
+    # every coalition of a round over every background row goes in the same request.
+    assert remote.infer_calls - calls <= 4
+    assert remote.rows_scored - rows <= 1 + 249 * 2 * (len(FEATURES) - 1) * len(small_model.background)
+    got = gateway.client.get(f"/v1/decisions/{did}/explanation?lang=en", headers=gateway.auth("agency_a"))
+    assert got.status_code == 200, got.get_json()
+    with gateway.app.app_context():
+        import sqlalchemy as sa
+
+        from gateway.extensions import db
+
+        stored = db.session.execute(sa.text("SELECT * FROM explanations WHERE decision_id = :d"),
+                                    {"d": did}).mappings().one()
+    assert stored["method"] == "permutation_shap_estimate"
+    assert stored["additivity_error"] <= 1e-12  # every permutation telescopes: additive whatever the budget
+    # The same explainer, seed and background on the pipeline in process give the same numbers: the remote
+    # path changes where the model runs, not what is computed.
+    local = PermutationExplainer(lambda frame: small_model.proba(frame)[:, small_model.positive_index],
+                                 random_state=0, max_evals_cap=2000)
+    order = [f["name"] for f in small_model.manifest(remote.source())["features"]]  # the players' order
+    local.fit(small_model.background[order])
+    expected = local.explain(pd.DataFrame([body["features"]])[order])[0]
+    attributions = stored["attributions"]
+    if isinstance(attributions, str):
+        import json
+
+        attributions = json.loads(attributions)
+    assert (stored["base_value"], stored["output"]) == pytest.approx((expected.base_value, expected.output), abs=1e-12)
+    for name in FEATURES:
+        assert attributions[name] == pytest.approx(expected.attributions[name], abs=1e-12)
+    assert stored["base_value"] == pytest.approx(expected.base_value, abs=1e-12)
