@@ -24,11 +24,6 @@ pytestmark = pytest.mark.gateway_config(MODEL_ALLOW_PRIVATE=True)
 TABLES = ("decisions", "explanations", "notifications", "log_leaves", "idempotency_keys")
 
 
-@pytest.fixture(scope="module")
-def small_model() -> SmallModel:
-    return SmallModel()
-
-
 @pytest.fixture
 def remote(httpserver: Any, small_model: SmallModel) -> MisbehavingOip:
     return MisbehavingOip(httpserver, small_model)
