@@ -10,7 +10,9 @@ served by a real MLServer 1.7.1 (its virtualenv under .cache/peers, built like t
    as decisions to the gateway (the Flask app in this process: validation, the remote call, the policy,
    one durable SQLite transaction with WAL and synchronous=FULL, the explanation queued as a job) and (b)
    as the same OIP v2 inference request by a pooled httpx client calling MLServer directly. Overhead =
-   p50(a) - p50(b). The HTTP hop from an agency to the gateway is not in (a).
+   p50(a) - p50(b). The HTTP hop from an agency to the gateway is not in (a). Also interleaved: (c) the
+   OIP v2 adapter alone (request built from the row, the pooled client, the answer checked), so that
+   p50(c) - p50(b) is the remote call's own overhead and p50(a) - p50(c) the recording's.
 2. Explanation time: the project's permutation SHAP (explainers.PermutationExplainer, as the explain job
    runs it, seeded) against shap's PermutationExplainer, both calling the same remote model through the
    same adapter, with the same budget of coalition evaluations (ours is run to its evaluation cap; shap
@@ -120,9 +122,13 @@ def main() -> int:
                 direct.post(infer_url, json=direct_bodies[i % len(bodies)]).raise_for_status()
                 assert client.post(f"/v1/models/{NAME}/decisions", json=bodies[i % len(bodies)],
                                    headers={**auth, "Idempotency-Key": f"warm-{i}"}).status_code == 201
-            through, straight = [], []
+            through, straight, adapted = [], [], []
+            frames = [pd.DataFrame([b["features"]])[FEATURES] for b in bodies]
             for i in range(args.requests):
                 j = i % len(bodies)
+                t = time.perf_counter()
+                adapter.score(frames[j])
+                adapted.append(time.perf_counter() - t)
                 t0 = time.perf_counter()
                 resp = client.post(f"/v1/models/{NAME}/decisions", json=bodies[j],
                                    headers={**auth, "Idempotency-Key": f"bench-{i}"})
@@ -133,7 +139,7 @@ def main() -> int:
                 r.raise_for_status()
                 through.append(t1 - t0)
                 straight.append(t2 - t1)
-            gateway_s, direct_s = summary(through), summary(straight)
+            gateway_s, direct_s, adapter_s = summary(through), summary(straight), summary(adapted)
 
             progress(f"explanations: {args.explanations} rows, ours vs shap.PermutationExplainer")
             import shap
@@ -196,7 +202,9 @@ def main() -> int:
         "benchmark": "remote_models",
         "decision_overhead": {
             "requests": args.requests, "gateway": gateway_s, "direct_to_mlserver": direct_s,
+            "adapter_only": adapter_s,
             "overhead_p50_ms": round(gateway_s["p50_ms"] - direct_s["p50_ms"], 3),
+            "adapter_overhead_p50_ms": round(adapter_s["p50_ms"] - direct_s["p50_ms"], 3),
             "ratio_p50": round(gateway_s["p50_ms"] / direct_s["p50_ms"], 3),
         },
         "explanation": {

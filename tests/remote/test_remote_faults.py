@@ -244,3 +244,35 @@ def test_the_explain_job_explains_a_remote_decision_in_a_few_batched_calls(
     for name in FEATURES:
         assert attributions[name] == pytest.approx(expected.attributions[name], abs=1e-12)
     assert stored["base_value"] == pytest.approx(expected.base_value, abs=1e-12)
+
+
+def test_an_explanation_whose_remote_fails_is_retried_and_stored_when_it_answers_again(
+        gateway: Gateway, remote: MisbehavingOip, small_model: SmallModel) -> None:
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from gateway.extensions import db
+    from gateway.jobs.explain import ExplainKind
+
+    assert register(gateway, small_model, remote.source()).status_code == 201
+    resp = gateway.decide(small_model.request(9), model=NAME)
+    assert resp.status_code == 201
+    did = resp.get_json()["decision_id"]
+    remote.mode = "5xx"
+    assert ExplainKind(gateway.app).run_once() == 1
+
+    def row() -> Any:
+        with gateway.app.app_context():
+            found = db.session.execute(sa.text("SELECT status, attempts, last_error FROM explanations "
+                                               "WHERE decision_id = :d"), {"d": did}).mappings().one()
+            db.session.commit()
+            return found
+
+    failed = row()
+    assert (failed["status"], failed["attempts"]) == ("pending", 1)
+    assert "model_server_error" in failed["last_error"]
+    remote.mode = "ok"
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)  # past the retry delay
+    assert ExplainKind(gateway.app).run_once(now=later) == 1
+    assert row()["status"] == "ready"
