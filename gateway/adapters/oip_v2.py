@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gateway.adapters.base import AdapterError, NativeModel
-from gateway.adapters.remote import CHANGED, RemoteCaller, RemoteModelError, probabilities
+from gateway.adapters.remote import CHANGED, REQUEST_REJECTED, RemoteCaller, RemoteModelError, probabilities
 from gateway.manifest import RemoteSource
 
 _NUMPY = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float32, "INT64": np.int64, "INT32": np.int32,
@@ -124,7 +124,17 @@ class OipV2Adapter:
         """One inference call; return the answer after checking which model and version computed it."""
         body = {"parameters": {"content_type": "pd"}, "inputs": self._inputs(frame),
                 "outputs": [{"name": self.source.output}]}
-        answer = self.caller.request("POST", self.path + "/infer", body)
+        try:
+            answer = self.caller.request("POST", self.path + "/infer", body)
+        except RemoteModelError as exc:
+            if self.pinned and exc.code == REQUEST_REJECTED and (exc.details or {}).get("status") == 404:
+                raise RemoteModelError(
+                    f"the server no longer serves the registered {self.pinned.get('name')} "
+                    f"{self.pinned.get('version')}; decisions are refused until an admin registers what it serves",
+                    code=CHANGED, details={"registered": {"name": self.pinned.get("name"),
+                                                          "version": self.pinned.get("version")},
+                                           "serving": None}) from None
+            raise
         if not isinstance(answer, dict):
             raise RemoteModelError("the model's answer is not an inference response", code="model_answer_shape")
         if self.pinned:

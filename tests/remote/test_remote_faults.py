@@ -68,7 +68,7 @@ def test_decisions_score_with_the_remote_model_and_pin_its_version(gateway: Gate
 @pytest.mark.parametrize(("mode", "code"), [
     ("timeout", "model_timeout"), ("5xx", "model_server_error"), ("nan", "model_answer_nan"),
     ("out_of_range", "model_answer_out_of_range"), ("wrong_shape", "model_answer_shape"),
-    ("not_json", "model_answer_shape"),
+    ("not_json", "model_answer_shape"), ("redirect", "model_request_rejected"), ("gone", "model_changed"),
 ])
 def test_a_failing_remote_is_a_503_saying_which_and_nothing_is_recorded(
         gateway: Gateway, remote: MisbehavingOip, small_model: SmallModel, mode: str, code: str) -> None:

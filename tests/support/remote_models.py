@@ -139,6 +139,10 @@ class MisbehavingOip:
             proba[0, :] = np.nan
         elif mode == "out_of_range":
             proba[0, :] = [-0.25, 1.25]
+        elif mode == "redirect":  # never followed: a redirect could point anywhere, a metadata service included
+            return self._response("", status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+        elif mode == "gone":
+            return self._response("model not found", status=404)
         elif mode == "not_json":
             return self._response("<html>gateway timeout</html>", status=200, content_type="text/html")
         version = "v2" if mode == "changed" else self.version
