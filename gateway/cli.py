@@ -212,9 +212,9 @@ def models_register(manifest: Path, activate: bool) -> None:
         parsed, folder = load_manifest(manifest)
     except ValidationError as exc:
         raise click.ClickException(f"invalid manifest {manifest}:\n{exc}") from None
-    if parsed.artifact is None:
+    if parsed.artifact is None and parsed.source is None:
         raise click.ClickException("the manifest has no 'artifact' path")
-    artifact = (folder / parsed.artifact).read_bytes()
+    artifact = (folder / parsed.artifact).read_bytes() if parsed.artifact is not None else None
     background = None
     if parsed.explanation.background:
         background = (folder / parsed.explanation.background).read_bytes()
@@ -227,7 +227,7 @@ def models_register(manifest: Path, activate: bool) -> None:
         detail = f"\n{json.dumps(exc.details, indent=2, ensure_ascii=False)}" if exc.details else ""
         raise click.ClickException(f"{exc.message}{detail}") from None
     word = "registered" if created else "already registered"
-    click.echo(f"{word}: {parsed.name} {parsed.version} ({status}) sha256={parsed.sha256}")
+    click.echo(f"{word}: {parsed.name} {parsed.version} ({status}) sha256={row.artifact_sha256}")
 
 
 @models_group.command("list")

@@ -85,6 +85,15 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEFAULT_SECRET": None,
     "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
     "WEBHOOK_CA_FILE": None,
+    # Remote models (manifest `source`: OIP v2 or MLflow servers). The webhook address rules apply to their
+    # URLs unless MODEL_ALLOW_PRIVATE (tests, model servers on the deployment's own network). Credentials
+    # never go in a manifest: a bearer token per URL origin ("https://models.example.kz" → token), one
+    # client certificate for mutual TLS, an extra CA bundle. TLS is always verified.
+    "MODEL_ALLOW_PRIVATE": False,
+    "MODEL_BEARER_TOKENS": {},
+    "MODEL_CLIENT_CERT": None,
+    "MODEL_CLIENT_KEY": None,
+    "MODEL_CA_FILE": None,
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker

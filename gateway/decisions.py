@@ -115,6 +115,9 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
     try:
         score = float(model.score([row])[0])
+    except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
+        current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
+        raise
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc

@@ -30,7 +30,7 @@ from gateway import explanations, runtime
 from gateway.audit import leaf_values
 from gateway.contacts import committer
 from gateway.db import write_transaction
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ModelUnavailable
 from gateway.extensions import db
 from gateway.features import to_frame
 from gateway.jobs import claims
@@ -142,6 +142,10 @@ class ExplainKind(TaskKind):
             values = explanations.computed_values(model.explanation, raw, inputs, score)
         except ExplainerError as exc:  # deterministic: the same inputs fail the same way again
             return Result(job, now or self.clock(), error=f"the explainer failed: {exc}", permanent=True)
+        except ModelUnavailable as exc:  # a remote model's server failed (or serves another model): retried later
+            log.warning("explanation %s: the model is unavailable (%s): %s", job.decision_id, exc.code, exc.message)
+            db.session.rollback()
+            return Result(job, now or self.clock(), error=f"the model is unavailable ({exc.code}): {exc.message}")
         except Exception as exc:  # a bug or a resource problem: recorded on the row and retried, never lost
             log.exception("explanation %s: unexpected error", job.decision_id)
             db.session.rollback()
