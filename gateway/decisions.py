@@ -16,7 +16,7 @@ from explainers import ExplainerError
 from gateway import access, explanations, links, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import decrypt_contact, encrypt_contact
+from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, new_data_key
 from gateway.db import write_transaction
 from gateway.errors import (
     Conflict,
@@ -131,6 +131,9 @@ def score_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
     """The scores of validated rows, in one vectorised call; ModelUnavailable when the model fails."""
     try:
         return [float(s) for s in model.score(rows)]
+    except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
+        current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
+        raise
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
@@ -184,8 +187,7 @@ class NewDecision:
     reference: str | None
     created_at: dt.datetime
     audit_extra: dict[str, Any] | None = None
-    contact_ciphertext: bytes | None = None  # already encrypted for this id (a batch row's contact)
-    channels: tuple[str, ...] | None = None  # the contact's kinds when only its ciphertext is given
+    data_key: DataKey | None = None  # made at a batch's intake (its contact was encrypted with it); else new
 
 
 def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
@@ -204,12 +206,11 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
     for d in made:
         model, scored, now = d.model, d.scored, d.created_at
         model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
-        ciphertext = d.contact_ciphertext if d.contact_ciphertext is not None else \
-            encrypt_contact(settings.contact_key, d.id, d.contact)
+        data_key = d.data_key if d.data_key is not None else new_data_key(settings.contact_key, d.id)
         decision_rows.append({
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
-            "contact_ciphertext": ciphertext,
+            "contact_ciphertext": encrypt_contact(data_key, d.contact), "data_key": data_key.wrapped,
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
             "created_at": now, "effective_outcome": scored.outcome, "effective_review_id": None,
@@ -220,13 +221,18 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
                 "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
                 "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
             }
-            for channel in (d.channels if d.channels is not None else sorted(d.contact))
+            for channel in sorted(d.contact)
         )
+        # Personal data only as commitments keyed by the decision's data key (gateway.contacts): the purge
+        # deletes the values and destroys the key, and the leaf, its hash and every proof stay as they are.
         audit_record = {
-            "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref, "inputs": scored.row,
+            "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref,
+            "inputs_commitment": data_key.commitment(scored.row),
+            "contact_commitment": data_key.commitment(d.contact),
             "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
             "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
-            "explanation": explanations.audit_digest(scored.explanation), **(d.audit_extra or {}),
+            "explanation": explanations.audit_digest(scored.explanation, data_key.commitment),
+            **(d.audit_extra or {}),
         }
         leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
     session.execute(insert(table(Decision)), decision_rows)
@@ -340,4 +346,4 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
 def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:
     """The decision's contact details, decrypted (never log them); {} once erased."""
     settings = settings or current_settings()
-    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext)
+    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext, decision.data_key)

@@ -60,7 +60,7 @@ def role_for(method: str, path: str) -> str:
     if path.startswith("/v1/blobs") or (path.startswith("/v1/models") and method == "POST"
                                         and not path.endswith(("/decisions", "/decision-batches"))):
         return "admin"
-    if path.endswith("/access-log"):
+    if path.endswith("/access-log") or path.endswith("/hold"):
         return "auditor"
     if path.startswith("/v1/reviews"):
         return "reviewer"

@@ -31,7 +31,7 @@ from explainers import ExplainerError
 from gateway import batchfiles, decisions, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import encrypt_contact
+from gateway.contacts import decrypt_contact, encrypt_contact, new_data_key, unwrap_data_key
 from gateway.db import rowcount, write_transaction
 from gateway.errors import NotFound, ValidationFailed
 from gateway.extensions import db
@@ -109,12 +109,13 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
         return values | {"errors": errors}
     planned = new_id("dec")
     contact = subject.contact.model_dump(exclude_none=True)
+    data_key = new_data_key(settings.contact_key, planned)  # the decision's own key, made now for its contact
     # The body a single call would send for this person: the same key with the same body replays, either way.
     body = {k: v for k, v in row.model_dump(exclude_none=True).items() if k != "idempotency_key"}
     return values | {
         "status": PENDING, "planned_id": planned, "request_hash": decisions.request_hash(model_name, body),
         "subject_ref": subject_ref(subject.iin, settings.subject_key),
-        "contact_ciphertext": encrypt_contact(settings.contact_key, planned, contact),
+        "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key.wrapped,
         "channels": sorted(contact), "language": subject.language, "features": features,
         "operator": row.operator, "reference": row.reference,
     }
@@ -246,10 +247,11 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
                                                          "message": f"the decision could not be explained: {s}"}]})
             continue
         d = decisions.NewDecision(
-            id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref, contact={},
+            id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref,
+            contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, r.data_key),
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
             reference=r.reference, created_at=now, audit_extra={"batch": {"id": batch_id, "row": r.idx}},
-            contact_ciphertext=r.contact_ciphertext, channels=tuple(r.channels or ()),
+            data_key=unwrap_data_key(settings.contact_key, r.planned_id, r.data_key),
         )
         made.append(d)
         keys.append(decisions.idempotency_row(batch.client_id, r.idempotency_key, r.request_hash, d,
@@ -282,7 +284,7 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
                     update(R).where(R.c.batch_id == batch_id, R.c.idx == bindparam("b_idx"))
                     .values(status=bindparam("status"), decision_id=bindparam("decision_id"),
                             outcome=bindparam("outcome"), score=bindparam("score"), adverse=bindparam("adverse"),
-                            errors=bindparam("errors"), decided_at=now, contact_ciphertext=None, features=null()),
+                            errors=bindparam("errors"), decided_at=now, contact_ciphertext=None, data_key=None, features=null()),
                     results)
             if finished:
                 session.execute(insert(table(LogLeaf)), _finished_leaf(batch_id, BatchStatus.DONE, now, None))
