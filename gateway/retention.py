@@ -34,6 +34,7 @@ from gateway.models import (
     OPEN_REVIEW,
     Base,
     Decision,
+    DecisionBatchRow,
     Explanation,
     ExplanationStatus,
     IdempotencyRecord,
@@ -65,6 +66,8 @@ PERSONAL_DATA: list[PersonalData] = [
     PersonalData(Decision, "id", {"inputs": {}, "contact_ciphertext": None, "data_key": None}),
     PersonalData(Explanation, "decision_id", {"attributions": null(), "selection": null()}),
     PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": null(), "reasons": null()}),
+    # A batch row's copy of the person's data is erased when its decision is made; kept cleared here too.
+    PersonalData(DecisionBatchRow, "decision_id", {"contact_ciphertext": None, "data_key": None, "features": null()}),
 ]
 
 
