@@ -11,10 +11,16 @@ from gateway.adapters.base import (
     UnknownAdapterError,
     UntrustedArtifactError,
 )
+from gateway.adapters.boosting import LightGBMAdapter, XGBoostAdapter
 from gateway.adapters.joblib_adapter import JoblibAdapter
 from gateway.adapters.skops_adapter import SkopsAdapter
 
-ADAPTERS: dict[str, Any] = {SkopsAdapter.kind: SkopsAdapter, JoblibAdapter.kind: JoblibAdapter}
+ADAPTERS: dict[str, Any] = {
+    SkopsAdapter.kind: SkopsAdapter,
+    JoblibAdapter.kind: JoblibAdapter,
+    LightGBMAdapter.kind: LightGBMAdapter,
+    XGBoostAdapter.kind: XGBoostAdapter,
+}
 
 
 def load_adapter(kind: str, data: bytes, *, positive_class: Any, feature_names: list[str], config: dict[str, Any]) -> ModelAdapter:
