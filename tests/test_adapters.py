@@ -11,14 +11,16 @@ from typing import Any
 
 import joblib
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import skops.io as sio
 
 from gateway.adapters import ADAPTERS, AdapterError, UnknownAdapterError, UntrustedArtifactError, load_adapter
 from gateway.config import SKOPS_TRUSTED_TYPES
-from tests.support.adult import FEATURES, POSITIVE, adult_pipeline
+from tests.support.adult import FEATURES, NUMERIC, POSITIVE, adult_pipeline
 from tests.support.boosting import adult_booster_pipeline
+from tests.support.onnx import adult_onnx
 
 
 def _joblib_bytes(model: Any) -> bytes:
@@ -33,7 +35,7 @@ class Case:
 
     artifact: bytes
     reference: Callable[[pd.DataFrame], np.ndarray]  # the positive class's probability, from the model itself
-    estimator: str  # the final estimator's class name that native() exposes
+    estimator: str | None  # the final estimator's class name that native() exposes (None: an opaque model)
 
 
 def _sklearn_case(serialise: Callable[[Any], bytes]) -> Callable[[], Case]:
@@ -56,12 +58,26 @@ def _trained() -> tuple[Any, Any]:
     return adult_pipeline(n_rows=2000)
 
 
+def _onnx_case() -> Case:
+    pipe, _ = _trained()
+    data = adult_onnx(pipe)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    positive = list(pipe.classes_).index(POSITIVE)
+
+    def direct(rows: pd.DataFrame) -> np.ndarray:  # onnxruntime called directly, without the adapter
+        feeds = {n: (rows[[n]].to_numpy(dtype=np.float32) if n in NUMERIC else rows[[n]].to_numpy(dtype=object))
+                 for n in FEATURES}
+        return np.asarray(session.run(["probabilities"], feeds)[0], dtype=float)[:, positive]
+    return Case(data, direct, None)
+
+
 # How to make an artifact for each adapter kind. A new adapter must add itself here (checked below).
 CASES: dict[str, Callable[[], Case]] = {
     "skops": _sklearn_case(sio.dumps),
     "joblib": _sklearn_case(_joblib_bytes),
     "lightgbm": _booster_case("lightgbm", "LGBMClassifier"),
     "xgboost": _booster_case("xgboost", "LabelledXGBClassifier"),
+    "onnx": _onnx_case,
 }
 CONFIG = {"SKOPS_TRUSTED_TYPES": SKOPS_TRUSTED_TYPES, "ALLOW_PICKLE": True}
 
@@ -91,6 +107,9 @@ def test_adapter_conformance(kind: str, trained: tuple[Any, Any]) -> None:
     assert description["kind"] == kind and description["positive_class"] == POSITIVE
     json.dumps(description)
     native = adapter.native()
+    if case.estimator is None:  # opaque: explained model-agnostically through score()
+        assert native is None
+        return
     assert native is not None and native.positive_class == POSITIVE
     assert type(native.estimator).__name__ == case.estimator
     positive = list(native.estimator.classes_).index(POSITIVE)
@@ -129,5 +148,5 @@ def test_joblib_is_refused_unless_the_deployment_allows_pickle(trained: tuple[An
 
 
 def test_unknown_adapter_names_the_known_ones() -> None:
-    with pytest.raises(UnknownAdapterError, match=r"unknown adapter 'onnx'; known adapters: \['joblib', 'lightgbm', 'skops', 'xgboost'\]"):
-        load_adapter("onnx", b"", positive_class=1, feature_names=[], config=CONFIG)
+    with pytest.raises(UnknownAdapterError, match=r"unknown adapter 'pmml'; known adapters: \['joblib', 'lightgbm', 'onnx', 'skops', 'xgboost'\]"):
+        load_adapter("pmml", b"", positive_class=1, feature_names=[], config=CONFIG)

@@ -13,6 +13,7 @@ from gateway.adapters.base import (
 )
 from gateway.adapters.boosting import LightGBMAdapter, XGBoostAdapter
 from gateway.adapters.joblib_adapter import JoblibAdapter
+from gateway.adapters.onnx_adapter import OnnxAdapter
 from gateway.adapters.skops_adapter import SkopsAdapter
 
 ADAPTERS: dict[str, Any] = {
@@ -20,6 +21,7 @@ ADAPTERS: dict[str, Any] = {
     JoblibAdapter.kind: JoblibAdapter,
     LightGBMAdapter.kind: LightGBMAdapter,
     XGBoostAdapter.kind: XGBoostAdapter,
+    OnnxAdapter.kind: OnnxAdapter,
 }
 
 
