@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTPUT_SPACES", "BaseExplainer", "ExactExplainer", "RawExplanation", "Rows"]
 
-#: The output spaces an explanation can be stated in.
-OUTPUT_SPACES = ("log_odds", "probability")
+#: The output spaces an explanation can be stated in ("value": a regression model's own value, in its units).
+OUTPUT_SPACES = ("log_odds", "probability", "value")
 
 #: What `explain` accepts: a DataFrame of raw features, one record (feature name -> raw value), or a
 #: list of records. Records skip building a DataFrame, which costs more than TreeSHAP for one row.

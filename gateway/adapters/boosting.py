@@ -134,14 +134,16 @@ class _BoosterAdapter(SklearnClassifierAdapter):
                 raise AdapterError(f"the preprocessing gives {out} columns, the booster takes {width}")
         return cls(pipeline, positive_class=positive_class, feature_names=feature_names)
 
+    def probabilities(self, rows: Any) -> np.ndarray:
+        if len(self._model.steps) > 1:
+            return super().probabilities(rows)
+        # A booster alone: its own column order (checked equal, as a set, to the manifest's at load).
+        own = getattr(self._model[-1], "feature_names_in_", None)
+        rows = rows[[str(n) for n in own]] if own is not None else rows[self.feature_names]
+        return np.asarray(self._model[-1].predict_proba(rows), dtype=float)
+
     def score(self, rows: Any) -> np.ndarray:
-        prep = self._model[:-1] if len(self._model.steps) > 1 else None
-        if prep is None:
-            # The booster's own column order (checked equal, as a set, to the manifest's at load).
-            own = getattr(self._model[-1], "feature_names_in_", None)
-            rows = rows[[str(n) for n in own]] if own is not None else rows[self.feature_names]
-            return np.asarray(self._model[-1].predict_proba(rows)[:, self._index], dtype=float)
-        return super().score(rows)
+        return self.probabilities(rows)[:, self._index]
 
 
 def _classes(classes: list[Any] | None, n: int) -> np.ndarray:

@@ -111,6 +111,10 @@ class OnnxAdapter:
                 feeds[name] = column.to_numpy(dtype=_DTYPES[kind]).reshape(-1, 1)
         return feeds
 
+    @property
+    def classes(self) -> list[Any]:
+        return list(self._classes)
+
     def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
         """Return the probability of every class, shape (n, classes), in the order of the graph's labels."""
         [out] = self._session.run([self._output], self._feeds(rows))

@@ -1,0 +1,168 @@
+"""More than yes/no: the multi-class and regression examples end to end (decision, notice, explanation in
+kk/ru/en), and the policy kinds as one closed, validated set."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+import skops.io as sio
+import sqlalchemy as sa
+
+from gateway.extensions import db
+from gateway.jobs.explain import ExplainKind
+from gateway.manifest import Manifest, load_manifest
+from gateway.notifications.render import Job, message_for
+from tests.conftest import Gateway
+from tests.support.registration import register
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGS = ("kk", "ru", "en")
+
+
+def _kinds_module() -> Any:
+    spec = importlib.util.spec_from_file_location("more_kinds_train", ROOT / "examples" / "more_kinds" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def kinds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both examples trained once per session; their manifest paths by name."""
+    trained: dict[str, Path] = _kinds_module().train(tmp_path_factory.mktemp("kinds"))
+    return trained
+
+
+def _register(gw: Gateway, path: Path) -> tuple[Manifest, Any, pd.DataFrame]:
+    manifest, folder = load_manifest(path)
+    assert manifest.artifact and manifest.explanation.background
+    artifact = (folder / manifest.artifact).read_bytes()
+    background = (folder / manifest.explanation.background).read_bytes()
+    resp = register(gw.client, gw.auth("admin"), manifest.model_dump(mode="json"), artifact, background)
+    assert resp.status_code == 201, resp.get_json()
+    pipe = sio.loads(artifact, trusted=["sklearn.tree._tree.Tree"])
+    return manifest, pipe, pd.read_csv(folder / manifest.explanation.background)
+
+
+def _notice_texts(gw: Gateway, decision_id: str) -> dict[str, str]:
+    """The decision notice rendered in each language, as the dispatcher renders it."""
+    with gw.app.app_context():
+        row = db.session.execute(sa.text("SELECT id, kind, channel, attempts, created_at FROM notifications "
+                                         "WHERE decision_id = :d AND kind = 'decision_notice' ORDER BY channel"),
+                                 {"d": decision_id}).first()
+        assert row is not None
+        created = row.created_at if isinstance(row.created_at, dt.datetime) else dt.datetime.fromisoformat(row.created_at)
+        return {lang: message_for(Job(row.id, decision_id, row.kind, row.channel, lang, 0, created)).text
+                for lang in LANGS}
+
+
+def _explanation(gw: Gateway, did: str, lang: str) -> Any:
+    return gw.client.get(f"/v1/decisions/{did}/explanation?lang={lang}", headers=gw.auth("agency_a"))
+
+
+def test_multiclass_decides_the_most_probable_tier_and_explains_its_probability(gateway: Gateway,
+                                                                              kinds: dict[str, Path]) -> None:
+    manifest, pipe, _ = _register(gateway, kinds["german-credit-tiers"])
+    names = [f.name for f in manifest.features]
+    seen: set[str] = set()
+    for change in ({}, {"duration_months": 6, "checking_status": "no_account"}, {"duration_months": 48}):
+        body = {**gateway.sample, "features": {**gateway.sample["features"], **change}}
+        resp = gateway.decide(body, model="german-credit-tiers")
+        assert resp.status_code == 201, resp.get_json()
+        decided = resp.get_json()
+        proba = pipe.predict_proba(pd.DataFrame([body["features"]])[names])[0]
+        k = int(np.argmax(proba))
+        outcome = {"low": "approved", "medium": "conditional", "high": "declined"}[pipe.classes_[k]]
+        assert decided["outcome"] == outcome and decided["score"] == pytest.approx(proba[k], abs=1e-12)
+        assert decided["adverse"] is (outcome != "approved")
+        seen.add(outcome)
+        # exact, in the transaction: ready at once, explaining the decided tier's probability
+        texts = {lang: _explanation(gateway, decided["decision_id"], lang).get_json() for lang in LANGS}
+        en = texts["en"]
+        assert en["method"] == "tree_shap_interventional_grouped" and en["output_space"] == "probability"
+        assert en["output"] == pytest.approx(decided["score"], abs=1e-12)
+        with gateway.app.app_context():
+            attributions = db.session.execute(sa.text("SELECT attributions FROM explanations WHERE decision_id = :d"),
+                                              {"d": decided["decision_id"]}).scalar_one()
+        attributions = attributions if isinstance(attributions, dict) else __import__("json").loads(attributions)
+        assert abs(en["base_value"] + sum(attributions.values()) - decided["score"]) <= 1e-6
+        label = manifest.policy.outcome_labels[outcome]  # type: ignore[index]
+        assert f"the probability of this outcome «{label.en}»" in en["text"]["summary"]
+        assert f"вероятность этого исхода «{label.ru}»" in texts["ru"]["text"]["summary"]
+        assert f"осы «{label.kk}» нәтижесінің ықтималдығын" in texts["kk"]["text"]["summary"]
+        notices = _notice_texts(gateway, decided["decision_id"])
+        for lang in LANGS:
+            assert getattr(label, lang) in notices[lang], lang
+    assert len(seen) >= 2  # the examples reach different tiers: each explained by its own class's explainer
+
+
+def test_regression_decides_by_band_and_explains_in_the_models_units(gateway: Gateway, kinds: dict[str, Path]) -> None:
+    manifest, pipe, _ = _register(gateway, kinds["german-credit-amount"])
+    names = [f.name for f in manifest.features]
+    features = {k: v for k, v in gateway.sample["features"].items() if k != "credit_amount"}
+    resp = gateway.decide({**gateway.sample, "features": features}, model="german-credit-amount")
+    assert resp.status_code == 201, resp.get_json()
+    decided = resp.get_json()
+    amount = float(pipe.predict(pd.DataFrame([features])[names])[0])
+    assert decided["score"] == pytest.approx(amount, rel=1e-12)
+    band = "small" if amount < 1500 else "standard" if amount < 4000 else "large"
+    assert decided["outcome"] == band and decided["adverse"] is (band == "small")
+    did = decided["decision_id"]
+    assert _explanation(gateway, did, "en").status_code == 202  # model-agnostic: the explain job computes it
+    assert ExplainKind(gateway.app).run_once() == 1
+    texts = {lang: _explanation(gateway, did, lang).get_json() for lang in LANGS}
+    en = texts["en"]
+    assert en["method"] == "permutation_shap_estimate" and en["output_space"] == "value"
+    assert en["output"] == pytest.approx(amount, rel=1e-9)
+    assert en["additivity_error"] <= 1e-6 * amount
+    assert f"The system computed the amount {amount:,.0f} DM" in en["text"]["summary"]
+    assert all(("raised the amount by about" in s or "lowered the amount by about" in s) and " DM, ± " in s
+               for s in en["text"]["factors"]), en["text"]["factors"]
+    assert all(("увеличило сумму на" in s or "уменьшило сумму на" in s) and "DM" in s for s in texts["ru"]["text"]["factors"])
+    assert all(("соманы" in s) and "DM" in s for s in texts["kk"]["text"]["factors"])
+    assert "DM" in texts["ru"]["text"]["baseline"]
+    label = manifest.policy.outcome_labels[band]  # type: ignore[index]
+    notices = _notice_texts(gateway, did)
+    for lang in LANGS:
+        assert getattr(label, lang) in notices[lang], lang
+    svg = gateway.client.get(f"/v1/decisions/{did}/explanation.svg?lang=ru", headers=gateway.auth("agency_a"))
+    assert svg.status_code in (200, 404)
+
+
+def test_policy_kinds_are_one_closed_validated_set(kinds: dict[str, Path]) -> None:
+    manifest, _ = load_manifest(kinds["german-credit-amount"])
+    data = manifest.model_dump(mode="json")
+    assert data["policy"]["bands"][-1][0] is None  # the open band is stored as null (no infinity in JSON)
+    assert Manifest.model_validate(data) == manifest
+    for policy, message in [
+        ({"kind": "tiers"}, "policy.kind must be one of binary, multiclass, regression"),
+        (data["policy"] | {"bands": [[4000.0, "a"], [1500.0, "b"], [None, "c"]]}, "strictly increasing"),
+        (data["policy"] | {"bands": [[1500.0, "a"], [4000.0, "b"]]}, "the last band is open above"),
+        (data["policy"] | {"adverse_outcomes": ["tiny"]}, r"adverse_outcomes \['tiny'\] are not outcomes"),
+        ({"kind": "multiclass", "classes": [{"class": "a", "outcome": "x"}, {"class": "b", "outcome": "x"},
+                                            {"class": "c", "outcome": "z"}]}, "each class needs its own outcome"),
+        ({"kind": "multiclass", "classes": [{"class": "a", "outcome": "x"}, {"class": "b", "outcome": "y"}]},
+         "at least 3 items"),
+    ]:
+        with pytest.raises(pydantic.ValidationError, match=message):
+            Manifest.model_validate(data | {"policy": policy})
+
+
+def test_a_multiclass_policy_must_name_the_models_classes(gateway: Gateway, kinds: dict[str, Path]) -> None:
+    manifest, folder = load_manifest(kinds["german-credit-tiers"])
+    body = manifest.model_dump(mode="json")
+    body["name"] = "tiers-wrong"
+    body["policy"]["classes"][2]["class"] = "severe"
+    artifact = (folder / manifest.artifact).read_bytes()  # type: ignore[operator]
+    background = (folder / manifest.explanation.background).read_bytes()  # type: ignore[operator]
+    resp = register(gateway.client, gateway.auth("admin"), body, artifact, background)
+    assert resp.status_code == 422
+    assert "are not the model's classes" in resp.get_json()["error"]["message"]
