@@ -20,7 +20,9 @@ from gateway.jobs.explain import ExplainKind
 from gateway.manifest import Manifest, load_manifest
 from gateway.notifications.render import Job, message_for
 from tests.conftest import Gateway
+from tests.support.citizens import notice_token
 from tests.support.registration import register
+from tests.web.support import text
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGS = ("kk", "ru", "en")
@@ -64,6 +66,18 @@ def _notice_texts(gw: Gateway, decision_id: str) -> dict[str, str]:
                 for lang in LANGS}
 
 
+def _pages(gw: Gateway, did: str) -> dict[str, tuple[str, str]]:
+    """The person's decision and explanation pages in each language, opened from the notice's link."""
+    browser = gw.app.test_client()
+    assert browser.get(f"/d/{did}?token={notice_token(gw, did)}").status_code == 303
+    found = {}
+    for lang in LANGS:
+        decision, explanation = (browser.get(f"/d/{did}{page}?lang={lang}") for page in ("", "/explanation"))
+        assert decision.status_code == 200 and explanation.status_code == 200, lang
+        found[lang] = (text(decision), text(explanation))
+    return found
+
+
 def _explanation(gw: Gateway, did: str, lang: str) -> Any:
     return gw.client.get(f"/v1/decisions/{did}/explanation?lang={lang}", headers=gw.auth("agency_a"))
 
@@ -99,8 +113,11 @@ def test_multiclass_decides_the_most_probable_tier_and_explains_its_probability(
         assert f"вероятность этого исхода «{label.ru}»" in texts["ru"]["text"]["summary"]
         assert f"осы «{label.kk}» нәтижесінің ықтималдығын" in texts["kk"]["text"]["summary"]
         notices = _notice_texts(gateway, decided["decision_id"])
+        pages = _pages(gateway, decided["decision_id"])
         for lang in LANGS:
             assert getattr(label, lang) in notices[lang], lang
+            assert getattr(label, lang) in pages[lang][0], lang
+            assert texts[lang]["text"]["summary"].replace("\xa0", " ").replace("\u202f", " ") in pages[lang][1], lang
     assert len(seen) >= 2  # the examples reach different tiers: each explained by its own class's explainer
 
 
@@ -131,10 +148,11 @@ def test_regression_decides_by_band_and_explains_in_the_models_units(gateway: Ga
     assert "DM" in texts["ru"]["text"]["baseline"]
     label = manifest.policy.outcome_labels[band]  # type: ignore[index]
     notices = _notice_texts(gateway, did)
+    pages = _pages(gateway, did)
     for lang in LANGS:
         assert getattr(label, lang) in notices[lang], lang
-    svg = gateway.client.get(f"/v1/decisions/{did}/explanation.svg?lang=ru", headers=gateway.auth("agency_a"))
-    assert svg.status_code in (200, 404)
+        assert getattr(label, lang) in pages[lang][0], lang
+        assert texts[lang]["text"]["factors"][0].replace("\xa0", " ").replace("\u202f", " ") in pages[lang][1], lang
 
 
 def test_policy_kinds_are_one_closed_validated_set(kinds: dict[str, Path]) -> None:
