@@ -184,3 +184,17 @@ def test_a_multiclass_policy_must_name_the_models_classes(gateway: Gateway, kind
     resp = register(gateway.client, gateway.auth("admin"), body, artifact, background)
     assert resp.status_code == 422
     assert "are not the model's classes" in resp.get_json()["error"]["message"]
+
+
+def test_the_readmes_policy_examples_are_valid() -> None:
+    """Every manifest fragment with a [policy] in README.md is a valid policy of the kind it shows."""
+    import re
+    import tomllib
+
+    from pydantic import TypeAdapter
+
+    from gateway.manifest import AnyPolicy
+
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "[policy]" in b]
+    kinds = [TypeAdapter(AnyPolicy).validate_python(tomllib.loads(block)["policy"]).kind for block in blocks]
+    assert {"binary", "multiclass", "regression"} <= set(kinds), kinds

@@ -181,7 +181,9 @@ class LightGBMAdapter(_BoosterAdapter):
         else:
             raise AdapterError(f"the LightGBM model's objective is {objective!r}; this adapter takes classifiers "
                                "(binary, multiclass)")
-        estimator = lgb.LGBMClassifier(objective=objective)
+        # One thread: a one-row prediction is microseconds of work, and starting OpenMP threads per call (or
+        # competing with the serving workers for cores) costs milliseconds.
+        estimator = lgb.LGBMClassifier(objective=objective, n_jobs=1)
         # What LGBMClassifier.fit sets, taken from the booster instead of training.
         estimator._Booster = booster
         estimator.fitted_ = True
@@ -225,7 +227,7 @@ class XGBoostAdapter(_BoosterAdapter):
             raise AdapterError(f"the XGBoost model's objective is {objective!r}; this adapter takes classifiers "
                                "(binary:logistic, multi:softprob)")
         n_classes = 2 if objective == "binary:logistic" else int(config["learner"]["learner_model_param"]["num_class"])
-        estimator = LabelledXGBClassifier()
+        estimator = LabelledXGBClassifier(n_jobs=1)  # one thread, as for LightGBM
         estimator.load_model(bytearray(data))
         estimator.n_classes_ = n_classes
         estimator.labels_ = _classes(classes, n_classes)
