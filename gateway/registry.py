@@ -95,7 +95,9 @@ def register(
         select(ScoringModel).where(ScoringModel.name == manifest.name, ScoringModel.version == manifest.version)
     ).scalar_one_or_none()
     if existing is not None:
-        if existing.artifact_sha256 != sha or existing.manifest != manifest.model_dump(mode="json"):
+        # Compared as parsed now: a manifest stored before a field had a default (policy.kind) is the same manifest.
+        stored = Manifest.model_validate(existing.manifest).model_dump(mode="json")
+        if existing.artifact_sha256 != sha or stored != manifest.model_dump(mode="json"):
             raise Conflict(
                 f"model {manifest.name} {manifest.version} is already registered with a different "
                 "artifact or manifest; register a new version instead",

@@ -198,3 +198,21 @@ def test_the_readmes_policy_examples_are_valid() -> None:
     blocks = [b for b in re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "[policy]" in b]
     kinds = [TypeAdapter(AnyPolicy).validate_python(tomllib.loads(block)["policy"]).kind for block in blocks]
     assert {"binary", "multiclass", "regression"} <= set(kinds), kinds
+
+
+def test_a_version_stored_before_policy_kinds_registers_again_as_the_same(gateway: Gateway, german_manifest: Path) -> None:
+    """A manifest stored without policy.kind (before kinds existed) is the same manifest as today's binary one."""
+    import json
+
+    with gateway.app.app_context():
+        stored = db.session.execute(sa.text("SELECT id, manifest FROM scoring_models WHERE name = 'german-credit'")).one()
+        old = stored.manifest if isinstance(stored.manifest, dict) else json.loads(stored.manifest)
+        assert old["policy"].pop("kind") == "binary"
+        db.session.execute(sa.text("UPDATE scoring_models SET manifest = :m WHERE id = :i"),
+                           {"m": json.dumps(old), "i": stored.id})
+        db.session.commit()
+    manifest, folder = load_manifest(german_manifest)
+    assert manifest.artifact and manifest.explanation.background
+    again = register(gateway.client, gateway.auth("admin"), manifest.model_dump(mode="json"),
+                     (folder / manifest.artifact).read_bytes(), (folder / manifest.explanation.background).read_bytes())
+    assert again.status_code == 200 and again.get_json()["created"] is False
