@@ -82,6 +82,7 @@ def _explanation(gw: Gateway, did: str, lang: str) -> Any:
     return gw.client.get(f"/v1/decisions/{did}/explanation?lang={lang}", headers=gw.auth("agency_a"))
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_multiclass_decides_the_most_probable_tier_and_explains_its_probability(gateway: Gateway,
                                                                               kinds: dict[str, Path]) -> None:
     manifest, pipe, _ = _register(gateway, kinds["german-credit-tiers"])
@@ -121,6 +122,7 @@ def test_multiclass_decides_the_most_probable_tier_and_explains_its_probability(
     assert len(seen) >= 2  # the examples reach different tiers: each explained by its own class's explainer
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_regression_decides_by_band_and_explains_in_the_models_units(gateway: Gateway, kinds: dict[str, Path]) -> None:
     manifest, pipe, _ = _register(gateway, kinds["german-credit-amount"])
     names = [f.name for f in manifest.features]
