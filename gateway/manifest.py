@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from babel.numbers import format_decimal
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -305,6 +306,11 @@ class RegressionPolicy(_Strict):
                 return outcome, outcome in self.adverse_outcomes
         outcome = self.bands[-1][1]
         return outcome, outcome in self.adverse_outcomes
+
+    def amount(self, value: float, lang: str) -> str:
+        """The model's value as the person reads it, in its units, e.g. "12,400 ₸" (en) or "12 400 ₸" (ru)."""
+        pattern = "#,##0" + ("." + "0" * self.decimals if self.decimals else "")
+        return f"{format_decimal(value, format=pattern, locale=lang)} {self.unit.get(lang)}"
 
     def public(self) -> dict[str, Any]:
         return {"kind": self.kind, "unit": self.unit.model_dump(mode="json"),

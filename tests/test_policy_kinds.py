@@ -78,6 +78,10 @@ def _pages(gw: Gateway, did: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _plain(value: str) -> str:
+    return value.replace("\xa0", " ").replace("\u202f", " ")
+
+
 def _explanation(gw: Gateway, did: str, lang: str) -> Any:
     return gw.client.get(f"/v1/decisions/{did}/explanation?lang={lang}", headers=gw.auth("agency_a"))
 
@@ -151,9 +155,13 @@ def test_regression_decides_by_band_and_explains_in_the_models_units(gateway: Ga
     label = manifest.policy.outcome_labels[band]  # type: ignore[index]
     notices = _notice_texts(gateway, did)
     pages = _pages(gateway, did)
+    said = {"kk": "Жүйе есептеген сома", "ru": "Сумма, рассчитанная системой", "en": "Amount computed by the system"}
     for lang in LANGS:
         assert getattr(label, lang) in notices[lang], lang
         assert getattr(label, lang) in pages[lang][0], lang
+        shown = manifest.policy.amount(amount, lang)  # type: ignore[union-attr]
+        assert f"{said[lang]}: {shown}" in notices[lang], lang
+        assert f"{said[lang]} {_plain(shown)}" in pages[lang][0], lang
         assert texts[lang]["text"]["factors"][0].replace("\xa0", " ").replace("\u202f", " ") in pages[lang][1], lang
 
 

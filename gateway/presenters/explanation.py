@@ -25,8 +25,7 @@ def _number(value: float, lang: str) -> str:
 
 def _amount(value: float, policy: RegressionPolicy, lang: str) -> str:
     """A regression model's value in its units, e.g. "12,400 ₸"."""
-    pattern = "#,##0" + ("." + "0" * policy.decimals if policy.decimals else "")
-    return f"{format_decimal(value, format=pattern, locale=lang)} {policy.unit.get(lang)}"
+    return policy.amount(value, lang)
 
 
 def _size(contribution: float, output_space: str, lang: str, error: float | None = None,
