@@ -313,7 +313,13 @@ def global_factors(model_id: str) -> dict[str, float]:
         tools, background = loaded.explanation, loaded.background
         result: dict[str, float] = {}
         if tools is not None and background is not None and len(background):
-            raws = tools.explainer.explain(background)
+            if loaded.by_class:
+                # Multi-class: each background row explained as its own decision would be (its decided class).
+                rows = background.to_dict("records")
+                raws = [loaded.tools_for(loaded.assess(row)[1]).explainer.explain(background.iloc[[i]])[0]  # type: ignore[union-attr]
+                        for i, row in enumerate(rows)]
+            else:
+                raws = tools.explainer.explain(background)
             names = raws[0].attributions.keys()
             result = {n: float(np.mean([abs(r.attributions[n]) for r in raws])) for n in names}
         found[model_id] = result

@@ -124,6 +124,11 @@ def test_multiclass_decides_the_most_probable_tier_and_explains_its_probability(
             assert getattr(label, lang) in pages[lang][0], lang
             assert texts[lang]["text"]["summary"].replace("\xa0", " ").replace("\u202f", " ") in pages[lang][1], lang
     assert len(seen) >= 2  # the examples reach different tiers: each explained by its own class's explainer
+    # the register's "main factors in general": each background row explained for its own decided tier
+    page = gateway.client.get("/register/german-credit-tiers/1.0.0?lang=en")
+    assert page.status_code == 200
+    factors = gateway.app.extensions["gateway.global_factors"]
+    assert len(factors) == 1 and all(v >= 0 for v in next(iter(factors.values())).values())
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
