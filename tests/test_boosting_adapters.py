@@ -202,3 +202,39 @@ def test_preprocessing_needs_trusted_types() -> None:
     config = {"SKOPS_TRUSTED_TYPES": [t for t in SKOPS_TRUSTED_TYPES if t != "sklearn.tree._tree.Tree"]}
     with pytest.raises(UntrustedArtifactError, match=r"preprocessing.skops needs types .*sklearn\.tree\._tree\.Tree"):
         load_adapter("lightgbm", artifact, positive_class=1, feature_names=FEATURES, config=config)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_multiclass_booster_gives_every_class_probability(library: str) -> None:
+    """Three classes with their labels from classes.json; a multi-class policy explains one class at a time
+    (boosting with more than two classes is not flattened: the model-agnostic explainer, per class)."""
+    import json
+
+    import skops.io as sio
+
+    from tests.support.adult import adult
+    from tests.support.boosting import preprocessing
+
+    X, y = adult()
+    X, y = X.iloc[:1500], y.iloc[:1500]
+    tiers = np.where(y == POSITIVE, 2, np.where(X["age"] < 30, 0, 1))
+    prep = preprocessing("ordinal").fit(X)
+    if library == "lightgbm":
+        model = lgb.LGBMClassifier(n_estimators=20, max_depth=3, num_leaves=8, random_state=0, verbose=-1)
+        model.fit(prep.transform(X), tiers)
+        files = {"model.txt": model.booster_.model_to_string().encode()}
+    else:
+        model = xgb.XGBClassifier(n_estimators=20, max_depth=3, random_state=0, n_jobs=1).fit(prep.transform(X), tiers)
+        files = {"model.json": bytes(model.get_booster().save_raw("json"))}
+    labels = ["young", "other", "rich"]
+    artifact = bundle(files | {"preprocessing.skops": sio.dumps(prep), "classes.json": json.dumps(labels).encode()})
+    adapter = load_adapter(library, artifact, positive_class="rich", feature_names=FEATURES, config=CONFIG)
+    rows = X.iloc[1000:1040]
+    proba = adapter.probabilities(rows)
+    assert adapter.classes == labels and proba.shape == (40, 3)
+    np.testing.assert_allclose(proba, model.predict_proba(prep.transform(rows)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(adapter.score(rows), proba[:, 2], rtol=0, atol=0)
+    explainer = make_explainer(adapter.native().pipeline, positive_class="other", max_evals=200).fit(X.iloc[:30])
+    [e] = explainer.explain(rows.iloc[[0]])
+    assert e.method == "permutation_shap_estimate" and e.output == pytest.approx(proba[0, 1], abs=1e-7)
+    assert abs(e.base_value + sum(e.attributions.values()) - e.output) <= 1e-9
