@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 
 from explainers import ExplainerError, choose_explainer
 from gateway import runtime
-from gateway.adapters import AdapterError
+from gateway.adapters import AdapterError, pin_remote
 from gateway.adapters.base import ClassProbabilities
 from gateway.audit import canonical_json, record_leaf
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
@@ -60,7 +60,7 @@ def check_risk_assessment(manifest: Manifest, max_age: int, today: dt.date | Non
 
 def register(
     manifest: Manifest,
-    artifact: bytes,
+    artifact: bytes | None,
     background: bytes | None,
     *,
     activate: bool,
@@ -72,10 +72,17 @@ def register(
 
     A version for which no explanation can be produced is refused (the right to an explanation is part
     of every decision); `on_plan` is told which explainer the version gets, before it is activated.
+    A remote model (`manifest.source`) has no artifact: what its server reports (name, version, platform)
+    is asked for here and stored as its artifact, so that its decisions pin it.
     """
     settings = settings or current_settings()
+    if manifest.source is not None:
+        artifact = _pin(manifest, background, settings)
+    elif artifact is None:
+        raise ValidationFailed("the manifest names no artifact", details=[
+            {"field": "sha256", "rule": "required", "message": "a model that is not remote needs its artifact"}])
     sha = hashlib.sha256(artifact).hexdigest()
-    if sha != manifest.sha256:
+    if manifest.source is None and sha != manifest.sha256:
         raise ValidationFailed(
             "the artifact does not match the manifest's sha256",
             details=[{"field": "sha256", "rule": "artifact_hash", "message": f"manifest says {manifest.sha256}, artifact is {sha}"}],
@@ -95,7 +102,7 @@ def register(
         select(ScoringModel).where(ScoringModel.name == manifest.name, ScoringModel.version == manifest.version)
     ).scalar_one_or_none()
     if existing is not None:
-        # Compared as parsed now: a manifest stored before a field had a default (policy.kind) is the same manifest.
+        # Read the stored manifest through today's model, so fields added since (with their defaults) compare equal.
         stored = Manifest.model_validate(existing.manifest).model_dump(mode="json")
         if existing.artifact_sha256 != sha or stored != manifest.model_dump(mode="json"):
             raise Conflict(
@@ -186,6 +193,18 @@ def _check_classes(policy: MultiClassPolicy, adapter: Any) -> None:
             f"policy.classes {named} are not the model's classes {model}",
             details=[{"field": "policy.classes", "rule": "model_classes",
                       "message": f"the model's classes are {model}"}])
+
+
+def _pin(manifest: Manifest, background: bytes | None, settings: Settings) -> bytes:
+    """Ask a remote model's server what it serves, scoring rows valid under the manifest once."""
+    assert manifest.source is not None
+    sample = [example_row(manifest)]
+    if background is not None:
+        sample += runtime.read_background(manifest, background).to_dict("records")
+    try:
+        return pin_remote(manifest.source, to_frame(manifest, sample[:8]), config=dict(settings.raw))
+    except AdapterError as exc:
+        raise ValidationFailed(f"the remote model cannot be used: {exc}", code="artifact_rejected") from exc
 
 
 def _manifest_digest(manifest: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from explainers import ExactExplainer, FactorSelector, make_explainer
 from explainers.base import BaseExplainer
-from gateway.adapters import AdapterError, ModelAdapter, load_adapter
+from gateway.adapters import AdapterError, ModelAdapter, is_remote, load_adapter
 from gateway.adapters.base import ClassProbabilities
 from gateway.adapters.fast import FastScorer, verified_fast_scorer
 from gateway.errors import ModelUnavailable, NotFound, ValidationFailed
@@ -30,8 +30,7 @@ from gateway.manifest import Manifest, MultiClassPolicy, RegressionPolicy
 from gateway.models import Blob, ModelStatus, ScoringModel
 
 __all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "class_tools", "describe",
-           "explanation_tools",
-           "init_app", "read_background"]
+           "explanation_tools", "health", "init_app", "read_background"]
 
 
 @dataclass(frozen=True)
@@ -178,6 +177,7 @@ def adapter_for(manifest: Manifest, artifact: bytes, config: Mapping[str, Any]) 
         positive_class=manifest.policy.adapter_class,
         feature_names=[f.name for f in manifest.features],
         config=dict(config),
+        source=manifest.source,
     )
 
 
@@ -198,6 +198,8 @@ def _load(row: ScoringModel, config: Mapping[str, Any]) -> LoadedModel:
 
 def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None) -> FastScorer | None:
     """A scorer that skips scikit-learn's per-call validation, kept only if it matches the pipeline exactly."""
+    if adapter.native() is None:  # an opaque or remote model: nothing to compile (and no call to make)
+        return None
     check = to_frame(manifest, [example_row(manifest)])
     if background is not None:
         check = pd.concat([check, background], ignore_index=True)
@@ -227,7 +229,7 @@ def explanation_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.
                            target_error=manifest.explanation.target_error * spread)
     native = adapter.native()
     model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
-    return build_tools(manifest, model, background, background_sha256)
+    return build_tools(manifest, model, background, background_sha256, warm=not is_remote(adapter))
 
 
 def class_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
@@ -262,7 +264,7 @@ def describe(tools: ExplanationTools) -> str:
 
 def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, background_sha256: str, *,
                 positive_class: Any = ..., output_space: str | None = None,
-                target_error: float | None = None) -> ExplanationTools:
+                target_error: float | None = None, warm: bool = True) -> ExplanationTools:
     """Fit the explainer and the factor selector on the model's background data."""
     explainer = make_explainer(
         model,
@@ -280,8 +282,16 @@ def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, backgr
     exact = isinstance(explainer, ExactExplainer)
     # Warm compiled code (the model-agnostic explainer's numba code takes seconds on its first call)
     # here, once per model version, so that gunicorn's workers inherit it instead of each paying for it.
-    explainer.explain(background.iloc[:1])
+    # A remote model is not warmed: that would be a whole explanation's remote calls at every load.
+    if warm:
+        explainer.explain(background.iloc[:1])
     return ExplanationTools(explainer, selector, exact, background_sha256)
+
+
+def health(model: LoadedModel) -> dict[str, Any] | None:
+    """A remote model's state in this process (its circuit breaker), for /readyz; None for other models."""
+    check = getattr(model.adapter, "health", None)
+    return check() if callable(check) else None
 
 
 def warm(app: Flask) -> list[str]:
