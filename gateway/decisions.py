@@ -114,16 +114,15 @@ class Scored:
 def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
     try:
-        score = float(model.score([row])[0])
+        score, outcome, adverse = model.assess(row)
     except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
         current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
         raise
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
-    outcome, adverse = model.manifest.policy.decide(score)
     try:
-        explanation = explanations.values_for_decision(model.explanation, row, score, now)
+        explanation = explanations.values_for_decision(model.tools_for(outcome), row, score, now)
     except ExplainerError as exc:
         # The right to an explanation is part of the decision: without one, nothing is decided.
         current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)

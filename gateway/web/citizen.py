@@ -114,6 +114,7 @@ def decision(decision_id: str) -> Any:
         "web/decision.html", d=view, m=manifest, lang=lang, log=log, changed_by=changed_by, labels=labels,
         outcome=labels.outcome(manifest, view["outcome"], lang),
         effective=labels.outcome(manifest, view["effective_outcome"], lang),
+        amount=labels.amount(manifest, row.score, lang),
         open_review=next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None),
         deadline=reviews.request_window_ends(row.created_at),
         receipt=log_store.receipt(decision_id).body,
