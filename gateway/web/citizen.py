@@ -15,13 +15,14 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from gateway import access, decisions, explanations, registry, reviews
+from gateway import access, decisions, explanations, recourse, registry, reviews
 from gateway.auth import Citizen, citizen_from_link, expired_capability
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from gateway.models import OPEN_REVIEW
 from gateway.presenters import access as access_views
 from gateway.presenters.decision import decision_view
 from gateway.presenters.explanation import draw_svg, explanation_view
+from gateway.presenters.recourse import recourse_view
 from gateway.settings import current_settings
 from gateway.web import forms, labels
 from gateway.web.common import (
@@ -107,9 +108,17 @@ def decision(decision_id: str) -> Any:
     events, _ = access.access_log(decision_id, limit=ACCESS_LOG_SHOWN, offset=max(total - ACCESS_LOG_SHOWN, 0))
     log = {"events": list(reversed(events)), "total": total}  # the most recent reads, newest first
     manifest = registry.manifest_of(row.model_id)
+    options: dict[str, Any] | None = None
+    if row.adverse:  # what the person could change: part of this page (and of its one access event)
+        try:
+            options = recourse_view(citizen, decision_id, lang).model_dump(mode="json", exclude_unset=True)
+        except recourse.RecoursePending:
+            options = {"status": "pending"}
+        except recourse.RecourseFailed:
+            options = {"status": "failed"}
     changed_by = next((r for r in view["reviews"] if r["review_id"] == view["effective_outcome_set_by"]), None)
     return render_template(
-        "web/decision.html", d=view, m=manifest, lang=lang, log=log, changed_by=changed_by, labels=labels,
+        "web/decision.html", d=view, m=manifest, lang=lang, log=log, changed_by=changed_by, labels=labels, r=options,
         outcome=labels.outcome(manifest, view["outcome"], lang),
         effective=labels.outcome(manifest, view["effective_outcome"], lang),
         open_review=next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None),
