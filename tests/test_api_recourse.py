@@ -195,3 +195,21 @@ def test_bad_recourse_metadata_is_refused_naming_the_feature(gateway: Gateway) -
         resp = gateway.client.post("/v1/models", json=body, headers=gateway.auth("admin"))
         assert resp.status_code == 422, (name, key, value)
         assert message in json.dumps(resp.get_json(), ensure_ascii=False), resp.get_json()
+
+
+def test_a_decision_from_before_recourse_says_none_was_computed(gateway: Gateway) -> None:
+    did = decide(gateway, gateway.sample["features"], "en")["decision_id"]
+    with gateway.app.app_context():  # as a decision recorded before the recourse table existed
+        db.session.execute(sa.text("DELETE FROM recourse WHERE decision_id = :d"), {"d": did})
+        db.session.commit()
+    body = options_of(gateway, did).get_json()
+    assert body["status"] == "unavailable" and body["reason"] == "not_computed" and body["options"] == []
+    assert body["text"]["none"].startswith("No options to change this decision were computed")
+
+
+@pytest.mark.gateway_config(RATELIMIT_EXPLANATIONS="3/minute")
+def test_recourse_counts_in_the_explanations_rate_limit(gateway: Gateway) -> None:
+    did = decide(gateway, gateway.sample["features"])["decision_id"]
+    headers = gateway.auth("agency_a")
+    assert gateway.client.get(f"/v1/decisions/{did}/explanation", headers=headers).status_code == 200
+    assert [options_of(gateway, did).status_code for _ in range(3)] == [200, 200, 429]

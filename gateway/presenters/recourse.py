@@ -57,6 +57,7 @@ def _none_text(reason: str) -> str:
 
 def render(decision: Decision, row: Recourse | None, manifest: Manifest, lang: str) -> dict[str, Any]:
     """The recourse as the person reads it, in `lang`: options (cheapest first) and their sentences."""
+    reason: str | None
     if not decision.adverse:
         status, reason = "not_adverse", "not_adverse"
     elif row is None:
