@@ -138,6 +138,12 @@ def data(decision_id: str) -> Response:
         explanation = {"status": "pending"}
     except explanations.ExplanationUnavailable as exc:
         explanation = {"status": "unavailable", "message": exc.message}
+    try:
+        options: Any = recourse_view(citizen, decision_id, row.language).model_dump(mode="json", exclude_unset=True)
+    except recourse.RecoursePending:
+        options = {"status": "pending"}
+    except recourse.RecourseFailed as exc:
+        options = {"status": "failed", "message": exc.message}
     requests = []
     for summary in view["reviews"]:
         review = access.visible_review(citizen, summary["review_id"])
@@ -149,6 +155,7 @@ def data(decision_id: str) -> Response:
         "decision": view,
         "contact": decisions.contact_of(row),
         "explanation": explanation,
+        "recourse": options,
         "reviews": requests,
         "access_log": access_views.access_log_view(
             decision_id, *access.read_access_log(citizen, decision_id, limit=10_000, offset=0), limit=10_000, offset=0,

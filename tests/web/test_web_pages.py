@@ -117,6 +117,8 @@ def test_the_download_holds_everything_about_the_decision(gateway: Gateway) -> N
     assert data["decision"]["decision_id"] == me.decision_id and data["decision"]["inputs"]["savings"] == "lt_100"
     assert data["contact"] == {"email": "citizen@example.kz"}
     assert data["explanation"]["text"]["factors"]
+    assert data["recourse"]["status"] == "ready" and data["recourse"]["options"]  # what they could change, held too
+    assert data["recourse"]["options"][0]["text"].startswith("Егер ")
     assert data["reviews"][0]["point_of_view"] == "Табысым өсті." and data["reviews"][0]["corrected_data"] == {"savings": "500_to_1000"}
     assert {e["what"] for e in data["access_log"]["events"]} >= {"decision", "explanation"}
     assert me.token not in resp.get_data(as_text=True)
