@@ -146,8 +146,8 @@ class Feature(_Strict):
             declared.append("direction")
         if self.type != "number":
             if declared:
-                raise ValueError(f"feature {self.name!r}: {', '.join(declared)} apply to number features only "
-                                 "(a category or boolean changes to another value at a cost of 1)")
+                raise ValueError(f"feature {self.name!r}: recourse settings ({', '.join(declared)}) apply to number "
+                                 "features only (a category or boolean changes to another value at a cost of 1)")
             return
         for key in ("step", "scale"):
             value = getattr(self, key)

@@ -65,15 +65,17 @@ def register_variant(gw: Gateway, version: str, change: dict[str, dict[str, Any]
 
 
 def test_options_flip_the_outcome_and_keep_to_the_manifest(gateway: Gateway, applications: list[dict[str, Any]]) -> None:
-    # Savings withheld, checking status immutable, the loan's duration only shorter, its amount only smaller.
+    # Savings withheld, checking status immutable, housing sensitive (though mutable), the loan's duration only
+    # shorter, its amount only smaller.
     manifest = register_variant(gateway, "1.1.0", {
         "savings": {"disclosure": "withhold"}, "checking_status": {"mutable": False},
+        "housing": {"sensitive": "other", "mutable": True},
         "duration_months": {"direction": "decrease"}, "credit_amount": {"direction": "decrease"},
     })
     features = {f["name"]: f for f in manifest["features"]}
     offered = {name for name, f in features.items()
                if f.get("mutable", True) and not f.get("sensitive") and f.get("disclosure") != "withhold"}
-    assert offered.isdisjoint(NEVER | {"savings", "checking_status"})
+    assert offered.isdisjoint(NEVER | {"savings", "checking_status", "housing"}) and len(offered) == 12
     adverse = with_options = 0
     changed_features: set[str] = set()
     for application in applications:
@@ -186,7 +188,7 @@ def test_bad_recourse_metadata_is_refused_naming_the_feature(gateway: Gateway) -
                                           "feature, got 2.5",
         ("installment_rate", "step", 5): "feature 'installment_rate': step 5 is larger than the range [1, 4]",
         ("credit_amount", "scale", -1): "feature 'credit_amount': scale must be a positive number, got -1",
-        ("purpose", "direction", "increase"): "feature 'purpose': direction apply to number features only",
+        ("purpose", "direction", "increase"): "feature 'purpose': recourse settings (direction) apply to number features only",
         ("age", "direction", "older"): "direction",
     }
     for (name, key, value), message in cases.items():
