@@ -262,6 +262,7 @@ class DecisionRecord:
     notifications: list[Notification]
     reviews: list[ReviewRequest]
     explanation: Explanation | None
+    recourse: Recourse | None = None
 
 
 def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
@@ -274,7 +275,8 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
     reviews = db.session.execute(
         select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
     ).scalars()
-    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id))
+    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id),
+                          db.session.get(Recourse, decision_id))
 
 
 def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:

@@ -202,6 +202,17 @@ def audit_digest(values: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"method": values["method"], "digest": values["digest"], "options": len(values["options"])}
 
 
+def state(decision: Decision, row: Recourse | None) -> dict[str, Any]:
+    """The recourse's status for the decision view: not_adverse, unavailable, pending, ready (with the
+    number of options) or failed, and why the last attempt failed."""
+    if not decision.adverse:
+        return {"status": "not_adverse", "options": 0, "reason": None, "attempts": 0}
+    if row is None:
+        return {"status": "unavailable", "options": 0, "reason": "none was computed", "attempts": 0}
+    return {"status": row.status, "options": len(row.options or []), "reason": row.last_error or row.reason,
+            "attempts": row.attempts}
+
+
 # --- reading -----------------------------------------------------------------------------------------
 
 def stored(caller: Caller, decision_id: str) -> tuple[Decision, Recourse | None, Manifest]:

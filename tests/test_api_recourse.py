@@ -169,6 +169,10 @@ def test_a_favourable_decision_has_no_options_and_says_why(gateway: Gateway) -> 
     assert body["status"] == "not_adverse" and body["reason"] == "not_adverse" and body["options"] == []
     assert body["text"]["none"] == "Это решение не является для вас неблагоприятным, поэтому ничего менять не нужно."
     assert body["digest"] is None and gateway.count("recourse") == 1  # only the adverse decision has a row
+    view = gateway.client.get(f"/v1/decisions/{approved['decision_id']}", headers=gateway.auth("agency_a")).get_json()
+    assert view["recourse"] == {"status": "not_adverse", "options": 0, "reason": None, "attempts": 0}
+    first_view = gateway.client.get(f"/v1/decisions/{first['decision_id']}", headers=gateway.auth("agency_a")).get_json()
+    assert first_view["recourse"]["status"] == "ready" and first_view["recourse"]["options"] >= 1
 
 
 def test_a_model_with_nothing_to_change_says_so(gateway: Gateway) -> None:

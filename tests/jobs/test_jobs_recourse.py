@@ -65,6 +65,8 @@ def test_a_model_that_is_not_cheap_gets_recourse_from_the_job(gateway: Gateway, 
     assert pending.status_code == 202 and pending.headers["Retry-After"] == "2"
     assert pending.get_json() == {"decision_id": did, "status": "pending", "retry_after": 2}
     assert recourse_of(gateway, favourable[0][0]).get_json()["status"] == "not_adverse"  # no job for it
+    view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).get_json()
+    assert view["recourse"] == {"status": "pending", "options": 0, "reason": None, "attempts": 0}
     assert metrics(gateway)['gateway_jobs{kind="recourse",state="queued"}'] == len(adverse)
 
     runner = RecourseKind(gateway.app)
@@ -83,6 +85,9 @@ def test_a_model_that_is_not_cheap_gets_recourse_from_the_job(gateway: Gateway, 
             assert not again["adverse"] and again["score"] == pytest.approx(option["score"], abs=1e-12)
         (leaf,) = leaves(gateway, "decision:recourse:recorded", did)
         assert leaf["recourse"]["digest"] == body["digest"] and leaf["recourse"]["options"] == len(body["options"])
+        view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).get_json()
+        assert view["recourse"]["status"] == "ready" and view["recourse"]["options"] == len(body["options"])
+        assert view["recourse"]["attempts"] == 1
     assert found >= 3
     # The re-decided options were favourable: no new jobs; every job is done once.
     assert metrics(gateway)['gateway_jobs{kind="recourse",state="done"}'] == len(adverse)
@@ -105,6 +110,8 @@ def test_a_recourse_job_that_fails_says_so(gateway: Gateway, mlp_manifest: Path)
     error = resp.get_json()["error"]
     assert error["code"] == "recourse_failed" and "could not be loaded" in error["message"]
     assert "human review" in error["message"] and error["details"]["contact"] in error["message"]
+    view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a")).get_json()
+    assert view["recourse"]["status"] == "failed" and "could not be loaded" in view["recourse"]["reason"]
     (leaf,) = leaves(gateway, "decision:recourse:failed", did)
     assert leaf["attempts"] == 1 and "could not be loaded" in leaf["reason"]
     assert metrics(gateway)['gateway_jobs_dead{kind="recourse"}'] == 1
