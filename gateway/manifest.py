@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -23,6 +24,7 @@ from gateway.text import check_text
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+RETENTION_FLOOR_DAYS = 180  # the legal floor of every retention period (DESIGN §5)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -247,6 +249,17 @@ class Manifest(_Strict):
     # A TOML date or an ISO string ("2026-11-01"); lax so that JSON bodies can carry it as a string.
     risk_assessment_date: Annotated[dt.date, Field(strict=False)] | None = None
     explanation: ExplanationSettings = ExplanationSettings()
+    # Days the person's data of a decision is kept (inputs, contact, point of view, ...); then the purge
+    # deletes it and keeps the decision's skeleton and hashes. None: the deployment's GATEWAY_RETENTION_DAYS.
+    retention_days: int | None = None
+
+    @field_validator("retention_days")
+    @classmethod
+    def _check_retention(cls, value: int | None) -> int | None:
+        if value is not None and value < RETENTION_FLOOR_DAYS:
+            raise ValueError(f"retention_days must be at least {RETENTION_FLOOR_DAYS} (decision records are kept at "
+                             f"least 6 months), not {value}")
+        return value
 
     @model_validator(mode="after")
     def _check_features(self) -> Manifest:

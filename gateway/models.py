@@ -148,6 +148,8 @@ class Decision(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
     subject_ref: Mapped[str] = mapped_column(String(64), index=True)
     contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The decision's data key wrapped by the deployment key (gateway.contacts): NULL once crypto-shredded.
+    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     language: Mapped[str] = mapped_column(String(5))
     inputs: Mapped[dict[str, Any]]
     score: Mapped[float] = mapped_column(Float)
@@ -159,6 +161,11 @@ class Decision(Base):
     created_at: Mapped[dt.datetime] = mapped_column(index=True)
     effective_outcome: Mapped[str] = mapped_column(String(64))
     effective_review_id: Mapped[str | None] = mapped_column(String(40))
+    # Retention (gateway.retention): when the personal data was purged, and a legal hold that stops it.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    hold_set_by: Mapped[str | None] = mapped_column(String(100))
+    hold_set_at: Mapped[dt.datetime | None]
 
 
 class Notification(Base):

@@ -12,21 +12,22 @@ When: for a cheap model (one explained exactly: trees and linear models, where s
 costs milliseconds) the options are computed before the decision's write transaction and inserted in it,
 like an exact explanation; otherwise the transaction inserts a pending row, the job of the ``recourse`` task
 kind (gateway/jobs/recourse.py), which computes it after commit. Either way the row is written once and its
-digest (sha256 of the canonical record) goes into an audit leaf: ``decision:recorded`` (with the decision) or
+digest (a commitment to the record keyed by the decision's data key) goes into an audit leaf: ``decision:recorded`` (with the decision) or
 ``decision:recourse:recorded`` (by the job). Serving renders the stored row only.
 
 What an option reveals about withheld features: see ``explainers/recourse.py`` - a statement about the
 model's output at one point next to the person's own, naming no withheld feature and publishing no
 attribution; withheld features are never changed.
 
-The table (``recourse``) holds personal data: the person's own values of the changed features.
+The table (``recourse``) holds personal data: the person's own values of the changed features; the retention
+purge clears its options with the decision's other personal data (gateway.retention.PERSONAL_DATA).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -36,13 +37,13 @@ from explainers import __version__ as explainers_version
 from explainers.factors import band_of
 from gateway import links
 from gateway.access import visible_decision
-from gateway.audit import canonical_json
 from gateway.auth import Caller
 from gateway.errors import GatewayError, ValidationFailed
 from gateway.extensions import db
 from gateway.features import validate_features
 from gateway.manifest import Feature, Manifest
 from gateway.models import Decision, Recourse, RecourseStatus, ScoringModel
+from gateway.retention import check_not_purged
 from gateway.runtime import LoadedModel
 from gateway.settings import current_settings
 
@@ -163,10 +164,11 @@ def _ready(params: dict[str, Any], options: list[dict[str, Any]], reason: str | 
             "parameters": params, "last_error": None}
 
 
-def digest(decision_id: str, values: dict[str, Any]) -> str:
-    """The sha256 of a ready row's canonical record: what the audit leaf pins."""
-    record = {"decision_id": decision_id, **{k: values[k] for k in ("method", "options", "reason", "parameters")}}
-    return hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+def digest(decision_id: str, values: dict[str, Any], commit: Callable[[Any], str]) -> str:
+    """The commitment to a ready row's record, keyed by the decision's data key (gateway.contacts): what the
+    audit leaf pins. The options hold the person's values, so never a plain hash (it could be tested against
+    guesses); once the purge destroys the key, the leaf and its proofs stay valid and reveal nothing."""
+    return commit({"decision_id": decision_id, **{k: values[k] for k in ("method", "options", "reason", "parameters")}})
 
 
 def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, now: dt.datetime) -> dict[str, Any] | None:
@@ -187,11 +189,11 @@ def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, 
     return base | values | {"computed_at": now}
 
 
-def row_values(decision_id: str, values: dict[str, Any]) -> dict[str, Any]:
+def row_values(decision_id: str, values: dict[str, Any], commit: Callable[[Any], str]) -> dict[str, Any]:
     """The row to insert for `decision_id`: a ready one gets its digest (what the audit leaf pins)."""
     found = values | {"decision_id": decision_id}
     if values["status"] == RecourseStatus.READY.value:
-        found["digest"] = digest(decision_id, values)
+        found["digest"] = digest(decision_id, values, commit)
     return found
 
 
@@ -204,11 +206,13 @@ def audit_digest(values: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def state(decision: Decision, row: Recourse | None) -> dict[str, Any]:
     """The recourse's status for the decision view: not_adverse, unavailable, pending, ready (with the
-    number of options) or failed, and why the last attempt failed."""
+    number of options), failed (and why the last attempt failed) or purged."""
     if not decision.adverse:
         return {"status": "not_adverse", "options": 0, "reason": None, "attempts": 0}
     if row is None:
         return {"status": "unavailable", "options": 0, "reason": "none was computed", "attempts": 0}
+    if decision.purged_at is not None:
+        return {"status": "purged", "options": 0, "reason": "deleted under the retention rule", "attempts": row.attempts}
     return {"status": row.status, "options": len(row.options or []), "reason": row.last_error or row.reason,
             "attempts": row.attempts}
 
@@ -218,6 +222,7 @@ def state(decision: Decision, row: Recourse | None) -> dict[str, Any]:
 def stored(caller: Caller, decision_id: str) -> tuple[Decision, Recourse | None, Manifest]:
     """The decision, its recourse row (None: not adverse, or decided before recourse existed) and manifest."""
     decision = visible_decision(caller, decision_id)
+    check_not_purged(decision)  # the options held the person's values: deleted under the retention rule
     row = db.session.get(Recourse, decision_id)
     if row is not None and row.status == RecourseStatus.PENDING:
         raise RecoursePending()

@@ -93,7 +93,9 @@ def register(
         select(ScoringModel).where(ScoringModel.name == manifest.name, ScoringModel.version == manifest.version)
     ).scalar_one_or_none()
     if existing is not None:
-        if existing.artifact_sha256 != sha or existing.manifest != manifest.model_dump(mode="json"):
+        # Read the stored manifest through today's model, so fields added since (with their defaults) compare equal.
+        stored = Manifest.model_validate(existing.manifest).model_dump(mode="json")
+        if existing.artifact_sha256 != sha or stored != manifest.model_dump(mode="json"):
             raise Conflict(
                 f"model {manifest.name} {manifest.version} is already registered with a different "
                 "artifact or manifest; register a new version instead",

@@ -185,6 +185,10 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", "/v1/log/proof/consistency?first=1&second=2").status_code == 200
     assert call("GET", "/v1/log/leaves?start=0&end=5", "auditor").status_code == 200
 
+    # Retention: an auditor sets a legal hold on the decision, then clears it, saying why.
+    assert call("POST", f"/v1/decisions/{did}/hold", "auditor", json={"reason": "Court case"}).status_code == 200
+    assert call("DELETE", f"/v1/decisions/{did}/hold?reason=Closed", "auditor").status_code == 200
+
     # The kill switch, then the refusal it causes.
     assert call("POST", "/v1/models/german-credit/suspend", "admin", json={"reason": "contract test"}).status_code == 200
     refused = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,

@@ -7,6 +7,8 @@ version, which must give the other outcome and the very score the option states.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import hashlib
 import json
 from typing import Any
 
@@ -14,8 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from gateway import recourse
+from gateway.audit import canonical_json
+from gateway.contacts import committer
 from gateway.extensions import db
+from gateway.jobs.purge import PurgeKind
 from gateway.models import ScoringModel
+from gateway.settings import current_settings
 from tests.conftest import Gateway, load_train_module
 from tests.support.citizens import notice_token
 
@@ -141,9 +147,15 @@ def test_frozen_audited_and_written_in_kk_ru_en(gateway: Gateway) -> None:
         row = db.session.execute(sa.text("SELECT * FROM recourse WHERE decision_id = :d"), {"d": did}).mappings().one()
         leaf = json.loads(db.session.execute(sa.text("SELECT record FROM log_leaves WHERE kind = 'decision:recorded' "
                                                      "AND object_id = :d"), {"d": did}).scalar_one())
+        settings = current_settings()
+        wrapped = db.session.execute(sa.text("SELECT data_key FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
+        commit = committer(settings.contact_key, settings.subject_key, did, wrapped)
     values = {k: (json.loads(row[k]) if isinstance(row[k], str) and k in ("options", "parameters") else row[k])
               for k in ("method", "options", "reason", "parameters")}
-    assert row["status"] == "ready" and row["attempts"] == 0 and row["digest"] == recourse.digest(did, values)
+    # A commitment keyed by the decision's data key (the options hold the person's values), never a plain hash.
+    assert row["status"] == "ready" and row["attempts"] == 0 and row["digest"] == recourse.digest(did, values, commit)
+    plain = recourse.digest(did, values, lambda v: hashlib.sha256(canonical_json(v).encode()).hexdigest())
+    assert len(row["digest"]) == 64 and row["digest"] != plain
     assert leaf["recourse"] == {"method": "verified_grid_search", "digest": row["digest"],
                                 "options": len(en["options"])}
     assert en["digest"] == row["digest"]
@@ -219,3 +231,23 @@ def test_recourse_counts_in_the_explanations_rate_limit(gateway: Gateway) -> Non
     headers = gateway.auth("agency_a")
     assert gateway.client.get(f"/v1/decisions/{did}/explanation", headers=headers).status_code == 200
     assert [options_of(gateway, did).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_the_retention_purge_deletes_the_options_and_keeps_the_proof(gateway: Gateway) -> None:
+    did = decide(gateway, gateway.sample["features"])["decision_id"]
+    assert options_of(gateway, did).get_json()["options"]
+    with gateway.app.app_context():
+        digest = db.session.execute(sa.text("SELECT digest FROM recourse WHERE decision_id = :d"), {"d": did}).scalar()
+    kind = PurgeKind(gateway.app, settings=PurgeKind.read_settings(gateway.app.config))
+    assert kind.run_once(dt.datetime.now(dt.UTC) + dt.timedelta(days=366)) == 1
+    with gateway.app.app_context():
+        row = db.session.execute(sa.text("SELECT options, digest FROM recourse WHERE decision_id = :d"),
+                                 {"d": did}).one()
+        purged = json.loads(db.session.execute(sa.text("SELECT record FROM log_leaves WHERE kind = 'decision:purged' "
+                                                       "AND object_id = :d"), {"d": did}).scalar_one())
+    assert row.options is None and row.digest == digest  # the keyed commitment stays, its key is destroyed
+    assert "recourse.options" in purged["removed"]
+    resp = options_of(gateway, did)
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "data_purged"
+    view = gateway.client.get(f"/v1/decisions/{did}", headers=gateway.auth("agency_a"))
+    assert view.status_code == 200 and view.get_json()["recourse"]["status"] == "purged"

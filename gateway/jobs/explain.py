@@ -28,6 +28,7 @@ from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, up
 from explainers import ExplainerError
 from gateway import explanations, runtime
 from gateway.audit import leaf_values
+from gateway.contacts import committer
 from gateway.db import write_transaction
 from gateway.errors import GatewayError
 from gateway.extensions import db
@@ -35,6 +36,7 @@ from gateway.features import to_frame
 from gateway.jobs import claims
 from gateway.jobs.base import STATES, KindSettings, TaskKind
 from gateway.models import Decision, Explanation, ExplanationStatus, LogLeaf
+from gateway.settings import current_settings
 
 log = logging.getLogger("gateway.jobs")
 
@@ -168,8 +170,11 @@ class ExplainKind(TaskKind):
             written = result_.rowcount
             status = str(values.get("status", PENDING))
             if written and result.values is not None:
+                settings = current_settings()
+                wrapped = session.execute(select(Decision.data_key).where(Decision.id == job.decision_id)).scalar()
+                commit = committer(settings.contact_key, settings.subject_key, job.decision_id, wrapped)
                 record: dict[str, Any] = {"decision_id": job.decision_id,
-                                          "explanation": explanations.audit_digest(result.values),
+                                          "explanation": explanations.audit_digest(result.values, commit),
                           "computed_at": _iso(result.at)}
                 session.execute(insert(cast(Table, LogLeaf.__table__)),
                                 leaf_values("decision:explanation:recorded", job.decision_id, record, result.at))

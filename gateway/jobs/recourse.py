@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,12 +23,14 @@ from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, up
 
 from gateway import recourse, runtime
 from gateway.audit import leaf_values
+from gateway.contacts import committer
 from gateway.db import write_transaction
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.jobs import claims
 from gateway.jobs.base import STATES, KindSettings, TaskKind
 from gateway.models import Decision, LogLeaf, Recourse, RecourseStatus
+from gateway.settings import current_settings
 
 log = logging.getLogger("gateway.jobs")
 
@@ -61,6 +63,7 @@ class Result:
     at: dt.datetime
     values: dict[str, Any] | None = None
     error: str | None = None
+    permanent: bool = False  # a failure that can only repeat: failed at once
 
 
 def _iso(at: dt.datetime) -> str:
@@ -106,7 +109,10 @@ class RecourseKind(TaskKind):
         """Search one claimed row with the decision's model version; nothing is written here."""
         decision = db.session.get(Decision, job.decision_id)
         if decision is None:  # foreign keys make this impossible
-            return Result(job, now or self.clock(), error="the decision does not exist")
+            return Result(job, now or self.clock(), error="the decision does not exist", permanent=True)
+        if decision.purged_at is not None:  # its inputs were deleted under the retention rule
+            return Result(job, now or self.clock(), error="the decision's data was deleted under the retention rule",
+                          permanent=True)
         model_id, inputs = decision.model_id, dict(decision.inputs)
         db.session.commit()  # end the read transaction before the slow part
         try:
@@ -122,14 +128,14 @@ class RecourseKind(TaskKind):
             return Result(job, now or self.clock(), error=f"{type(exc).__name__}: {exc}")
         return Result(job, now or self.clock(), values=values)
 
-    def _values(self, result: Result) -> dict[str, Any]:
+    def _values(self, result: Result, commit: Callable[[Any], str]) -> dict[str, Any]:
         done = {"attempts": T.c.attempts + 1, "claimed_by": None, "lease_expires_at": None}
         if result.values is not None:
-            ready = recourse.row_values(result.job.decision_id, result.values)
+            ready = recourse.row_values(result.job.decision_id, result.values, commit)
             return {**done, **ready, "computed_at": result.at, "next_attempt_at": None}
         assert result.error is not None
         failed = result.job.attempts + 1
-        if failed >= self.settings.max_attempts:
+        if result.permanent or failed >= self.settings.max_attempts:
             return {**done, "status": RecourseStatus.FAILED.value, "next_attempt_at": None,
                     "last_error": result.error[:1000]}
         delay = claims.retry_delay(failed, schedule=self.settings.retry_schedule, jitter=self.settings.retry_jitter,
@@ -138,10 +144,15 @@ class RecourseKind(TaskKind):
 
     def record(self, result: Result) -> str | None:
         """Write one result fenced by the claim; return the row's new status (None: the claim was lost)."""
-        job, values = result.job, self._values(result)
+        job = result.job
         fenced = and_(T.c.decision_id == job.decision_id, T.c.claimed_by == self.owner, T.c.status == PENDING)
         leaves = cast(Table, LogLeaf.__table__)
+        settings = current_settings()
         with write_transaction() as session:
+            # The digest is a commitment keyed by the decision's data key, as the decision's own leaf is.
+            wrapped = session.execute(select(Decision.data_key).where(Decision.id == job.decision_id)).scalar()
+            values = self._values(result, committer(settings.contact_key, settings.subject_key, job.decision_id,
+                                                    wrapped))
             written = cast(CursorResult[Any], session.execute(update(T).where(fenced).values(**values))).rowcount
             status = str(values.get("status", PENDING))
             if written and result.values is not None:

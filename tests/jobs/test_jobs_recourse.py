@@ -20,6 +20,7 @@ from gateway import create_app
 from gateway.extensions import db
 from gateway.ids import utcnow
 from gateway.jobs.explain import ExplainKind
+from gateway.jobs.purge import PurgeKind
 from gateway.jobs.recourse import RecourseKind
 from tests.conftest import SECRETS, Gateway, load_train_module
 from tests.jobs.conftest import MLP, JobsInstance
@@ -179,3 +180,23 @@ def test_a_gateway_worker_process_computes_pending_recourse(mlp_instance: JobsIn
         assert all(text.startswith("Егер ") for text in body["text"]["options"])
     assert "recourse jobs: searcher" in log.read_text(errors="replace")
     assert json.loads(json.dumps(read(adverse[0]).get_json()))["digest"]
+
+
+@pytest.mark.gateway_config(SKOPS_TRUSTED_TYPES=TRUSTED_TYPES)
+def test_a_pending_recourse_of_a_purged_decision_ends_failed_without_searching(gateway: Gateway,
+                                                                                mlp_manifest: Path) -> None:
+    assert upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest).status_code == 201
+    did = next(d["decision_id"] for d in (decide(gateway, f) for f in applications()) if d["adverse"])
+    ExplainKind(gateway.app).run_once()  # a pending explanation keeps the decision from the purge; a recourse does not
+    later = utcnow() + dt.timedelta(days=366)
+    assert PurgeKind(gateway.app, settings=PurgeKind.read_settings(gateway.app.config)).run_once(later) >= 1
+    with gateway.app.app_context():
+        assert db.session.execute(sa.text("SELECT purged_at FROM decisions WHERE id = :d"), {"d": did}).scalar()
+    assert RecourseKind(gateway.app).run_once(later) == 1
+    with gateway.app.app_context():
+        row = db.session.execute(sa.text("SELECT status, options, last_error FROM recourse WHERE decision_id = :d"),
+                                 {"d": did}).one()
+    assert row.status == "failed" and row.options is None and "retention rule" in row.last_error
+    assert recourse_of(gateway, did).get_json()["error"]["code"] == "data_purged"
+    (leaf,) = leaves(gateway, "decision:recourse:failed", did)
+    assert leaf["attempts"] == 1

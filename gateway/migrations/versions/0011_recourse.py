@@ -1,14 +1,14 @@
 """recourse: the frozen options an adverse decision comes with (personal data: purge with the decision)
 
 Revision ID: 0011
-Revises: 0010
+Revises: 0012 (re-chained after merging main's retention migration)
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0011'
-down_revision = '0010'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
