@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/page_render.py
 	$(BIN)/python bench/remote_models.py
 	$(BIN)/python bench/model_kinds.py
+	$(BIN)/python bench/recourse.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, explanations, links, registry, runtime
+from gateway import access, explanations, links, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import decrypt_contact, encrypt_contact, new_data_key
@@ -36,6 +36,7 @@ from gateway.models import (
     ModelStatus,
     Notification,
     NotificationStatus,
+    Recourse,
     ReviewRequest,
     ScoringModel,
     table,
@@ -102,13 +103,14 @@ def serving_model(name: str) -> LoadedModel:
 
 @dataclass(frozen=True)
 class Scored:
-    """A row scored, decided and explained (explanation: the column values of its row)."""
+    """A row scored, decided and explained (explanation, recourse: the column values of their rows)."""
 
     row: dict[str, Any]
     score: float
     outcome: str
     adverse: bool
     explanation: dict[str, Any]
+    recourse: dict[str, Any] | None = None  # adverse decisions only
 
 
 def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
@@ -127,7 +129,7 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
         # The right to an explanation is part of the decision: without one, nothing is decided.
         current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
         raise ModelUnavailable(f"the decision could not be explained: {exc}", code="explanation_failed") from exc
-    return Scored(row, score, outcome, adverse, explanation)
+    return Scored(row, score, outcome, adverse, explanation, recourse.values_for_decision(model, row, adverse, now))
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,10 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
         },
     )
     session.execute(insert(table(Explanation)), scored.explanation | {"decision_id": d.id})
+    recourse_row = None
+    if scored.recourse is not None:
+        recourse_row = recourse.row_values(d.id, scored.recourse, data_key.commitment)
+        session.execute(insert(table(Recourse)), recourse_row)
     session.execute(insert(table(Notification)), [
         {
             "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
@@ -180,6 +186,7 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
         "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
         "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
         "explanation": explanations.audit_digest(scored.explanation, data_key.commitment), **(d.audit_extra or {}),
+        **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
     }
     session.execute(insert(table(LogLeaf)), leaf_values("decision:recorded", d.id, audit_record, now))
 
@@ -261,6 +268,7 @@ class DecisionRecord:
     notifications: list[Notification]
     reviews: list[ReviewRequest]
     explanation: Explanation | None
+    recourse: Recourse | None = None
 
 
 def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
@@ -273,7 +281,8 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
     reviews = db.session.execute(
         select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
     ).scalars()
-    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id))
+    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id),
+                          db.session.get(Recourse, decision_id))
 
 
 def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:

@@ -103,6 +103,12 @@ class Feature(_Strict):
     bands: list[float] | None = None
     mutable: bool = True
     sensitive: Literal["protected_attribute", "biometric", "health", "other"] | None = None
+    # Recourse (numbers only): the smallest change worth proposing, in the feature's unit (default: the
+    # declared range in 20 steps, a whole number for integer features, else 1); what one unit of cost is
+    # (default: the step); which way the person can move it (age only increases).
+    step: float | None = None
+    scale: float | None = None
+    direction: Literal["any", "increase", "decrease"] = "any"
 
     @model_validator(mode="after")
     def _check_kind(self) -> Feature:
@@ -128,6 +134,7 @@ class Feature(_Strict):
         else:
             if self.categories is not None or self.min is not None or self.max is not None:
                 raise ValueError(f"feature {self.name!r}: a boolean has no categories or range")
+        self._check_recourse()
         if self.bands is not None:
             if self.type != "number":
                 raise ValueError(f"feature {self.name!r}: bands apply to number features only")
@@ -137,6 +144,42 @@ class Feature(_Strict):
             if outside:
                 raise ValueError(f"feature {self.name!r}: band edges {outside} are not inside (min, max)")
         return self
+
+    def _check_recourse(self) -> None:
+        declared = [k for k in ("step", "scale") if getattr(self, k) is not None]
+        if self.direction != "any":
+            declared.append("direction")
+        if self.type != "number":
+            if declared:
+                raise ValueError(f"feature {self.name!r}: recourse settings ({', '.join(declared)}) apply to number "
+                                 "features only (a category or boolean changes to another value at a cost of 1)")
+            return
+        for key in ("step", "scale"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"feature {self.name!r}: {key} must be a positive number, got {value}")
+        if self.step is not None:
+            if self.integer and not float(self.step).is_integer():
+                raise ValueError(f"feature {self.name!r}: step must be a whole number for an integer feature, "
+                                 f"got {self.step}")
+            if self.min is not None and self.max is not None and self.step > self.max - self.min:
+                raise ValueError(f"feature {self.name!r}: step {self.step:g} is larger than the range "
+                                 f"[{self.min:g}, {self.max:g}]")
+
+    def recourse_step(self) -> float:
+        """The step recourse changes this number feature by (declared, or the range in 20 steps, or 1)."""
+        if self.step is not None:
+            return float(self.step)
+        if self.min is not None and self.max is not None and self.max > self.min:
+            step = (self.max - self.min) / 20
+            return float(max(1, round(step))) if self.integer else step
+        return 1.0
+
+    def offered_for_recourse(self) -> bool:
+        """Whether recourse may propose changing this feature: mutable, and not sensitive, withheld or
+        collected for monitoring only (the last are never model inputs)."""
+        monitor_only = bool(getattr(self, "monitor_only", False))  # declared by the governance rules when present
+        return self.mutable and self.sensitive is None and self.disclosure != "withhold" and not monitor_only
 
     def category_label(self, value: str, lang: str) -> str:
         """Return the readable label of a category value, or the value itself."""

@@ -121,6 +121,8 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
                 "band": f["band"],
                 "direction": f["direction"],
                 "contribution": f["contribution"],
+                "error": f.get("error"),
+                "rank": f.get("rank"),
             })
         bucket = selection.get("confidential")
         confidential, confidential_text = None, None
@@ -177,6 +179,7 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
         "effective_outcome": decision.effective_outcome,
         "method": explanation.method,
         "output_space": space,
+        "estimate": bool(selection.get("estimate")),
         "base_value": base_value,
         "score": decision.score,
         "output": explanation.output,

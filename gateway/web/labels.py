@@ -56,6 +56,7 @@ READ_WHAT = {
     "decision_list": lazy_gettext("the list of your decisions"),
     "data_export": lazy_gettext("the download of all data"),
     "receipt": lazy_gettext("the audit log receipt"),
+    "recourse": lazy_gettext("what you could change"),
 }
 RISK = {"minimal": lazy_gettext("minimal"), "medium": lazy_gettext("medium"), "high": lazy_gettext("high")}
 ROLE = {
