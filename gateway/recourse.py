@@ -41,7 +41,7 @@ from gateway.auth import Caller
 from gateway.errors import GatewayError, ValidationFailed
 from gateway.extensions import db
 from gateway.features import validate_features
-from gateway.manifest import Feature, Manifest
+from gateway.manifest import Feature, Manifest, Policy
 from gateway.models import Decision, Recourse, RecourseStatus, ScoringModel
 from gateway.retention import check_not_purged
 from gateway.runtime import LoadedModel
@@ -86,8 +86,17 @@ def _spec(feature: Feature) -> MutableFeature:
     return MutableFeature(feature.name, "boolean")
 
 
+def binary_policy(manifest: Manifest) -> Policy | None:
+    """The binary policy recourse searches across, or None: the search flips a score across one threshold, so
+    multi-class and regression decisions get no options yet (the row says why, `policy_kind_unsupported`)."""
+    return manifest.policy if isinstance(manifest.policy, Policy) else None
+
+
 def parameters(model: LoadedModel) -> dict[str, Any]:
     """The search as it runs for this model version (stored with the options, part of their digest)."""
+    policy = binary_policy(model.manifest)
+    if policy is None:
+        return {"policy_kind": model.manifest.policy.kind, "explainers_version": explainers_version}
     features = []
     for f in offered(model.manifest):
         entry: dict[str, Any] = {"name": f.name, "type": f.type}
@@ -95,14 +104,12 @@ def parameters(model: LoadedModel) -> dict[str, Any]:
             entry |= {"min": f.min, "max": f.max, "step": f.recourse_step(), "scale": f.scale or f.recourse_step(),
                       "direction": f.direction}
         features.append(entry)
-    policy = model.manifest.policy
     return {"features": features, "max_options": MAX_OPTIONS, "max_steps": MAX_STEPS, "pair_steps": PAIR_STEPS,
-            "threshold": policy.threshold, "favourable": _favourable(model.manifest),
+            "threshold": policy.threshold, "favourable": _favourable(policy),
             "explainers_version": explainers_version}
 
 
-def _favourable(manifest: Manifest) -> str:
-    policy = manifest.policy
+def _favourable(policy: Policy) -> str:
     return "below" if policy.adverse_outcome == policy.outcome_above else "above"
 
 
@@ -129,10 +136,13 @@ def compute(model: LoadedModel, row: dict[str, Any]) -> dict[str, Any]:
     manifest = model.manifest
     features = offered(manifest)
     params = parameters(model)
+    policy = binary_policy(manifest)
+    if policy is None:
+        return _ready(params, [], "policy_kind_unsupported")
     if not features:
         return _ready(params, [], "no_mutable_features")
-    search = RecourseSearch(model.score, [_spec(f) for f in features], threshold=manifest.policy.threshold,
-                            favourable=_favourable(manifest),  # type: ignore[arg-type]
+    search = RecourseSearch(model.score, [_spec(f) for f in features], threshold=policy.threshold,
+                            favourable=_favourable(policy),  # type: ignore[arg-type]
                             max_options=MAX_OPTIONS, max_steps=MAX_STEPS, pair_steps=PAIR_STEPS, records=True).fit()
     options = []
     for found in search.explain(row):
@@ -144,7 +154,7 @@ def compute(model: LoadedModel, row: dict[str, Any]) -> dict[str, Any]:
             log.error("recourse option %s left the declared values; dropped", sorted(proposed))
             continue
         score = float(model.score([changed])[0])  # verified with the model version that decided
-        if manifest.policy.decide(score)[1]:
+        if policy.decide(score)[1]:
             log.error("recourse option %s does not change the outcome when re-scored; dropped", sorted(proposed))
             continue
         changes: dict[str, Any] = {}

@@ -113,6 +113,14 @@ def test_multiclass_decides_the_most_probable_tier_and_explains_its_probability(
                                               {"d": decided["decision_id"]}).scalar_one()
         attributions = attributions if isinstance(attributions, dict) else __import__("json").loads(attributions)
         assert abs(en["base_value"] + sum(attributions.values()) - decided["score"]) <= 1e-6
+        if decided["adverse"]:  # recourse searches across one threshold: this kind's row says it has no options
+            for lang in LANGS:
+                found = gateway.client.get(f"/v1/decisions/{decided['decision_id']}/recourse?lang={lang}",
+                                           headers=gateway.auth("agency_a"))
+                assert found.status_code == 200, found.get_json()
+                rec = found.get_json()
+                assert (rec["status"], rec["reason"], rec["options"]) == ("ready", "policy_kind_unsupported", []), rec
+                assert rec["text"]["none"] and rec["text"]["none"] != rec["text"]["scope"], rec["text"]
         label = manifest.policy.outcome_labels[outcome]  # type: ignore[index]
         assert f"the probability of this outcome «{label.en}»" in en["text"]["summary"]
         assert f"вероятность этого исхода «{label.ru}»" in texts["ru"]["text"]["summary"]

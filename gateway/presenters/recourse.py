@@ -22,8 +22,11 @@ def _outcome(manifest: Manifest, code: str, lang: str) -> str:
     return label.get(lang) if label else code
 
 
-def _other_outcome(manifest: Manifest, decision: Decision) -> str:
-    policy = manifest.policy
+def _other_outcome(manifest: Manifest, decision: Decision) -> str | None:
+    """The outcome an option leads to (binary policies only: other kinds get no options)."""
+    policy = recourse.binary_policy(manifest)
+    if policy is None:
+        return None
     return policy.outcome_below if decision.outcome == policy.outcome_above else policy.outcome_above
 
 
@@ -50,6 +53,9 @@ def _none_text(reason: str) -> str:
                  "another outcome.")
     if reason == "no_mutable_features":
         return _("The system uses no information about you that you could change.")
+    if reason == "policy_kind_unsupported":
+        return _("Options to change the outcome are computed only for decisions between two outcomes; this "
+                 "decision is of another kind.")
     if reason == "not_adverse":
         return _("This decision is not adverse to you, so there is nothing you would need to change.")
     return _("No options to change this decision were computed: it was made before the gateway offered them.")
@@ -66,7 +72,7 @@ def render(decision: Decision, row: Recourse | None, manifest: Manifest, lang: s
         status, reason = "ready", row.reason
     with force_locale(lang):
         other = _other_outcome(manifest, decision)
-        other_label = _outcome(manifest, other, lang)
+        other_label = _outcome(manifest, other, lang) if other is not None else ""
         options, sentences = [], []
         for option in (row.options or []) if row is not None and status == "ready" else []:
             changes = [_change(manifest, name, change, lang) for name, change in sorted(option["changes"].items())]

@@ -138,7 +138,7 @@ class RetentionState(Out):
 class RecourseState(Out):
     status: Literal["ready", "pending", "failed", "not_adverse", "unavailable", "purged"]
     options: int = Field(description="how many verified options the recourse endpoint shows")
-    reason: str | None = Field(description="why there are none (none_found, no_mutable_features), or why the "
+    reason: str | None = Field(description="why there are none (none_found, no_mutable_features, policy_kind_unsupported), or why the "
                                            "last attempt of the recourse job failed")
     attempts: int
 

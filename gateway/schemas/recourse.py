@@ -42,7 +42,7 @@ class RecourseOut(Out):
     status: Literal["ready", "not_adverse", "unavailable"] = Field(
         description="ready: computed (options may be empty, see reason); not_adverse: the decision is not adverse, "
                     "so no recourse is offered; unavailable: decided before recourse was computed")
-    reason: Literal["none_found", "no_mutable_features", "not_adverse", "not_computed"] | None
+    reason: Literal["none_found", "no_mutable_features", "policy_kind_unsupported", "not_adverse", "not_computed"] | None
     method: str | None
     options: list[RecourseOptionOut]
     text: RecourseText
