@@ -41,6 +41,8 @@ bench: install
 	$(BIN)/python bench/batch_decisions.py
 	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/remote_models.py
+	$(BIN)/python bench/model_kinds.py
+	$(BIN)/python bench/recourse.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install

@@ -2,7 +2,8 @@
 
     python examples/setup_demo.py
 
-Trains and registers the example model if no version of it is registered, and creates a demo agency
+Trains and registers the example model if no version of it is registered (and the multi-class and
+regression examples of examples/more_kinds), and creates a demo agency
 API key if no agency key exists (printed once: only its hash is stored). Prints a curl command for a
 decision. Uses the instance the `gateway` command uses (GATEWAY_INSTANCE_PATH / GATEWAY_DATABASE_URL).
 """
@@ -51,6 +52,28 @@ def ensure_model() -> str:
     return f"model {MODEL_NAME} {manifest.version}: trained and registered (sha256 {manifest.sha256[:12]}…)"
 
 
+def ensure_more_kinds() -> list[str]:
+    """Register the multi-class and regression examples (examples/more_kinds) unless registered; status lines."""
+    spec = importlib.util.spec_from_file_location("more_kinds_train", HERE / "more_kinds" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    registered = {row.name for row in registry.list_models(serving_only=False)}
+    missing = [name for name in module.EXAMPLES if name not in registered]
+    lines = [f"model {name}: already registered" for name in module.EXAMPLES if name in registered]
+    if missing:
+        trained = module.train(HERE / "more_kinds")
+        for name in missing:
+            manifest, folder = load_manifest(trained[name])
+            assert manifest.artifact and manifest.explanation.background
+            with write_transaction():
+                registry.register(manifest, (folder / manifest.artifact).read_bytes(),
+                                  (folder / manifest.explanation.background).read_bytes(),
+                                  activate=True, registered_by="make run")
+            lines.append(f"model {name} {manifest.version} ({manifest.policy.kind}): trained and registered")
+    return lines
+
+
 def ensure_key() -> str | None:
     """Create a demo agency key unless an agency key exists; return the new key or None."""
     exists = db.session.execute(
@@ -67,6 +90,8 @@ def main() -> int:
     app = create_app()
     with app.app_context():
         print(ensure_model())
+        for line in ensure_more_kinds():
+            print(line)
         key = ensure_key()
         base = app.config["PUBLIC_BASE_URL"].rstrip("/")
         routes, notices = app.config.get("NOTIFY_ROUTES") or {}, app.config.get("NOTIFY_FILE_DIR")

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTPUT_SPACES", "BaseExplainer", "ExactExplainer", "RawExplanation", "Rows"]
 
-#: The output spaces an explanation can be stated in.
-OUTPUT_SPACES = ("log_odds", "probability")
+#: The output spaces an explanation can be stated in ("value": a regression model's own value, in its units).
+OUTPUT_SPACES = ("log_odds", "probability", "value")
 
 #: What `explain` accepts: a DataFrame of raw features, one record (feature name -> raw value), or a
 #: list of records. Records skip building a DataFrame, which costs more than TreeSHAP for one row.
@@ -458,12 +458,18 @@ class ExactExplainer(BaseExplainer):
         else:
             output = self._model_output(transformed)
         error = np.abs(self.base_value_ + raw.sum(axis=1) - output)
-        if error.size and float(error.max()) > self.tolerance:
-            worst = int(error.argmax())
+        limit = self.tolerance + self._output_rounding(output)
+        if error.size and bool(np.any(error > limit)):
+            worst = int((error - limit).argmax())
             raise AdditivityError(
-                self.method_name, self.output_space, float(error[worst]), self.tolerance, f"row {worst}"
+                self.method_name, self.output_space, float(error[worst]), float(limit[worst]), f"row {worst}"
             )
         return self._package(raw, self.base_value_, output, error, self._null_players(transformed))
+
+    def _output_rounding(self, output: np.ndarray) -> np.ndarray:
+        """Return how far the model's own output may be from the exact sum by its arithmetic alone (default 0:
+        float64 models); a model that predicts in float32 adds a few units in the last place of its output."""
+        return np.zeros_like(output, dtype=np.float64)
 
     def _raw_values(self, transformed: np.ndarray) -> np.ndarray:
         """Return (n_rows, n_raw) attributions per raw feature (default: column attributions summed)."""

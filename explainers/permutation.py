@@ -8,7 +8,8 @@ category-dtype) columns are encoded as integer codes and decoded back to their o
 dtypes before every model call; categories first seen in the explained rows are added per call, never
 to the fitted state.
 
-Output space: probability only. The baseline is the background set (at most `background_size` rows,
+Output space: probability (of a classifier or of a callable), or "value" for a callable that returns a
+number in its own units (a regression model: additivity holds in those units). The baseline is the background set (at most `background_size` rows,
 sampled with `random_state`); the base value is the mean model output over it. The value of a
 coalition S is v(S) = mean over background rows z of f(x_S, z_rest) (interventional).
 
@@ -95,8 +96,9 @@ class PermutationExplainer(BaseExplainer):
 
     @classmethod
     def output_spaces_for(cls, model: Any) -> tuple[str, ...]:
-        """Return ("probability",): the model is only ever asked for probabilities."""
-        return ("probability",)
+        """Return ("probability",) for a classifier; a callable may also return a value in its own units
+        (a regression model): ("probability", "value")."""
+        return ("probability",) if hasattr(model, "predict_proba") else ("probability", "value")
 
     def fit(self, background_raw: pd.DataFrame) -> PermutationExplainer:
         """Sample and encode the background; resolve the positive class."""

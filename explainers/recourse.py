@@ -30,6 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
+
+from explainers.base import resolve_positive_class
+from explainers.exceptions import NotFittedError
 
 __all__ = ["MutableFeature", "RecourseOption", "RecourseSearch"]
 
@@ -58,7 +62,12 @@ class RecourseOption:
 
 
 class RecourseSearch:
-    """Find verified counterfactual options on mutable features for a probability model."""
+    """Find verified counterfactual options on mutable features for a probability model.
+
+    `model` is a fitted classifier with ``predict_proba`` (scored on a DataFrame of the rows), or a
+    function returning the score of the favourable side's class: of a DataFrame, or with ``records=True``
+    of the rows as a list of dicts (the gateway passes the loaded model version that made the decision).
+    """
 
     def __init__(
         self,
@@ -71,6 +80,7 @@ class RecourseSearch:
         max_options: int = 3,
         max_steps: int = 20,
         pair_steps: int = 6,
+        records: bool = False,
         random_state: int = 0,  # the search is a deterministic grid; kept for the explainer contract
     ) -> None:
         self.model = model
@@ -81,12 +91,11 @@ class RecourseSearch:
         self.max_options = max_options
         self.max_steps = max_steps
         self.pair_steps = pair_steps
+        self.records = records
         self.random_state = random_state
 
     def fit(self, background_raw: Any = None) -> RecourseSearch:
         """Resolve the model's positive class and check the feature specifications."""
-        from explainers.base import resolve_positive_class
-
         self.class_index_: int | None = None
         if hasattr(self.model, "predict_proba"):
             _, self.class_index_ = resolve_positive_class(self.model, self.positive_class)
@@ -99,8 +108,8 @@ class RecourseSearch:
         return self
 
     def _score(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        import pandas as pd
-
+        if self.records and self.class_index_ is None:  # a scoring function of raw records (the gateway's model)
+            return np.asarray(self.model(rows), dtype=np.float64)
         frame = pd.DataFrame.from_records(rows)
         if self.class_index_ is not None:
             return np.asarray(self.model.predict_proba(frame), dtype=np.float64)[:, self.class_index_]
@@ -120,7 +129,8 @@ class RecourseSearch:
         signs = {"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction]
         for k in range(1, steps + 1):
             for sign in signs:
-                new = float(value) + sign * k * spec.step
+                # Rounded so that steps of 0.1 land on 0.3, not 0.30000000000000004 (what the person reads).
+                new = round(float(value) + sign * k * spec.step, 9)
                 if (spec.minimum is not None and new < spec.minimum) or (spec.maximum is not None and new > spec.maximum):
                     continue
                 out.append((new, abs(new - float(value)) / scale))
@@ -129,8 +139,6 @@ class RecourseSearch:
     def explain(self, row: Mapping[str, Any]) -> list[RecourseOption]:
         """Return up to `max_options` verified options for `row` (empty if it is not adverse or none is found)."""
         if not hasattr(self, "features_"):
-            from explainers.exceptions import NotFittedError
-
             raise NotFittedError(self)
         base = dict(row)
         if self._flips(self._score([base]))[0]:

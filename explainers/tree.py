@@ -122,7 +122,10 @@ class TreeExplainer(ExactExplainer):
 
     def _build(self, estimator: Any, background: np.ndarray) -> tuple[Any, float]:
         self._kind = _kind(estimator)
-        self._model_type = type(estimator).__module__.split(".")[0]
+        # By class, not module name: a subclass (the gateway's XGBClassifier with labelled classes) counts.
+        self._model_type = ("xgboost" if _is(estimator, "xgboost.XGBClassifier")
+                            else "lightgbm" if _is(estimator, "lightgbm.LGBMClassifier")
+                            else type(estimator).__module__.split(".")[0])
         margin = self._kind == "boosted" and self.output_space == "log_odds"
         self._rescaled = self._kind == "boosted" and not margin
         # Boosting explains the margin/probability of classes_[1]; turn it toward the positive class.
@@ -171,6 +174,13 @@ class TreeExplainer(ExactExplainer):
             self.trees_, transformed, self.background_transformed_, self.sources_, len(self.feature_names_), scale
         )
         return -values if self._flip else values
+
+    def _output_rounding(self, output: np.ndarray) -> np.ndarray:
+        # XGBoost predicts in float32: its margin is the exact sum of its leaves rounded at each of its
+        # additions; allow 4 units in the last place of a float32 of the output's size (about 2e-6 at 5).
+        if self._model_type != "xgboost":
+            return super()._output_rounding(output)
+        return 4.0 * np.spacing(np.abs(output).astype(np.float32)).astype(np.float64)
 
     def _null_players(self, transformed: np.ndarray) -> np.ndarray:
         if not self.grouped_:

@@ -130,7 +130,7 @@ def worker_command(kinds: str | None, batch_size: int | None, poll_interval: flo
             raise click.BadParameter(str(exc), param_hint="--kinds") from None
         if not names:
             raise click.BadParameter("name at least one task kind", param_hint="--kinds")
-    if {"explain", "batch"} & set(names or registered(app).names()):
+    if {"explain", "recourse", "batch"} & set(names or registered(app).names()):
         from gateway import registry, runtime
         from gateway.errors import GatewayError
 

@@ -97,7 +97,7 @@ DEFAULTS: dict[str, Any] = {
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker
-    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence", "purge", "batch"],  # which kinds that thread runs (`gateway worker` runs all)
+    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence", "purge", "recourse", "batch"],  # which kinds that thread runs (`gateway worker` runs all)
     "JOBS_DELIVER_CONCURRENCY": 1,  # runner threads per process
     # explain: model-agnostic explanations computed after their decision committed (CPU-bound: one thread
     # per process is enough; run more `gateway worker --kinds explain` processes to go faster).
@@ -108,6 +108,14 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_EXPLAIN_MAX_ATTEMPTS": 5,  # then the explanation is failed: the person is told whom to contact
     "JOBS_EXPLAIN_RETRY_JITTER": 0.1,
     "JOBS_EXPLAIN_CONCURRENCY": 1,
+    # recourse: options to change adverse decisions of models that are not cheap to search (gateway/recourse.py)
+    "JOBS_RECOURSE_BATCH_SIZE": 10,
+    "JOBS_RECOURSE_LEASE_S": 120.0,
+    "JOBS_RECOURSE_POLL_INTERVAL_S": 0.5,
+    "JOBS_RECOURSE_RETRY_SCHEDULE": [5, 60, 600, 3600],
+    "JOBS_RECOURSE_MAX_ATTEMPTS": 5,  # then the recourse is failed: the person is told whom to contact
+    "JOBS_RECOURSE_RETRY_JITTER": 0.1,
+    "JOBS_RECOURSE_CONCURRENCY": 1,
     # Decision batches (gateway/batches/): POST /v1/models/{name}/decision-batches and `gateway decide`.
     # The batch kind decides one chunk per transaction; a killed runner's batch resumes from its last chunk.
     "BATCH_CHUNK_SIZE": 500,

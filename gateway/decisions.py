@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, explanations, links, registry, runtime
+from gateway import access, explanations, links, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, new_data_key
@@ -29,6 +29,7 @@ from gateway.extensions import db
 from gateway.features import validate_features
 from gateway.identity import subject_ref
 from gateway.ids import isoformat, new_id, utcnow
+from gateway.manifest import MultiClassPolicy
 from gateway.models import (
     Decision,
     Explanation,
@@ -37,6 +38,7 @@ from gateway.models import (
     ModelStatus,
     Notification,
     NotificationStatus,
+    Recourse,
     ReviewRequest,
     ScoringModel,
     table,
@@ -109,13 +111,14 @@ def serving_model(name: str) -> LoadedModel:
 
 @dataclass(frozen=True)
 class Scored:
-    """A row scored, decided and explained (explanation: the column values of its row)."""
+    """A row scored, decided and explained (explanation, recourse: the column values of their rows)."""
 
     row: dict[str, Any]
     score: float
     outcome: str
     adverse: bool
     explanation: dict[str, Any]
+    recourse: dict[str, Any] | None = None  # adverse decisions only
 
 
 def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
@@ -127,10 +130,14 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
     return scored
 
 
-def score_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
-    """The scores of validated rows, in one vectorised call; ModelUnavailable when the model fails."""
+def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
+    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call
+    (multi-class models row by row: the decided class is each row's own); ModelUnavailable when the model fails."""
     try:
-        return [float(s) for s in model.score(rows)]
+        if isinstance(model.manifest.policy, MultiClassPolicy):
+            return [model.assess(row) for row in rows]
+        scores = [float(s) for s in model.score(rows)]
+        return [(score, *model.manifest.policy.decide(score)) for score in scores]
     except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
         current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
         raise
@@ -139,35 +146,52 @@ def score_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
 
 
-def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]],
-                           now: dt.datetime) -> list[Scored | ExplainerError]:
-    """Score, decide and explain validated rows with one model call and one explainer call (a matrix).
-
-    A row whose explanation fails gets its ExplainerError in its place (it is not decided: the right to an
-    explanation is part of the decision); the other rows are unaffected. ModelUnavailable when scoring fails.
-    """
-    if not rows:
-        return []
-    scores = score_many(model, rows)
+def _explain_group(tools: Any, rows: list[dict[str, Any]], scores: list[float], now: dt.datetime,
+                   model: LoadedModel) -> list[dict[str, Any] | ExplainerError]:
     try:
-        values: list[dict[str, Any] | ExplainerError] = list(
-            explanations.values_for_decisions(model.explanation, rows, scores, now))
+        return list(explanations.values_for_decisions(tools, rows, scores, now))
     except ExplainerError:
         # One row spoils the matrix (e.g. its additivity check): explain row by row to find which.
-        values = []
+        values: list[dict[str, Any] | ExplainerError] = []
         for row, score in zip(rows, scores, strict=True):
             try:
-                values.append(explanations.values_for_decision(model.explanation, row, score, now))
+                values.append(explanations.values_for_decision(tools, row, score, now))
             except ExplainerError as exc:
                 current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
                 values.append(exc)
+        return values
+
+
+def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]], now: dt.datetime, *,
+                           recourse_now: bool = True) -> list[Scored | ExplainerError]:
+    """Score, decide and explain validated rows with one model call and one explainer call per explainer.
+
+    A row whose explanation fails gets its ExplainerError in its place (it is not decided: the right to an
+    explanation is part of the decision); the other rows are unaffected. ModelUnavailable when scoring fails.
+    Recourse of adverse rows is computed now when cheap (`recourse_now`, a single decision) or left to the
+    recourse job (a batch: its options are searched after commit, as for a model that is not cheap).
+    """
+    if not rows:
+        return []
+    assessed = assess_many(model, rows)
+    groups: dict[int, tuple[Any, list[int]]] = {}  # one explainer call per explainer (multi-class: per class)
+    for i, (_, outcome, _) in enumerate(assessed):
+        tools = model.tools_for(outcome)
+        groups.setdefault(id(tools), (tools, []))[1].append(i)
+    values: list[dict[str, Any] | ExplainerError | None] = [None] * len(rows)
+    for tools, members in groups.values():
+        explained = _explain_group(tools, [rows[i] for i in members], [assessed[i][0] for i in members], now, model)
+        for i, found in zip(members, explained, strict=True):
+            values[i] = found
     result: list[Scored | ExplainerError] = []
-    for row, score, value in zip(rows, scores, values, strict=True):
+    for row, (score, outcome, adverse), value in zip(rows, assessed, values, strict=True):
+        assert value is not None
         if isinstance(value, ExplainerError):
             result.append(value)
             continue
-        outcome, adverse = model.manifest.policy.decide(score)
-        result.append(Scored(row, score, outcome, adverse, value))
+        options = (recourse.values_for_decision(model, row, adverse, now) if recourse_now
+                   else recourse.pending_for_decision(adverse, now))
+        result.append(Scored(row, score, outcome, adverse, value, options))
     return result
 
 
@@ -202,6 +226,7 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
     decision_rows: list[dict[str, Any]] = []
     explanation_rows: list[dict[str, Any]] = []
     notice_rows: list[dict[str, Any]] = []
+    recourse_rows: list[dict[str, Any]] = []
     leaves: list[dict[str, Any]] = []
     for d in made:
         model, scored, now = d.model, d.scored, d.created_at
@@ -216,6 +241,10 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             "created_at": now, "effective_outcome": scored.outcome, "effective_review_id": None,
         })
         explanation_rows.append(_explanation_row(scored.explanation, d.id))
+        recourse_row = None
+        if scored.recourse is not None:
+            recourse_row = recourse.row_values(d.id, scored.recourse, data_key.commitment)
+            recourse_rows.append(recourse_row)
         notice_rows.extend(
             {
                 "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
@@ -233,15 +262,25 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
             "explanation": explanations.audit_digest(scored.explanation, data_key.commitment),
             **(d.audit_extra or {}),
+            **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
         }
         leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
     session.execute(insert(table(Decision)), decision_rows)
     session.execute(insert(table(Explanation)), explanation_rows)
+    for group in _same_columns(recourse_rows):  # ready and pending rows name different columns
+        session.execute(insert(table(Recourse)), group)
     session.execute(insert(table(Notification)), notice_rows)
     session.execute(insert(table(LogLeaf)), leaves)
 
 
 EXPLANATION_COLUMNS = tuple(c.name for c in table(Explanation).columns)
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.values())
 
 
 def _explanation_row(values: dict[str, Any], decision_id: str) -> dict[str, Any]:
@@ -328,6 +367,7 @@ class DecisionRecord:
     notifications: list[Notification]
     reviews: list[ReviewRequest]
     explanation: Explanation | None
+    recourse: Recourse | None = None
 
 
 def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
@@ -340,7 +380,8 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
     reviews = db.session.execute(
         select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
     ).scalars()
-    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id))
+    return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id),
+                          db.session.get(Recourse, decision_id))
 
 
 def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:

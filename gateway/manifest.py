@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from babel.numbers import format_decimal
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -99,6 +103,12 @@ class Feature(_Strict):
     bands: list[float] | None = None
     mutable: bool = True
     sensitive: Literal["protected_attribute", "biometric", "health", "other"] | None = None
+    # Recourse (numbers only): the smallest change worth proposing, in the feature's unit (default: the
+    # declared range in 20 steps, a whole number for integer features, else 1); what one unit of cost is
+    # (default: the step); which way the person can move it (age only increases).
+    step: float | None = None
+    scale: float | None = None
+    direction: Literal["any", "increase", "decrease"] = "any"
 
     @model_validator(mode="after")
     def _check_kind(self) -> Feature:
@@ -124,6 +134,7 @@ class Feature(_Strict):
         else:
             if self.categories is not None or self.min is not None or self.max is not None:
                 raise ValueError(f"feature {self.name!r}: a boolean has no categories or range")
+        self._check_recourse()
         if self.bands is not None:
             if self.type != "number":
                 raise ValueError(f"feature {self.name!r}: bands apply to number features only")
@@ -134,6 +145,42 @@ class Feature(_Strict):
                 raise ValueError(f"feature {self.name!r}: band edges {outside} are not inside (min, max)")
         return self
 
+    def _check_recourse(self) -> None:
+        declared = [k for k in ("step", "scale") if getattr(self, k) is not None]
+        if self.direction != "any":
+            declared.append("direction")
+        if self.type != "number":
+            if declared:
+                raise ValueError(f"feature {self.name!r}: recourse settings ({', '.join(declared)}) apply to number "
+                                 "features only (a category or boolean changes to another value at a cost of 1)")
+            return
+        for key in ("step", "scale"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"feature {self.name!r}: {key} must be a positive number, got {value}")
+        if self.step is not None:
+            if self.integer and not float(self.step).is_integer():
+                raise ValueError(f"feature {self.name!r}: step must be a whole number for an integer feature, "
+                                 f"got {self.step}")
+            if self.min is not None and self.max is not None and self.step > self.max - self.min:
+                raise ValueError(f"feature {self.name!r}: step {self.step:g} is larger than the range "
+                                 f"[{self.min:g}, {self.max:g}]")
+
+    def recourse_step(self) -> float:
+        """The step recourse changes this number feature by (declared, or the range in 20 steps, or 1)."""
+        if self.step is not None:
+            return float(self.step)
+        if self.min is not None and self.max is not None and self.max > self.min:
+            step = (self.max - self.min) / 20
+            return float(max(1, round(step))) if self.integer else step
+        return 1.0
+
+    def offered_for_recourse(self) -> bool:
+        """Whether recourse may propose changing this feature: mutable, and not sensitive, withheld or
+        collected for monitoring only (the last are never model inputs)."""
+        monitor_only = bool(getattr(self, "monitor_only", False))  # declared by the governance rules when present
+        return self.mutable and self.sensitive is None and self.disclosure != "withhold" and not monitor_only
+
     def category_label(self, value: str, lang: str) -> str:
         """Return the readable label of a category value, or the value itself."""
         if self.category_labels and value in self.category_labels:
@@ -142,8 +189,9 @@ class Feature(_Strict):
 
 
 class Policy(_Strict):
-    """Turn the score (probability of `positive_class`) into an outcome."""
+    """Binary: turn the score (probability of `positive_class`) into one of two outcomes by a threshold."""
 
+    kind: Literal["binary"] = "binary"
     positive_class: str | JsonInt
     threshold: float = Field(gt=0.0, lt=1.0)
     outcome_above: Identifier
@@ -157,12 +205,189 @@ class Policy(_Strict):
             raise ValueError("policy: outcome_above and outcome_below must differ")
         if self.adverse_outcome is not None and self.adverse_outcome not in (self.outcome_above, self.outcome_below):
             raise ValueError("policy: adverse_outcome must be outcome_above or outcome_below")
+        _check_labels(self.outcome_labels, self.outcomes)
         return self
+
+    @property
+    def outcomes(self) -> list[str]:
+        """Every outcome this policy can give."""
+        return [self.outcome_above, self.outcome_below]
+
+    @property
+    def adapter_class(self) -> str | int | None:
+        """The class whose probability the adapter scores (None: the model's own value, for regression)."""
+        return self.positive_class
 
     def decide(self, score: float) -> tuple[str, bool]:
         """Return (outcome, adverse) for a score; a score equal to the threshold is 'above'."""
         outcome = self.outcome_above if score >= self.threshold else self.outcome_below
         return outcome, outcome == self.adverse_outcome
+
+    def public(self) -> dict[str, Any]:
+        """What the register shows of the policy."""
+        return {"kind": self.kind, "outcome_above": self.outcome_above, "outcome_below": self.outcome_below,
+                "adverse_outcome": self.adverse_outcome, "outcome_labels": _labels_json(self.outcome_labels)}
+
+
+class ClassOutcome(_Strict):
+    """One class of a multi-class model and the outcome it gives."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+    class_: Annotated[str | JsonInt, Field(alias="class")]
+    outcome: Identifier
+
+
+class MultiClassPolicy(_Strict):
+    """Multi-class (e.g. risk tiers): the most probable class decides; each class has its own outcome.
+
+    The score is the probability of the decided class, and its explanation explains that probability.
+    """
+
+    kind: Literal["multiclass"]
+    classes: list[ClassOutcome] = Field(min_length=3, max_length=50)
+    adverse_outcomes: list[Identifier] = Field(default_factory=list)
+    outcome_labels: dict[str, LocalizedLabel] | None = None
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> MultiClassPolicy:
+        labels = [str(c.class_) for c in self.classes]
+        if len(set(labels)) != len(labels):
+            raise ValueError("policy.classes: a class is listed twice")
+        if len(set(self.outcomes)) != len(self.outcomes):
+            raise ValueError("policy.classes: each class needs its own outcome (the outcome names the decided class)")
+        unknown = sorted(set(self.adverse_outcomes) - set(self.outcomes))
+        if unknown:
+            raise ValueError(f"policy.adverse_outcomes {unknown} are not outcomes of any class")
+        _check_labels(self.outcome_labels, self.outcomes)
+        return self
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [c.outcome for c in self.classes]
+
+    @property
+    def adapter_class(self) -> str | int | None:
+        return self.classes[0].class_
+
+    def class_of(self, outcome: str) -> str | int:
+        """The class an outcome stands for."""
+        for c in self.classes:
+            if c.outcome == outcome:
+                return c.class_
+        raise KeyError(outcome)
+
+    def decide_class(self, label: Any) -> tuple[str, bool]:
+        """Return (outcome, adverse) for the decided class."""
+        for c in self.classes:
+            if c.class_ == label or str(c.class_) == str(label):
+                return c.outcome, c.outcome in self.adverse_outcomes
+        raise KeyError(label)
+
+    def public(self) -> dict[str, Any]:
+        return {"kind": self.kind, "outcomes": self.outcomes, "adverse_outcomes": list(self.adverse_outcomes),
+                "outcome_labels": _labels_json(self.outcome_labels)}
+
+
+def _pairs(value: Any) -> Any:
+    """TOML and JSON have arrays, not tuples: [upper, outcome] pairs are read as tuples; an upper of +inf (TOML's
+    way to say "open") is read as None (JSON's), so both spell the same manifest."""
+    if isinstance(value, list):
+        return [tuple(None if i == 0 and x == float("inf") else x for i, x in enumerate(v)) if isinstance(v, list)
+                else v for v in value]
+    return value
+
+
+class RegressionPolicy(_Strict):
+    """Regression (e.g. a benefit amount): the model's value, in `unit`, falls in a band that gives the outcome.
+
+    `bands` is `[[upper, outcome], ...]` with strictly increasing uppers: a value below a band's upper (and not
+    below the band before it) gets its outcome. The last band takes every value above the one before it, so its
+    upper is open: write `inf` in TOML or null in JSON.
+    """
+
+    kind: Literal["regression"]
+    unit: LocalizedLabel
+    bands: Annotated[list[tuple[float | None, Identifier]], BeforeValidator(_pairs)] = Field(min_length=1, max_length=50)
+    adverse_outcomes: list[Identifier] = Field(default_factory=list)
+    outcome_labels: dict[str, LocalizedLabel] | None = None
+    decimals: JsonInt = Field(default=0, ge=0, le=6)
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> RegressionPolicy:
+        uppers = [upper for upper, _ in self.bands]
+        if uppers[-1] is not None:
+            raise ValueError("policy.bands: the last band is open above (upper inf in TOML, null in JSON)")
+        finite = uppers[:-1]
+        if any(u is None or not math.isfinite(u) for u in finite):
+            raise ValueError("policy.bands: every band but the last needs a finite upper")
+        if any(b <= a for a, b in zip(finite, finite[1:], strict=False)):  # type: ignore[operator]
+            raise ValueError("policy.bands: uppers must be strictly increasing")
+        unknown = sorted(set(self.adverse_outcomes) - set(self.outcomes))
+        if unknown:
+            raise ValueError(f"policy.adverse_outcomes {unknown} are not outcomes of any band")
+        _check_labels(self.outcome_labels, self.outcomes)
+        return self
+
+    @property
+    def outcomes(self) -> list[str]:
+        seen: list[str] = []
+        for _, outcome in self.bands:
+            if outcome not in seen:
+                seen.append(outcome)
+        return seen
+
+    @property
+    def adapter_class(self) -> str | int | None:
+        return None
+
+    def decide(self, score: float) -> tuple[str, bool]:
+        """Return (outcome, adverse) of the band the value falls in."""
+        if not math.isfinite(score):
+            raise ValueError(f"the model's value {score!r} is not a finite number")
+        for upper, outcome in self.bands:
+            if upper is None or score < upper:
+                return outcome, outcome in self.adverse_outcomes
+        outcome = self.bands[-1][1]
+        return outcome, outcome in self.adverse_outcomes
+
+    def amount(self, value: float, lang: str) -> str:
+        """The model's value as the person reads it, in its units, e.g. "12,400 ₸" (en) or "12 400 ₸" (ru)."""
+        pattern = "#,##0" + ("." + "0" * self.decimals if self.decimals else "")
+        return f"{format_decimal(value, format=pattern, locale=lang)} {self.unit.get(lang)}"
+
+    def public(self) -> dict[str, Any]:
+        return {"kind": self.kind, "unit": self.unit.model_dump(mode="json"),
+                "bands": [[u if u is not None and math.isfinite(u) else None, o] for u, o in self.bands],
+                "adverse_outcomes": list(self.adverse_outcomes), "outcome_labels": _labels_json(self.outcome_labels)}
+
+
+def _check_labels(labels: dict[str, LocalizedLabel] | None, outcomes: list[str]) -> None:
+    if labels is not None:
+        unknown = sorted(set(labels) - set(outcomes))
+        if unknown:
+            raise ValueError(f"policy.outcome_labels names outcomes the policy never gives: {unknown}")
+
+
+def _labels_json(labels: dict[str, LocalizedLabel] | None) -> dict[str, Any] | None:
+    return {k: v.model_dump(mode="json") for k, v in labels.items()} if labels is not None else None
+
+
+def _policy_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "binary"))
+    return str(getattr(value, "kind", "binary"))
+
+
+#: The closed set of policy kinds; a manifest without `kind` is binary (as before kinds existed).
+POLICY_KINDS = ("binary", "multiclass", "regression")
+AnyPolicy = Annotated[
+    Annotated[Policy, Tag("binary")] | Annotated[MultiClassPolicy, Tag("multiclass")]
+    | Annotated[RegressionPolicy, Tag("regression")],
+    Discriminator(_policy_kind, custom_error_type="policy_kind",
+                  custom_error_message=f"policy.kind must be one of {', '.join(POLICY_KINDS)}"),
+]
 
 
 class Notice(_Strict):
@@ -234,7 +459,7 @@ class Manifest(_Strict):
     sha256: Sha256 | None = None
     source: RemoteSource | None = None
     features: list[Feature] = Field(min_length=1, max_length=500)
-    policy: Policy
+    policy: AnyPolicy
     notice: Notice
     risk_class: Literal["minimal", "medium", "high"]
     role_of_ai: Literal["sole_basis", "supports_officer"] = "sole_basis"
@@ -263,6 +488,9 @@ class Manifest(_Strict):
             if self.sha256 is not None or self.artifact is not None:
                 raise ValueError("a remote model ('source') has no artifact or sha256: the gateway pins the "
                                  "server's reported model instead")
+            if self.policy.kind != "binary":
+                raise ValueError(f"a remote model takes a binary policy (the remote adapters score the positive "
+                                 f"class's probability); this policy is {self.policy.kind!r}")
         elif self.adapter in REMOTE_PROTOCOLS:
             raise ValueError(f"adapter {self.adapter!r} is a remote protocol: give the model's 'source'")
         names = [f.name for f in self.features]

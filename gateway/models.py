@@ -302,6 +302,40 @@ class Explanation(Base):
     lease_expires_at: Mapped[dt.datetime | None]
 
 
+class RecourseStatus(enum.StrEnum):
+    READY = "ready"  # computed with the decision (cheap models) or by the recourse job; options may be empty
+    PENDING = "pending"  # the recourse job computes it after commit; retried with backoff
+    FAILED = "failed"  # the job gave up (dead letter): the reason is stored and shown
+
+
+class Recourse(Base):
+    """The frozen recourse of one adverse decision: verified options to reach the other outcome.
+
+    Personal data: each option holds the person's own values of the changed features ("from") and the
+    values that would change the outcome ("to"); purge it with the decision. Written once (with the
+    decision, or by the job's fenced write); its digest is in an audit leaf.
+    """
+
+    __tablename__ = "recourse"
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    method: Mapped[str | None] = mapped_column(String(60))
+    # [{"changes": {feature: {"from", "to", "from_band"}}, "cost", "score"}], cheapest first
+    options: Mapped[list[Any] | None] = mapped_column(JSONType)
+    reason: Mapped[str | None] = mapped_column(String(40))  # why there are no options: none_found, no_mutable_features
+    parameters: Mapped[dict[str, Any] | None]  # the search as it ran: features, steps, limits
+    digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the canonical record (in the audit leaf)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+    computed_at: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None]
+
+
 class ReviewStatus(enum.StrEnum):
     QUEUED = "queued"
     CLAIMED = "claimed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +16,13 @@ from sqlalchemy import func, or_, select
 from explainers import ExplainerError, choose_explainer
 from gateway import runtime
 from gateway.adapters import AdapterError, pin_remote
+from gateway.adapters.base import ClassProbabilities
 from gateway.audit import canonical_json, record_leaf
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import example_row, to_frame
 from gateway.ids import isoformat, new_id, utcnow
-from gateway.manifest import Manifest
+from gateway.manifest import Manifest, MultiClassPolicy, RegressionPolicy
 from gateway.models import Blob, Decision, ModelStatus, ScoringModel
 from gateway.settings import Settings, current_settings
 
@@ -124,8 +126,13 @@ def register(
         scores = adapter.score(to_frame(manifest, sample))
     except Exception as exc:
         raise ValidationFailed(f"the model failed to score rows valid under its manifest: {exc}", code="artifact_rejected") from exc
-    if len(scores) != len(sample) or not all(0.0 <= float(s) <= 1.0 for s in scores):
+    if isinstance(manifest.policy, RegressionPolicy):
+        if len(scores) != len(sample) or not all(math.isfinite(float(s)) for s in scores):
+            raise ValidationFailed("the model's values are not finite numbers", code="artifact_rejected")
+    elif len(scores) != len(sample) or not all(0.0 <= float(s) <= 1.0 for s in scores):
         raise ValidationFailed("the model's scores are not probabilities in [0, 1]", code="artifact_rejected")
+    if isinstance(manifest.policy, MultiClassPolicy):
+        _check_classes(manifest.policy, adapter)
     if background is None:
         native = adapter.native()
         try:
@@ -172,6 +179,20 @@ def register(
     if activate:
         activate_version(manifest.name, manifest.version, settings=settings)
     return row, True
+
+
+def _check_classes(policy: MultiClassPolicy, adapter: Any) -> None:
+    """A multi-class policy names every class of the model, each once, and no other."""
+    if not isinstance(adapter, ClassProbabilities):
+        raise ValidationFailed(f"the {adapter.kind} adapter gives no class probabilities: a multi-class policy needs them",
+                               code="artifact_rejected")
+    model = sorted(str(c) for c in adapter.classes)
+    named = sorted(str(c.class_) for c in policy.classes)
+    if model != named:
+        raise ValidationFailed(
+            f"policy.classes {named} are not the model's classes {model}",
+            details=[{"field": "policy.classes", "rule": "model_classes",
+                      "message": f"the model's classes are {model}"}])
 
 
 def _pin(manifest: Manifest, background: bytes | None, settings: Settings) -> bytes:
@@ -311,7 +332,13 @@ def global_factors(model_id: str) -> dict[str, float]:
         tools, background = loaded.explanation, loaded.background
         result: dict[str, float] = {}
         if tools is not None and background is not None and len(background):
-            raws = tools.explainer.explain(background)
+            if loaded.by_class:
+                # Multi-class: each background row explained as its own decision would be (its decided class).
+                rows = background.to_dict("records")
+                raws = [loaded.tools_for(loaded.assess(row)[1]).explainer.explain(background.iloc[[i]])[0]  # type: ignore[union-attr]
+                        for i, row in enumerate(rows)]
+            else:
+                raws = tools.explainer.explain(background)
             names = raws[0].attributions.keys()
             result = {n: float(np.mean([abs(r.attributions[n]) for r in raws])) for n in names}
         found[model_id] = result

@@ -38,6 +38,7 @@ from gateway.models import (
     Explanation,
     ExplanationStatus,
     IdempotencyRecord,
+    Recourse,
     ReviewRequest,
     ScoringModel,
 )
@@ -60,11 +61,12 @@ class PersonalData:
         return [f"{self.model.__tablename__}.{c}" for c in sorted(self.cleared)]
 
 
-# The hook: every table/column with the person's data. Merging a new table (recourse options, #13) means
-# one more entry, e.g. PersonalData(Recourse, "decision_id", {"options": None}).
+# The hook: every table/column with the person's data.
 PERSONAL_DATA: list[PersonalData] = [
     PersonalData(Decision, "id", {"inputs": {}, "contact_ciphertext": None, "data_key": None}),
     PersonalData(Explanation, "decision_id", {"attributions": null(), "selection": null()}),
+    # The options hold the person's values of the changed features ("from"); the digest is a keyed commitment.
+    PersonalData(Recourse, "decision_id", {"options": null()}),
     PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": null(), "reasons": null()}),
     # A batch row's copy of the person's data is erased when its decision is made; kept cleared here too.
     PersonalData(DecisionBatchRow, "decision_id", {"contact_ciphertext": None, "data_key": None, "features": null()}),

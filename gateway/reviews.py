@@ -363,7 +363,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
         decision = session.get(Decision, review.decision_id)
         assert decision is not None
         policy = registry.manifest_of(decision.model_id).policy
-        effective = _effective_after(outcome, new_outcome, decision.outcome, (policy.outcome_above, policy.outcome_below))
+        effective = _effective_after(outcome, new_outcome, decision.outcome, tuple(policy.outcomes))
         if not (reasons.get(review.language) or "").strip():
             raise ValidationFailed(
                 f"give the reasons in the person's language ({review.language})",
@@ -389,7 +389,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
     return review
 
 
-def _effective_after(outcome: str, new_outcome: str | None, original: str, allowed: tuple[str, str]) -> str:
+def _effective_after(outcome: str, new_outcome: str | None, original: str, allowed: tuple[str, ...]) -> str:
     if outcome == "upheld":
         if new_outcome is not None:
             raise ValidationFailed("new_outcome is only for 'changed'",

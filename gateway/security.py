@@ -33,7 +33,10 @@ from gateway.api.common import caller, rate_limit_key
 from gateway.api.errors import error_body, error_page
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
-EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation"})
+# Recourse counts with explanations: each option is the model's answer at another point, so many of them
+# extract the model just as explanations do.
+EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation",
+                                   "decisions.get_recourse"})
 UPLOAD_ENDPOINTS = frozenset({"models.put_blob"})
 BATCH_ENDPOINTS = frozenset({"batches.create_batch"})
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})

@@ -48,6 +48,7 @@ DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/v1/decisions/<decision_id>", "GET"): READERS,
     ("/v1/decisions/<decision_id>/explanation", "GET"): READERS,
     ("/v1/decisions/<decision_id>/explanation.svg", "GET"): READERS,
+    ("/v1/decisions/<decision_id>/recourse", "GET"): READERS,
     ("/v1/decisions/<decision_id>/receipt", "GET"): READERS,
     ("/v1/decisions/<decision_id>/access-log", "GET"): frozenset({"citizen", "auditor"}),
     ("/v1/decisions/<decision_id>/reviews", "POST"): frozenset({"citizen", "agency"}),

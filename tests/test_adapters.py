@@ -6,10 +6,14 @@ import io
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import joblib
 import numpy as np
+import onnxruntime as ort
+import pandas as pd
 import pytest
 import skops.io as sio
 
@@ -22,7 +26,9 @@ from gateway.adapters import (
     load_adapter,
 )
 from gateway.config import SKOPS_TRUSTED_TYPES
-from tests.support.adult import FEATURES, POSITIVE, adult_pipeline
+from tests.support.adult import FEATURES, NUMERIC, POSITIVE, adult_pipeline
+from tests.support.boosting import adult_booster_pipeline
+from tests.support.onnx import adult_onnx
 
 
 def _joblib_bytes(model: Any) -> bytes:
@@ -31,14 +37,62 @@ def _joblib_bytes(model: Any) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class Case:
+    """A model trained on Adult, saved as one adapter kind reads it, and what that adapter must reproduce."""
+
+    artifact: bytes
+    reference: Callable[[pd.DataFrame], np.ndarray]  # the positive class's probability, from the model itself
+    estimator: str | None  # the final estimator's class name that native() exposes (None: an opaque model)
+
+
+def _sklearn_case(serialise: Callable[[Any], bytes]) -> Callable[[], Case]:
+    def make() -> Case:
+        pipe, _ = _trained()
+        positive = list(pipe.classes_).index(POSITIVE)
+        return Case(serialise(pipe), lambda rows: pipe.predict_proba(rows)[:, positive], "GradientBoostingClassifier")
+    return make
+
+
+def _booster_case(library: str, estimator: str) -> Callable[[], Case]:
+    def make() -> Case:
+        artifact, model, prep, _ = adult_booster_pipeline(library)
+        return Case(artifact, lambda rows: model.predict_proba(prep.transform(rows))[:, 1], estimator)
+    return make
+
+
+@lru_cache(maxsize=1)
+def _trained() -> tuple[Any, Any]:
+    return adult_pipeline(n_rows=2000)
+
+
+def _onnx_case() -> Case:
+    pipe, _ = _trained()
+    data = adult_onnx(pipe)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    positive = list(pipe.classes_).index(POSITIVE)
+
+    def direct(rows: pd.DataFrame) -> np.ndarray:  # onnxruntime called directly, without the adapter
+        feeds = {n: (rows[[n]].to_numpy(dtype=np.float32) if n in NUMERIC else rows[[n]].to_numpy(dtype=object))
+                 for n in FEATURES}
+        return np.asarray(session.run(["probabilities"], feeds)[0], dtype=float)[:, positive]
+    return Case(data, direct, None)
+
+
 # How to make an artifact for each adapter kind. A new adapter must add itself here (checked below).
-SERIALISERS: dict[str, Callable[[Any], bytes]] = {"skops": sio.dumps, "joblib": _joblib_bytes}
+CASES: dict[str, Callable[[], Case]] = {
+    "skops": _sklearn_case(sio.dumps),
+    "joblib": _sklearn_case(_joblib_bytes),
+    "lightgbm": _booster_case("lightgbm", "LGBMClassifier"),
+    "xgboost": _booster_case("xgboost", "LabelledXGBClassifier"),
+    "onnx": _onnx_case,
+}
 CONFIG = {"SKOPS_TRUSTED_TYPES": SKOPS_TRUSTED_TYPES, "ALLOW_PICKLE": True}
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[Any, Any]:
-    return adult_pipeline(n_rows=2000)
+    return _trained()
 
 
 # Remote adapters (a model on a server) pass their conformance test in tests/remote/test_remote_conformance.py.
@@ -46,42 +100,46 @@ IN_PROCESS = sorted(set(ADAPTERS) - set(REMOTE_ADAPTERS))
 
 
 def test_every_adapter_has_a_conformance_case() -> None:
-    assert sorted(SERIALISERS) == IN_PROCESS
+    assert sorted(CASES) == IN_PROCESS
 
 
 @pytest.mark.parametrize("kind", IN_PROCESS)
 def test_adapter_conformance(kind: str, trained: tuple[Any, Any]) -> None:
-    pipe, X = trained
-    adapter = load_adapter(kind, SERIALISERS[kind](pipe), positive_class=POSITIVE, feature_names=FEATURES, config=CONFIG)
+    _, X = trained
+    case = CASES[kind]()
+    adapter = load_adapter(kind, case.artifact, positive_class=POSITIVE, feature_names=FEATURES, config=CONFIG)
     rows = X.iloc[:50]
     scores = adapter.score(rows)
     assert scores.shape == (50,)
     assert np.all((scores >= 0) & (scores <= 1))
-    positive = list(pipe.classes_).index(POSITIVE)
-    np.testing.assert_allclose(scores, pipe.predict_proba(rows)[:, positive], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(scores, case.reference(rows), rtol=0, atol=1e-12)
     # Column order of the input must not matter: the adapter selects the schema's columns.
     np.testing.assert_allclose(adapter.score(rows[FEATURES[::-1]]), scores, rtol=0, atol=1e-12)
     description = adapter.describe()
     assert description["kind"] == kind and description["positive_class"] == POSITIVE
     json.dumps(description)
     native = adapter.native()
+    if case.estimator is None:  # opaque: explained model-agnostically through score()
+        assert native is None
+        return
     assert native is not None and native.positive_class == POSITIVE
-    assert type(native.estimator).__name__ == "GradientBoostingClassifier"
+    assert type(native.estimator).__name__ == case.estimator
+    positive = list(native.estimator.classes_).index(POSITIVE)
     transformed = native.preprocessor.transform(rows)
     np.testing.assert_allclose(native.estimator.predict_proba(transformed)[:, positive], scores, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", IN_PROCESS)
-def test_adapter_refuses_an_unknown_positive_class(kind: str, trained: tuple[Any, Any]) -> None:
+def test_adapter_refuses_an_unknown_positive_class(kind: str) -> None:
     with pytest.raises(AdapterError, match="positive_class 'rich' is not one of the model's classes"):
-        load_adapter(kind, SERIALISERS[kind](trained[0]), positive_class="rich", feature_names=FEATURES, config=CONFIG)
+        load_adapter(kind, CASES[kind]().artifact, positive_class="rich", feature_names=FEATURES, config=CONFIG)
 
 
 @pytest.mark.parametrize("kind", IN_PROCESS)
-def test_adapter_refuses_a_schema_that_does_not_match_the_model(kind: str, trained: tuple[Any, Any]) -> None:
+def test_adapter_refuses_a_schema_that_does_not_match_the_model(kind: str) -> None:
     names = [*FEATURES[:-1], "shoe_size"]
     with pytest.raises(AdapterError, match=r"missing \['sex'\], not used by the model \['shoe_size'\]"):
-        load_adapter(kind, SERIALISERS[kind](trained[0]), positive_class=POSITIVE, feature_names=names, config=CONFIG)
+        load_adapter(kind, CASES[kind]().artifact, positive_class=POSITIVE, feature_names=names, config=CONFIG)
 
 
 def test_skops_refuses_types_the_deployment_does_not_trust(trained: tuple[Any, Any]) -> None:

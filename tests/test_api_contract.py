@@ -30,6 +30,7 @@ from tests.support.citizens import IdentityProvider, notice_token, valid_iin
 ELSEWHERE = {
     ("/v1/decisions/{decision_id}/explanation", "get", "202"): "tests/test_api_explanations.py (model-agnostic)",
     ("/v1/decisions/{decision_id}/explanation.svg", "get", "202"): "tests/test_api_explanations.py (model-agnostic)",
+    ("/v1/decisions/{decision_id}/recourse", "get", "202"): "tests/test_api_recourse.py (the recourse job)",
 }
 
 
@@ -125,6 +126,8 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", f"/v1/decisions/{did}", token=citizen).status_code == 200
     assert call("GET", f"/v1/decisions/{did}/explanation?lang=kk", token=citizen).status_code == 200
     assert call("GET", f"/v1/decisions/{did}/explanation.svg", token=citizen).status_code == 200
+    options = call("GET", f"/v1/decisions/{did}/recourse?lang=ru", token=citizen)
+    assert options.status_code == 200 and options.get_json()["options"], options.get_json()  # an adverse decision
     assert call("GET", f"/v1/decisions/{did}/access-log", token=citizen).status_code == 200
     assert call("GET", "/v1/me/decisions", token=idp.token(person)).status_code == 200
     assert call("GET", f"/v1/decisions/{did}", "agency_b").status_code == 404

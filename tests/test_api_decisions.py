@@ -39,7 +39,7 @@ DECISION_LEAVES = "log_leaves WHERE kind LIKE 'decision:%'"
 
 def nothing_recorded(gw: Gateway) -> None:
     # (admin actions — the model's registration, the keys — have leaves of their own: only decisions' count here)
-    for table in ("decisions", "explanations", "notifications", DECISION_LEAVES, "idempotency_keys"):
+    for table in ("decisions", "explanations", "recourse", "notifications", DECISION_LEAVES, "idempotency_keys"):
         assert gw.count(table) == 0, table
 
 
@@ -361,6 +361,7 @@ def test_a_failing_model_is_503_and_records_nothing(gateway: Gateway) -> None:
         db.session.execute(sa.text("DELETE FROM log_leaves"))
         db.session.execute(sa.text("DELETE FROM notifications"))
         db.session.execute(sa.text("DELETE FROM explanations"))
+        db.session.execute(sa.text("DELETE FROM recourse"))
         db.session.execute(sa.text("DELETE FROM decisions"))
         db.session.commit()
     resp = gateway.decide({"subject": gateway.sample["subject"], "features": {"x": -0.5, "y": 3.0}}, model="fragile")

@@ -111,3 +111,39 @@ def test_policy_without_adverse_outcome_is_never_adverse() -> None:
     policy = Policy(positive_class=1, threshold=0.3, outcome_above="eligible", outcome_below="ineligible")
     assert policy.decide(0.1) == ("ineligible", False)
     assert policy.decide(0.3) == ("eligible", False)
+
+
+def test_recourse_metadata_defaults_and_who_is_offered() -> None:
+    features = [
+        {"name": "months", "type": "number", "labels": LABELS, "min": 1, "max": 120, "integer": True},
+        {"name": "rate", "type": "number", "labels": LABELS, "min": 0, "max": 1, "step": 0.05, "scale": 0.1,
+         "direction": "decrease"},
+        {"name": "free", "type": "number", "labels": LABELS},
+        {"name": "age", "type": "number", "labels": LABELS, "min": 18, "max": 100, "mutable": False,
+         "direction": "increase"},
+        {"name": "group", "type": "category", "labels": LABELS, "categories": ["a", "b"], "sensitive": "other"},
+        {"name": "secret", "type": "category", "labels": LABELS, "categories": ["a", "b"], "disclosure": "withhold"},
+    ]
+    m = Manifest.model_validate(minimal(features=features, explanation={"confidential_ground": TEXT}))
+    assert [m.feature(n).recourse_step() for n in ("months", "rate", "free")] == [6.0, 0.05, 1.0]
+    assert m.feature("rate").scale == 0.1 and m.feature("rate").direction == "decrease"
+    assert [f.name for f in m.features if f.offered_for_recourse()] == ["months", "rate", "free"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"step": 0}, "feature 'age': step must be a positive number, got 0"),
+    ({"scale": float("inf")}, "feature 'age': scale must be a positive number, got inf"),
+    ({"step": 200}, "feature 'age': step 200 is larger than the range [18, 100]"),
+    ({"step": 1.5, "integer": True}, "feature 'age': step must be a whole number for an integer feature, got 1.5"),
+    ({"direction": "sideways"}, "direction"),
+])
+def test_bad_recourse_metadata_is_refused(change: dict[str, Any], message: str) -> None:
+    data = minimal()
+    data["features"][0].update(change)
+    assert message in errors_of(data)
+
+
+def test_recourse_metadata_on_a_category_is_refused() -> None:
+    data = minimal()
+    data["features"][1]["step"] = 1
+    assert "feature 'colour': recourse settings (step) apply to number features only" in errors_of(data)

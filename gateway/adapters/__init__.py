@@ -13,15 +13,24 @@ from gateway.adapters.base import (
     UnknownAdapterError,
     UntrustedArtifactError,
 )
+from gateway.adapters.boosting import LightGBMAdapter, XGBoostAdapter
 from gateway.adapters.joblib_adapter import JoblibAdapter
 from gateway.adapters.mlflow_adapter import MlflowAdapter
 from gateway.adapters.oip_v2 import OipV2Adapter
+from gateway.adapters.onnx_adapter import OnnxAdapter
 from gateway.adapters.remote import RemoteModelError
 from gateway.adapters.skops_adapter import SkopsAdapter
 from gateway.manifest import RemoteSource
 
-ADAPTERS: dict[str, Any] = {SkopsAdapter.kind: SkopsAdapter, JoblibAdapter.kind: JoblibAdapter,
-                            OipV2Adapter.kind: OipV2Adapter, MlflowAdapter.kind: MlflowAdapter}
+ADAPTERS: dict[str, Any] = {
+    SkopsAdapter.kind: SkopsAdapter,
+    JoblibAdapter.kind: JoblibAdapter,
+    LightGBMAdapter.kind: LightGBMAdapter,
+    XGBoostAdapter.kind: XGBoostAdapter,
+    OnnxAdapter.kind: OnnxAdapter,
+    OipV2Adapter.kind: OipV2Adapter,
+    MlflowAdapter.kind: MlflowAdapter,
+}
 #: Adapters of models served elsewhere: their "artifact" is what the server reported at registration.
 REMOTE_ADAPTERS: dict[str, Any] = {OipV2Adapter.kind: OipV2Adapter, MlflowAdapter.kind: MlflowAdapter}
 

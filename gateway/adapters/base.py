@@ -38,7 +38,8 @@ class ModelAdapter(Protocol):
     kind: ClassVar[str]
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """Return the probability of the positive class for each row, shape (n,)."""
+        """Return the probability of the positive class for each row, shape (n,); for a regression model
+        (loaded with positive_class None) its value in the model's units."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -47,4 +48,18 @@ class ModelAdapter(Protocol):
 
     def native(self) -> NativeModel | None:
         """Return the fitted pipeline's parts, or None for an opaque model."""
+        ...
+
+
+@runtime_checkable
+class ClassProbabilities(Protocol):
+    """What a classifier adapter adds for multi-class policies: every class's probability."""
+
+    @property
+    def classes(self) -> list[Any]:
+        """The model's class labels, in the column order of `probabilities`."""
+        ...
+
+    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+        """Return the probability of every class for each row, shape (n, classes)."""
         ...

@@ -77,6 +77,7 @@ def _add_links(spec: dict[str, Any]) -> None:
         "GetDecision": ("/v1/decisions/{decision_id}", "get"),
         "GetExplanation": ("/v1/decisions/{decision_id}/explanation", "get"),
         "GetExplanationSvg": ("/v1/decisions/{decision_id}/explanation.svg", "get"),
+        "GetRecourse": ("/v1/decisions/{decision_id}/recourse", "get"),
         "GetAccessLog": ("/v1/decisions/{decision_id}/access-log", "get"),
         "RequestReview": ("/v1/decisions/{decision_id}/reviews", "post"),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from gateway import access, decisions, explanations, handovers, retention
+from gateway import access, decisions, explanations, handovers, recourse, retention
 from gateway.api.common import ERRORS, caller, json_response, principal, request_hash
 from gateway.errors import BadRequest
 from gateway.ids import isoformat
@@ -13,6 +13,7 @@ from gateway.models import Role
 from gateway.presenters import access as access_views
 from gateway.presenters.decision import decision_view
 from gateway.presenters.explanation import explanation_svg, explanation_view
+from gateway.presenters.recourse import recourse_view
 from gateway.schemas import (
     AccessLog,
     DecisionCreated,
@@ -30,6 +31,7 @@ from gateway.schemas import (
     ModelPath,
     MyDecisions,
     Pending,
+    RecourseOut,
 )
 from gateway.settings import current_settings
 
@@ -77,7 +79,7 @@ def get_decision(path: DecisionPath) -> Response:
     return json_response(view)
 
 
-def _pending(decision_id: str, exc: explanations.ExplanationPending) -> Response:
+def _pending(decision_id: str, exc: explanations.ExplanationPending | recourse.RecoursePending) -> Response:
     return json_response(Pending(decision_id=decision_id, status="pending", retry_after=exc.retry_after), 202,
                          {"Retry-After": str(exc.retry_after)})
 
@@ -105,6 +107,22 @@ def get_explanation_svg(path: DecisionPath, query: ExplanationQuery) -> Response
         return _pending(path.decision_id, exc)
     access.record_access(who, path.decision_id, "explanation.svg")
     return Response(svg, mimetype="image/svg+xml")
+
+
+@bp.get("/decisions/<decision_id>/recourse", security=BEARER, responses={200: RecourseOut, 202: Pending, **ERRORS})
+def get_recourse(path: DecisionPath, query: ExplanationQuery) -> Response:
+    """What the person could change to get the other outcome: verified options, in kk, ru or en.
+
+    Adverse decisions only: any other decision answers 200 with no options, status `not_adverse` and a
+    sentence saying so; 202 with Retry-After while the recourse job has not run yet.
+    """
+    who = caller()
+    try:
+        view = recourse_view(who, path.decision_id, query.lang)
+    except recourse.RecoursePending as exc:
+        return _pending(path.decision_id, exc)
+    access.record_access(who, path.decision_id, "recourse")
+    return json_response(view)
 
 
 @bp.get("/decisions/<decision_id>/access-log", security=BEARER, responses={200: AccessLog, **ERRORS})

@@ -123,7 +123,7 @@ class ExplainKind(TaskKind):
         decision = db.session.get(Decision, job.decision_id)
         if decision is None:  # foreign keys make this impossible; fail loudly rather than loop
             return Result(job, now or self.clock(), error="the decision does not exist", permanent=True)
-        model_id, inputs, score = decision.model_id, dict(decision.inputs), decision.score
+        model_id, inputs, score, outcome = decision.model_id, dict(decision.inputs), decision.score, decision.outcome
         db.session.commit()  # end the read transaction before the slow part
         if model_id in broken:
             return Result(job, now or self.clock(), error=broken[model_id])
@@ -136,10 +136,11 @@ class ExplainKind(TaskKind):
             return Result(job, now or self.clock(), error=broken[model_id])
         db.session.commit()  # loading may have read from the database: hold no snapshot while computing
         try:
-            if model.explanation is None:
+            tools = model.tools_for(outcome)
+            if tools is None:
                 raise ExplainerError("the model version was registered without background data to explain against")
-            raw = model.explanation.explainer.explain(to_frame(model.manifest, [inputs]))[0]
-            values = explanations.computed_values(model.explanation, raw, inputs, score)
+            raw = tools.explainer.explain(to_frame(model.manifest, [inputs]))[0]
+            values = explanations.computed_values(tools, raw, inputs, score)
         except ExplainerError as exc:  # deterministic: the same inputs fail the same way again
             return Result(job, now or self.clock(), error=f"the explainer failed: {exc}", permanent=True)
         except ModelUnavailable as exc:  # a remote model's server failed (or serves another model): retried later

@@ -25,7 +25,7 @@ from gateway.auth import capability_token
 from gateway.contacts import decrypt_contact
 from gateway.extensions import db
 from gateway.ids import isoformat
-from gateway.manifest import Manifest
+from gateway.manifest import Manifest, RegressionPolicy
 from gateway.models import ApiClient, Decision, ReviewRequest
 from gateway.notifications.channels.base import Message, PermanentFailure
 from gateway.settings import current_settings
@@ -157,6 +157,9 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
             "notice_url": f"{base}/register/{manifest.name}/{manifest.version}",  # the version that decided
         },
         "outcome": _outcome(manifest, decision.outcome, lang),
+        # A regression policy's value in its units (the outcome is its band); None for other kinds.
+        "amount": (manifest.policy.amount(decision.score, lang) if isinstance(manifest.policy, RegressionPolicy)
+                   else None),
         "effective_outcome": _outcome(manifest, decision.effective_outcome, lang),
         "adverse": decision.adverse,
         "role_of_ai": decision.role_of_ai,

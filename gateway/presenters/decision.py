@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import access, decisions, explanations, links, retention
+from gateway import access, decisions, explanations, links, recourse, retention
 from gateway.auth import Caller, capability_token
 from gateway.ids import isoformat, isoformat_or_none
 from gateway.models import Notification
@@ -49,6 +49,7 @@ def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
         "notifications": [notification_status(n) for n in record.notifications],
         # pending / ready / failed, and when it failed, why (a dead explanation job is never silent)
         "explanation": explanations.state(record.explanation),
+        "recourse": recourse.state(decision, record.recourse),  # what the person could change (adverse only)
         "effective_outcome_set_by": decision.effective_review_id,
         "reviews": [summary(r) for r in record.reviews],
         "links": links.decision_links(current_settings().base_url, decision.id, token),

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from gateway import explanations
 from gateway.auth import Caller
-from gateway.manifest import Feature, Manifest
+from gateway.manifest import Feature, Manifest, MultiClassPolicy, RegressionPolicy
 from gateway.models import Decision, Explanation
 from gateway.schemas import ExplanationOut
 from gateway.settings import current_settings
@@ -23,7 +23,18 @@ def _number(value: float, lang: str) -> str:
     return format_decimal(value, format="#,##0.##", locale=lang)
 
 
-def _size(contribution: float, output_space: str, lang: str, error: float | None = None) -> str:
+def _amount(value: float, policy: RegressionPolicy, lang: str) -> str:
+    """A regression model's value in its units, e.g. "12,400 ₸"."""
+    return policy.amount(value, lang)
+
+
+def _size(contribution: float, output_space: str, lang: str, error: float | None = None,
+          policy: RegressionPolicy | None = None) -> str:
+    if output_space == "value" and policy is not None:
+        if error is not None:
+            return _("about %(amount)s, ± %(error)s", amount=_amount(abs(contribution), policy, lang),
+                     error=_amount(error, policy, lang))
+        return _amount(abs(contribution), policy, lang)
     if output_space == "probability":
         points = format_decimal(abs(contribution) * 100, format="0.0", locale=lang)
         if error is not None:  # an estimate: "about 4.5 percentage points, ± 0.3"
@@ -82,6 +93,8 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
     """The explanation as the person reads it, in `lang` (kk, ru or en). Deterministic."""
     selection = explanation.selection or {}
     space = explanation.output_space or "probability"
+    policy = manifest.policy
+    amounts = policy if isinstance(policy, RegressionPolicy) else None
     with force_locale(lang):
         system = f"{manifest.name} {manifest.version}"
         outcome_label = (manifest.policy.outcome_labels or {}).get(decision.outcome)
@@ -91,8 +104,12 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
             feature = manifest.feature(f["feature"])
             label = feature.labels.get(lang)
             shown = display_band(feature, f["band"], lang) if f["disclosure"] == "band" else display_value(feature, f["value"], lang)
-            size = _size(f["contribution"], space, lang, f.get("error"))
-            if f["direction"] == "raised":
+            size = _size(f["contribution"], space, lang, f.get("error"), amounts)
+            if amounts is not None:
+                sentence = (_("%(label)s — %(value)s: this raised the amount by %(size)s.", label=label, value=shown, size=size)
+                            if f["direction"] == "raised" else
+                            _("%(label)s — %(value)s: this lowered the amount by %(size)s.", label=label, value=shown, size=size))
+            elif f["direction"] == "raised":
                 sentence = _("%(label)s — %(value)s: this raised the result by %(size)s.", label=label, value=shown, size=size)
             else:
                 sentence = _("%(label)s — %(value)s: this lowered the result by %(size)s.", label=label, value=shown, size=size)
@@ -104,6 +121,8 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
                 "band": f["band"],
                 "direction": f["direction"],
                 "contribution": f["contribution"],
+                "error": f.get("error"),
+                "rank": f.get("rank"),
             })
         bucket = selection.get("confidential")
         confidential, confidential_text = None, None
@@ -115,7 +134,7 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
                 together = (_("Together they raised the result.") if bucket["direction"] == "raised"
                             else _("Together they lowered the result."))
             else:
-                size = _size(bucket["contribution"], space, lang)
+                size = _size(bucket["contribution"], space, lang, policy=amounts)
                 together = (_("Together they raised the result by %(size)s.", size=size) if bucket["direction"] == "raised"
                             else _("Together they lowered the result by %(size)s.", size=size))
             confidential_text = " ".join([
@@ -128,12 +147,21 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
         baseline = None
         if base_value is not None:
             base_text = (format_percent(base_value, format="0.0%", locale=lang) if space == "probability"
+                         else _amount(base_value, amounts, lang) if amounts is not None
                          else format_decimal(base_value, format="0.00", locale=lang))
             baseline = _("The result starts from %(base)s, the average over a reference set of past applications; "
                          "each factor moved it up or down from there.", base=base_text)
+        summary = _("An automated system (%(system)s, operated by %(owner)s) was applied to your case. "
+                    "Outcome: %(outcome)s.", system=system, owner=manifest.notice.owner.get(lang), outcome=outcome)
+        if amounts is not None:
+            summary += " " + _("The system computed the amount %(amount)s; the factors below explain this amount.",
+                               amount=_amount(decision.score, amounts, lang))
+        elif isinstance(policy, MultiClassPolicy):
+            summary += " " + _("The system chose the outcome it found most probable (%(probability)s); the factors "
+                               "below explain the probability of this outcome «%(outcome)s».",
+                               probability=format_percent(decision.score, format="0.0%", locale=lang), outcome=outcome)
         text = {
-            "summary": _("An automated system (%(system)s, operated by %(owner)s) was applied to your case. "
-                         "Outcome: %(outcome)s.", system=system, owner=manifest.notice.owner.get(lang), outcome=outcome),
+            "summary": summary,
             "role": (_("The system's result was the sole basis of this decision.")
                      if decision.role_of_ai == "sole_basis" else
                      _("The system's result supported an officer, who made the decision.")),
@@ -151,6 +179,7 @@ def render(decision: Decision, explanation: Explanation, manifest: Manifest, lan
         "effective_outcome": decision.effective_outcome,
         "method": explanation.method,
         "output_space": space,
+        "estimate": bool(selection.get("estimate")),
         "base_value": base_value,
         "score": decision.score,
         "output": explanation.output,
@@ -192,6 +221,7 @@ def draw_svg(view: dict[str, Any]) -> bytes:
             labels.append(_("Other factors (confidential)"))
             sizes.append(bucket["contribution_or_null"] * scale)
         axis_label = (_("Contribution, percentage points") if view["output_space"] == "probability"
+                      else _("Contribution, in the amount's units") if view["output_space"] == "value"
                       else _("Contribution, log-odds"))
     rows = list(reversed(list(zip(labels, sizes, strict=False))))  # the largest factor on top
     # Labels are drawn literally: "$" in a label (a currency, a model's own text) is never mathtext, which

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.ids import isoformat
+from gateway.manifest import Manifest
 from gateway.models import ScoringModel
 from gateway.schemas import ModelDetail, ModelList, ModelRegistered
 
@@ -46,6 +47,6 @@ def detail(row: ScoringModel) -> ModelDetail:
         "role_of_ai": m["role_of_ai"],
         "notice": m["notice"],
         "features": m["features"],
-        "policy": {k: m["policy"][k] for k in ("outcome_above", "outcome_below", "adverse_outcome", "outcome_labels")},
+        "policy": Manifest.model_validate(m).policy.public(),
         "registered_at": isoformat(row.registered_at),
     })

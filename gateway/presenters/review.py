@@ -69,7 +69,7 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> ReviewCase:
         },
         "explanation": rendered,
         "notice": manifest.notice.model_dump(mode="json"),
-        "outcomes": [manifest.policy.outcome_above, manifest.policy.outcome_below],
+        "outcomes": list(manifest.policy.outcomes),
     })
 
 

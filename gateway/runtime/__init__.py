@@ -11,7 +11,7 @@ import io
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -21,15 +21,16 @@ from sqlalchemy import select
 from explainers import ExactExplainer, FactorSelector, make_explainer
 from explainers.base import BaseExplainer
 from gateway.adapters import AdapterError, ModelAdapter, is_remote, load_adapter
+from gateway.adapters.base import ClassProbabilities
 from gateway.adapters.fast import FastScorer, verified_fast_scorer
 from gateway.errors import ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import example_row, to_frame, validate_features
-from gateway.manifest import Manifest
+from gateway.manifest import Manifest, MultiClassPolicy, RegressionPolicy
 from gateway.models import Blob, ModelStatus, ScoringModel
 
-__all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "describe", "explanation_tools",
-           "health", "init_app", "read_background"]
+__all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "class_tools", "describe",
+           "explanation_tools", "health", "init_app", "read_background"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class LoadedModel:
     background: pd.DataFrame | None
     explanation: ExplanationTools | None
     fast: FastScorer | None = None
+    by_class: Mapping[str, ExplanationTools] | None = None  # multi-class: each class's explainer
 
     def score(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """The positive-class probability of validated raw rows (verified fast path, else the adapter)."""
@@ -69,6 +71,31 @@ class LoadedModel:
             if scores is not None:
                 return scores
         return self.adapter.score(to_frame(self.manifest, rows))
+
+    def assess(self, row: dict[str, Any]) -> tuple[float, str, bool]:
+        """Score a validated row and apply the policy: (score, outcome, adverse).
+
+        Binary: the positive class's probability against the threshold. Multi-class: the most probable class
+        decides (the first in the model's order on a tie) and the score is its probability. Regression: the
+        model's value, in its units, and the band it falls in.
+        """
+        policy = self.manifest.policy
+        if isinstance(policy, MultiClassPolicy):
+            adapter = cast(ClassProbabilities, self.adapter)
+            proba = np.asarray(adapter.probabilities(to_frame(self.manifest, [row]))[0], dtype=float)
+            k = int(np.argmax(proba))
+            outcome, adverse = policy.decide_class(adapter.classes[k])
+            return float(proba[k]), outcome, adverse
+        score = float(self.score([row])[0])
+        outcome, adverse = policy.decide(score)
+        return score, outcome, adverse
+
+    def tools_for(self, outcome: str) -> ExplanationTools | None:
+        """The explainer of a decision with this outcome (multi-class: the decided class's probability)."""
+        policy = self.manifest.policy
+        if isinstance(policy, MultiClassPolicy) and self.by_class is not None:
+            return self.by_class[str(policy.class_of(outcome))]
+        return self.explanation
 
 
 class ModelCache:
@@ -147,7 +174,7 @@ def adapter_for(manifest: Manifest, artifact: bytes, config: Mapping[str, Any]) 
     return load_adapter(
         manifest.adapter,
         artifact,
-        positive_class=manifest.policy.positive_class,
+        positive_class=manifest.policy.adapter_class,
         feature_names=[f.name for f in manifest.features],
         config=dict(config),
         source=manifest.source,
@@ -161,9 +188,12 @@ def _load(row: ScoringModel, config: Mapping[str, Any]) -> LoadedModel:
     except AdapterError as exc:
         raise ModelUnavailable(f"model {row.name} {row.version} cannot be loaded: {exc}") from exc
     background = read_background(manifest, blob(row.background_sha256)) if row.background_sha256 else None
-    tools = explanation_tools(manifest, adapter, background, row.background_sha256)
+    by_class = class_tools(manifest, adapter, background, row.background_sha256)
+    tools = next(iter(by_class.values())) if by_class else explanation_tools(manifest, adapter, background,
+                                                                             row.background_sha256)
+    fast = None if by_class or isinstance(manifest.policy, RegressionPolicy) else _fast_scorer(manifest, adapter, background)
     return LoadedModel(row.id, row.name, row.version, row.artifact_sha256, manifest, adapter, background, tools,
-                       _fast_scorer(manifest, adapter, background))
+                       fast, by_class)
 
 
 def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None) -> FastScorer | None:
@@ -180,12 +210,44 @@ def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataF
 
 def explanation_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
                       background_sha256: str | None) -> ExplanationTools | None:
-    """Fit the model's explainer on its background data (exact for trees and linear models)."""
+    """Fit the model's explainer on its background data (exact for trees and linear models).
+
+    Multi-class: the explainer of the first class (`class_tools` has every class's); regression: the model's
+    value explained in its own units by the model-agnostic explainer.
+    """
     if background is None or background_sha256 is None:
         return None
+    policy = manifest.policy
+    if isinstance(policy, MultiClassPolicy):
+        found = class_tools(manifest, adapter, background, background_sha256)
+        return next(iter(found.values())) if found else None
+    if isinstance(policy, RegressionPolicy):
+        # The target error is stated relative to the spread of the model's values over the background.
+        spread = float(np.std(adapter.score(background))) or 1.0
+        return build_tools(manifest, lambda frame: adapter.score(frame), background, background_sha256,
+                           positive_class=None, output_space="value",
+                           target_error=manifest.explanation.target_error * spread)
     native = adapter.native()
     model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
     return build_tools(manifest, model, background, background_sha256, warm=not is_remote(adapter))
+
+
+def class_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None,
+                background_sha256: str | None) -> dict[str, ExplanationTools] | None:
+    """A multi-class model's explainers, one per class (each explains that class's probability)."""
+    policy = manifest.policy
+    if not isinstance(policy, MultiClassPolicy) or background is None or background_sha256 is None:
+        return None
+    native = adapter.native()
+    classes = cast(ClassProbabilities, adapter).classes
+    found: dict[str, ExplanationTools] = {}
+    for c in policy.classes:
+        index = [str(k) for k in classes].index(str(c.class_))
+        model: Any = (native.pipeline if native is not None
+                      else (lambda frame, i=index: cast(ClassProbabilities, adapter).probabilities(frame)[:, i]))
+        found[str(c.class_)] = build_tools(manifest, model, background, background_sha256,
+                                           positive_class=classes[index], output_space="probability")
+    return found
 
 
 def describe(tools: ExplanationTools) -> str:
@@ -201,14 +263,15 @@ def describe(tools: ExplanationTools) -> str:
 
 
 def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, background_sha256: str, *,
-                warm: bool = True) -> ExplanationTools:
+                positive_class: Any = ..., output_space: str | None = None,
+                target_error: float | None = None, warm: bool = True) -> ExplanationTools:
     """Fit the explainer and the factor selector on the model's background data."""
     explainer = make_explainer(
         model,
-        output_space=manifest.explanation.output_space,
+        output_space=output_space or manifest.explanation.output_space,
         random_state=manifest.explanation.random_state,
-        positive_class=manifest.policy.positive_class,
-        target_error=manifest.explanation.target_error,
+        positive_class=manifest.policy.adapter_class if positive_class is ... else positive_class,
+        target_error=target_error if target_error is not None else manifest.explanation.target_error,
         max_evals_cap=manifest.explanation.max_evals_cap,
     ).fit(background)
     selector = FactorSelector(

@@ -78,6 +78,12 @@ from gateway.schemas.models import (
     ModelSummary,
     SuspendRequest,
 )
+from gateway.schemas.recourse import (
+    RecourseChange,
+    RecourseOptionOut,
+    RecourseOut,
+    RecourseText,
+)
 from gateway.schemas.reviews import (
     ClaimIn,
     DecisionReviewPath,
@@ -96,6 +102,10 @@ from gateway.schemas.reviews import (
 )
 
 __all__ = [
+    "RecourseChange",
+    "RecourseOptionOut",
+    "RecourseOut",
+    "RecourseText",
     "ConsistencyProof",
     "ConsistencyQuery",
     "InclusionProof",

@@ -135,6 +135,14 @@ class RetentionState(Out):
     legal_hold_since: str | None = Field(description="Set while a legal hold keeps the data past its period")
 
 
+class RecourseState(Out):
+    status: Literal["ready", "pending", "failed", "not_adverse", "unavailable", "purged"]
+    options: int = Field(description="how many verified options the recourse endpoint shows")
+    reason: str | None = Field(description="why there are none (none_found, no_mutable_features, policy_kind_unsupported), or why the "
+                                           "last attempt of the recourse job failed")
+    attempts: int
+
+
 class DecisionOut(Out):
     decision_id: str
     model: ModelRef
@@ -150,6 +158,7 @@ class DecisionOut(Out):
     created_at: str
     notifications: list[NotificationStatusOut]
     explanation: ExplanationState
+    recourse: RecourseState
     effective_outcome_set_by: str | None
     reviews: list[ReviewSummary]
     links: DecisionLinks

@@ -22,6 +22,10 @@ class ExplanationFactor(Out):
     band: list[float | None] | None
     direction: Literal["raised", "lowered"]
     contribution: float
+    error: float | None = Field(default=None, description="estimates only: the ± half-width of the ~95 % interval "
+                                                          "around the contribution, in the same space")
+    rank: int | None = Field(default=None, description="1-based place by |contribution| among the shown factors; "
+                                                       "estimates that overlap within their errors share a rank")
 
 
 class ConfidentialOut(Out):
@@ -49,6 +53,8 @@ class ExplanationOut(Out):
     effective_outcome: str
     method: str | None
     output_space: str
+    estimate: bool = Field(default=False, description="whether the contributions are model-agnostic estimates "
+                                                      "(each factor then has its error)")
     base_value: float | None
     score: float
     output: float | None

@@ -15,7 +15,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from gateway import access, decisions, explanations, registry, retention, reviews
+from gateway import access, decisions, explanations, recourse, registry, retention, reviews
 from gateway.auditlog import store as log_store
 from gateway.auth import Citizen, citizen_from_link, expired_capability
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationFailed
@@ -23,6 +23,7 @@ from gateway.models import OPEN_REVIEW
 from gateway.presenters import access as access_views
 from gateway.presenters.decision import decision_view
 from gateway.presenters.explanation import draw_svg, explanation_view
+from gateway.presenters.recourse import recourse_view
 from gateway.settings import current_settings
 from gateway.web import forms, labels
 from gateway.web.common import (
@@ -109,11 +110,22 @@ def decision(decision_id: str) -> Any:
     events, _ = access.access_log(decision_id, limit=ACCESS_LOG_SHOWN, offset=max(total - ACCESS_LOG_SHOWN, 0))
     log = {"events": list(reversed(events)), "total": total}  # the most recent reads, newest first
     manifest = registry.manifest_of(row.model_id)
+    options: dict[str, Any] | None = None
+    if row.adverse:  # what the person could change: part of this page (and of its one access event)
+        try:
+            options = recourse_view(citizen, decision_id, lang).model_dump(mode="json", exclude_unset=True)
+        except recourse.RecoursePending:
+            options = {"status": "pending"}
+        except recourse.RecourseFailed:
+            options = {"status": "failed"}
+        except retention.DataPurged:
+            options = None  # deleted with the rest of the person's data; the page says so
     changed_by = next((r for r in view["reviews"] if r["review_id"] == view["effective_outcome_set_by"]), None)
     return render_template(
-        "web/decision.html", d=view, m=manifest, lang=lang, log=log, changed_by=changed_by, labels=labels,
+        "web/decision.html", d=view, m=manifest, lang=lang, log=log, changed_by=changed_by, labels=labels, r=options,
         outcome=labels.outcome(manifest, view["outcome"], lang),
         effective=labels.outcome(manifest, view["effective_outcome"], lang),
+        amount=labels.amount(manifest, row.score, lang),
         open_review=next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None),
         deadline=reviews.request_window_ends(row.created_at),
         receipt=log_store.receipt(decision_id).body,
@@ -146,6 +158,14 @@ def data(decision_id: str) -> Response:
         explanation = {"status": "unavailable", "message": exc.message}
     except retention.DataPurged as exc:
         explanation = {"status": "purged", "message": exc.message}
+    try:
+        options: Any = recourse_view(citizen, decision_id, row.language).model_dump(mode="json", exclude_unset=True)
+    except recourse.RecoursePending:
+        options = {"status": "pending"}
+    except recourse.RecourseFailed as exc:
+        options = {"status": "failed", "message": exc.message}
+    except retention.DataPurged as exc:
+        options = {"status": "purged", "message": exc.message}
     requests = []
     for summary in view["reviews"]:
         review = access.visible_review(citizen, summary["review_id"])
@@ -157,6 +177,7 @@ def data(decision_id: str) -> Response:
         "decision": view,
         "contact": decisions.contact_of(row),
         "explanation": explanation,
+        "recourse": options,
         "reviews": requests,
         "access_log": access_views.access_log_view(
             decision_id, *access.read_access_log(citizen, decision_id, limit=10_000, offset=0), limit=10_000, offset=0,

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_babel import lazy_gettext
 
-from gateway.manifest import Manifest
+from gateway.manifest import Manifest, RegressionPolicy
 
 NOTICE_KINDS = {
     "decision_notice": lazy_gettext("Notice of the decision"),
@@ -56,6 +56,7 @@ READ_WHAT = {
     "decision_list": lazy_gettext("the list of your decisions"),
     "data_export": lazy_gettext("the download of all data"),
     "receipt": lazy_gettext("the audit log receipt"),
+    "recourse": lazy_gettext("what you could change"),
 }
 RISK = {"minimal": lazy_gettext("minimal"), "medium": lazy_gettext("medium"), "high": lazy_gettext("high")}
 ROLE = {
@@ -87,3 +88,11 @@ def outcome(manifest: Manifest, code: str | None, lang: str) -> str:
         return str(lazy_gettext("annulled (no longer in force)"))
     found = (manifest.policy.outcome_labels or {}).get(code)
     return found.get(lang) if found else code
+
+
+def amount(manifest: Manifest, score: float | None, lang: str) -> str | None:
+    """A regression model's value in its units (None for other policy kinds)."""
+    policy = manifest.policy
+    if not isinstance(policy, RegressionPolicy) or score is None:
+        return None
+    return policy.amount(score, lang)

@@ -201,3 +201,26 @@ def test_budget_rises_until_the_target_error_is_met(adult: Adult, mlp: Pipeline)
     capped = PermutationExplainer(mlp, max_evals=60, target_error=1e-9, max_evals_cap=240).fit(background)
     errors = capped.explain(x)[0].errors
     assert errors is not None and max(errors.values()) > 1e-9  # the cap stops it
+
+
+def test_a_regression_value_is_explained_in_its_own_units(adult: Adult) -> None:
+    """A linear regressor's interventional Shapley values are coef * (x - background mean), in its units:
+    the permutation explainer in "value" space gets them exactly (no interactions) and adds up to the value."""
+    from sklearn.linear_model import LinearRegression
+
+    X = adult.train[NUMERIC].astype(float)
+    target = 1000.0 * X["education-num"] + 50.0 * X["hours-per-week"] + 3.0 * X["age"]
+    model = LinearRegression().fit(X, target)
+
+    def amount(frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(model.predict(frame[NUMERIC].astype(float)), dtype=float)
+
+    background = adult.background[NUMERIC].astype(float)
+    explainer = make_explainer(amount, output_space="value", max_evals=200).fit(background)
+    rows = adult.rows[NUMERIC].astype(float).iloc[:5]
+    for (_, x), e in zip(rows.iterrows(), explainer.explain(rows), strict=True):
+        assert e.output_space == "value"
+        expected = model.coef_ * (x.to_numpy() - background.mean().to_numpy())
+        np.testing.assert_allclose([e.attributions[n] for n in NUMERIC], expected, rtol=0, atol=1e-6)
+        assert abs(e.base_value + sum(e.attributions.values()) - e.output) <= 1e-6
+        assert e.output == pytest.approx(float(amount(pd.DataFrame([x]))[0]), abs=1e-9)

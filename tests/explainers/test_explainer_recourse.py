@@ -88,3 +88,29 @@ def test_direction_is_respected_and_favourable_rows_need_nothing(german: tuple) 
             assert np.sign(option.changes["duration_months"] - row["duration_months"]) == sign
     good = X[scores > 0.8].iloc[0].to_dict()
     assert RecourseSearch(pipeline, only_down, positive_class="good").fit().explain(good) == []
+
+
+def test_a_scoring_function_of_records_is_searched_as_the_model(german: tuple) -> None:
+    """The gateway passes its loaded model's scoring function (raw records in, scores out): same options."""
+    X, _, pipeline, schema = german
+    mutable = _mutable(schema, withheld=set())
+    seen: list[int] = []
+
+    def score(rows: list[dict[str, Any]]) -> np.ndarray:
+        assert isinstance(rows, list) and isinstance(rows[0], dict)
+        seen.append(len(rows))
+        frame = pd.DataFrame(rows)[list(X.columns)].astype(X.dtypes.to_dict())
+        return pipeline.predict_proba(frame)[:, 1]
+
+    row = X[pipeline.predict_proba(X)[:, 1] < 0.5].iloc[0].to_dict()
+    by_records = RecourseSearch(score, mutable, records=True).fit().explain(row)
+    by_model = RecourseSearch(pipeline, mutable, positive_class="good").fit().explain(row)
+    assert seen and by_records == by_model and by_records
+
+
+def test_fractional_steps_land_on_round_values() -> None:
+    spec = [MutableFeature("x", "number", 0.0, 1.0, step=0.1, direction="increase")]
+    search = RecourseSearch(lambda rows: np.array([1.0 if r["x"] >= 0.3 else 0.0 for r in rows]), spec,
+                            records=True).fit()
+    (option,) = search.explain({"x": 0.0})
+    assert option.changes == {"x": 0.3} and option.cost == pytest.approx(3.0)

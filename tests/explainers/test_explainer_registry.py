@@ -113,12 +113,16 @@ def test_output_space_is_never_switched_silently(adult: Adult, lr_pipeline: Pipe
         make_explainer(lr_pipeline, output_space="probability")
     with pytest.raises(UnsupportedOutputSpaceError, match="forest averages probabilities"):
         make_explainer(rf_pipeline, output_space="log_odds")
-    with pytest.raises(UnsupportedOutputSpaceError, match="output spaces are log_odds, probability"):
+    with pytest.raises(UnsupportedOutputSpaceError, match="output spaces are log_odds, probability, value"):
         make_explainer(lr_pipeline, output_space="logit")
     with pytest.raises(UnsupportedOutputSpaceError):
         LinearExplainer(lr_pipeline, output_space="probability").fit(adult.background)
     forced = make_explainer(lr_pipeline, output_space="probability", method="permutation")
     assert isinstance(forced, PermutationExplainer)
+    # "value" (a regression model's own units) is for callables, never for a classifier's probabilities
+    with pytest.raises(UnsupportedOutputSpaceError):
+        make_explainer(lr_pipeline, output_space="value", method="permutation")
+    assert isinstance(make_explainer(lambda frame: frame.iloc[:, 0] * 2.0, output_space="value"), PermutationExplainer)
 
 
 def test_unknown_method_name_lists_the_registry(gb_pipeline: Pipeline) -> None:

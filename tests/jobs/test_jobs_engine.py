@@ -72,14 +72,14 @@ def at(row_time: dt.datetime | str) -> dt.datetime:
 
 def test_an_unknown_kind_is_a_named_error_listing_the_known_ones(gateway: Gateway) -> None:
     registry = kinds(gateway.app)
-    assert registry.names() == ["deliver", "explain", "sequence", "purge", "batch"]
-    with pytest.raises(UnknownTaskKind, match=r"unknown task kind 'report'; known kinds: batch, deliver, explain, purge, sequence"):
+    assert registry.names() == ["deliver", "explain", "sequence", "purge", "recourse", "batch"]
+    with pytest.raises(UnknownTaskKind, match=r"unknown task kind 'report'; known kinds: batch, deliver, explain, purge, recourse, sequence"):
         registry.get("report")
     result = CliRunner().invoke(main, ["worker", "--kinds", "deliver,report"], obj=ScriptInfo(create_app=lambda: gateway.app))
-    assert result.exit_code == 2 and "unknown task kind 'report'; known kinds: batch, deliver, explain, purge, sequence" in result.output
+    assert result.exit_code == 2 and "unknown task kind 'report'; known kinds: batch, deliver, explain, purge, recourse, sequence" in result.output
 
 
-@pytest.mark.parametrize("name", ["deliver", "explain", "sequence", "purge", "batch"])
+@pytest.mark.parametrize("name", ["deliver", "explain", "sequence", "purge", "recourse", "batch"])
 def test_every_kind_keeps_the_contract(gateway: Gateway, name: str) -> None:
     """Conformance: settings from the config, an empty queue claims nothing, stats name every state."""
     cls = kinds(gateway.app).get(name)

@@ -182,7 +182,9 @@ def _request(url: str, *, body: dict[str, Any] | None = None, headers: dict[str,
 
 
 def test_the_serve_thread_computes_explanations(tmp_path: Path, mlp_manifest: Path) -> None:
-    instance = provision_mlp(tmp_path / "instance", mlp_manifest, {"GATEWAY_JOBS_EXPLAIN_POLL_INTERVAL_S": "0.1"})
+    # Polled every 0.1 s: the explanations' own limit (which recourse shares) would answer 429 on a slow machine.
+    instance = provision_mlp(tmp_path / "instance", mlp_manifest, {"GATEWAY_JOBS_EXPLAIN_POLL_INTERVAL_S": "0.1",
+                                                                    "GATEWAY_RATELIMIT_EXPLANATIONS": "100000/minute"})
     server = gateway_server(instance.instance, tmp_path / "serve.log", workers=2)
     try:
         server.start(timeout=120)
@@ -203,6 +205,12 @@ def test_the_serve_thread_computes_explanations(tmp_path: Path, mlp_manifest: Pa
         assert one == two and json.loads(one)["method"] == "permutation_shap_estimate"
         view = json.loads(_request(f"{server.base_url}/v1/decisions/{did}", headers=headers)[2])
         assert view["explanation"] == {"status": "ready", "reason": None, "attempts": 1}
+        # The sample is declined by the MLP: the recourse kind (in JOBS_THREAD_KINDS by default) computes its options.
+        assert view["adverse"]
+        recourse_url = f"{server.base_url}/v1/decisions/{did}/recourse"
+        wait_for(lambda: _request(recourse_url, headers=headers)[0] == 200, 20,
+                 f"recourse not stored: {server.log_tail()}", poll=0.1)
+        assert json.loads(_request(recourse_url, headers=headers)[2])["status"] == "ready"
         scraper = subprocess.run([str(GATEWAY), "keys", "create", "--role", "metrics", "--name", "scraper"],
                                  env=instance.instance.env, capture_output=True, text=True, check=True).stdout.strip()
         scrape = urllib.request.Request(f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {scraper}"})
@@ -218,4 +226,5 @@ def test_the_serve_thread_computes_explanations(tmp_path: Path, mlp_manifest: Pa
             db.engine.dispose()
     log = server.log_tail(20000)
     assert "explain jobs: explainer" in log and "deliver jobs: dispatcher" in log
+    assert "recourse jobs: searcher" in log
     assert instance.recorded_leaves() == [did]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import html
 import json
 import re
 
@@ -10,6 +12,7 @@ import sqlalchemy as sa
 
 from gateway.extensions import db
 from tests.conftest import Gateway
+from tests.support.citizens import notice_token
 from tests.web.support import Person, person, text
 
 # A phrase of each page in each language (from the catalogs) and the page's <h1>.
@@ -114,6 +117,8 @@ def test_the_download_holds_everything_about_the_decision(gateway: Gateway) -> N
     assert data["decision"]["decision_id"] == me.decision_id and data["decision"]["inputs"]["savings"] == "lt_100"
     assert data["contact"] == {"email": "citizen@example.kz"}
     assert data["explanation"]["text"]["factors"]
+    assert data["recourse"]["status"] == "ready" and data["recourse"]["options"]  # what they could change, held too
+    assert data["recourse"]["options"][0]["text"].startswith("Егер ")
     assert data["reviews"][0]["point_of_view"] == "Табысым өсті." and data["reviews"][0]["corrected_data"] == {"savings": "500_to_1000"}
     assert {e["what"] for e in data["access_log"]["events"]} >= {"decision", "explanation"}
     assert me.token not in resp.get_data(as_text=True)
@@ -183,3 +188,34 @@ def test_kazakh_dates_put_the_year_first_as_the_notices_do(gateway: Gateway) -> 
     page = text(me.browser.get(f"/d/{me.decision_id}"))
     assert re.search(r"20\d\d ж\. \d{1,2} [а-яәіңғүұқөһ]+, \d\d:\d\d", page)
     assert not re.search(r"\d{1,2} [а-яәіңғүұқөһ]+ 20\d\d, \d\d:\d\d", page)
+
+
+@pytest.mark.parametrize("lang", ["kk", "ru", "en"])
+def test_the_decision_page_says_what_the_person_could_change(gateway: Gateway, lang: str) -> None:
+    """An adverse decision's page lists the same verified options as the JSON recourse, in the person's language."""
+    me = person(gateway, language=lang)
+    body = me.browser.get(f"/d/{me.decision_id}").get_data(as_text=True)
+    api = gateway.client.get(f"/v1/decisions/{me.decision_id}/recourse",
+                             headers={"Authorization": f"Bearer {me.token}"}).get_json()
+    assert api["language"] == lang and api["options"]
+    section = re.search(r'<section id="recourse" aria-labelledby="recourse-heading">(.*?)</section>', body, re.S)
+    assert section, "no recourse section"
+    items = re.findall(r"<li>(.*?)</li>", section.group(1), re.S)
+    assert [html.unescape(i) for i in items] == api["text"]["options"]
+    assert html.unescape(section.group(1)).count(api["text"]["heading"]) == 1
+    assert api["text"]["intro"] in html.unescape(section.group(1))
+
+
+def test_a_favourable_decision_page_has_no_recourse_section(gateway: Gateway) -> None:
+    me = person(gateway, language="ru")
+    option = gateway.client.get(f"/v1/decisions/{me.decision_id}/recourse",
+                                headers=gateway.auth("agency_a")).get_json()["options"][0]
+    body = copy.deepcopy(gateway.sample)
+    body["features"] |= {c["feature"]: c["to"] for c in option["changes"]}
+    approved = gateway.decide(body).get_json()
+    assert not approved["adverse"]
+    link = f"/d/{approved['decision_id']}?token={notice_token(gateway, approved['decision_id'])}"
+    browser = gateway.app.test_client()
+    assert browser.get(link).status_code == 303
+    page = browser.get(f"/d/{approved['decision_id']}").get_data(as_text=True)
+    assert 'id="recourse"' not in page and "Что вы могли бы изменить" not in page

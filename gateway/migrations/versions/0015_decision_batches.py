@@ -1,14 +1,14 @@
 """decision batches: a population decided in chunks by the batch job kind, with per-row results
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0011
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0015'
-down_revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

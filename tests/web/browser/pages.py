@@ -122,6 +122,8 @@ def _at(page: Page, url: str, language: str, status: int = 200) -> None:
 def state_decision(page: Page, live: LiveGateway, language: str) -> None:
     _at(page, f"{live.url}/d/{_person(page, live, language)}", language)
     page.locator("section#outcome").wait_for()
+    # The example decision is adverse: the page lists what the person could change (axe checks it too).
+    assert page.locator("section#recourse ul#recourse-options li").count() >= 1
 
 
 def state_explanation(page: Page, live: LiveGateway, language: str) -> None:
