@@ -85,6 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEFAULT_SECRET": None,
     "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
     "WEBHOOK_CA_FILE": None,
+    # Oversight (gateway/oversight.py): where an agency hears the final outcome of a held decision (API client
+    # body → URL; signed like webhooks with WEBHOOK_SECRETS), and the smallest group the fairness figures show.
+    "AGENCY_CALLBACK_URLS": {},
+    "FAIRNESS_MIN_GROUP": 30,
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker

@@ -59,3 +59,13 @@ def decrypt_contact(key: bytes, decision_id: str, ciphertext: bytes | None) -> d
         return {}
     data: dict[str, str] = json.loads(cipher(key).decrypt(ciphertext, record_id=decision_id))
     return data
+
+
+def encrypt_monitoring(key: bytes, decision_id: str, values: dict[str, object]) -> bytes:
+    """Encrypt a decision's monitor-only values (fairness monitoring; never shown, never in the log)."""
+    return cipher(key).encrypt(json.dumps(values, sort_keys=True).encode(), record_id=f"monitoring:{decision_id}")
+
+
+def decrypt_monitoring(key: bytes, decision_id: str, ciphertext: bytes) -> dict[str, object]:
+    data: dict[str, object] = json.loads(cipher(key).decrypt(ciphertext, record_id=f"monitoring:{decision_id}"))
+    return data

@@ -20,6 +20,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from gateway.extensions import db
 from tests.conftest import Gateway
+from tests.support.registration import CLASSIFIED
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -329,7 +330,7 @@ def _fragile_model() -> tuple[bytes, bytes, dict[str, Any]]:
         "policy": {"positive_class": "yes", "threshold": 0.5, "outcome_above": "granted", "outcome_below": "refused",
                    "adverse_outcome": "refused"},
         "notice": {k: text for k in ("purpose", "functions", "limitations", "owner", "legal_basis")} | {"contact": "a@b.kz"},
-        "risk_class": "minimal",
+        "risk_class": "minimal", **CLASSIFIED,
         "explanation": {"background_sha256": hashlib.sha256(background).hexdigest()},
         "activate": True,
     }

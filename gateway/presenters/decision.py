@@ -50,6 +50,7 @@ def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
         # pending / ready / failed, and when it failed, why (a dead explanation job is never silent)
         "explanation": explanations.state(record.explanation),
         "effective_outcome_set_by": decision.effective_review_id,
+        "confirmation": decision.confirmation,
         "reviews": [summary(r) for r in record.reviews],
         "links": links.decision_links(current_settings().base_url, decision.id, token),
     })

@@ -41,8 +41,12 @@ class ModelDetail(Out):
     sha256: str
     risk_class: str
     role_of_ai: str
+    autonomy: str | None
+    purpose_category: str | None
+    oversight: str
     notice: dict[str, Any]
     features: list[dict[str, Any]]
+    monitored: list[dict[str, Any]]
     policy: dict[str, Any]
     registered_at: str
 
@@ -53,6 +57,7 @@ class ModelRegistered(Out):
     status: str
     sha256: str
     created: bool
+    oversight: str
 
 
 class SuspendRequest(Strict):
