@@ -74,6 +74,8 @@ from gateway.schemas.models import (
 )
 from gateway.schemas.reviews import (
     ClaimIn,
+    ConfirmationQuery,
+    ConfirmIn,
     DecisionReviewPath,
     ExtendIn,
     LeaseIn,
@@ -82,8 +84,6 @@ from gateway.schemas.reviews import (
     ReleaseIn,
     Rescored,
     ResolveIn,
-    ConfirmIn,
-    ConfirmationQuery,
     ReviewCase,
     ReviewList,
     ReviewQuery,
