@@ -21,7 +21,7 @@ from gateway.extensions import db
 from gateway.features import example_row, to_frame
 from gateway.ids import isoformat, new_id, utcnow
 from gateway.manifest import Manifest, classification_problems
-from gateway.models import Blob, Decision, ModelStatus, ScoringModel
+from gateway.models import Blob, Decision, Incident, ModelStatus, ScoringModel
 from gateway.settings import Settings, current_settings
 
 SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
@@ -220,17 +220,23 @@ def activate_version(name: str, version: str, *, settings: Settings | None = Non
     return row
 
 
-def suspend(name: str, reason: str) -> ScoringModel:
-    """Stop serving `name` at once (the kill switch; no commit)."""
+def suspend(name: str, reason: str, incident_id: str) -> ScoringModel:
+    """Stop serving `name` at once (the kill switch; no commit), naming the incident that asks for it."""
     row = db.session.execute(
         select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING))
     ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"model {name} has no serving version")
+    incident = db.session.get(Incident, incident_id)
+    if incident is None or incident.model_name != name:
+        raise NotFound(f"no incident {incident_id} of model {name} is registered; open one with POST /v1/incidents "
+                       "(suspending a model needs an incident reference)", code="incident_not_found")
     now = utcnow()
-    row.status, row.status_changed_at, row.status_reason = ModelStatus.SUSPENDED.value, now, reason
+    row.status, row.status_changed_at = ModelStatus.SUSPENDED.value, now
+    row.status_reason = f"{reason} (incident {incident_id})"
     record_leaf(db.session, "model:suspended", row.id, {"model_id": row.id, "name": row.name, "version": row.version,
-                                                         "reason": reason, "at": isoformat(now)}, now)
+                                                         "reason": reason, "incident_id": incident_id,
+                                                         "at": isoformat(now)}, now)
     return row
 
 

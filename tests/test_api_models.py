@@ -10,6 +10,7 @@ import pytest
 
 from gateway.manifest import load_manifest
 from tests.conftest import Gateway, load_train_module
+from tests.support.registration import open_incident
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -115,11 +116,16 @@ def test_only_admins_register_upload_and_suspend(gateway: Gateway, retrained: Pa
     assert gateway.client.put(f"/v1/blobs/{sha}", data=artifact,
                               headers={**headers, "Content-Type": "application/octet-stream"}).status_code == status
     assert gateway.client.post("/v1/models", json=body, headers=headers).status_code == status
-    assert gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "x"}, headers=headers).status_code == status
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    assert gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "x", "incident_id": incident},
+                               headers=headers).status_code == status
     assert gateway.decide().status_code == 201  # still serving
 
 
 def test_suspension_shows_in_the_register(gateway: Gateway) -> None:
-    gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift"}, headers=gateway.auth("admin"))
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift", "incident_id": incident},
+                               headers=gateway.auth("admin"))
+    assert resp.status_code == 200
     assert gateway.client.get("/v1/models").get_json()["models"] == []
     assert gateway.client.get("/v1/models/german-credit").get_json()["status"] == "suspended"

@@ -62,6 +62,8 @@ class ModelRegistered(Out):
 
 class SuspendRequest(Strict):
     reason: Annotated[Text, Field(min_length=1, max_length=2000)]
+    incident_id: Annotated[str, Field(max_length=64, pattern=r"^inc_[A-Za-z0-9_-]{1,60}$",
+                                      description="The incident (POST /v1/incidents) that asks for the suspension")]
 
 
 class BlobStored(Out):

@@ -56,3 +56,12 @@ def register(client: Any, admin: dict[str, str], manifest: dict[str, Any], artif
         put = client.put(f"/v1/blobs/{sha}", data=data, headers={**admin, "Content-Type": "application/octet-stream"})
         assert put.status_code in (200, 201), put.get_json()
     return client.post("/v1/models", json=manifest | {"activate": True}, headers=admin)
+
+
+def open_incident(client: Any, headers: dict[str, str], model: str = "german-credit", severity: str = "high") -> str:
+    """Register an incident over HTTP (suspending a model names one); return its id."""
+    resp = client.post("/v1/incidents", json={"model": model, "severity": severity,
+                                              "description": "drift found in monitoring"}, headers=headers)
+    assert resp.status_code == 201, resp.get_json()
+    incident_id: str = resp.get_json()["incident_id"]
+    return incident_id
