@@ -89,6 +89,10 @@ DEFAULTS: dict[str, Any] = {
     # body → URL; signed like webhooks with WEBHOOK_SECRETS), and the smallest group the fairness figures show.
     "AGENCY_CALLBACK_URLS": {},
     "FAIRNESS_MIN_GROUP": 30,
+    "OVERSIGHT_METRICS_DAYS": 30,  # /metrics exports the oversight figures of this many last days
+    # Hours from an incident's opening to the regulator-report deadline, per severity (defaults: critical 24,
+    # high 72, medium 360, low 720).
+    "INCIDENT_REPORT_HOURS": {},
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker

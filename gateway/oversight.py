@@ -407,6 +407,14 @@ def _sensitive_factors(rows: list[Any], manifests: dict[str, Manifest]) -> dict[
             "in_top_factors": {n: {"count": counts[n], "share": _rate(counts[n], explained)} for n in names}}
 
 
+def recent_reports(days: int, today: dt.date | None = None) -> dict[str, dict[str, Any]]:
+    """The report of every serving model over the last `days` UTC days (today included): /metrics."""
+    today = today or utcnow().date()
+    names = sorted(set(db.session.execute(
+        select(ScoringModel.name).where(ScoringModel.status.in_(registry.SERVING))).scalars()))
+    return {name: report(name, today - dt.timedelta(days=days - 1), today) for name in names}
+
+
 # --- writing it out --------------------------------------------------------------------------------------
 
 def to_json(data: dict[str, Any]) -> bytes:
