@@ -268,14 +268,15 @@ class Manifest(_Strict):
             return data
         data = dict(data)
         features = data.get("features")
-        if isinstance(features, list):
+        monitored = data.get("monitored", [])
+        if isinstance(features, list) and isinstance(monitored, list):
             kept = [f for f in features if not (isinstance(f, dict) and f.get("monitor_only") is True)]
             moved = [f for f in features if isinstance(f, dict) and f.get("monitor_only") is True]
             if moved:
                 data["features"] = kept
-                data["monitored"] = [*data.get("monitored", []), *moved]
+                data["monitored"] = [*monitored, *moved]
         autonomy = data.get("autonomy")
-        if autonomy in ROLE_OF_AUTONOMY:
+        if isinstance(autonomy, str) and autonomy in ROLE_OF_AUTONOMY:
             role = ROLE_OF_AUTONOMY[autonomy]
             if data.get("role_of_ai", role) != role:
                 raise ValueError(f"role_of_ai {data['role_of_ai']!r} contradicts autonomy {autonomy!r} (autonomy "

@@ -186,5 +186,6 @@ def confirm(path: ReviewPath, body: ConfirmIn) -> Response:
     with the system's help) and the agency is called back."""
     who = _reviewer(path.review_id)
     review = reviews.confirm(who, path.review_id, body.fencing_token, outcome=body.outcome,
-                             new_outcome=body.new_outcome, reasons=dict(body.reasons))
+                             new_outcome=body.new_outcome,
+                             reasons=body.reasons.model_dump(exclude_none=True))
     return json_response(summary(review))

@@ -92,13 +92,21 @@ class ResolveIn(Strict):
     point_of_view_considered: Literal[True] = Field(description="Confirms that the person's point of view was considered")
 
 
+class ConfirmReasons(Strict):
+    """The officer's reasons (required when the outcome is changed), in any of kk, ru, en."""
+
+    kk: Reason = None  # type: ignore[assignment]  # may be left out, never null
+    ru: Reason = None  # type: ignore[assignment]
+    en: Reason = None  # type: ignore[assignment]
+
+
 class ConfirmIn(Strict):
     """An officer's decision on a held decision: confirm the system's outcome, or change it (with reasons)."""
 
     fencing_token: FencingToken
     outcome: Literal["confirmed", "changed"]
     new_outcome: Annotated[Line, Field(max_length=64)] | None = None
-    reasons: dict[Literal["kk", "ru", "en"], Reason] = Field(default_factory=dict)
+    reasons: ConfirmReasons = Field(default_factory=ConfirmReasons)
 
 
 class ConfirmationQuery(BaseModel):
