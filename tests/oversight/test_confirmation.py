@@ -21,7 +21,10 @@ from gateway.notifications import Dispatcher
 from tests.conftest import Gateway
 
 SECRET_A = "whsec_" + base64.b64encode(b"agency A signs its webhooks with this").decode()
-pytestmark = pytest.mark.gateway_config(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_SECRETS={"Agency A": SECRET_A})
+pytestmark = [
+    pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
+    pytest.mark.gateway_config(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_SECRETS={"Agency A": SECRET_A}),
+]
 
 
 class Receiver:

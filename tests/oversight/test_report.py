@@ -51,7 +51,11 @@ from gateway.models import (
 )
 from tests.conftest import Gateway
 
-pytestmark = [pytest.mark.slow, pytest.mark.gateway_config(OVERSIGHT_METRICS_DAYS=4000)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
+    pytest.mark.gateway_config(OVERSIGHT_METRICS_DAYS=4000),
+]
 
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 31)
 AS_OF = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
