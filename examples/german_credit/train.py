@@ -242,10 +242,12 @@ def check_schema(schema: dict[str, Any]) -> None:
 # data
 
 
-def load_data(path: Path = DATA, schema: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.Series]:
-    """Return (X with readable values and the feature names as columns, y as 'good'/'bad').
+def load_data(path: Path = DATA, schema: dict[str, Any] | None = None, *,
+              protected: bool = False) -> tuple[pd.DataFrame, pd.Series]:
+    """Return (X with readable values and the model inputs as columns, y as 'good'/'bad').
 
-    X holds every column of german.csv (the protected ones too: `monitored` derives sex from them).
+    `protected=True` keeps every column of german.csv, the protected ones too (`monitored` derives sex from
+    them); a model is never fitted on those.
     """
     raw = pd.read_csv(path, sep=",", header=None, names=[*COLUMNS, TARGET], dtype=str)
     if len(raw.columns) != len(COLUMNS) + 1 or raw.isna().any().any():
@@ -265,7 +267,7 @@ def load_data(path: Path = DATA, schema: dict[str, Any] | None = None) -> tuple[
     y = y.astype(object).rename(TARGET)
     if schema is not None:
         _check_domains(X, schema)
-    return X, y
+    return (X if protected else X[INPUTS]), y
 
 
 def _check_domains(X: pd.DataFrame, schema: dict[str, Any]) -> None:
@@ -305,7 +307,7 @@ def holdout_auc(X: pd.DataFrame, y: pd.Series) -> float:
 
 
 def monitored(X: pd.DataFrame) -> pd.DataFrame:
-    """The monitor-only values of each row of the full data (sex), for tests and fairness figures."""
+    """The monitor-only values (sex) of each row of `load_data(protected=True)`, for tests and fairness figures."""
     return pd.DataFrame({"sex": X["personal_status_sex"].map(sex_of)}, index=X.index)
 
 
@@ -366,7 +368,6 @@ def train(out_dir: Path = HERE, *, verbose: bool = True) -> Path:
     check_schema(schema)
     X, y = load_data(schema=schema)
 
-    X = X[INPUTS]
     auc = holdout_auc(X, y)
     pipe = make_pipeline().fit(X, y)
     if list(pipe.classes_) != ["bad", "good"]:
