@@ -36,7 +36,9 @@ bench: install
 	$(BIN)/python bench/explanation_jobs.py
 	$(BIN)/python bench/notification_throughput.py
 	$(BIN)/python bench/audit_log.py
+	$(BIN)/python bench/decision_log.py
 	$(BIN)/python bench/page_render.py
+	$(BIN)/python bench/remote_models.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install

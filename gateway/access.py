@@ -7,7 +7,7 @@ not exist, so existence never leaks; one who sees it but may not take the action
 |---------------------------------|---------------------------------------------------|---------------------------------------|
 | agency key                      | decisions made by a key of its body (organisation) | read; request review for the person   |
 | reviewer key                    | decisions that have or had a review (or were rescored in one) | read; work review cases               |
-| auditor key                     | every decision                                    | read; read access logs                |
+| auditor key                     | every decision                                    | read; read access logs; legal holds   |
 | admin key                       | none (admins manage models and keys, not people)  | nothing here                          |
 | citizen, capability link        | the one decision the link names                   | read; request and withdraw review; read access log |
 | citizen, OIDC (national IdP)    | every decision about their IIN (its HMAC)         | read; request and withdraw review; read access log |
@@ -46,13 +46,14 @@ class Action(enum.StrEnum):
     WITHDRAW_REVIEW = "withdraw_review"  # the person's own request, while it is open
     HAND_OVER = "hand_over"  # make or revoke a handover link to the person's decision (its agency)
     POST_GROUND_TRUTH = "post_ground_truth"  # the true outcome, later (its agency; for error rates per group)
+    LEGAL_HOLD = "legal_hold"  # set or clear a legal hold that stops the retention purge (auditors)
 
 
 # What each kind of caller may do with a decision it sees.
 ALLOWED: dict[str, frozenset[Action]] = {
     "agency": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.HAND_OVER, Action.POST_GROUND_TRUTH}),
     "reviewer": frozenset({Action.READ, Action.WORK_REVIEW}),
-    "auditor": frozenset({Action.READ, Action.READ_ACCESS_LOG}),
+    "auditor": frozenset({Action.READ, Action.READ_ACCESS_LOG, Action.LEGAL_HOLD}),
     "admin": frozenset(),
     "metrics": frozenset(),
     "citizen": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.READ_ACCESS_LOG, Action.WITHDRAW_REVIEW}),

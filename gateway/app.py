@@ -27,6 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     from gateway.jobs import runner as jobs
     from gateway.jobs.base import KindRegistry
     from gateway.jobs.explain import ExplainKind
+    from gateway.jobs.purge import PurgeKind
     from gateway.notifications.task import DeliverKind
     from gateway.settings import Settings
 
@@ -65,7 +66,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check; delivery starts in serve/worker
     observability.init_app(app)  # GET /metrics
-    jobs.init_app(app, KindRegistry([DeliverKind, ExplainKind, SequenceKind]))  # every kind of background work; runs in serve/worker
+    jobs.init_app(app, KindRegistry([DeliverKind, ExplainKind, SequenceKind, PurgeKind]))  # every kind of background work; runs in serve/worker
     jobs_metrics.init_app(app)  # jobs per kind and state, dead ones, on the same /metrics
 
     @app.get("/openapi.json", doc_ui=False)

@@ -1,4 +1,4 @@
-"""The `gateway` command: init, serve, worker, db, models, keys."""
+"""The `gateway` command: init, serve, worker, purge, db, models, keys."""
 
 from __future__ import annotations
 
@@ -145,6 +145,51 @@ def worker_command(kinds: str | None, batch_size: int | None, poll_interval: flo
     run_worker(app, names, batch_size=batch_size, poll_interval_s=poll_interval)
 
 
+@main.command("purge")
+@click.option("--dry-run", is_flag=True, help="list what would be purged (and what is kept back, and why); change nothing")
+@click.option("--now", "now_text", default=None, metavar="ISO",
+              help="purge as of this UTC time instead of now, e.g. 2027-06-01T00:00:00Z")
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="decisions purged per transaction")
+@with_appcontext
+def purge_command(dry_run: bool, now_text: str | None, limit: int) -> None:
+    """Delete the personal data of decisions past their retention period (what the purge job kind does)."""
+    import datetime as dt
+
+    from gateway import retention
+    from gateway.ids import isoformat, utcnow
+    from gateway.settings import current_settings
+
+    now = utcnow()
+    if now_text is not None:
+        try:
+            now = dt.datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"{now_text!r} is not an ISO date-time, e.g. 2027-06-01T00:00:00Z",
+                                     param_hint="--now") from None
+        now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+    settings = current_settings()
+    if dry_run:
+        found = retention.expired(now, settings, include_kept=True)
+        due = [c for c in found if c.kept_because is None]
+        click.echo(f"as of {isoformat(now)}: {len(due)} decision(s) would be purged, "
+                   f"{len(found) - len(due)} kept back (dry run: nothing changed)")
+        for c in found:
+            what = "purge" if c.kept_because is None else f"keep ({c.kept_because})"
+            click.echo(f"{what}\t{c.decision_id}\t{c.model}\tdecided {isoformat(c.created_at)}\t"
+                       f"expired {isoformat(c.expired_at)} ({c.retention_days} days)")
+        return
+    total = 0
+    while True:
+        result = retention.purge(now, settings=settings, limit=limit)
+        for decision_id in result.purged:
+            click.echo(f"purged\t{decision_id}")
+        total += len(result.purged)
+        if len(result.purged) + result.skipped < limit:
+            break
+    click.echo(f"as of {isoformat(now)}: {total} decision(s) purged")
+
+
 @main.group("models")
 def models_group() -> None:
     """Register, list, activate and suspend models."""
@@ -167,9 +212,9 @@ def models_register(manifest: Path, activate: bool) -> None:
         parsed, folder = load_manifest(manifest)
     except ValidationError as exc:
         raise click.ClickException(f"invalid manifest {manifest}:\n{exc}") from None
-    if parsed.artifact is None:
+    if parsed.artifact is None and parsed.source is None:
         raise click.ClickException("the manifest has no 'artifact' path")
-    artifact = (folder / parsed.artifact).read_bytes()
+    artifact = (folder / parsed.artifact).read_bytes() if parsed.artifact is not None else None
     background = None
     if parsed.explanation.background:
         background = (folder / parsed.explanation.background).read_bytes()
@@ -182,7 +227,7 @@ def models_register(manifest: Path, activate: bool) -> None:
         detail = f"\n{json.dumps(exc.details, indent=2, ensure_ascii=False)}" if exc.details else ""
         raise click.ClickException(f"{exc.message}{detail}") from None
     word = "registered" if created else "already registered"
-    click.echo(f"{word}: {parsed.name} {parsed.version} ({status}) sha256={parsed.sha256}")
+    click.echo(f"{word}: {parsed.name} {parsed.version} ({status}) sha256={row.artifact_sha256}")
 
 
 @models_group.command("list")

@@ -93,10 +93,19 @@ DEFAULTS: dict[str, Any] = {
     # Hours from an incident's opening to the regulator-report deadline, per severity (defaults: critical 24,
     # high 72, medium 360, low 720).
     "INCIDENT_REPORT_HOURS": {},
+    # Remote models (manifest `source`: OIP v2 or MLflow servers). The webhook address rules apply to their
+    # URLs unless MODEL_ALLOW_PRIVATE (tests, model servers on the deployment's own network). Credentials
+    # never go in a manifest: a bearer token per URL origin ("https://models.example.kz" → token), one
+    # client certificate for mutual TLS, an extra CA bundle. TLS is always verified.
+    "MODEL_ALLOW_PRIVATE": False,
+    "MODEL_BEARER_TOKENS": {},
+    "MODEL_CLIENT_CERT": None,
+    "MODEL_CLIENT_KEY": None,
+    "MODEL_CA_FILE": None,
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker
-    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence"],  # which kinds that thread runs (`gateway worker` runs all)
+    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence", "purge"],  # which kinds that thread runs (`gateway worker` runs all)
     "JOBS_DELIVER_CONCURRENCY": 1,  # runner threads per process
     # explain: model-agnostic explanations computed after their decision committed (CPU-bound: one thread
     # per process is enough; run more `gateway worker --kinds explain` processes to go faster).
@@ -119,6 +128,19 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_SEQUENCE_MAX_ATTEMPTS": 1000000,
     "JOBS_SEQUENCE_RETRY_JITTER": 0.1,
     "JOBS_SEQUENCE_CONCURRENCY": 1,
+    # Retention (gateway/retention.py): the person's data of a decision (inputs, contact, explanation values,
+    # point of view, corrected data, notice bodies) is purged this many days after the decision, unless a
+    # review is open or a legal hold is set; a model's manifest may set its own `retention_days`. Never
+    # below 180 days. The purge kind looks for expired decisions every PURGE_INTERVAL_S seconds.
+    "RETENTION_DAYS": 365,
+    "PURGE_INTERVAL_S": 3600.0,
+    "JOBS_PURGE_BATCH_SIZE": 200,
+    "JOBS_PURGE_LEASE_S": 300.0,
+    "JOBS_PURGE_POLL_INTERVAL_S": 60.0,
+    "JOBS_PURGE_RETRY_SCHEDULE": [60, 600, 3600],
+    "JOBS_PURGE_MAX_ATTEMPTS": 1000000,
+    "JOBS_PURGE_RETRY_JITTER": 0.1,
+    "JOBS_PURGE_CONCURRENCY": 1,
     # Citizens (gateway/auth.py). Capability links are signed with SECRET_KEY (and SECRET_KEY_FALLBACKS
     # while keys rotate); they name one decision and expire.
     "CAPABILITY_MAX_AGE_DAYS": 365,
@@ -167,6 +189,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     _check_secrets(app)
     _check_citizen_auth(app)
+    _check_retention(app)
 
 
 def normalise_database_url(url: str) -> str:
@@ -199,6 +222,21 @@ def _check_secrets(app: Flask) -> None:
     app.config["CONTACT_KEY_BYTES"] = _hex_key(app, "CONTACT_KEY", 32)
     if not app.config.get("SECRET_KEY"):
         raise ConfigError("GATEWAY_SECRET_KEY is not set: run `gateway init` or set the environment variable")
+
+
+RETENTION_FLOOR_DAYS = 180  # EU practice keeps decision logs at least 6 months (AI Act Art. 19, 26(6))
+
+
+def _check_retention(app: Flask) -> None:
+    days = app.config.get("RETENTION_DAYS")
+    if isinstance(days, str) and days.strip().isdigit():
+        days = app.config["RETENTION_DAYS"] = int(days)
+    if not isinstance(days, int) or isinstance(days, bool) or days < RETENTION_FLOOR_DAYS:
+        raise ConfigError(f"GATEWAY_RETENTION_DAYS must be a whole number of days of at least {RETENTION_FLOOR_DAYS}, "
+                          f"not {days!r}")
+    interval = app.config.get("PURGE_INTERVAL_S")
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
+        raise ConfigError(f"GATEWAY_PURGE_INTERVAL_S must be a positive number of seconds, not {interval!r}")
 
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})

@@ -15,7 +15,7 @@ from explainers import ExplainerError
 from gateway import access, deadlines, explanations, links, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import decrypt_contact, encrypt_contact, encrypt_monitoring
+from gateway.contacts import decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
 from gateway.db import write_transaction
 from gateway.errors import (
     Conflict,
@@ -122,6 +122,9 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
     try:
         score = float(model.score([row])[0])
+    except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
+        current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
+        raise
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
@@ -165,12 +168,13 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
     """Insert a decision with its explanation, notice rows and audit leaf (the caller's transaction)."""
     model, scored, now = d.model, d.scored, d.created_at
     model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
+    data_key = new_data_key(settings.contact_key, d.id)
     session.execute(
         insert(table(Decision)),
         {
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
-            "contact_ciphertext": encrypt_contact(settings.contact_key, d.id, d.contact),
+            "contact_ciphertext": encrypt_contact(data_key, d.contact), "data_key": data_key.wrapped,
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
             "created_at": now, "effective_outcome": scored.outcome,
@@ -181,7 +185,7 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
     if d.monitoring:
         session.execute(insert(table(MonitoringValues)), {
             "decision_id": d.id, "model_id": model.id,
-            "ciphertext": encrypt_monitoring(settings.contact_key, d.id, d.monitoring)})
+            "ciphertext": encrypt_monitoring(data_key, d.monitoring)})
     if d.held:
         # The confirmation queue is the review queue (same leases and fencing tokens), cases of another kind.
         session.execute(insert(table(ReviewRequest)), {
@@ -198,11 +202,14 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
             }
             for channel in sorted(d.contact)
         ])
+    # Personal data only as commitments keyed by the decision's data key (gateway.contacts): the purge
+    # deletes the values and destroys the key, and the leaf, its hash and every proof stay as they are.
     audit_record = {
-        "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref, "inputs": scored.row,
+        "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref,
+        "inputs_commitment": data_key.commitment(scored.row), "contact_commitment": data_key.commitment(d.contact),
         "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
         "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
-        "explanation": explanations.audit_digest(scored.explanation), **(d.audit_extra or {}),
+        "explanation": explanations.audit_digest(scored.explanation, data_key.commitment), **(d.audit_extra or {}),
         **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
     }
     session.execute(insert(table(LogLeaf)), leaf_values("decision:recorded", d.id, audit_record, now))
@@ -308,4 +315,4 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
 def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:
     """The decision's contact details, decrypted (never log them); {} once erased."""
     settings = settings or current_settings()
-    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext)
+    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext, decision.data_key)

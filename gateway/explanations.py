@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.manifest import Manifest
 from gateway.models import Decision, Explanation, ExplanationStatus, ScoringModel
+from gateway.retention import check_not_purged
 from gateway.runtime import ExplanationTools
 from gateway.settings import current_settings
 
@@ -93,18 +95,24 @@ def values_for_decision(tools: ExplanationTools | None, row: dict[str, Any], sco
     return base | computed_values(tools, raw, row, score) | {"computed_at": now}
 
 
-def audit_digest(values: dict[str, Any]) -> dict[str, Any] | None:
-    """What of an explanation goes into the decision's audit record (None when it comes later)."""
+def audit_digest(values: dict[str, Any], commit: Callable[[Any], str]) -> dict[str, Any] | None:
+    """What of an explanation goes into the decision's audit record (None when it comes later).
+
+    The attributions are the person's (they follow from their inputs): the record holds their commitment
+    (`commit`, keyed by the decision's data key), never the values, so the purge leaves the leaf valid.
+    """
     if values["status"] != ExplanationStatus.READY.value:
         return None
-    return {k: values[k] for k in ("method", "output_space", "explainer_version", "shap_version",
-                                    "background_sha256", "random_state", "base_value", "attributions")}
+    digest = {k: values[k] for k in ("method", "output_space", "explainer_version", "shap_version",
+                                      "background_sha256", "random_state", "base_value")}
+    return digest | {"attributions_commitment": commit(values["attributions"])}
 
 
 # --- reading -----------------------------------------------------------------------------------------
 
 def stored(principal: Caller, decision_id: str) -> tuple[Decision, Explanation, Manifest]:
     decision = visible_decision(principal, decision_id)
+    check_not_purged(decision)  # the values were the person's: deleted under the retention rule
     explanation = db.session.get(Explanation, decision_id)
     if explanation is None or explanation.status == ExplanationStatus.UNAVAILABLE:
         raise ExplanationUnavailable("no explanation exists for this decision: "

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -22,6 +23,7 @@ from gateway.text import check_text
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+RETENTION_FLOOR_DAYS = 180  # the legal floor of every retention period (DESIGN §5)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -230,6 +232,40 @@ class RiskAssessment(_Strict):
     document_sha256: Sha256
 
 
+REMOTE_PROTOCOLS = ("oip_v2", "mlflow")
+
+
+class RemoteSource(_Strict):
+    """A model served elsewhere: where, which model, and how the gateway calls it.
+
+    Credentials (bearer token, client certificate) never appear here: they come from the deployment's
+    settings (GATEWAY_MODEL_BEARER_TOKENS, GATEWAY_MODEL_CLIENT_CERT), so a manifest can be published.
+    """
+
+    protocol: Literal["oip_v2", "mlflow"]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^https?://")]
+    # OIP v2: the model's name on the server (and its version, if the server has several).
+    model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")] | None = None
+    version: Version | None = None
+    # OIP v2: the output tensor that holds the probabilities (MLServer's scikit-learn runtime: predict_proba).
+    output: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")] = "predict_proba"
+    # Which column of a [n, k] probability answer is the positive class (None: a [n] or [n, 1] answer).
+    positive_index: JsonInt | None = Field(default=None, ge=0, le=1000)
+    connect_timeout_s: float = Field(default=2.0, gt=0.0, le=60.0)
+    read_timeout_s: float = Field(default=2.0, gt=0.0, le=600.0)
+    # Explanations evaluate the model on many rows: they go in batches of at most this many rows per call.
+    max_batch_rows: JsonInt = Field(default=20_000, ge=1, le=1_000_000)
+    # The circuit breaker: after this many consecutive failures, answer 503 at once for the cool-down.
+    breaker_failures: JsonInt = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _check_protocol(self) -> RemoteSource:
+        if self.protocol == "oip_v2" and self.model is None:
+            raise ValueError("source: an oip_v2 source needs 'model' (the model's name on the server)")
+        return self
+
+
 class Manifest(_Strict):
     """Everything the gateway must know about one model version."""
 
@@ -237,7 +273,9 @@ class Manifest(_Strict):
     version: Version
     adapter: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     artifact: str | None = None
-    sha256: Sha256
+    # The artifact's sha256; a remote model (`source`) has none: its pinned metadata is stored instead.
+    sha256: Sha256 | None = None
+    source: RemoteSource | None = None
     features: list[Feature] = Field(min_length=1, max_length=500)
     policy: Policy
     notice: Notice
@@ -284,8 +322,30 @@ class Manifest(_Strict):
             data["role_of_ai"] = role
         return data
 
+    # Days the person's data of a decision is kept (inputs, contact, point of view, ...); then the purge
+    # deletes it and keeps the decision's skeleton and hashes. None: the deployment's GATEWAY_RETENTION_DAYS.
+    retention_days: int | None = None
+
+    @field_validator("retention_days")
+    @classmethod
+    def _check_retention(cls, value: int | None) -> int | None:
+        if value is not None and value < RETENTION_FLOOR_DAYS:
+            raise ValueError(f"retention_days must be at least {RETENTION_FLOOR_DAYS} (decision records are kept at "
+                             f"least 6 months), not {value}")
+        return value
+
     @model_validator(mode="after")
     def _check_features(self) -> Manifest:
+        if self.source is None and self.sha256 is None:
+            raise ValueError("sha256 is required (the artifact's hash), unless the model is remote ('source')")
+        if self.source is not None:
+            if self.adapter != self.source.protocol:
+                raise ValueError(f"a remote model's adapter must be its source's protocol {self.source.protocol!r}")
+            if self.sha256 is not None or self.artifact is not None:
+                raise ValueError("a remote model ('source') has no artifact or sha256: the gateway pins the "
+                                 "server's reported model instead")
+        elif self.adapter in REMOTE_PROTOCOLS:
+            raise ValueError(f"adapter {self.adapter!r} is a remote protocol: give the model's 'source'")
         names = [f.name for f in self.features] + [f.name for f in self.monitored]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -148,6 +148,8 @@ class Decision(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
     subject_ref: Mapped[str] = mapped_column(String(64), index=True)
     contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The decision's data key wrapped by the deployment key (gateway.contacts): NULL once crypto-shredded.
+    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     language: Mapped[str] = mapped_column(String(5))
     inputs: Mapped[dict[str, Any]]
     score: Mapped[float] = mapped_column(Float)
@@ -162,6 +164,11 @@ class Decision(Base):
     # Held for an officer (autonomy low, or an adverse outcome of a model that reviews those first):
     # 'pending_confirmation' until a confirmation resolves it, then 'confirmed' or 'changed'; NULL otherwise.
     confirmation: Mapped[str | None] = mapped_column(String(30))
+    # Retention (gateway.retention): when the personal data was purged, and a legal hold that stops it.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    hold_set_by: Mapped[str | None] = mapped_column(String(100))
+    hold_set_at: Mapped[dt.datetime | None]
 
 
 class Notification(Base):

@@ -240,9 +240,13 @@ def monitored_values(ids: list[str], settings: Settings) -> dict[str, dict[str, 
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
         for row in db.session.execute(
-            select(MonitoringValues.decision_id, MonitoringValues.ciphertext).where(MonitoringValues.decision_id.in_(chunk))
+            select(MonitoringValues.decision_id, MonitoringValues.ciphertext, Decision.data_key)
+            .join(Decision, Decision.id == MonitoringValues.decision_id)
+            .where(MonitoringValues.decision_id.in_(chunk))
         ).all():
-            found[row.decision_id] = decrypt_monitoring(settings.contact_key, row.decision_id, bytes(row.ciphertext))
+            # {} once the decision's data key was destroyed (the retention purge): counted as "(not given)".
+            found[row.decision_id] = decrypt_monitoring(settings.contact_key, row.decision_id, bytes(row.ciphertext),
+                                                        row.data_key)
     return found
 
 

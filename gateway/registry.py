@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select
 
 from explainers import ExplainerError, choose_explainer
 from gateway import runtime
-from gateway.adapters import AdapterError
+from gateway.adapters import AdapterError, pin_remote
 from gateway.audit import canonical_json, record_leaf
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
@@ -79,7 +79,7 @@ def refuse_unclassified(manifest: Manifest) -> None:
 
 def register(
     manifest: Manifest,
-    artifact: bytes,
+    artifact: bytes | None,
     background: bytes | None,
     *,
     activate: bool,
@@ -91,11 +91,18 @@ def register(
 
     A version for which no explanation can be produced is refused (the right to an explanation is part
     of every decision); `on_plan` is told which explainer the version gets, before it is activated.
+    A remote model (`manifest.source`) has no artifact: what its server reports (name, version, platform)
+    is asked for here and stored as its artifact, so that its decisions pin it.
     """
     settings = settings or current_settings()
     refuse_unclassified(manifest)
+    if manifest.source is not None:
+        artifact = _pin(manifest, background, settings)
+    elif artifact is None:
+        raise ValidationFailed("the manifest names no artifact", details=[
+            {"field": "sha256", "rule": "required", "message": "a model that is not remote needs its artifact"}])
     sha = hashlib.sha256(artifact).hexdigest()
-    if sha != manifest.sha256:
+    if manifest.source is None and sha != manifest.sha256:
         raise ValidationFailed(
             "the artifact does not match the manifest's sha256",
             details=[{"field": "sha256", "rule": "artifact_hash", "message": f"manifest says {manifest.sha256}, artifact is {sha}"}],
@@ -115,7 +122,9 @@ def register(
         select(ScoringModel).where(ScoringModel.name == manifest.name, ScoringModel.version == manifest.version)
     ).scalar_one_or_none()
     if existing is not None:
-        if existing.artifact_sha256 != sha or existing.manifest != manifest.model_dump(mode="json"):
+        # Read the stored manifest through today's model, so fields added since (with their defaults) compare equal.
+        stored = Manifest.model_validate(existing.manifest).model_dump(mode="json")
+        if existing.artifact_sha256 != sha or stored != manifest.model_dump(mode="json"):
             raise Conflict(
                 f"model {manifest.name} {manifest.version} is already registered with a different "
                 "artifact or manifest; register a new version instead",
@@ -185,6 +194,18 @@ def register(
     if activate:
         activate_version(manifest.name, manifest.version, settings=settings)
     return row, True
+
+
+def _pin(manifest: Manifest, background: bytes | None, settings: Settings) -> bytes:
+    """Ask a remote model's server what it serves, scoring rows valid under the manifest once."""
+    assert manifest.source is not None
+    sample = [example_row(manifest)]
+    if background is not None:
+        sample += runtime.read_background(manifest, background).to_dict("records")
+    try:
+        return pin_remote(manifest.source, to_frame(manifest, sample[:8]), config=dict(settings.raw))
+    except AdapterError as exc:
+        raise ValidationFailed(f"the remote model cannot be used: {exc}", code="artifact_rejected") from exc
 
 
 def _manifest_digest(manifest: dict[str, Any]) -> str:

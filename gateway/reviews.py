@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select, update
@@ -19,6 +20,7 @@ from gateway import deadlines, decisions, registry, runtime
 from gateway.access import Action, visible_decision, visible_review
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
+from gateway.contacts import committer
 from gateway.db import write_transaction
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.extensions import db
@@ -36,6 +38,7 @@ from gateway.models import (
     ReviewStatus,
     table,
 )
+from gateway.retention import check_not_purged
 from gateway.schemas.reviews import POINT_OF_VIEW_MAX
 from gateway.settings import current_settings
 
@@ -151,6 +154,7 @@ def request_review(principal: Caller, decision_id: str, *, point_of_view: str, c
     """Open a review of a decision; the person is told it was received and by when it is due."""
     now = now or utcnow()
     decision = _decision_for(principal, decision_id)
+    check_not_purged(decision)  # the data a reviewer would look at was deleted under the retention rule
     _check_corrected(registry.manifest_of(decision.model_id), corrected_data)
     open_review = _open_review(decision.id)
     if open_review is not None:
@@ -171,8 +175,11 @@ def request_review(principal: Caller, decision_id: str, *, point_of_view: str, c
             notices = _notices(decision, "review_received", review, now)
             if notices:
                 session.execute(insert(table(Notification)), notices)
+            commit = _committer(decision)
             _leaf(session, "review:requested", review, now, decision_id=decision.id, grounds=review.contest_grounds,
-                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat(), late=review.late)
+                  corrected=sorted(corrected_data or {}), due_at=review.due_at.isoformat(), late=review.late,
+                  point_of_view_commitment=commit(point_of_view),
+                  corrected_data_commitment=commit(corrected_data) if corrected_data else None)
     except IntegrityError:
         # Another request for the same decision committed first (the partial unique index).
         db.session.rollback()
@@ -216,6 +223,12 @@ def _open_review(decision_id: str) -> str | None:
         raise Conflict("this decision waits for an officer's confirmation; it can be reviewed once it is confirmed",
                        code="pending_confirmation")
     return found.id if found is not None else None
+
+
+def _committer(decision: Decision) -> Callable[[Any], str]:
+    """Commitments to the person's data in review leaves: keyed by the decision's data key (purgeable)."""
+    settings = current_settings()
+    return committer(settings.contact_key, settings.subject_key, decision.id, decision.data_key)
 
 
 def _leaf(session: Any, kind: str, review: ReviewRequest, now: dt.datetime, **fields: Any) -> None:
@@ -393,7 +406,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
             session.execute(insert(table(Notification)), notices)
         _leaf(session, "review:resolved", review, now, decision_id=decision.id, outcome=outcome,
               previous_effective_outcome=previous, effective_outcome=effective, resolved_by=principal.id,
-              reasons=review.reasons, point_of_view_considered=True)
+              reasons_commitment=_committer(decision)(review.reasons), point_of_view_considered=True)
     return review
 
 

@@ -51,6 +51,7 @@ class Settings:
     allow_pickle: bool
     skops_trusted_types: tuple[str, ...]
     max_artifact_bytes: int
+    retention_days: int  # the default retention period (a model's manifest may set a longer or shorter one)
     oidc: OidcSettings | None  # None: OIDC sign-in of people is off
     calendar: WorkCalendar = field(repr=False, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the rest, for plug-ins
@@ -86,6 +87,7 @@ class Settings:
             allow_pickle=bool(config.get("ALLOW_PICKLE")),
             skops_trusted_types=tuple(config["SKOPS_TRUSTED_TYPES"]),
             max_artifact_bytes=int(config["MAX_ARTIFACT_BYTES"]),
+            retention_days=int(config["RETENTION_DAYS"]),
             oidc=OidcSettings(
                 issuer=str(config["OIDC_ISSUER"]), audience=str(config["OIDC_AUDIENCE"]),
                 jwks_file=config.get("OIDC_JWKS_FILE") or None, jwks_url=config.get("OIDC_JWKS_URL") or None,

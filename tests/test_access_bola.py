@@ -54,6 +54,8 @@ DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/v1/decisions/<decision_id>/reviews", "POST"): frozenset({"citizen", "agency"}),
     ("/v1/decisions/<decision_id>/handover-links", "POST"): frozenset({"agency"}),
     ("/v1/decisions/<decision_id>/ground-truth", "POST"): frozenset({"agency"}),
+    ("/v1/decisions/<decision_id>/hold", "POST"): frozenset({"auditor"}),
+    ("/v1/decisions/<decision_id>/hold", "DELETE"): frozenset({"auditor"}),
 }
 # Routes of an object below a decision, whose id the matrix cannot make up: their access rules are those of
 # the decision (tests/security/test_person_link.py tries them).
@@ -84,6 +86,7 @@ PAGE_ROUTES: dict[tuple[str, str], str] = {
     ("/d/<decision_id>/review/withdraw", "GET"): "/review/withdraw",
     ("/d/<decision_id>/review/withdraw", "POST"): "/review/withdraw",
     ("/d/<decision_id>/data.json", "GET"): "/data.json",
+    ("/d/<decision_id>/receipt.json", "GET"): "/receipt.json",
 }
 PUBLIC_PAGES = {("/register/<name>/<version>", "GET")}  # the register: public, like GET /v1/models/<name>
 STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
@@ -192,6 +195,8 @@ def body_for(rule: str, method: str, gw: Gateway) -> dict[str, Any]:
         return {"json": gw.sample}
     if action == "suspend":
         return {"json": {"reason": "matrix", "incident_id": open_incident(gw.client, gw.auth("admin"))}}
+    if action == "hold":  # a legal hold: set with a JSON reason, cleared with ?reason=
+        return {"json": {"reason": "matrix"}} if method == "POST" else {"query_string": {"reason": "matrix"}}
     return {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,14 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from gateway.adapters import ADAPTERS, AdapterError, UnknownAdapterError, UntrustedArtifactError, load_adapter
+from gateway.adapters import (
+    ADAPTERS,
+    REMOTE_ADAPTERS,
+    AdapterError,
+    UnknownAdapterError,
+    UntrustedArtifactError,
+    load_adapter,
+)
 from gateway.config import SKOPS_TRUSTED_TYPES
 from tests.support.adult import FEATURES, POSITIVE, adult_pipeline
 
@@ -33,11 +41,15 @@ def trained() -> tuple[Any, Any]:
     return adult_pipeline(n_rows=2000)
 
 
+# Remote adapters (a model on a server) pass their conformance test in tests/remote/test_remote_conformance.py.
+IN_PROCESS = sorted(set(ADAPTERS) - set(REMOTE_ADAPTERS))
+
+
 def test_every_adapter_has_a_conformance_case() -> None:
-    assert sorted(SERIALISERS) == sorted(ADAPTERS)
+    assert sorted(SERIALISERS) == IN_PROCESS
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", IN_PROCESS)
 def test_adapter_conformance(kind: str, trained: tuple[Any, Any]) -> None:
     pipe, X = trained
     adapter = load_adapter(kind, SERIALISERS[kind](pipe), positive_class=POSITIVE, feature_names=FEATURES, config=CONFIG)
@@ -59,13 +71,13 @@ def test_adapter_conformance(kind: str, trained: tuple[Any, Any]) -> None:
     np.testing.assert_allclose(native.estimator.predict_proba(transformed)[:, positive], scores, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", IN_PROCESS)
 def test_adapter_refuses_an_unknown_positive_class(kind: str, trained: tuple[Any, Any]) -> None:
     with pytest.raises(AdapterError, match="positive_class 'rich' is not one of the model's classes"):
         load_adapter(kind, SERIALISERS[kind](trained[0]), positive_class="rich", feature_names=FEATURES, config=CONFIG)
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", IN_PROCESS)
 def test_adapter_refuses_a_schema_that_does_not_match_the_model(kind: str, trained: tuple[Any, Any]) -> None:
     names = [*FEATURES[:-1], "shoe_size"]
     with pytest.raises(AdapterError, match=r"missing \['sex'\], not used by the model \['shoe_size'\]"):
@@ -90,5 +102,6 @@ def test_joblib_is_refused_unless_the_deployment_allows_pickle(trained: tuple[An
 
 
 def test_unknown_adapter_names_the_known_ones() -> None:
-    with pytest.raises(UnknownAdapterError, match=r"unknown adapter 'onnx'; known adapters: \['joblib', 'skops'\]"):
-        load_adapter("onnx", b"", positive_class=1, feature_names=[], config=CONFIG)
+    known = re.escape(str(sorted(ADAPTERS)))
+    with pytest.raises(UnknownAdapterError, match=rf"unknown adapter 'tflite'; known adapters: {known}"):
+        load_adapter("tflite", b"", positive_class=1, feature_names=[], config=CONFIG)

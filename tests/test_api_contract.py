@@ -211,6 +211,10 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
                      json={"fencing_token": claimed.get_json()["fencing_token"], "outcome": "confirmed"})
     assert confirmed.status_code == 200, confirmed.get_json()
 
+    # Retention: an auditor sets a legal hold on the decision, then clears it, saying why.
+    assert call("POST", f"/v1/decisions/{did}/hold", "auditor", json={"reason": "Court case"}).status_code == 200
+    assert call("DELETE", f"/v1/decisions/{did}/hold?reason=Closed", "auditor").status_code == 200
+
     # The kill switch (naming the incident), then the refusal it causes.
     assert call("POST", "/v1/models/german-credit/suspend", "admin",
                 json={"reason": "contract test", "incident_id": iid}).status_code == 200

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from gateway.contacts import unwrap_data_key
 from gateway.extensions import db
 from tests.conftest import Gateway
 from tests.support.registration import CLASSIFIED, open_incident
@@ -72,7 +73,14 @@ def test_decision_is_recorded_with_its_outbox_and_audit_leaf(gateway: Gateway) -
     assert leaf.kind == "decision:recorded" and leaf.object_id == did
     assert leaf.leaf_hash == hashlib.sha256(b"\x00" + leaf.record.encode()).hexdigest()
     record = json.loads(leaf.record)
-    assert record["decision_id"] == did and record["score"] == body["score"] and record["inputs"] == gateway.sample["features"]
+    assert record["decision_id"] == did and record["score"] == body["score"] and "inputs" not in record
+    # The inputs and contact are in the record as commitments keyed by the decision's data key (purgeable).
+    with gateway.app.app_context():
+        wrapped = db.session.execute(sa.text("SELECT data_key FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
+    data_key = unwrap_data_key(gateway.app.config["CONTACT_KEY_BYTES"], did, bytes(wrapped))
+    assert data_key is not None
+    assert record["inputs_commitment"] == data_key.commitment(gateway.sample["features"])
+    assert record["contact_commitment"] == data_key.commitment(gateway.sample["subject"]["contact"])
     assert tuple(note) == ("decision_notice", "email", "pending", did)
 
 

@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from explainers import TreeExplainer
 from gateway import create_app
+from gateway.contacts import unwrap_data_key
 from gateway.extensions import db
 from gateway.jobs.explain import ExplainKind
 from gateway.manifest import load_manifest
@@ -60,7 +61,12 @@ def test_the_explanation_is_stored_with_the_decision(gateway: Gateway, german_ma
     assert row["output"] == pytest.approx(score, abs=1e-9)
     assert abs(row["base_value"] + sum(attributions.values()) - row["output"]) <= 1e-6
     assert row["additivity_error"] <= 1e-6
-    assert leaf["explanation"]["attributions"] == pytest.approx(attributions, abs=0)  # the audit record pins it
+    # The audit record pins the attributions by a commitment keyed by the decision's data key, never in clear.
+    with gateway.app.app_context():
+        wrapped = db.session.execute(sa.text("SELECT data_key FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
+        data_key = unwrap_data_key(gateway.app.config["CONTACT_KEY_BYTES"], did, bytes(wrapped))
+    assert data_key is not None and "attributions" not in leaf["explanation"]
+    assert leaf["explanation"]["attributions_commitment"] == data_key.commitment(attributions)
 
 
 def test_attributions_are_the_raw_features_shapley_values(gateway: Gateway, german_manifest: Path) -> None:

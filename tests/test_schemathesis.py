@@ -59,7 +59,7 @@ def role_for(method: str, path: str) -> str:
         return "citizen"
     if path.startswith("/v1/blobs") or (path.startswith("/v1/models") and method == "POST" and not path.endswith("/decisions")):
         return "admin"
-    if path.endswith("/access-log"):
+    if path.endswith("/access-log") or path.endswith("/hold"):
         return "auditor"
     if path.startswith("/v1/reviews"):
         return "reviewer"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from gateway import access, decisions, explanations, handovers
+from gateway import access, decisions, explanations, handovers, retention
 from gateway.api.common import ERRORS, caller, json_response, principal, request_hash
 from gateway.errors import BadRequest
 from gateway.ids import isoformat
@@ -23,6 +23,9 @@ from gateway.schemas import (
     ExplanationQuery,
     HandoverCreated,
     HandoverPath,
+    HoldIn,
+    HoldOut,
+    HoldQuery,
     ModelPath,
     MyDecisions,
     PageQuery,
@@ -135,3 +138,17 @@ def revoke_handover_link(path: HandoverPath) -> Response:
     """Revoke a handover link: from then on it is refused like a forged one (agency of the decision)."""
     handovers.revoke(caller(), path.decision_id, path.handover_id)
     return Response(status=204)
+
+
+@bp.post("/decisions/<decision_id>/hold", security=BEARER, responses={200: HoldOut, **ERRORS})
+def set_legal_hold(path: DecisionPath, body: HoldIn) -> Response:
+    """Set a legal hold (auditor): the decision's personal data is kept past its retention period until cleared."""
+    decision = retention.set_hold(caller(), path.decision_id, body.reason)
+    return json_response(HoldOut.model_validate(retention.hold_view(decision, current_settings())))
+
+
+@bp.delete("/decisions/<decision_id>/hold", security=BEARER, responses={200: HoldOut, **ERRORS})
+def clear_legal_hold(path: DecisionPath, query: HoldQuery) -> Response:
+    """Clear a legal hold (auditor), saying why; the purge takes the decision when its period is over."""
+    decision = retention.clear_hold(caller(), path.decision_id, query.reason)
+    return json_response(HoldOut.model_validate(retention.hold_view(decision, current_settings())))

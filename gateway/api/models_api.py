@@ -87,8 +87,7 @@ def register_model(body: ModelRegistration) -> Response:
     """Register a model version from its manifest (admin); `activate` makes it the serving version."""
     who = principal(Role.ADMIN)
     manifest = Manifest.model_validate(body.model_dump(exclude={"activate"}))
-    artifact = _stored(manifest.sha256)
-    assert artifact is not None
+    artifact = _stored(manifest.sha256)  # None for a remote model: its server is asked instead
     background = _stored(manifest.explanation.background_sha256)
     with write_transaction():
         row, created = registry.register(manifest, artifact, background, activate=body.activate, registered_by=who.name)

@@ -35,8 +35,16 @@ def readyz() -> Response:
     models: dict[str, str] = {}
     for row in registry.list_models(serving_only=True):
         try:
-            runtime.cache().get(row.id)
-            models[f"{row.name} {row.version}"] = "loaded"
+            loaded = runtime.cache().get(row.id)
+            state = runtime.health(loaded)
+            circuit = (state or {}).get("circuit", {})
+            if circuit.get("state", "closed") != "closed":
+                models[f"{row.name} {row.version}"] = (
+                    f"circuit {circuit['state']}: {circuit['consecutive_failures']} consecutive failures of the "
+                    f"model server, retry in {circuit.get('retry_in_s', 0):g} s")
+                ready = False
+            else:
+                models[f"{row.name} {row.version}"] = "loaded"
         except Exception as exc:
             current_app.logger.error("readiness: model %s %s: %s", row.name, row.version, exc)
             models[f"{row.name} {row.version}"] = f"error: {exc}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.auditlog import store
 from gateway.db import write_transaction
+from gateway.extensions import db
 from gateway.jobs.base import KindSettings, TaskKind
 
 SETTINGS = {
@@ -48,6 +49,8 @@ class SequenceKind(TaskKind):
             at = now or self.clock()
             if not store.work_due(at, self.checkpoint_every_s):
                 return 0  # a read, not a write lock: idle sequencers never hold up the decisions' commits
+            db.session.commit()  # end that read before waiting
+            self.wait_for_idle()  # in a serving process: append between requests, not during them
             with write_transaction() as session:
                 return store.append(session, self.owner, at, limit=self.settings.batch_size, signer_=self.signer,
                                     checkpoint_every_s=self.checkpoint_every_s)

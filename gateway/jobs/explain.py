@@ -28,13 +28,15 @@ from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, up
 from explainers import ExplainerError
 from gateway import explanations, runtime
 from gateway.audit import leaf_values
+from gateway.contacts import committer
 from gateway.db import write_transaction
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ModelUnavailable
 from gateway.extensions import db
 from gateway.features import to_frame
 from gateway.jobs import claims
 from gateway.jobs.base import STATES, KindSettings, TaskKind
 from gateway.models import Decision, Explanation, ExplanationStatus, LogLeaf
+from gateway.settings import current_settings
 
 log = logging.getLogger("gateway.jobs")
 
@@ -140,6 +142,10 @@ class ExplainKind(TaskKind):
             values = explanations.computed_values(model.explanation, raw, inputs, score)
         except ExplainerError as exc:  # deterministic: the same inputs fail the same way again
             return Result(job, now or self.clock(), error=f"the explainer failed: {exc}", permanent=True)
+        except ModelUnavailable as exc:  # a remote model's server failed (or serves another model): retried later
+            log.warning("explanation %s: the model is unavailable (%s): %s", job.decision_id, exc.code, exc.message)
+            db.session.rollback()
+            return Result(job, now or self.clock(), error=f"the model is unavailable ({exc.code}): {exc.message}")
         except Exception as exc:  # a bug or a resource problem: recorded on the row and retried, never lost
             log.exception("explanation %s: unexpected error", job.decision_id)
             db.session.rollback()
@@ -168,8 +174,11 @@ class ExplainKind(TaskKind):
             written = result_.rowcount
             status = str(values.get("status", PENDING))
             if written and result.values is not None:
+                settings = current_settings()
+                wrapped = session.execute(select(Decision.data_key).where(Decision.id == job.decision_id)).scalar()
+                commit = committer(settings.contact_key, settings.subject_key, job.decision_id, wrapped)
                 record: dict[str, Any] = {"decision_id": job.decision_id,
-                                          "explanation": explanations.audit_digest(result.values),
+                                          "explanation": explanations.audit_digest(result.values, commit),
                           "computed_at": _iso(result.at)}
                 session.execute(insert(cast(Table, LogLeaf.__table__)),
                                 leaf_values("decision:explanation:recorded", job.decision_id, record, result.at))

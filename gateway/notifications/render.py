@@ -80,7 +80,8 @@ def recipient(decision: Decision, channel: str) -> str:
     if decision.contact_ciphertext is None:
         raise PermanentFailure("the contact details of this decision were erased")
     try:
-        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext)
+        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext,
+                                  decision.data_key)
     except (InvalidTag, ValueError):
         raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
     address = contact.get(channel)
@@ -167,6 +168,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "rights": {
             "explanation_url": f"{personal}&next=explanation",
             "review_url": f"{personal}&next=review",
+            "receipt_url": f"{personal}&next=receipt",  # the decision page's receipt: leaf index, proof, download
             "review_free": True,
             "review_request_by": deadline.isoformat(),
             "review_request_by_text": format_date(deadline, "long", locale=lang),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import access, decisions, explanations, links
+from gateway import access, decisions, explanations, links, retention
 from gateway.auth import Caller, capability_token
 from gateway.ids import isoformat, isoformat_or_none
 from gateway.models import Notification
@@ -53,4 +53,5 @@ def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
         "confirmation": decision.confirmation,
         "reviews": [summary(r) for r in record.reviews],
         "links": links.decision_links(current_settings().base_url, decision.id, token),
+        "retention": retention.state(decision, current_settings()),
     })

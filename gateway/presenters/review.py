@@ -46,7 +46,8 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> ReviewCase:
     manifest = registry.manifest_of(decision.model_id)
     explanation = db.session.get(Explanation, decision.id)
     rendered = None
-    if explanation is not None and explanation.status == "ready":
+    # Once purged under the retention rule the explanation's values are gone: the case shows none.
+    if explanation is not None and explanation.status == "ready" and decision.purged_at is None:
         rendered = render(decision, explanation, manifest, lang) | {"attributions": explanation.attributions}
     return ReviewCase.model_validate(summary(review).model_dump() | {
         "fencing_token": review.fencing_token,
@@ -76,7 +77,7 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> ReviewCase:
 def rescore_view(review_id: str, decision: Decision) -> Rescored:
     explanation = db.session.get(Explanation, decision.id)
     rendered = None
-    if explanation is not None and explanation.status == "ready":
+    if explanation is not None and explanation.status == "ready" and decision.purged_at is None:
         rendered = render(decision, explanation, registry.manifest_of(decision.model_id), decision.language)
     return Rescored.model_validate({"review_id": review_id, "decision_id": decision.id, "rescore_of": (decision.reference or "")[len("rescore:"):],
             "score": decision.score, "outcome": decision.outcome, "adverse": decision.adverse, "explanation": rendered})

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from explainers import ExactExplainer, FactorSelector, make_explainer
 from explainers.base import BaseExplainer
-from gateway.adapters import AdapterError, ModelAdapter, load_adapter
+from gateway.adapters import AdapterError, ModelAdapter, is_remote, load_adapter
 from gateway.adapters.fast import FastScorer, verified_fast_scorer
 from gateway.errors import ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
@@ -29,7 +29,7 @@ from gateway.manifest import Manifest
 from gateway.models import Blob, ModelStatus, ScoringModel
 
 __all__ = ["ExplanationTools", "LoadedModel", "ModelCache", "adapter_for", "build_tools", "cache", "describe", "explanation_tools",
-           "init_app", "read_background"]
+           "health", "init_app", "read_background"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,7 @@ def adapter_for(manifest: Manifest, artifact: bytes, config: Mapping[str, Any]) 
         positive_class=manifest.policy.positive_class,
         feature_names=[f.name for f in manifest.features],
         config=dict(config),
+        source=manifest.source,
     )
 
 
@@ -167,6 +168,8 @@ def _load(row: ScoringModel, config: Mapping[str, Any]) -> LoadedModel:
 
 def _fast_scorer(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFrame | None) -> FastScorer | None:
     """A scorer that skips scikit-learn's per-call validation, kept only if it matches the pipeline exactly."""
+    if adapter.native() is None:  # an opaque or remote model: nothing to compile (and no call to make)
+        return None
     check = to_frame(manifest, [example_row(manifest)])
     if background is not None:
         check = pd.concat([check, background], ignore_index=True)
@@ -182,7 +185,7 @@ def explanation_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.
         return None
     native = adapter.native()
     model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
-    return build_tools(manifest, model, background, background_sha256)
+    return build_tools(manifest, model, background, background_sha256, warm=not is_remote(adapter))
 
 
 def describe(tools: ExplanationTools) -> str:
@@ -197,7 +200,8 @@ def describe(tools: ExplanationTools) -> str:
             "background rows), computed by the explain job after each decision commits")
 
 
-def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, background_sha256: str) -> ExplanationTools:
+def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, background_sha256: str, *,
+                warm: bool = True) -> ExplanationTools:
     """Fit the explainer and the factor selector on the model's background data."""
     explainer = make_explainer(
         model,
@@ -215,8 +219,16 @@ def build_tools(manifest: Manifest, model: Any, background: pd.DataFrame, backgr
     exact = isinstance(explainer, ExactExplainer)
     # Warm compiled code (the model-agnostic explainer's numba code takes seconds on its first call)
     # here, once per model version, so that gunicorn's workers inherit it instead of each paying for it.
-    explainer.explain(background.iloc[:1])
+    # A remote model is not warmed: that would be a whole explanation's remote calls at every load.
+    if warm:
+        explainer.explain(background.iloc[:1])
     return ExplanationTools(explainer, selector, exact, background_sha256)
+
+
+def health(model: LoadedModel) -> dict[str, Any] | None:
+    """A remote model's state in this process (its circuit breaker), for /readyz; None for other models."""
+    check = getattr(model.adapter, "health", None)
+    return check() if callable(check) else None
 
 
 def warm(app: Flask) -> list[str]:

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.identity import InvalidIIN, validate_iin
 from gateway.notifications.channels.addresses import refusal
-from gateway.schemas.common import DecisionLinks, FeatureValue, Language, Line, ModelRef, Out, Strict
+from gateway.schemas.common import DecisionLinks, FeatureValue, Language, Line, ModelRef, Out, Strict, Text
 from gateway.schemas.reviews import ReviewSummary
 
 
@@ -131,6 +131,16 @@ class ExplanationState(Out):
     attempts: int
 
 
+class RetentionState(Out):
+    """How long the person's data of the decision is kept, and whether it was purged or is held."""
+
+    retention_days: int = Field(description="The model's retention period (days from the decision)")
+    retained_until: str = Field(description="When the personal data is purged unless a review is open or a hold is set")
+    purged_at: str | None = Field(description="When the data was deleted under the retention rule (inputs, "
+                                  "contact, explanation values, points of view); the outcome, dates and proofs stay")
+    legal_hold_since: str | None = Field(description="Set while a legal hold keeps the data past its period")
+
+
 class DecisionOut(Out):
     decision_id: str
     model: ModelRef
@@ -151,6 +161,31 @@ class DecisionOut(Out):
                                      "an officer; null for one that took effect at once")
     reviews: list[ReviewSummary]
     links: DecisionLinks
+    retention: RetentionState
+
+
+HoldReason = Annotated[Text, Field(min_length=1, max_length=2000, description="Why the data must be kept "
+                                   "(a lawsuit, an investigation); recorded in the audit log")]
+
+
+class HoldIn(Strict):
+    reason: HoldReason
+
+
+class HoldQuery(Strict):
+    reason: HoldReason
+
+
+class LegalHold(Out):
+    reason: str
+    set_by: str
+    set_at: str
+
+
+class HoldOut(Out):
+    decision_id: str
+    legal_hold: LegalHold | None = Field(description="null once cleared")
+    retention: RetentionState
 
 
 class HandoverPath(Strict):

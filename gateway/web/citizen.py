@@ -15,7 +15,8 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from gateway import access, decisions, explanations, registry, reviews
+from gateway import access, decisions, explanations, registry, retention, reviews
+from gateway.auditlog import store as log_store
 from gateway.auth import Citizen, citizen_from_link, expired_capability
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from gateway.models import OPEN_REVIEW
@@ -31,11 +32,12 @@ from gateway.web.common import (
     csrf,
     held_language,
     hold,
+    local_date,
 )
 from gateway.web.svg import inline_svg
 
 bp = Blueprint("web", __name__)
-NEXT_PAGES = {"explanation": "/explanation", "review": "/review"}
+NEXT_PAGES = {"explanation": "/explanation", "review": "/review", "receipt": "#receipt"}
 ACCESS_LOG_SHOWN = 20
 
 
@@ -114,7 +116,20 @@ def decision(decision_id: str) -> Any:
         effective=labels.outcome(manifest, view["effective_outcome"], lang),
         open_review=next((r for r in view["reviews"] if r["status"] in OPEN_REVIEW), None),
         deadline=reviews.request_window_ends(row.created_at),
+        receipt=log_store.receipt(decision_id).body,
     )
+
+
+@bp.get("/d/<decision_id>/receipt.json")
+def receipt(decision_id: str) -> Response:
+    """The decision's receipt (leaf, inclusion proof, signed checkpoint), to check with `gateway-verify`."""
+    citizen = _person(decision_id)
+    access.visible_decision(citizen, decision_id)
+    found = log_store.receipt(decision_id)
+    access.record_access(citizen, decision_id, "receipt")
+    body = json.dumps(found.body, ensure_ascii=False, indent=2)
+    return Response(body, status=200 if found.status == "ready" else 202, mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="receipt-{decision_id}.json"'})
 
 
 @bp.get("/d/<decision_id>/data.json")
@@ -129,6 +144,8 @@ def data(decision_id: str) -> Response:
         explanation = {"status": "pending"}
     except explanations.ExplanationUnavailable as exc:
         explanation = {"status": "unavailable", "message": exc.message}
+    except retention.DataPurged as exc:
+        explanation = {"status": "purged", "message": exc.message}
     requests = []
     for summary in view["reviews"]:
         review = access.visible_review(citizen, summary["review_id"])
@@ -153,9 +170,26 @@ def data(decision_id: str) -> Response:
 
 # --- the explanation ------------------------------------------------------------------------------------
 
+def _purged_page(decision_id: str, citizen: Citizen) -> Any:
+    """The page shown instead of the explanation or the review form once the details were deleted."""
+    row = access.visible_decision(citizen, decision_id)
+    if row.purged_at is None:
+        return None
+    choose_language(held_language(decision_id))
+    message = _("The details of this decision (the data it was made on, its explanation and your point of view) "
+                "were deleted on %(date)s under the retention rule (%(days)s days). The outcome, the dates and the "
+                "proof in the audit log are kept.", date=local_date(row.purged_at),
+                days=retention.state(row, current_settings())["retention_days"])
+    return render_template("web/error.html", title=_("The details of this decision were deleted"), message=message,
+                           status=410), 410
+
+
 @bp.get("/d/<decision_id>/explanation")
 def explanation(decision_id: str) -> Any:
     citizen = _person(decision_id)
+    purged = _purged_page(decision_id, citizen)
+    if purged is not None:
+        return purged
     lang = choose_language(held_language(decision_id))
     try:
         view = explanation_view(citizen, decision_id, lang).model_dump(mode="json", exclude_unset=True)
@@ -193,12 +227,16 @@ def _review_page(decision_id: str, citizen: Citizen, form: forms.ReviewForm | No
 
 @bp.get("/d/<decision_id>/review")
 def review(decision_id: str) -> Any:
-    return _review_page(decision_id, _person(decision_id))
+    citizen = _person(decision_id)
+    return _purged_page(decision_id, citizen) or _review_page(decision_id, citizen)
 
 
 @bp.post("/d/<decision_id>/review")
 def request_review(decision_id: str) -> Any:
     citizen = _person(decision_id)
+    purged = _purged_page(decision_id, citizen)
+    if purged is not None:
+        return purged
     row = access.visible_decision(citizen, decision_id, access.Action.REQUEST_REVIEW)
     form = forms.parse(request.form, registry.manifest_of(row.model_id), list(current_settings().languages))
     if not form.valid:

@@ -55,6 +55,7 @@ READ_WHAT = {
     "access_log": lazy_gettext("this access log"),
     "decision_list": lazy_gettext("the list of your decisions"),
     "data_export": lazy_gettext("the download of all data"),
+    "receipt": lazy_gettext("the audit log receipt"),
 }
 RISK = {"minimal": lazy_gettext("minimal"), "medium": lazy_gettext("medium"), "high": lazy_gettext("high")}
 ROLE = {

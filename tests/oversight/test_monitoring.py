@@ -20,11 +20,14 @@ def test_sex_is_stored_encrypted_and_shown_to_nobody(gateway: Gateway) -> None:
     assert created.status_code == 201, created.get_json()
     did = created.get_json()["decision_id"]
     with gateway.app.app_context():
-        [(ciphertext,)] = db.session.execute(
-            sa.text("SELECT ciphertext FROM monitoring_values WHERE decision_id = :d"), {"d": did}).all()
+        [(ciphertext, wrapped)] = db.session.execute(sa.text(
+            "SELECT m.ciphertext, d.data_key FROM monitoring_values m JOIN decisions d ON d.id = m.decision_id "
+            "WHERE m.decision_id = :d"), {"d": did}).all()
         assert b"female" not in bytes(ciphertext) and b"sex" not in bytes(ciphertext)
         key = gateway.app.extensions["gateway.settings"].contact_key
-        assert decrypt_monitoring(key, did, bytes(ciphertext)) == {"sex": "female"}
+        # Under the decision's own data key: destroying it (the retention purge) shreds these values too.
+        assert decrypt_monitoring(key, did, bytes(ciphertext), bytes(wrapped)) == {"sex": "female"}
+        assert decrypt_monitoring(key, did, bytes(ciphertext), None) == {}
         inputs = db.session.execute(sa.text("SELECT inputs FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
         leaves = db.session.execute(sa.text("SELECT record FROM log_leaves")).scalars().all()
     assert "sex" not in str(inputs) and all("female" not in leaf and '"sex"' not in leaf for leaf in leaves)

@@ -35,7 +35,7 @@ from sqlalchemy import insert
 
 from gateway import oversight, runtime
 from gateway.cli import main
-from gateway.contacts import encrypt_monitoring
+from gateway.contacts import encrypt_monitoring, new_data_key
 from gateway.extensions import db
 from gateway.manifest import load_manifest
 from gateway.models import (
@@ -161,9 +161,11 @@ def generate(gw: Gateway, model_id: str) -> History:
             explanations.append({"decision_id": did, "status": "ready", "method": "tree", "output_space": "probability",
                                  "base_value": float(explained[i].base_value), "output": score,
                                  "attributions": attributions, "attempts": 0, "created_at": created})
+            data_key = new_data_key(settings.contact_key, did)
+            decisions[-1]["data_key"] = data_key.wrapped
             if sex is not None:
                 monitoring.append({"decision_id": did, "model_id": model_id,
-                                   "ciphertext": encrypt_monitoring(settings.contact_key, did, {"sex": sex})})
+                                   "ciphertext": encrypt_monitoring(data_key, {"sex": sex})})
             notified = not held or confirmation in ("confirmed", "changed")
             if notified:
                 status = "dead" if i % 97 == 0 else "pending" if i % 89 == 0 else "delivered"

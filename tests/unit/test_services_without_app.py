@@ -12,7 +12,15 @@ from cryptography.exceptions import InvalidTag
 
 from gateway import deadlines, links, registry
 from gateway.config import DEFAULTS
-from gateway.contacts import decrypt_contact, encrypt_contact
+from gateway.contacts import (
+    ContactCipher,
+    cipher,
+    decrypt_contact,
+    encrypt_contact,
+    new_data_key,
+    reencrypt_legacy,
+    unwrap_data_key,
+)
 from gateway.errors import ModelUnavailable
 from gateway.manifest import load_manifest
 from gateway.settings import Settings
@@ -74,12 +82,38 @@ def test_links_are_pure() -> None:
 
 def test_contacts_round_trip_and_are_bound_to_their_decision() -> None:
     key = settings().contact_key
-    blob = encrypt_contact(key, "dec_a", {"email": "a@example.kz"})
-    assert b"example" not in blob
-    assert decrypt_contact(key, "dec_a", blob) == {"email": "a@example.kz"}
+    data_key = new_data_key(key, "dec_a")
+    blob = encrypt_contact(data_key, {"email": "a@example.kz"})
+    assert b"example" not in blob and data_key.key not in data_key.wrapped
+    assert decrypt_contact(key, "dec_a", blob, data_key.wrapped) == {"email": "a@example.kz"}
     with pytest.raises(InvalidTag):
-        decrypt_contact(key, "dec_b", blob)  # the record id is the associated data: no copying between rows
-    assert decrypt_contact(key, "dec_a", None) == {}
+        decrypt_contact(key, "dec_b", blob, data_key.wrapped)  # the record id is bound in: no copying between rows
+    assert decrypt_contact(key, "dec_a", None, data_key.wrapped) == {}
+    # Crypto-shredding: without the wrapped data key the ciphertext is unreadable, with the deployment key too.
+    assert decrypt_contact(key, "dec_a", blob, None) == {}
+    with pytest.raises(InvalidTag):
+        ContactCipher(key, b"\x02").decrypt(blob, record_id="dec_a")
+
+
+def test_contacts_written_before_data_keys_stay_readable_and_can_be_rewrapped() -> None:
+    key = settings().contact_key
+    legacy = cipher(key).encrypt(b'{"email": "old@example.kz"}', record_id="dec_old")
+    assert legacy[:1] == b"\x01"
+    assert decrypt_contact(key, "dec_old", legacy, None) == {"email": "old@example.kz"}
+    blob, wrapped = reencrypt_legacy(key, "dec_old", legacy)
+    assert blob[:1] == b"\x02" and decrypt_contact(key, "dec_old", blob, wrapped) == {"email": "old@example.kz"}
+    assert decrypt_contact(key, "dec_old", blob, None) == {}
+
+
+def test_commitments_are_keyed_by_the_decision_data_key() -> None:
+    key = settings().contact_key
+    a, b = new_data_key(key, "dec_a"), new_data_key(key, "dec_b")
+    inputs = {"age": 35, "savings": "lt_100"}
+    assert a.commitment(inputs) == a.commitment(dict(reversed(inputs.items())))  # canonical JSON
+    assert a.commitment(inputs) != b.commitment(inputs)  # a guess can't be tested without the key
+    assert a.commitment(inputs) != a.commitment(inputs | {"age": 36})
+    unwrapped = unwrap_data_key(key, "dec_a", a.wrapped)
+    assert unwrapped is not None and unwrapped.commitment(inputs) == a.commitment(inputs)
 
 
 def test_risk_assessment_rule_takes_its_period_as_a_value(german_manifest: Path) -> None:

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from playwright.sync_api import Page, Response
 
+from tests.support.gateway_server import GATEWAY, run
+
 from .live import LiveGateway
 
 # The review form's fields (names from gateway/web's docstring).
@@ -203,6 +205,22 @@ def state_forged_link(page: Page, live: LiveGateway, language: str) -> None:
     _at(page, tampered_copy(made["links"]["citizen"]), language, status=404)
 
 
+def _purged(page: Page, live: LiveGateway, language: str) -> str:
+    """A decision opened by its person, then purged under the retention rule (`gateway purge`, clock moved on)."""
+    decision_id = _person(page, live, language)
+    run([str(GATEWAY), "purge", "--now", "2100-01-01T00:00:00Z"], env=live.instance.env)
+    return decision_id
+
+
+def state_decision_purged(page: Page, live: LiveGateway, language: str) -> None:
+    _at(page, f"{live.url}/d/{_purged(page, live, language)}", language)
+    page.locator("#purged").wait_for()
+
+
+def state_explanation_purged(page: Page, live: LiveGateway, language: str) -> None:
+    _at(page, f"{live.url}/d/{_purged(page, live, language)}/explanation", language, status=410)
+
+
 STATES = {
     "decision": state_decision,
     "explanation": state_explanation,
@@ -217,4 +235,6 @@ STATES = {
     "register-model": state_register_model,
     "expired-link": state_expired_link,
     "forged-link": state_forged_link,
+    "decision-purged": state_decision_purged,
+    "explanation-purged": state_explanation_purged,
 }

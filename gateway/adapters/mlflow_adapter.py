@@ -1,0 +1,123 @@
+"""Models on an MLflow scoring server (`mlflow models serve`): POST /invocations with `dataframe_split`.
+
+The model must answer probabilities: log it with `pyfunc_predict_fn="predict_proba"` (an [n, k] answer,
+`positive_index` names the column) or as a pyfunc that returns the positive-class probability ([n]).
+
+What the server can say about itself is little: /ping (health), /version (MLflow's version: the
+platform) and, on /invocations, its signature's verdict (a request that does not fit the signature is
+refused with 400, which refuses the registration with the server's message; MLflow's scoring server
+publishes no endpoint for the signature itself). So the model is pinned by its behaviour: at registration
+the answers to a few probe rows (the manifest's example row and the first background rows) are stored,
+every /invocations call carries those rows too, and answers that differ by more than 1e-9 mean another
+model is being served (503 `model_changed`) until an admin registers it. A changed model that answers
+the probe rows exactly as before is not detected; OIP v2 servers, which name their version, are pinned
+by name instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from gateway.adapters.base import AdapterError, NativeModel
+from gateway.adapters.oip_v2 import pinned_bytes
+from gateway.adapters.remote import CHANGED, RemoteCaller, RemoteModelError, probabilities
+from gateway.manifest import RemoteSource
+
+PROBE_ROWS = 3
+PROBE_TOLERANCE = 1e-9
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class MlflowAdapter:
+    """Score with POST /invocations (dataframe_split); refuse answers that show another model."""
+
+    kind: ClassVar[str] = "mlflow"
+    remote: ClassVar[bool] = True
+
+    def __init__(self, source: RemoteSource, pinned: Mapping[str, Any], *, feature_names: list[str],
+                 config: Mapping[str, Any]) -> None:
+        self.source = source
+        self.pinned = dict(pinned)
+        self.feature_names = list(feature_names)
+        self.caller = RemoteCaller(source, config)
+        probe = self.pinned.get("probe") or []
+        self.probe = pd.DataFrame(probe, columns=self.feature_names) if probe else None
+        self.fingerprint = np.asarray(self.pinned.get("fingerprint") or [], dtype=np.float64)
+
+    @classmethod
+    def pin(cls, source: RemoteSource, sample: pd.DataFrame, *, config: Mapping[str, Any]) -> bytes:
+        """Check the server, score the probe rows and return the pinned description."""
+        caller = RemoteCaller(source, config)
+        caller.guarded(lambda: caller.request("GET", "/ping", text=True))
+        version = str(caller.guarded(lambda: caller.request("GET", "/version", text=True))).strip()
+        adapter = cls(source, {}, feature_names=list(sample.columns), config=config)
+        probe = sample.iloc[:PROBE_ROWS]
+        scores = adapter.score(probe)
+        pinned = {"protocol": cls.kind, "name": source.model or "", "version": source.version,
+                  "platform": f"mlflow {version}"[:200],
+                  "probe": [[_json_value(v) for v in row] for row in probe.itertuples(index=False)],
+                  "fingerprint": [float(s) for s in scores]}
+        return pinned_bytes(pinned)
+
+    @classmethod
+    def load(cls, data: bytes, *, positive_class: Any, feature_names: list[str], config: dict[str, Any],
+             source: RemoteSource | None = None) -> MlflowAdapter:
+        if source is None or source.protocol != cls.kind:
+            raise AdapterError("an mlflow model needs the manifest's source")
+        try:
+            pinned = json.loads(data)
+        except ValueError as exc:
+            raise AdapterError(f"the pinned description of the remote model is not JSON: {exc}") from exc
+        if not pinned.get("fingerprint"):
+            raise AdapterError("the pinned description of the remote model has no probe answers")
+        return cls(source, pinned, feature_names=feature_names, config=config)
+
+    def _invoke(self, frame: pd.DataFrame) -> np.ndarray:
+        rows = frame[self.feature_names]
+        if self.probe is not None:
+            rows = pd.concat([rows, self.probe], ignore_index=True)
+        body = {"dataframe_split": {"columns": self.feature_names,
+                                    "data": [[_json_value(v) for v in row] for row in rows.itertuples(index=False)]}}
+        answer = self.caller.request("POST", "/invocations", body)
+        if not isinstance(answer, dict) or "predictions" not in answer:
+            raise RemoteModelError("the model's answer has no 'predictions'", code="model_answer_shape")
+        scores = probabilities(answer["predictions"], len(rows), self.source.positive_index)
+        if self.probe is None:
+            return scores
+        seen = scores[len(frame):]
+        if not np.allclose(seen, self.fingerprint, rtol=0.0, atol=PROBE_TOLERANCE):
+            raise RemoteModelError(
+                "the server's answers to the probe rows differ from those pinned at registration: it serves "
+                "another model; decisions are refused until an admin registers the new version",
+                code=CHANGED, details={"registered": self.fingerprint.tolist(), "serving": seen.tolist()})
+        return scores[:len(frame)]
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """The positive-class probability per row, in batches of at most max_batch_rows rows per call."""
+        size = self.source.max_batch_rows
+        parts = []
+        for start in range(0, len(rows), size):
+            chunk = rows.iloc[start:start + size]
+            parts.append(self.caller.guarded(partial(self._invoke, chunk)))
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),
+                "version": self.pinned.get("version"), "platform": self.pinned.get("platform")}
+
+    def native(self) -> NativeModel | None:
+        return None
+
+    def health(self) -> dict[str, Any]:
+        return {"circuit": self.caller.breaker.state()}
