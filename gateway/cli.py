@@ -261,19 +261,43 @@ def models_activate(name: str, version: str) -> None:
 @models_group.command("suspend")
 @click.argument("name")
 @click.option("--reason", required=True)
+@click.option("--incident", "incident_id", required=True, help="the incident (POST /v1/incidents) that asks for it")
 @with_appcontext
-def models_suspend(name: str, reason: str) -> None:
-    """Stop NAME making decisions at once (the kill switch)."""
+def models_suspend(name: str, reason: str, incident_id: str) -> None:
+    """Stop NAME making decisions at once (the kill switch), naming the incident."""
     from gateway import registry
     from gateway.db import write_transaction
     from gateway.errors import GatewayError
 
     try:
         with write_transaction():
-            registry.suspend(name, reason)
+            registry.suspend(name, reason, incident_id)
     except GatewayError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"suspended: {name}")
+
+
+@main.command("report")
+@click.option("--model", required=True, help="the model's name")
+@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="first day (UTC)")
+@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="last day (UTC), included")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of stdout")
+@with_appcontext
+def report_command(model: str, start: Any, end: Any, fmt: str, output: Path | None) -> None:
+    """The oversight report of MODEL for a period (the same figures as GET /v1/reports/oversight)."""
+    from gateway import oversight
+    from gateway.errors import GatewayError
+
+    try:
+        data = oversight.report(model, start.date(), end.date())
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    body = oversight.FORMATS[fmt][0](data)
+    if output is not None:
+        output.write_bytes(body)
+    else:
+        click.echo(body.decode(), nl=False)
 
 
 @main.group("keys")

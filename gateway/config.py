@@ -85,6 +85,14 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEFAULT_SECRET": None,
     "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
     "WEBHOOK_CA_FILE": None,
+    # Oversight (gateway/oversight.py): where an agency hears the final outcome of a held decision (API client
+    # body → URL; signed like webhooks with WEBHOOK_SECRETS), and the smallest group the fairness figures show.
+    "AGENCY_CALLBACK_URLS": {},
+    "FAIRNESS_MIN_GROUP": 30,
+    "OVERSIGHT_METRICS_DAYS": 30,  # /metrics exports the oversight figures of this many last days
+    # Hours from an incident's opening to the regulator-report deadline, per severity (defaults: critical 24,
+    # high 72, medium 360, low 720).
+    "INCIDENT_REPORT_HOURS": {},
     # Remote models (manifest `source`: OIP v2 or MLflow servers). The webhook address rules apply to their
     # URLs unless MODEL_ALLOW_PRIVATE (tests, model servers on the deployment's own network). Credentials
     # never go in a manifest: a bearer token per URL origin ("https://models.example.kz" → token), one

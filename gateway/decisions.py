@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -12,10 +12,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, explanations, links, recourse, registry, runtime
+from gateway import access, deadlines, explanations, links, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import decrypt_contact, encrypt_contact, new_data_key
+from gateway.contacts import decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
 from gateway.db import write_transaction
 from gateway.errors import (
     Conflict,
@@ -25,7 +25,7 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.extensions import db
-from gateway.features import validate_features
+from gateway.features import validate_features, validate_monitoring
 from gateway.identity import subject_ref
 from gateway.ids import isoformat, new_id, utcnow
 from gateway.models import (
@@ -34,6 +34,7 @@ from gateway.models import (
     IdempotencyRecord,
     LogLeaf,
     ModelStatus,
+    MonitoringValues,
     Notification,
     NotificationStatus,
     Recourse,
@@ -57,6 +58,11 @@ class DecisionInput:
     features: dict[str, Any]
     operator: str | None = None
     reference: str | None = None
+    monitoring: dict[str, Any] = field(default_factory=dict)
+
+
+PENDING_CONFIRMATION = "pending_confirmation"
+CONFIRMATION = "confirmation"  # the kind of a review-queue case in which an officer confirms a held decision
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ def serving_model(name: str) -> LoadedModel:
         # 409, not 503: the kill switch is the model's state, not an outage a client should retry into.
         raise Conflict(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
     loaded = runtime.cache().get(row.id)
+    registry.check_classification(loaded.manifest)
     registry.check_risk_assessment(loaded.manifest, current_settings().risk_assessment_max_age_days)
     return loaded
 
@@ -148,6 +155,14 @@ class NewDecision:
     reference: str | None
     created_at: dt.datetime
     audit_extra: dict[str, Any] | None = None
+    monitoring: dict[str, Any] | None = None  # monitor-only values: stored encrypted, never given to the model
+    held: bool = False  # waits for an officer's confirmation: no notice until then
+
+
+def held_for_confirmation(model: LoadedModel, adverse: bool) -> bool:
+    """Whether a decision waits for an officer (autonomy low: all; adverse review first: adverse ones)."""
+    mode = model.manifest.held_for_confirmation
+    return mode == "all" or (mode == "adverse" and adverse)
 
 
 def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
@@ -164,6 +179,7 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
             "created_at": now, "effective_outcome": scored.outcome,
+            "confirmation": PENDING_CONFIRMATION if d.held else None,
         },
     )
     session.execute(insert(table(Explanation)), scored.explanation | {"decision_id": d.id})
@@ -171,13 +187,26 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
     if scored.recourse is not None:
         recourse_row = recourse.row_values(d.id, scored.recourse, data_key.commitment)
         session.execute(insert(table(Recourse)), recourse_row)
-    session.execute(insert(table(Notification)), [
-        {
-            "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
-            "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
-        }
-        for channel in sorted(d.contact)
-    ])
+    if d.monitoring:
+        session.execute(insert(table(MonitoringValues)), {
+            "decision_id": d.id, "model_id": model.id,
+            "ciphertext": encrypt_monitoring(data_key, d.monitoring)})
+    if d.held:
+        # The confirmation queue is the review queue (same leases and fencing tokens), cases of another kind.
+        session.execute(insert(table(ReviewRequest)), {
+            "id": new_id("rev"), "decision_id": d.id, "kind": CONFIRMATION, "status": "queued",
+            "point_of_view": "", "contest_grounds": [], "corrected_data": None, "language": d.language,
+            "requested_by": "gateway", "requested_at": now, "due_at": deadlines.due_date(now, settings),
+            "fencing_token": 0, "late": False,
+        })
+    else:
+        session.execute(insert(table(Notification)), [
+            {
+                "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
+                "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
+            }
+            for channel in sorted(d.contact)
+        ])
     # Personal data only as commitments keyed by the decision's data key (gateway.contacts): the purge
     # deletes the values and destroys the key, and the leaf, its hash and every proof stay as they are.
     audit_record = {
@@ -187,6 +216,7 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
         "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
         "explanation": explanations.audit_digest(scored.explanation, data_key.commitment), **(d.audit_extra or {}),
         **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
+        **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
     }
     session.execute(insert(table(LogLeaf)), leaf_values("decision:recorded", d.id, audit_record, now))
 
@@ -208,6 +238,7 @@ def record_decision(
                       "message": f"must be one of {list(settings.languages)}"}],
         )
     row = validate_features(model.manifest, data.features)
+    monitoring = validate_monitoring(model.manifest, data.monitoring)
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
 
     now = utcnow()
@@ -216,7 +247,8 @@ def record_decision(
         id=new_id("dec"), model=model, client_id=principal.id,
         subject_ref=subject_ref(data.iin, settings.subject_key), contact=data.contact,
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
-        reference=data.reference, created_at=now,
+        reference=data.reference, created_at=now, monitoring=monitoring or None,
+        held=held_for_confirmation(model, scored.adverse),
     )
     body = {
         "decision_id": decision.id,
@@ -229,6 +261,8 @@ def record_decision(
         # and read by the agency's systems. An agency hands a link on with a handover link.
         "links": links.decision_links(settings.base_url, decision.id),
     }
+    if decision.held:
+        body["confirmation"] = PENDING_CONFIRMATION  # no notice until an officer confirms it
     body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     try:
         with write_transaction() as session:
@@ -279,7 +313,8 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
         .order_by(Notification.created_at, Notification.id)
     ).scalars()
     reviews = db.session.execute(
-        select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
+        select(ReviewRequest).where(ReviewRequest.decision_id == decision.id, ReviewRequest.kind == "review")
+        .order_by(ReviewRequest.requested_at.desc())
     ).scalars()
     return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id),
                           db.session.get(Recourse, decision_id))

@@ -55,6 +55,8 @@ class Settings:
     oidc: OidcSettings | None  # None: OIDC sign-in of people is off
     calendar: WorkCalendar = field(repr=False, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the rest, for plug-ins
+    agency_callback_urls: Mapping[str, str] = field(default_factory=dict, repr=False)  # agency body → URL
+    fairness_min_group: int = 30
 
     @property
     def base_url(self) -> str:
@@ -95,6 +97,8 @@ class Settings:
             ) if config.get("OIDC_ISSUER") else None,
             calendar=calendar_from_config(config),
             raw=dict(config),
+            agency_callback_urls=dict(config.get("AGENCY_CALLBACK_URLS") or {}),
+            fairness_min_group=int(config.get("FAIRNESS_MIN_GROUP") or 30),
         )
 
     def replace(self, **changes: Any) -> Settings:

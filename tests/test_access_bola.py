@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider, notice_token, valid_iin
+from tests.support.registration import open_incident
 from tests.web.support import expired_token
 
 pytestmark = [
@@ -53,6 +54,7 @@ DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/v1/decisions/<decision_id>/access-log", "GET"): frozenset({"citizen", "auditor"}),
     ("/v1/decisions/<decision_id>/reviews", "POST"): frozenset({"citizen", "agency"}),
     ("/v1/decisions/<decision_id>/handover-links", "POST"): frozenset({"agency"}),
+    ("/v1/decisions/<decision_id>/ground-truth", "POST"): frozenset({"agency"}),
     ("/v1/decisions/<decision_id>/hold", "POST"): frozenset({"auditor"}),
     ("/v1/decisions/<decision_id>/hold", "DELETE"): frozenset({"auditor"}),
 }
@@ -64,7 +66,7 @@ REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     # Named under its decision as well: both ids are filled in from the review (the person's own action).
     ("/v1/decisions/<decision_id>/reviews/<review_id>/withdraw", "POST"): frozenset({"citizen"}),
     **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
-       for action in ("renew", "release", "resolve", "extend", "rescore")},
+       for action in ("renew", "release", "resolve", "extend", "rescore", "confirm")},
 }
 # Objects whose existence is public (the algorithm register, content-addressed uploads): only role-gated.
 PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
@@ -72,6 +74,9 @@ PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("/v1/models/<name>/decisions", "POST"): frozenset({"agency"}),
     ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
     ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
+    # The incident register: the owner's and the auditor's, no person's data.
+    ("/v1/incidents/<incident_id>", "GET"): frozenset({"admin", "auditor"}),
+    ("/v1/incidents/<incident_id>/status", "POST"): frozenset({"admin", "auditor"}),
 }
 # The person's pages (gateway.web): reached with the session the personal link starts, never a header.
 PAGE_ROUTES: dict[tuple[str, str], str] = {
@@ -178,13 +183,19 @@ def body_for(rule: str, method: str, gw: Gateway) -> dict[str, Any]:
     if action == "resolve":
         return {"json": {"fencing_token": 1, "outcome": "upheld", "reasons": {"kk": "Шешім дұрыс."},
                          "point_of_view_considered": True}}
+    if action == "confirm":
+        return {"json": {"fencing_token": 1, "outcome": "confirmed"}}
+    if action == "ground-truth":
+        return {"json": {"positive": True}}
+    if action == "status":
+        return {"json": {"status": "reported"}}
     if action == "extend":
         until = (dt.date.today() + dt.timedelta(days=40)).isoformat()
         return {"json": {"fencing_token": 1, "until": until, "reason": "Expert opinion requested"}}
     if action == "decisions":
         return {"json": gw.sample}
     if action == "suspend":
-        return {"json": {"reason": "matrix"}}
+        return {"json": {"reason": "matrix", "incident_id": open_incident(gw.client, gw.auth("admin"))}}
     if action == "hold":  # a legal hold: set with a JSON reason, cleared with ?reason=
         return {"json": {"reason": "matrix"}} if method == "POST" else {"query_string": {"reason": "matrix"}}
     return {}
@@ -245,9 +256,11 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
                     data = b"matrix"
                     real, fake = hashlib.sha256(data).hexdigest(), "0" * 64
                     extra = {"data": data, "content_type": "application/octet-stream"}
+                elif "<incident_id>" in rule:
+                    real, fake = open_incident(gateway.client, gateway.auth("admin")), "inc_AAAAAAAAAAAAAAAAAAAAAA"
                 else:
                     real, fake = name, "no-such-model"
-                param = "<sha256>" if "<sha256>" in rule else "<name>"
+                param = next(p for p in ("<sha256>", "<incident_id>", "<name>") if p in rule)
                 hit = send(gateway, method, rule.replace(param, real), who.headers, extra)
                 miss = send(gateway, method, rule.replace(param, fake), who.headers, extra)
                 tally[f"public {hit.status_code}"] += 1

@@ -85,6 +85,8 @@ from gateway.schemas.recourse import (
 )
 from gateway.schemas.reviews import (
     ClaimIn,
+    ConfirmationQuery,
+    ConfirmIn,
     DecisionReviewPath,
     ExtendIn,
     LeaseIn,
@@ -168,6 +170,8 @@ __all__ = [
     "ReleaseIn",
     "Rescored",
     "ResolveIn",
+    "ConfirmIn",
+    "ConfirmationQuery",
     "ReviewCase",
     "ReviewId",
     "ReviewList",
