@@ -1,7 +1,7 @@
 """oversight: held decisions (confirmation), review kinds, monitor-only values, ground truth, incidents
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0011
 """
 import sqlalchemy as sa
 from alembic import op
