@@ -474,7 +474,9 @@ def list_reviews(*, status: str | None = None, model: str | None = None, due_bef
     now = now or utcnow()
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
-    if status:
+    if status == "open":  # queued or claimed: the cases still waiting for a decision
+        query = query.where(ReviewRequest.status.in_(OPEN_REVIEW))
+    elif status:
         query = query.where(ReviewRequest.status == status)
     if model:
         query = query.where(Decision.model_name == model)

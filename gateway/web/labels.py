@@ -55,6 +55,9 @@ READ_WHAT = {
     "access_log": lazy_gettext("this access log"),
     "decision_list": lazy_gettext("the list of your decisions"),
     "data_export": lazy_gettext("the download of all data"),
+    "audit_search": lazy_gettext("an audit search result"),
+    "audit_export": lazy_gettext("an audit export"),
+    "audit_decision": lazy_gettext("the decision, in an audit"),
 }
 RISK = {"minimal": lazy_gettext("minimal"), "medium": lazy_gettext("medium"), "high": lazy_gettext("high")}
 ROLE = {
