@@ -20,10 +20,9 @@ CASE = re.compile(r'href="/console/cases/(rev_[\w-]+)"')
 
 def sign_in_link(gw: Gateway, name: str) -> str:
     """A one-time sign-in link's path for the client `name`, as `gateway keys create --web` prints it."""
-    with gw.app.app_context():
-        with write_transaction():
-            client = db.session.execute(select(ApiClient).where(ApiClient.name == name)).scalar_one()
-            token = officials.issue_link(client)
+    with gw.app.app_context(), write_transaction():
+        client = db.session.execute(select(ApiClient).where(ApiClient.name == name)).scalar_one()
+        token = officials.issue_link(client)
     return officials.sign_in_path(token)
 
 
