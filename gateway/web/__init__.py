@@ -58,5 +58,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(audit.bp)  # auditors
     app.register_blueprint(me.bp)  # people signed in with the identity provider
     app.add_template_global(staff.account, "account")
+    signin.init_app(app)
     common.init_app(app)
     errors.init_app(app)
