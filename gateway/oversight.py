@@ -91,12 +91,15 @@ def cursor_of(row: Decision) -> Cursor:
     return (row.created_at, row.id)
 
 
-def search(caller: Caller, filters: Filters, *, after: Cursor | None = None, limit: int = 50) -> list[Decision]:
-    """One page of decisions matching `filters`, newest first; the read is recorded for each one."""
+def search(caller: Caller, filters: Filters, *, after: Cursor | None = None,
+           limit: int = 50) -> tuple[list[Decision], bool]:
+    """One page of decisions matching `filters`, newest first, and whether more follow; the read is
+    recorded for each decision on the page."""
     auditor = _auditor(caller)
-    rows = _page(_where(filters), after, limit)
+    rows = _page(_where(filters), after, limit + 1)
+    rows, more = rows[:limit], len(rows) > limit
     record_access(auditor, [r.id for r in rows], "audit_search")
-    return rows
+    return rows, more
 
 
 def _reviewed(ids: list[str]) -> set[str]:
@@ -140,12 +143,14 @@ def _person(caller: Caller) -> Citizen:
     return caller
 
 
-def my_decisions(caller: Caller, *, after: Cursor | None = None, limit: int = 20) -> list[Decision]:
-    """One page of the decisions about the signed-in person, newest first; recorded as a read."""
+def my_decisions(caller: Caller, *, after: Cursor | None = None, limit: int = 20) -> tuple[list[Decision], bool]:
+    """One page of the decisions about the signed-in person, newest first, and whether more follow;
+    recorded as a read of each decision on the page."""
     person = _person(caller)
-    rows = _page([Decision.subject_ref == person.subject_ref], after, limit)
+    rows = _page([Decision.subject_ref == person.subject_ref], after, limit + 1)
+    rows, more = rows[:limit], len(rows) > limit
     record_access(person, [r.id for r in rows], "decision_list")
-    return rows
+    return rows, more
 
 
 def my_open_reviews(caller: Caller) -> list[ReviewRequest]:

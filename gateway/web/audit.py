@@ -99,9 +99,7 @@ def _after() -> oversight.Cursor | None:
 def search() -> Any:
     who = _auditor()
     filters, errors = _filters()
-    rows = oversight.search(who, filters, after=_after(), limit=PAGE + 1) if not errors else []
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
+    rows, more = oversight.search(who, filters, after=_after(), limit=PAGE) if not errors else ([], False)
     query = {k: v for k, v in request.args.items() if k not in ("after", "lang") and v}
     next_after = f"{rows[-1].created_at.isoformat()}~{rows[-1].id}" if more and rows else None
     models = sorted({m.name for m in registry.list_models(serving_only=False)})

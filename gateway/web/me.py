@@ -47,9 +47,7 @@ def _after() -> oversight.Cursor | None:
 @bp.get("/me")
 def mine() -> Any:
     citizen = staff.person()
-    rows = oversight.my_decisions(citizen, after=_after(), limit=PAGE + 1)
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
+    rows, more = oversight.my_decisions(citizen, after=_after(), limit=PAGE)
     open_reviews = [summary(r).model_dump(mode="json") for r in oversight.my_open_reviews(citizen)]
     items = [{"row": r, "link": links.personal_link("", r.id, capability_token(r.id, r.subject_ref))} for r in rows]
     next_after = f"{rows[-1].created_at.isoformat()}~{rows[-1].id}" if more else None
