@@ -40,6 +40,7 @@ def official(gw: Gateway, name: str = "reviewer") -> FlaskClient:
     link = sign_in_link(gw, name)
     resp = browser.post(link, data={"csrf_token": csrf_of(browser, link)})
     assert resp.status_code == 303, resp.status_code
+    browser.get("/signin?lang=en")  # the official's choice of language, kept in the session (tests read English)
     return browser
 
 

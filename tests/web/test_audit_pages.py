@@ -6,6 +6,7 @@ import io
 import re
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from gateway.extensions import db
@@ -15,6 +16,9 @@ from tests.web.support import IIN_2, decide
 
 ROW = re.compile(r'data-decision-id="(dec_[\w-]+)"')
 
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                                     indirect=True)
 
 def count(gw: Gateway, sql: str, **params: object) -> int:
     with gw.app.app_context():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from gateway.extensions import db
@@ -13,6 +14,8 @@ from tests.support.citizens import notice_token
 from tests.web.console_support import CASE, official, post_form, waiting_case
 from tests.web.support import IIN_2, text
 
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                                     indirect=True)
 
 def rows(gw: Gateway, sql: str, **params: object) -> list[sa.Row]:
     with gw.app.app_context():
@@ -151,7 +154,7 @@ def test_a_reviewer_never_gets_a_case_they_operated(gateway: Gateway) -> None:
     reviewer = official(gateway)
     assert take_next(reviewer) == "/console?none=1"
     review_id = rows(gateway, "SELECT id FROM reviews")[0][0]
-    page = reviewer.get(f"/console/cases/{review_id}").get_data(as_text=True)
+    page = reviewer.get(f"/console/cases/{review_id}?lang=en").get_data(as_text=True)
     csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     refused = reviewer.post(f"/console/cases/{review_id}/claim", data={"csrf_token": csrf})
     assert refused.status_code == 403 and "You operated this decision" in text(refused)
