@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/notification_throughput.py
 	$(BIN)/python bench/audit_log.py
 	$(BIN)/python bench/page_render.py
+	$(BIN)/python bench/audit_export.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install

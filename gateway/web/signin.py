@@ -127,6 +127,8 @@ def oidc_callback() -> Any:
     except JoseError:
         return _refuse("token")
     claims = token.get("userinfo") or {}
+    if not claims.get("sub"):
+        return _refuse("token")
     kind = session.pop("oidc_as", "official")
     previous = staff.browser_session_id()
     if kind == "official":

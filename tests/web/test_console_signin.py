@@ -108,3 +108,14 @@ def test_keys_create_web_prints_a_link_and_refuses_other_roles(gateway: Gateway)
     assert refused.exit_code != 0 and "reviewer and auditor" in refused.output
     again = runner.invoke(main, args=["keys", "sign-in-link", "Aigerim"])
     assert again.exit_code == 0 and "/signin/gws_" in again.output
+
+
+def test_a_session_ends_at_its_server_side_expiry(gateway: Gateway) -> None:
+    browser = official(gateway, "reviewer")
+    assert browser.get("/console").status_code == 200
+    with gateway.app.app_context():
+        db.session.execute(sa.text("UPDATE web_sessions SET expires_at = :t"),
+                           {"t": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)})
+        db.session.commit()
+    refused = browser.get("/console")
+    assert refused.status_code == 401 and "Sign in to open this page" in text(refused)
