@@ -83,8 +83,12 @@ def _page(where: list[Any], after: Cursor | None, limit: int) -> list[Decision]:
     if after is not None:
         at, last = after
         query = query.where(or_(Decision.created_at < at, and_(Decision.created_at == at, Decision.id < last)))
-    rows = db.session.execute(query.order_by(Decision.created_at.desc(), Decision.id.desc()).limit(limit)).scalars()
-    return list(rows)
+    rows = list(db.session.execute(query.order_by(Decision.created_at.desc(), Decision.id.desc()).limit(limit)).scalars())
+    for row in rows:
+        # Read-only copies: the access log's commit that follows would otherwise expire them, and every
+        # attribute read after it would load its row again (one query per row).
+        db.session.expunge(row)
+    return rows
 
 
 def cursor_of(row: Decision) -> Cursor:
@@ -121,7 +125,7 @@ def export_rows(caller: Caller, filters: Filters, *, page: int = EXPORT_PAGE) ->
         if not rows:
             return
         reviewed = _reviewed([r.id for r in rows])
-        record_access(auditor, [r.id for r in rows], "audit_export")
+        record_access(auditor, [r.id for r in rows], "audit_export")  # recorded before the rows are handed on
         yield [{
             "decision_id": r.id, "created_at": isoformat(r.created_at), "model_name": r.model_name,
             "model_version": r.model_version, "outcome": r.outcome, "effective_outcome": r.effective_outcome,
@@ -132,7 +136,6 @@ def export_rows(caller: Caller, filters: Filters, *, page: int = EXPORT_PAGE) ->
         if len(rows) < page:
             return
         after = cursor_of(rows[-1])
-        db.session.expunge_all()  # keep the session's identity map from growing with the export
 
 
 # --- the person's own decisions -----------------------------------------------------------------------------
