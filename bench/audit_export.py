@@ -70,7 +70,7 @@ def main() -> int:
     from gateway.extensions import db
     from gateway.manifest import load_manifest
     from gateway.models import Decision, table
-    from gateway.oversight import EXPORT_COLUMNS
+    from gateway.records import EXPORT_COLUMNS
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -1,6 +1,6 @@
 """The auditors' pages: search the decisions, open any one read-only, export the result (CSV, Parquet).
 
-Every page an auditor reads is in the access log (gateway.oversight records the search and export pages;
+Every page an auditor reads is in the access log (gateway.records records the search and export pages;
 the decision page records its read, and its access log records itself). Exports stream: rows are written
 one keyset page at a time (CSV text, or one Parquet row group per page through pyarrow's writer), so a
 10^5-row export never holds all its rows.
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_babel import gettext as _
 
-from gateway import access, explanations, oversight, registry
+from gateway import access, explanations, records, registry
 from gateway.auth import Principal
 from gateway.models import Role
 from gateway.presenters import access as access_views
@@ -70,13 +70,13 @@ def _day(name: str, errors: dict[str, str]) -> dt.date | None:
         return None
 
 
-def _filters() -> tuple[oversight.Filters, dict[str, str]]:
+def _filters() -> tuple[records.Filters, dict[str, str]]:
     errors: dict[str, str] = {}
 
     def text(name: str) -> str | None:
         return (request.args.get(name) or "").strip()[:200] or None
 
-    filters = oversight.Filters(
+    filters = records.Filters(
         model=text("model"), version=text("version"), date_from=_day("from", errors), date_to=_day("to", errors),
         outcome=text("outcome"), adverse=_flag("adverse"), reviewed=_flag("reviewed"), overturned=_flag("overturned"),
         reference=text("reference"),
@@ -84,7 +84,7 @@ def _filters() -> tuple[oversight.Filters, dict[str, str]]:
     return filters, errors
 
 
-def _after() -> oversight.Cursor | None:
+def _after() -> records.Cursor | None:
     text = request.args.get("after") or ""
     at, sep, last = text.partition("~")
     if not sep:
@@ -99,7 +99,7 @@ def _after() -> oversight.Cursor | None:
 def search() -> Any:
     who = _auditor()
     filters, errors = _filters()
-    rows, more = oversight.search(who, filters, after=_after(), limit=PAGE) if not errors else ([], False)
+    rows, more = records.search(who, filters, after=_after(), limit=PAGE) if not errors else ([], False)
     query = {k: v for k, v in request.args.items() if k not in ("after", "lang") and v}
     next_after = f"{rows[-1].created_at.isoformat()}~{rows[-1].id}" if more and rows else None
     models = sorted({m.name for m in registry.list_models(serving_only=False)})
@@ -109,7 +109,7 @@ def search() -> Any:
 
 def _csv(chunks: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=oversight.EXPORT_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=records.EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rows in chunks:
         writer.writerows(rows)
@@ -154,7 +154,7 @@ def _export(kind: str) -> Response:
     if errors:
         return Response(render_template("web/audit_search.html", rows=[], args={}, next_after=None, errors=errors,
                                         models=[], first=True), status=422)
-    chunks = oversight.export_rows(who, filters)
+    chunks = records.export_rows(who, filters)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     if kind == "csv":
         resp = Response(stream_with_context(_csv(chunks)), mimetype="text/csv")

@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template, request
 
-from gateway import access, links, oversight
+from gateway import access, links, records
 from gateway.auth import capability_token
 from gateway.presenters.decision import decision_view
 from gateway.presenters.review import summary
@@ -34,7 +34,7 @@ def _people_only() -> None:
     staff.person()
 
 
-def _after() -> oversight.Cursor | None:
+def _after() -> records.Cursor | None:
     at, sep, last = (request.args.get("after") or "").partition("~")
     if not sep:
         return None
@@ -47,8 +47,8 @@ def _after() -> oversight.Cursor | None:
 @bp.get("/me")
 def mine() -> Any:
     citizen = staff.person()
-    rows, more = oversight.my_decisions(citizen, after=_after(), limit=PAGE)
-    open_reviews = [summary(r).model_dump(mode="json") for r in oversight.my_open_reviews(citizen)]
+    rows, more = records.my_decisions(citizen, after=_after(), limit=PAGE)
+    open_reviews = [summary(r).model_dump(mode="json") for r in records.my_open_reviews(citizen)]
     items = [{"row": r, "link": links.personal_link("", r.id, capability_token(r.id, r.subject_ref))} for r in rows]
     next_after = f"{rows[-1].created_at.isoformat()}~{rows[-1].id}" if more else None
     return render_template("web/me.html", items=items, open_reviews=open_reviews, next_after=next_after,
@@ -59,7 +59,7 @@ def mine() -> Any:
 def data() -> Response:
     citizen = staff.person()
     decisions = []
-    for row in oversight.all_my_decisions(citizen):
+    for row in records.all_my_decisions(citizen):
         view = decision_view(citizen, row.id).model_dump(mode="json", exclude_unset=True)
         view["links"] = {k: v for k, v in view["links"].items() if k != "citizen"}  # no live credential in the file
         reviews = []
