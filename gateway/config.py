@@ -155,6 +155,18 @@ DEFAULTS: dict[str, Any] = {
     # Pages (gateway/web): the personal link starts a session bound to its decision in a signed cookie
     # (HttpOnly, SameSite=Strict, Secure on https); it lasts this long after the last page the person opened.
     "WEB_SESSION_MAX_AGE_S": 3600,
+    # Officials' console (gateway/web/console.py): a one-time sign-in link (`gateway keys create --web`) is
+    # valid this long and once; an official's or a signed-in person's session lasts this long after sign-in.
+    "SIGN_IN_LINK_MAX_AGE_S": 900,
+    "CONSOLE_SESSION_MAX_AGE_S": 8 * 3600,
+    # Sign-in through an OpenID provider (Authlib, authorization code + PKCE): unset client id = off.
+    # Officials get their role from OIDC_ROLE_CLAIM (reviewer, auditor); people their IIN from OIDC_IIN_CLAIM.
+    "OIDC_METADATA_URL": None,  # the provider's /.well-known/openid-configuration
+    "OIDC_CLIENT_ID": None,
+    "OIDC_CLIENT_SECRET": None,
+    "OIDC_SCOPES": "openid profile",
+    "OIDC_ROLE_CLAIM": "gateway_role",
+    "OIDC_NAME_CLAIM": "name",
     # OIDC bearer tokens of the national identity provider: unset issuer = OIDC is off. The JWKS comes
     # from a file (fetched by the deployment) or a URL (fetched and cached by the gateway).
     "OIDC_ISSUER": None,

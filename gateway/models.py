@@ -347,6 +347,8 @@ class ReviewStatus(enum.StrEnum):
 
 
 OPEN_REVIEW = ("queued", "claimed")
+# A review-queue case is the person's request for human review, or an officer's confirmation of a held decision.
+REVIEW_KIND = "review"
 
 
 class ReviewRequest(Base):
@@ -464,6 +466,40 @@ class HandoverLink(Base):
     revoked_at: Mapped[dt.datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(40))
 
+
+
+class SignInLink(Base):
+    """A one-time sign-in link for an official, bound to their API client (key): only its hash is stored.
+
+    Single use (``used_at``), short-lived (``expires_at``); the key itself never reaches the browser."""
+
+    __tablename__ = "sign_in_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser session (an official's or a person's): the cookie holds a random id, the table
+    its hash, who it is and until when. Signing in makes a new one; signing out ends it."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "official" | "person"
+    via: Mapped[str] = mapped_column(String(20))  # "link" | "oidc"
+    client_id: Mapped[str | None] = mapped_column(ForeignKey("api_clients.id"), index=True)  # link sign-in
+    official_id: Mapped[str | None] = mapped_column(String(100))  # "cli_…" or "oidc:<subject>"
+    name: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str | None] = mapped_column(String(20))
+    subject_ref: Mapped[str | None] = mapped_column(String(64))  # a person's (HMAC of the IIN), never the IIN
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
 
 def table(model: type[Base]) -> Table:
     """The Core table of a mapped class (for inserts and updates on the hot path, without the unit of work)."""

@@ -29,6 +29,7 @@ from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import (
     OPEN_REVIEW,
+    REVIEW_KIND,
     ApiClient,
     Decision,
     LogLeaf,
@@ -43,7 +44,7 @@ from gateway.schemas.reviews import POINT_OF_VIEW_MAX
 from gateway.settings import current_settings
 
 GROUNDS = ("wrong_data", "wrong_assessment", "other")
-REVIEW = "review"
+REVIEW = REVIEW_KIND
 CONFIRMATION = decisions.CONFIRMATION
 CONFIRM_OUTCOMES = ("confirmed", "changed")
 AGENCY_OUTCOME = "agency_outcome"  # the outbox kind of the signed callback to the agency
@@ -566,7 +567,9 @@ def list_reviews(*, status: str | None = None, model: str | None = None, due_bef
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
     query = query.where(ReviewRequest.kind == kind)
-    if status:
+    if status == "open":  # queued or claimed: the cases still waiting for a decision
+        query = query.where(ReviewRequest.status.in_(OPEN_REVIEW))
+    elif status:
         query = query.where(ReviewRequest.status == status)
     if model:
         query = query.where(Decision.model_name == model)

@@ -89,7 +89,22 @@ PAGE_ROUTES: dict[tuple[str, str], str] = {
     ("/d/<decision_id>/data.json", "GET"): "/data.json",
     ("/d/<decision_id>/receipt.json", "GET"): "/receipt.json",
 }
-PUBLIC_PAGES = {("/register/<name>/<version>", "GET")}  # the register: public, like GET /v1/models/<name>
+PUBLIC_PAGES = {("/register/<name>/<version>", "GET"),  # the register: public, like GET /v1/models/<name>
+                # one-time sign-in links: the token is the credential (tests/web/test_console_signin.py)
+                ("/signin/<token>", "GET"), ("/signin/<token>", "POST")}
+# The officials' pages (gateway/web/console.py, audit.py): a signed-in official of one role, never a header.
+CONSOLE_ROUTES: dict[tuple[str, str], str] = {
+    ("/console/cases/<review_id>", "GET"): "",
+    **{(f"/console/cases/<review_id>/{action}", "POST"): f"/{action}"
+       for action in ("claim", "renew", "release", "rescore", "resolve", "extend")},
+}
+AUDIT_ROUTES: dict[tuple[str, str], str] = {("/audit/decisions/<decision_id>", "GET"): ""}
+# Officials' and signed-in people's pages without an id: who may open them.
+SIGNED_IN_PAGES: dict[tuple[str, str], str] = {
+    ("/console", "GET"): "reviewer", ("/console/next", "POST"): "reviewer",
+    ("/audit", "GET"): "auditor", ("/audit/export.csv", "GET"): "auditor", ("/audit/export.parquet", "GET"): "auditor",
+    ("/me", "GET"): "person", ("/me/data.json", "GET"): "person",
+}
 STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
 
 
@@ -226,6 +241,10 @@ def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
                 found.append((plain, method, "public"))
             elif key in PAGE_ROUTES:
                 found.append((plain, method, "page"))
+            elif key in CONSOLE_ROUTES:
+                found.append((plain, method, "console"))
+            elif key in AUDIT_ROUTES:
+                found.append((plain, method, "audit"))
             elif key in PUBLIC_PAGES or rule.rule in STATIC_FILES and method == "GET" or key in NESTED_ROUTES:
                 continue
             else:
@@ -239,7 +258,10 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
     routes = classify_routes(gateway)
     assert {(r, m) for r, m, c in routes if c in ("decision", "review")} == set(DECISION_ROUTES) | set(REVIEW_ROUTES)
     assert {(r, m) for r, m, c in routes if c == "page"} == set(PAGE_ROUTES)
-    routes = [r for r in routes if r[2] != "page"]  # pages: test_no_session_reaches_a_page_it_may_not_see
+    assert {(r, m) for r, m, c in routes if c == "console"} == set(CONSOLE_ROUTES)
+    assert {(r, m) for r, m, c in routes if c == "audit"} == set(AUDIT_ROUTES)
+    # Pages: test_no_session_reaches_a_page_it_may_not_see and test_officials_and_people_reach_only_their_own_pages
+    routes = [r for r in routes if r[2] not in ("page", "console", "audit")]
     failures: list[str] = []
     tally: Counter[str] = Counter()
     cross_successes = 0
@@ -433,3 +455,84 @@ def decide_link(gw: Gateway, world: World, label: str) -> str:
     """The person's capability link for a decision of the world, as their notice carries it."""
     did = world.decisions[label]
     return f"https://gateway.test/d/{did}?token={notice_token(gw, did)}"
+
+
+# --- the officials' console, the audit pages and /me: every route × every kind of browser session -------------
+
+def _official_browser(gw: Gateway, name: str) -> Any:
+    from tests.web.console_support import official
+
+    return official(gw, name)
+
+
+def _person_browser(gw: Gateway, iin: str) -> Any:
+    """A browser with a person's OIDC session (as the identity provider's sign-in starts it)."""
+    from gateway import officials
+    from gateway.identity import subject_ref
+
+    browser = gw.app.test_client()
+    with gw.app.app_context():
+        ref = subject_ref(iin, gw.app.extensions["gateway.settings"].subject_key)
+        started = officials.sign_in_person(ref)
+    with browser.session_transaction() as session:
+        session["sid"] = started.session_id
+    return browser
+
+
+def _any_csrf(browser: Any) -> str | None:
+    for path in ("/console", "/audit", "/me", "/signin"):
+        page = browser.get(path)
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+        if page.status_code == 200 and found:
+            return found.group(1)
+    return None
+
+
+def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: IdentityProvider) -> None:
+    """Reviewer, auditor, OIDC person, capability-link person and no session × every console, audit and /me
+    route: the role's own pages open, another role's are 403, no official/person session is 401, and an id
+    that does not exist is the same 404 whoever asks."""
+    world = build_world(gateway, idp)
+    review, decision = world.reviews["R2"], world.decisions["D2"]
+    browsers = {
+        "reviewer": _official_browser(gateway, "reviewer"),
+        "auditor": _official_browser(gateway, "auditor"),
+        "person": _person_browser(gateway, IIN_3),
+        "capability": _page_browser(gateway, decide_link(gateway, world, "D1")),
+        "nobody": gateway.app.test_client(),
+    }
+    kinds = {"reviewer": "reviewer", "auditor": "auditor", "person": "person"}
+    failures = []
+    for who, browser in browsers.items():
+        token = _any_csrf(browser) or "none"
+        for routes, role, target, missing in ((CONSOLE_ROUTES, "reviewer", f"/console/cases/{review}", f"/console/cases/{MISSING_REVIEW}"),
+                                              (AUDIT_ROUTES, "auditor", f"/audit/decisions/{decision}", f"/audit/decisions/{MISSING_DECISION}")):
+            for (rule, method), suffix in routes.items():
+                data = {"csrf_token": token, "fencing_token": "0"} if method == "POST" else None
+                hit = browser.open(target + suffix, method=method, data=data)
+                expected = (401 if kinds.get(who) not in ("reviewer", "auditor") else
+                            (None if kinds[who] == role else 403))
+                if expected is None:
+                    if hit.status_code in (401, 403, 404) or hit.status_code >= 500:
+                        failures.append(f"{who}: {method} {rule}: {hit.status_code} (should be allowed)")
+                    gone = browser.open(missing + suffix, method=method, data=data)
+                    if gone.status_code != 404:
+                        failures.append(f"{who}: {method} {rule} (missing id): {gone.status_code}")
+                elif hit.status_code != expected:
+                    failures.append(f"{who}: {method} {rule}: {hit.status_code}, expected {expected}")
+        for (rule, method), role in SIGNED_IN_PAGES.items():
+            data = {"csrf_token": token} if method == "POST" else None
+            resp = browser.open(rule, method=method, data=data)
+            resp.get_data()  # an export streams: read it to the end, as a browser would
+            resp.close()
+            if kinds.get(who) == role:
+                expected_ok = resp.status_code in (200, 303)
+            elif role == "person" or kinds.get(who) not in ("reviewer", "auditor"):
+                expected_ok = resp.status_code == 401
+            else:
+                expected_ok = resp.status_code == 403
+            if not expected_ok:
+                failures.append(f"{who}: {method} {rule}: {resp.status_code} (page of the {role})")
+    assert not failures, "\n".join(failures)
+    # An auditor cannot resolve: the case is as it was.
+    assert gateway.count("reviews") == 2
