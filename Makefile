@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/remote_models.py
 	$(BIN)/python bench/model_kinds.py
 	$(BIN)/python bench/recourse.py
+	$(BIN)/python bench/audit_export.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install

@@ -5,7 +5,8 @@
 Trains and registers the example model if no version of it is registered (and the multi-class and
 regression examples of examples/more_kinds), and creates a demo agency
 API key if no agency key exists (printed once: only its hash is stored). Prints a curl command for a
-decision. Uses the instance the `gateway` command uses (GATEWAY_INSTANCE_PATH / GATEWAY_DATABASE_URL).
+decision, and one-time sign-in links for the demo reviewer and auditor (new ones on every run: each works
+once, for 15 minutes; `gateway keys sign-in-link demo-reviewer` prints another). Uses the instance the `gateway` command uses (GATEWAY_INSTANCE_PATH / GATEWAY_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from gateway import create_app, registry
+from gateway import create_app, officials, registry
 from gateway.auth import create_key
 from gateway.db import write_transaction
 from gateway.extensions import db
@@ -86,6 +87,20 @@ def ensure_key() -> str | None:
     return key
 
 
+def sign_in_links(base: str) -> dict[str, str]:
+    """A demo reviewer and auditor (created once), and a fresh one-time sign-in link for each."""
+    found = {}
+    for role in ("reviewer", "auditor"):
+        name = f"demo-{role}"
+        with write_transaction():
+            client = db.session.execute(select(ApiClient).where(ApiClient.name == name)).scalar_one_or_none()
+            if client is None:
+                client, _ = create_key(name=name, role=role, body="Demo review office" if role == "reviewer" else "Demo audit office")
+            if client.revoked_at is None:
+                found[role] = base + officials.sign_in_path(officials.issue_link(client))
+    return found
+
+
 def main() -> int:
     app = create_app()
     with app.app_context():
@@ -95,6 +110,7 @@ def main() -> int:
         key = ensure_key()
         base = app.config["PUBLIC_BASE_URL"].rstrip("/")
         routes, notices = app.config.get("NOTIFY_ROUTES") or {}, app.config.get("NOTIFY_FILE_DIR")
+        links = sign_in_links(base)
     body = json.dumps(json.loads((EXAMPLE / "sample_request.json").read_text()), ensure_ascii=False)
     if key:
         print("\nDemo agency API key (shown once; only its hash is stored):\n  " + key)
@@ -114,6 +130,9 @@ def main() -> int:
         print(f"The person's notice is written to {notices}/<notification id>.eml (no mail server here): open\n"
               "the personal link in it (…/d/<decision id>?token=…) in a browser to read the decision, its\n"
               "explanation, and to ask for a human review.\n")
+    for role, where in (("reviewer", "the review console, /console"), ("auditor", "the audit pages, /audit")):
+        if role in links:
+            print(f"Sign in as the demo {role} ({where}); the link works once, for 15 minutes:\n  {links[role]}\n")
     return 0
 
 

@@ -46,12 +46,13 @@ class Action(enum.StrEnum):
     WORK_REVIEW = "work_review"  # claim, renew, release, resolve, extend, rescore
     WITHDRAW_REVIEW = "withdraw_review"  # the person's own request, while it is open
     HAND_OVER = "hand_over"  # make or revoke a handover link to the person's decision (its agency)
+    POST_GROUND_TRUTH = "post_ground_truth"  # the true outcome, later (its agency; for error rates per group)
     LEGAL_HOLD = "legal_hold"  # set or clear a legal hold that stops the retention purge (auditors)
 
 
 # What each kind of caller may do with a decision it sees.
 ALLOWED: dict[str, frozenset[Action]] = {
-    "agency": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.HAND_OVER}),
+    "agency": frozenset({Action.READ, Action.REQUEST_REVIEW, Action.HAND_OVER, Action.POST_GROUND_TRUTH}),
     "reviewer": frozenset({Action.READ, Action.WORK_REVIEW}),
     "auditor": frozenset({Action.READ, Action.READ_ACCESS_LOG, Action.LEGAL_HOLD}),
     "admin": frozenset(),

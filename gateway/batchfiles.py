@@ -1,9 +1,10 @@
 """Decision-batch uploads (CSV, Parquet, JSON lines) read into rows of the JSON batch shape.
 
 A file has one row per person and flat columns: ``idempotency_key``, ``iin``, ``language``, ``email``
-and/or ``webhook``, optional ``operator`` and ``reference``, and one column per feature of the model.
-Each row becomes ``{"idempotency_key", "subject": {"iin", "language", "contact": {...}}, "features",
-"operator", "reference"}``, the shape of a row in a JSON body, so one validation path follows.
+and/or ``webhook``, optional ``operator`` and ``reference``, one column per feature of the model and an
+optional one per monitor-only feature. Each row becomes ``{"idempotency_key", "subject": {"iin", "language",
+"contact": {...}}, "features", "monitoring", "operator", "reference"}``, the shape of a row in a JSON body,
+so one validation path follows.
 
 What makes the file unreadable is refused as a whole, naming the problem: an unknown format, columns
 missing or unknown, a cell that is not of its column's type (with its row and column). What a row says
@@ -154,7 +155,8 @@ def _parquet(data: bytes) -> tuple[list[str], list[list[Any]]]:
 
 def _check_columns(columns: list[str], manifest: Manifest) -> None:
     features = [f.name for f in manifest.features]
-    known = set(SUBJECT_COLUMNS) | set(CONTACT_COLUMNS) | set(OPTIONAL_COLUMNS) | set(features)
+    monitored = [f.name for f in manifest.monitored]  # optional columns: fairness monitoring only
+    known = set(SUBJECT_COLUMNS) | set(CONTACT_COLUMNS) | set(OPTIONAL_COLUMNS) | set(features) | set(monitored)
     problems = []
     missing = [c for c in (*SUBJECT_COLUMNS, *features) if c not in columns]
     if missing:
@@ -212,6 +214,7 @@ def _cell(feature: Feature, value: Any) -> tuple[Any, str | None]:
 
 def _flat_rows(columns: list[str], records: Iterable[list[Any]], manifest: Manifest) -> list[dict[str, Any]]:
     features = {f.name: f for f in manifest.features}
+    monitored = {f.name: f for f in manifest.monitored}
     position = {c: i for i, c in enumerate(columns)}
     rows: list[dict[str, Any]] = []
     problems: list[dict[str, str]] = []
@@ -227,22 +230,24 @@ def _flat_rows(columns: list[str], records: Iterable[list[Any]], manifest: Manif
                         "language": _text(get("language")) if get("language") is not None else "",
                         "contact": contact},
             "features": {},
+            "monitoring": {},
         }
         for column in OPTIONAL_COLUMNS:
             if get(column) is not None:
                 row[column] = _text(get(column))
-        for name, feature in features.items():
-            value = get(name)
-            if value is None:
-                continue  # a missing value is the row's own problem ("is required"), found with the others
-            converted, problem = _cell(feature, value)
-            if problem is not None:
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append({"field": f"rows[{n}].{name}", "rule": "type", "message": problem})
+        for part, known in (("features", features), ("monitoring", monitored)):
+            for name, feature in known.items():
+                value = get(name)
+                if value is None:
+                    continue  # a missing value is the row's own problem ("is required"), found with the others
+                converted, problem = _cell(feature, value)
+                if problem is not None:
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append({"field": f"rows[{n}].{name}", "rule": "type", "message": problem})
+                    else:
+                        break
                 else:
-                    break
-            else:
-                row["features"][name] = converted
+                    row[part][name] = converted
         rows.append(row)
     if problems:
         raise ValidationFailed(f"cells of the wrong type (first {len(problems)} shown): "

@@ -357,19 +357,43 @@ def models_activate(name: str, version: str) -> None:
 @models_group.command("suspend")
 @click.argument("name")
 @click.option("--reason", required=True)
+@click.option("--incident", "incident_id", required=True, help="the incident (POST /v1/incidents) that asks for it")
 @with_appcontext
-def models_suspend(name: str, reason: str) -> None:
-    """Stop NAME making decisions at once (the kill switch)."""
+def models_suspend(name: str, reason: str, incident_id: str) -> None:
+    """Stop NAME making decisions at once (the kill switch), naming the incident."""
     from gateway import registry
     from gateway.db import write_transaction
     from gateway.errors import GatewayError
 
     try:
         with write_transaction():
-            registry.suspend(name, reason)
+            registry.suspend(name, reason, incident_id)
     except GatewayError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"suspended: {name}")
+
+
+@main.command("report")
+@click.option("--model", required=True, help="the model's name")
+@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="first day (UTC)")
+@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="last day (UTC), included")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of stdout")
+@with_appcontext
+def report_command(model: str, start: Any, end: Any, fmt: str, output: Path | None) -> None:
+    """The oversight report of MODEL for a period (the same figures as GET /v1/reports/oversight)."""
+    from gateway import oversight
+    from gateway.errors import GatewayError
+
+    try:
+        data = oversight.report(model, start.date(), end.date())
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    body = oversight.FORMATS[fmt][0](data)
+    if output is not None:
+        output.write_bytes(body)
+    else:
+        click.echo(body.decode(), nl=False)
 
 
 @main.group("keys")
@@ -382,9 +406,13 @@ def keys_group() -> None:
 @click.option("--name", required=True, help="unique name of the client")
 @click.option("--body", default=None, help="the organisation the client acts for (default: the name)")
 @click.option("--if-none", is_flag=True, help="do nothing when a client of this role already exists")
+@click.option("--web", is_flag=True, help="also print a one-time sign-in link to the console (reviewer, auditor)")
 @with_appcontext
-def keys_create(role: str, name: str, body: str | None, if_none: bool) -> None:
-    """Create an API key; it is printed once and only its hash is stored."""
+def keys_create(role: str, name: str, body: str | None, if_none: bool, web: bool) -> None:
+    """Create an API key; it is printed once and only its hash is stored.
+
+    With --web (reviewers and auditors), also print a one-time sign-in link for the browser: it works once,
+    for 15 minutes, and signs in as this client; the key itself never reaches the browser."""
     from sqlalchemy import select
 
     from gateway.auth import create_key
@@ -398,12 +426,47 @@ def keys_create(role: str, name: str, body: str | None, if_none: bool) -> None:
     ).first():
         click.echo(f"an active {role} key exists already; not creating another", err=True)
         return
+    if web and role not in ("reviewer", "auditor"):
+        raise click.BadParameter("sign-in links are for the roles reviewer and auditor", param_hint="--web")
     try:
         with write_transaction():
-            _, key = create_key(name=name, role=role, body=body)
+            client, key = create_key(name=name, role=role, body=body)
+            link = _sign_in_link(client) if web else None
     except GatewayError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(key)
+    if link:
+        click.echo(f"one-time sign-in link (works once, for 15 minutes): {link}")
+
+
+def _sign_in_link(client: Any) -> str:
+    from gateway import officials
+    from gateway.settings import current_settings
+
+    return current_settings().base_url + officials.sign_in_path(officials.issue_link(client))
+
+
+@keys_group.command("sign-in-link")
+@click.argument("name")
+@with_appcontext
+def keys_sign_in_link(name: str) -> None:
+    """Print a new one-time sign-in link for the reviewer or auditor NAME (works once, for 15 minutes)."""
+    from sqlalchemy import select
+
+    from gateway.db import write_transaction
+    from gateway.errors import GatewayError
+    from gateway.extensions import db
+    from gateway.models import ApiClient
+
+    try:
+        with write_transaction():
+            client = db.session.execute(select(ApiClient).where(ApiClient.name == name)).scalar_one_or_none()
+            if client is None:
+                raise click.ClickException(f"no API client named {name!r}")
+            link = _sign_in_link(client)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(link)
 
 
 @keys_group.command("list")

@@ -85,6 +85,14 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEFAULT_SECRET": None,
     "WEBHOOK_ALLOW_PRIVATE": False,  # allow http:// and loopback/private/link-local targets (tests, labs)
     "WEBHOOK_CA_FILE": None,
+    # Oversight (gateway/oversight.py): where an agency hears the final outcome of a held decision (API client
+    # body → URL; signed like webhooks with WEBHOOK_SECRETS), and the smallest group the fairness figures show.
+    "AGENCY_CALLBACK_URLS": {},
+    "FAIRNESS_MIN_GROUP": 30,
+    "OVERSIGHT_METRICS_DAYS": 30,  # /metrics exports the oversight figures of this many last days
+    # Hours from an incident's opening to the regulator-report deadline, per severity (defaults: critical 24,
+    # high 72, medium 360, low 720).
+    "INCIDENT_REPORT_HOURS": {},
     # Remote models (manifest `source`: OIP v2 or MLflow servers). The webhook address rules apply to their
     # URLs unless MODEL_ALLOW_PRIVATE (tests, model servers on the deployment's own network). Credentials
     # never go in a manifest: a bearer token per URL origin ("https://models.example.kz" → token), one
@@ -159,6 +167,18 @@ DEFAULTS: dict[str, Any] = {
     # Pages (gateway/web): the personal link starts a session bound to its decision in a signed cookie
     # (HttpOnly, SameSite=Strict, Secure on https); it lasts this long after the last page the person opened.
     "WEB_SESSION_MAX_AGE_S": 3600,
+    # Officials' console (gateway/web/console.py): a one-time sign-in link (`gateway keys create --web`) is
+    # valid this long and once; an official's or a signed-in person's session lasts this long after sign-in.
+    "SIGN_IN_LINK_MAX_AGE_S": 900,
+    "CONSOLE_SESSION_MAX_AGE_S": 8 * 3600,
+    # Sign-in through an OpenID provider (Authlib, authorization code + PKCE): unset client id = off.
+    # Officials get their role from OIDC_ROLE_CLAIM (reviewer, auditor); people their IIN from OIDC_IIN_CLAIM.
+    "OIDC_METADATA_URL": None,  # the provider's /.well-known/openid-configuration
+    "OIDC_CLIENT_ID": None,
+    "OIDC_CLIENT_SECRET": None,
+    "OIDC_SCOPES": "openid profile",
+    "OIDC_ROLE_CLAIM": "gateway_role",
+    "OIDC_NAME_CLAIM": "name",
     # OIDC bearer tokens of the national identity provider: unset issuer = OIDC is off. The JWKS comes
     # from a file (fetched by the deployment) or a URL (fetched and cached by the gateway).
     "OIDC_ISSUER": None,

@@ -170,3 +170,21 @@ def rewrap_legacy_rows(connection: Any, deployment_key: bytes) -> int:
                            .values(contact_ciphertext=ciphertext, data_key=wrapped))
         done += 1
     return done
+
+
+def encrypt_monitoring(data_key: DataKey, values: dict[str, Any]) -> bytes:
+    """A decision's monitor-only values (fairness monitoring; never shown, never in the log), encrypted under its
+    data key: destroying the key (the retention purge) shreds them with the contact details."""
+    plaintext = json.dumps(values, sort_keys=True).encode()
+    return ContactCipher(data_key.key, _V2).encrypt(plaintext, record_id=f"monitoring:{data_key.decision_id}")
+
+
+def decrypt_monitoring(deployment_key: bytes, decision_id: str, ciphertext: bytes,
+                       wrapped_key: bytes | None) -> dict[str, Any]:
+    """The decision's monitor-only values; {} once its data key was destroyed."""
+    data_key = unwrap_data_key(deployment_key, decision_id, wrapped_key)
+    if data_key is None:
+        return {}
+    data: dict[str, Any] = json.loads(ContactCipher(data_key.key, _V2).decrypt(bytes(ciphertext),
+                                                                                record_id=f"monitoring:{decision_id}"))
+    return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -13,10 +13,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, explanations, links, recourse, registry, runtime
+from gateway import access, deadlines, explanations, links, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, new_data_key
+from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
 from gateway.db import write_transaction
 from gateway.errors import (
     Conflict,
@@ -26,7 +26,7 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.extensions import db
-from gateway.features import validate_features
+from gateway.features import validate_features, validate_monitoring
 from gateway.identity import subject_ref
 from gateway.ids import isoformat, new_id, utcnow
 from gateway.manifest import MultiClassPolicy
@@ -36,6 +36,7 @@ from gateway.models import (
     IdempotencyRecord,
     LogLeaf,
     ModelStatus,
+    MonitoringValues,
     Notification,
     NotificationStatus,
     Recourse,
@@ -59,6 +60,11 @@ class DecisionInput:
     features: dict[str, Any]
     operator: str | None = None
     reference: str | None = None
+    monitoring: dict[str, Any] = field(default_factory=dict)
+
+
+PENDING_CONFIRMATION = "pending_confirmation"
+CONFIRMATION = "confirmation"  # the kind of a review-queue case in which an officer confirms a held decision
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ def serving_model(name: str) -> LoadedModel:
         # 409, not 503: the kill switch is the model's state, not an outage a client should retry into.
         raise Conflict(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
     loaded = runtime.cache().get(row.id)
+    registry.check_classification(loaded.manifest)
     registry.check_risk_assessment(loaded.manifest, current_settings().risk_assessment_max_age_days)
     return loaded
 
@@ -212,6 +219,14 @@ class NewDecision:
     created_at: dt.datetime
     audit_extra: dict[str, Any] | None = None
     data_key: DataKey | None = None  # made at a batch's intake (its contact was encrypted with it); else new
+    monitoring: dict[str, Any] | None = None  # monitor-only values: stored encrypted, never given to the model
+    held: bool = False  # waits for an officer's confirmation: no notice until then
+
+
+def held_for_confirmation(model: LoadedModel, adverse: bool) -> bool:
+    """Whether a decision waits for an officer (autonomy low: all; adverse review first: adverse ones)."""
+    mode = model.manifest.held_for_confirmation
+    return mode == "all" or (mode == "adverse" and adverse)
 
 
 def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
@@ -227,6 +242,8 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
     explanation_rows: list[dict[str, Any]] = []
     notice_rows: list[dict[str, Any]] = []
     recourse_rows: list[dict[str, Any]] = []
+    monitoring_rows: list[dict[str, Any]] = []
+    confirmation_rows: list[dict[str, Any]] = []
     leaves: list[dict[str, Any]] = []
     for d in made:
         model, scored, now = d.model, d.scored, d.created_at
@@ -239,19 +256,31 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
             "created_at": now, "effective_outcome": scored.outcome, "effective_review_id": None,
+            "confirmation": PENDING_CONFIRMATION if d.held else None,
         })
         explanation_rows.append(_explanation_row(scored.explanation, d.id))
         recourse_row = None
         if scored.recourse is not None:
             recourse_row = recourse.row_values(d.id, scored.recourse, data_key.commitment)
             recourse_rows.append(recourse_row)
-        notice_rows.extend(
+        if d.monitoring:
+            monitoring_rows.append({"decision_id": d.id, "model_id": model.id,
+                                    "ciphertext": encrypt_monitoring(data_key, d.monitoring)})
+        if d.held:
+            # The confirmation queue is the review queue (same leases and fencing tokens), cases of another kind.
+            confirmation_rows.append({
+                "id": new_id("rev"), "decision_id": d.id, "kind": CONFIRMATION, "status": "queued",
+                "point_of_view": "", "contest_grounds": [], "corrected_data": None, "language": d.language,
+                "requested_by": "gateway", "requested_at": now, "due_at": deadlines.due_date(now, settings),
+                "fencing_token": 0, "late": False,
+            })
+        notice_rows.extend(() if d.held else (
             {
                 "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
                 "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
             }
             for channel in sorted(d.contact)
-        )
+        ))
         # Personal data only as commitments keyed by the decision's data key (gateway.contacts): the purge
         # deletes the values and destroys the key, and the leaf, its hash and every proof stay as they are.
         audit_record = {
@@ -263,13 +292,19 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             "explanation": explanations.audit_digest(scored.explanation, data_key.commitment),
             **(d.audit_extra or {}),
             **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
+            **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
         }
         leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
     session.execute(insert(table(Decision)), decision_rows)
     session.execute(insert(table(Explanation)), explanation_rows)
     for group in _same_columns(recourse_rows):  # ready and pending rows name different columns
         session.execute(insert(table(Recourse)), group)
-    session.execute(insert(table(Notification)), notice_rows)
+    if monitoring_rows:
+        session.execute(insert(table(MonitoringValues)), monitoring_rows)
+    if confirmation_rows:
+        session.execute(insert(table(ReviewRequest)), confirmation_rows)
+    if notice_rows:
+        session.execute(insert(table(Notification)), notice_rows)
     session.execute(insert(table(LogLeaf)), leaves)
 
 
@@ -302,6 +337,8 @@ def decision_body(d: NewDecision, settings: Settings) -> bytes:
         # and read by the agency's systems. An agency hands a link on with a handover link.
         "links": links.decision_links(settings.base_url, d.id),
     }
+    if d.held:
+        body["confirmation"] = PENDING_CONFIRMATION  # no notice until an officer confirms it
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -328,6 +365,7 @@ def record_decision(
                       "message": f"must be one of {list(settings.languages)}"}],
         )
     row = validate_features(model.manifest, data.features)
+    monitoring = validate_monitoring(model.manifest, data.monitoring)
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
 
     now = utcnow()
@@ -336,7 +374,8 @@ def record_decision(
         id=new_id("dec"), model=model, client_id=principal.id,
         subject_ref=subject_ref(data.iin, settings.subject_key), contact=data.contact,
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
-        reference=data.reference, created_at=now,
+        reference=data.reference, created_at=now, monitoring=monitoring or None,
+        held=held_for_confirmation(model, scored.adverse),
     )
     body_bytes = decision_body(decision, settings)
     try:
@@ -378,7 +417,8 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
         .order_by(Notification.created_at, Notification.id)
     ).scalars()
     reviews = db.session.execute(
-        select(ReviewRequest).where(ReviewRequest.decision_id == decision.id).order_by(ReviewRequest.requested_at.desc())
+        select(ReviewRequest).where(ReviewRequest.decision_id == decision.id, ReviewRequest.kind == "review")
+        .order_by(ReviewRequest.requested_at.desc())
     ).scalars()
     return DecisionRecord(decision, list(notes), list(reviews), db.session.get(Explanation, decision_id),
                           db.session.get(Recourse, decision_id))

@@ -69,6 +69,27 @@ def validate_features(manifest: Manifest, values: dict[str, Any], prefix: str = 
     return row
 
 
+def validate_monitoring(manifest: Manifest, values: dict[str, Any], prefix: str = "monitoring") -> dict[str, Any]:
+    """Check monitor-only values against `manifest.monitored` (each optional); raise ValidationFailed naming
+    every problem. They are collected for fairness figures only and never reach the model."""
+    problems: list[dict[str, str]] = []
+    known = {f.name: f for f in manifest.monitored}
+    for name in sorted(set(values) - set(known)):
+        problems.append(_problem(f"{prefix}.{name}", "unknown",
+                                 f"model {manifest.name} {manifest.version} monitors no feature {name!r}"))
+    row: dict[str, Any] = {}
+    for name, feature in known.items():
+        if name in values:
+            problem = check_value(feature, values[name], f"{prefix}.{name}")
+            if problem:
+                problems.append(problem)
+            else:
+                row[name] = values[name]
+    if problems:
+        raise ValidationFailed(f"{len(problems)} invalid field(s)", details=problems)
+    return row
+
+
 def to_frame(manifest: Manifest, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Build the DataFrame the model scores: schema column order, numbers as float, categories as str."""
     names = [f.name for f in manifest.features]

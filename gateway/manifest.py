@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from babel.numbers import format_decimal
 from pydantic import (
@@ -109,6 +109,11 @@ class Feature(_Strict):
     step: float | None = None
     scale: float | None = None
     direction: Literal["any", "increase", "decrease"] = "any"
+    # The law or consent that allows a sensitive feature to be a model input (required for one).
+    legal_basis: NonEmptyLine | None = None
+    # Collected with the decision for fairness monitoring only: never passed to the model, never shown to the
+    # person or the agency (the manifest keeps these in `monitored`, never in `features`).
+    monitor_only: bool = False
 
     @model_validator(mode="after")
     def _check_kind(self) -> Feature:
@@ -178,8 +183,7 @@ class Feature(_Strict):
     def offered_for_recourse(self) -> bool:
         """Whether recourse may propose changing this feature: mutable, and not sensitive, withheld or
         collected for monitoring only (the last are never model inputs)."""
-        monitor_only = bool(getattr(self, "monitor_only", False))  # declared by the governance rules when present
-        return self.mutable and self.sensitive is None and self.disclosure != "withhold" and not monitor_only
+        return self.mutable and self.sensitive is None and self.disclosure != "withhold" and not self.monitor_only
 
     def category_label(self, value: str, lang: str) -> str:
         """Return the readable label of a category value, or the value itself."""
@@ -414,6 +418,44 @@ class ExplanationSettings(_Strict):
     max_evals_cap: JsonInt = Field(default=8000, ge=100, le=200_000)
 
 
+AUTONOMY_OF_ROLE = {"sole_basis": "medium", "supports_officer": "low"}
+ROLE_OF_AUTONOMY = {"medium": "sole_basis", "low": "supports_officer"}
+
+PurposeCategory = Literal["credit", "social_benefits", "tax", "employment", "education", "health", "law_enforcement",
+                         "migration", "other"]
+PURPOSE_CATEGORIES: tuple[str, ...] = get_args(PurposeCategory)
+
+AI_LAW = "Art. 17(3) of the Law of the Republic of Kazakhstan \"On Artificial Intelligence\""
+EU_AI_ACT = "Art. 5 of the EU AI Act (Regulation (EU) 2024/1689)"
+
+# Every prohibited capability a model must declare it does not have: name -> the articles that forbid it.
+PROHIBITED_PRACTICES: dict[str, str] = {
+    "manipulation": f"{AI_LAW}; Art. 5(1)(a) of the EU AI Act (subliminal, manipulative or deceptive techniques)",
+    "exploiting_vulnerabilities": f"{AI_LAW}; Art. 5(1)(b) of the EU AI Act (exploiting age, disability or "
+                                  "social or economic situation)",
+    "social_scoring": f"{AI_LAW}; Art. 5(1)(c) of the EU AI Act (social scoring)",
+    "discriminatory_classification": f"{AI_LAW} (classification of people by protected characteristics "
+                                     "leading to discrimination)",
+    "emotion_recognition_without_consent": f"{AI_LAW}; Art. 5(1)(f) of the EU AI Act (emotion recognition)",
+    "unlawful_biometric_processing": f"{AI_LAW}; Art. 5(1)(g) and 5(1)(h) of the EU AI Act (biometric "
+                                     "categorisation, real-time remote biometric identification)",
+    "unlawful_personal_data_processing": f"{AI_LAW} (collection and processing of personal data in breach of "
+                                         "the law)",
+    "predictive_policing_by_profiling": "Art. 5(1)(d) of the EU AI Act (crime risk predicted from profiling alone)",
+    "untargeted_facial_scraping": "Art. 5(1)(e) of the EU AI Act (facial recognition databases from untargeted "
+                                  "scraping)",
+}
+
+
+class RiskAssessment(_Strict):
+    """The owner's last risk assessment (AI Law Art. 17): when, what it found, and the document's hash."""
+
+    # A TOML date or an ISO string ("2026-11-01"); lax so that JSON bodies can carry it as a string.
+    date: Annotated[dt.date, Field(strict=False)]
+    summary: NonEmpty
+    document_sha256: Sha256
+
+
 REMOTE_PROTOCOLS = ("oip_v2", "mlflow")
 
 
@@ -462,10 +504,48 @@ class Manifest(_Strict):
     policy: AnyPolicy
     notice: Notice
     risk_class: Literal["minimal", "medium", "high"]
+    # Derived from `autonomy` when that is given (low: supports an officer; medium: sole basis).
     role_of_ai: Literal["sole_basis", "supports_officer"] = "sole_basis"
     # A TOML date or an ISO string ("2026-11-01"); lax so that JSON bodies can carry it as a string.
+    # Superseded by `risk_assessment`; kept so that versions registered before it still read.
     risk_assessment_date: Annotated[dt.date, Field(strict=False)] | None = None
     explanation: ExplanationSettings = ExplanationSettings()
+    # The classification (AI Law Art. 17), enforced at registration by `classification_problems`. Optional
+    # here only so that versions registered before it was enforced still read (they are not served).
+    autonomy: Literal["low", "medium", "high"] | None = None
+    # High risk with medium autonomy: every adverse outcome waits for a person's confirmation first.
+    adverse_review_first: bool = False
+    purpose_category: PurposeCategory | None = None
+    purpose_text: NonEmptyLine | None = None
+    prohibited_practices: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")], bool] | None = None
+    risk_assessment: RiskAssessment | None = None
+    # Features collected for fairness monitoring only (`monitor_only = true` in the file's [[features]]).
+    monitored: list[Feature] = Field(default=[], max_length=50)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_and_map(cls, data: Any) -> Any:
+        """Move monitor-only features out of the model's inputs; derive role_of_ai from autonomy."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        features = data.get("features")
+        monitored = data.get("monitored", [])
+        if isinstance(features, list) and isinstance(monitored, list):
+            kept = [f for f in features if not (isinstance(f, dict) and f.get("monitor_only") is True)]
+            moved = [f for f in features if isinstance(f, dict) and f.get("monitor_only") is True]
+            if moved:
+                data["features"] = kept
+                data["monitored"] = [*monitored, *moved]
+        autonomy = data.get("autonomy")
+        if isinstance(autonomy, str) and autonomy in ROLE_OF_AUTONOMY:
+            role = ROLE_OF_AUTONOMY[autonomy]
+            if data.get("role_of_ai", role) != role:
+                raise ValueError(f"role_of_ai {data['role_of_ai']!r} contradicts autonomy {autonomy!r} (autonomy "
+                                 f"{autonomy!r} means role_of_ai {role!r}); give autonomy only")
+            data["role_of_ai"] = role
+        return data
+
     # Days the person's data of a decision is kept (inputs, contact, point of view, ...); then the purge
     # deletes it and keeps the decision's skeleton and hashes. None: the deployment's GATEWAY_RETENTION_DAYS.
     retention_days: int | None = None
@@ -493,7 +573,7 @@ class Manifest(_Strict):
                                  f"class's probability); this policy is {self.policy.kind!r}")
         elif self.adapter in REMOTE_PROTOCOLS:
             raise ValueError(f"adapter {self.adapter!r} is a remote protocol: give the model's 'source'")
-        names = [f.name for f in self.features]
+        names = [f.name for f in self.features] + [f.name for f in self.monitored]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"features: duplicate names {duplicates}")
@@ -504,15 +584,113 @@ class Manifest(_Strict):
         banded = [f.name for f in self.features if f.disclosure == "band" and f.bands is None]
         if banded and self.explanation.background_sha256 is None:
             raise ValueError(f"features {banded} are banded without 'bands': give band edges or background data")
-        if self.risk_class == "high" and self.risk_assessment_date is None:
-            raise ValueError("a high-risk model needs risk_assessment_date (the date of its last risk assessment)")
+        if self.risk_class == "high" and self.assessed_on is None:
+            raise ValueError("a high-risk model needs risk_assessment (the date, summary and document sha256 of its "
+                             "last risk assessment)")
+        stray = [f.name for f in self.monitored if not f.monitor_only]
+        if stray:
+            raise ValueError(f"monitored features {stray} must be marked monitor_only = true")
+        shown = [f.name for f in self.features if f.monitor_only]
+        if shown:
+            raise ValueError(f"features {shown} are monitor_only and cannot be model inputs")
         return self
+
+    @property
+    def assessed_on(self) -> dt.date | None:
+        """The date of the last risk assessment (the structured one, or the older bare date)."""
+        if self.risk_assessment is not None:
+            return self.risk_assessment.date
+        return self.risk_assessment_date
+
+    @property
+    def held_for_confirmation(self) -> str | None:
+        """Which decisions wait for an officer: 'all' (autonomy low), 'adverse' (adverse review first), or None."""
+        if self.autonomy == "low":
+            return "all"
+        if self.adverse_review_first:
+            return "adverse"
+        return None
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+
+def _refusal(field: str, rule: str, message: str) -> dict[str, str]:
+    return {"field": field, "rule": rule, "message": message}
+
+
+MIGRATION_HINT = ("versions registered before the AI Law's classification was enforced must be registered again "
+                  "with autonomy (role_of_ai 'sole_basis' maps to autonomy 'medium', 'supports_officer' to 'low'), "
+                  "purpose_category, prohibited_practices and, for medium and high risk, risk_assessment")
+
+
+def classification_problems(m: Manifest) -> list[dict[str, str]]:
+    """Every reason the AI Law's risk regime refuses this manifest (empty when it may be registered).
+
+    Each problem names the field, the rule (the article) and what to do.
+    """
+    problems: list[dict[str, str]] = []
+    art17 = "Art. 17 of the Law of the Republic of Kazakhstan \"On Artificial Intelligence\""
+    if m.autonomy is None:
+        problems.append(_refusal("autonomy", "ai_law_art_17_autonomy",
+                                 f"autonomy ('low' or 'medium') is required by {art17}; {MIGRATION_HINT}"))
+    elif m.autonomy == "high":
+        problems.append(_refusal("autonomy", "ai_law_art_17_autonomy_high",
+                                 f"autonomy 'high' (no person can correct or cancel the system's decision) is not "
+                                 f"allowed under {art17}: a person must make the final choice (low) or be able to "
+                                 "correct or cancel it (medium)"))
+    if m.purpose_category is None:
+        problems.append(_refusal("purpose_category", "ai_law_art_17_purpose",
+                                 f"purpose_category is required, one of {list(PURPOSE_CATEGORIES)}"))
+    if m.prohibited_practices is None:
+        problems.append(_refusal("prohibited_practices", "ai_law_art_17_3_declaration",
+                                 f"the declaration of prohibited capabilities is missing: declare each of "
+                                 f"{list(PROHIBITED_PRACTICES)} as false ({AI_LAW}; {EU_AI_ACT})"))
+    else:
+        unknown = sorted(set(m.prohibited_practices) - set(PROHIBITED_PRACTICES))
+        if unknown:
+            problems.append(_refusal("prohibited_practices", "unknown",
+                                     f"unknown categories {unknown}; the categories are {list(PROHIBITED_PRACTICES)}"))
+        for name, article in PROHIBITED_PRACTICES.items():
+            declared = m.prohibited_practices.get(name)
+            if declared is None:
+                problems.append(_refusal(f"prohibited_practices.{name}", "ai_law_art_17_3_declaration",
+                                         f"{name} is not declared; declare it false ({article})"))
+            elif declared:
+                problems.append(_refusal(f"prohibited_practices.{name}", "ai_law_art_17_3_prohibited",
+                                         f"a system with {name} is prohibited by {article}"))
+    if m.risk_class in ("medium", "high") and m.risk_assessment is None:
+        problems.append(_refusal("risk_assessment", "ai_law_art_17_risk_assessment",
+                                 f"a {m.risk_class}-risk model needs risk_assessment {{date, summary, "
+                                 "document_sha256}} (the owner's assessment under " + art17 + ")"))
+    if m.risk_class == "high" and m.autonomy == "medium" and not m.adverse_review_first:
+        problems.append(_refusal("autonomy", "ai_law_art_17_high_risk_oversight",
+                                 "a high-risk model needs autonomy 'low' (an officer confirms every decision), or "
+                                 "autonomy 'medium' with adverse_review_first = true (every adverse outcome goes to "
+                                 "a person first)"))
+    for f in m.features:
+        if f.sensitive is not None and f.legal_basis is None:
+            problems.append(_refusal(f"features.{f.name}.legal_basis", "sensitive_input_legal_basis",
+                                     f"feature {f.name!r} is sensitive ({f.sensitive}) and needs a legal_basis to be a "
+                                     "model input; or collect it monitor_only"))
+        if f.sensitive == "protected_attribute" and m.risk_class == "high":
+            problems.append(_refusal(f"features.{f.name}", "protected_attribute_high_risk",
+                                     f"feature {f.name!r} is a protected attribute and may not be an input of a "
+                                     "high-risk model (AI Law Art. 17(3), discriminatory classification); collect it "
+                                     "monitor_only for fairness monitoring"))
+    return problems
+
+
+def oversight_mode(m: Manifest) -> str:
+    """What registration says about human oversight of this version, in one sentence."""
+    if m.autonomy == "low":
+        return "autonomy low: every decision waits for an authorised officer's confirmation before any notice"
+    if m.adverse_review_first:
+        return "autonomy medium: adverse outcomes wait for an officer's confirmation; others take effect at once"
+    return "autonomy medium: decisions take effect at once; a person can correct or cancel them by review"
 
 
 def load_manifest(path: str | Path) -> tuple[Manifest, Path]:

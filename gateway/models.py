@@ -161,6 +161,9 @@ class Decision(Base):
     created_at: Mapped[dt.datetime] = mapped_column(index=True)
     effective_outcome: Mapped[str] = mapped_column(String(64))
     effective_review_id: Mapped[str | None] = mapped_column(String(40))
+    # Held for an officer (autonomy low, or an adverse outcome of a model that reviews those first):
+    # 'pending_confirmation' until a confirmation resolves it, then 'confirmed' or 'changed'; NULL otherwise.
+    confirmation: Mapped[str | None] = mapped_column(String(30))
     # Retention (gateway.retention): when the personal data was purged, and a legal hold that stops it.
     purged_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     hold_reason: Mapped[str | None] = mapped_column(Text)
@@ -344,6 +347,8 @@ class ReviewStatus(enum.StrEnum):
 
 
 OPEN_REVIEW = ("queued", "claimed")
+# A review-queue case is the person's request for human review, or an officer's confirmation of a held decision.
+REVIEW_KIND = "review"
 
 
 class ReviewRequest(Base):
@@ -384,6 +389,51 @@ class ReviewRequest(Base):
     rescore_decision_id: Mapped[str | None] = mapped_column(String(40))
     # Requested after the window the decision notice printed (REVIEW_REQUEST_WINDOW_DAYS): accepted, flagged.
     late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # 'review' (the person's request) or 'confirmation' (an officer confirms a held decision): one queue
+    # engine, one set of leases and fencing tokens.
+    kind: Mapped[str] = mapped_column(String(20), default="review", server_default=text("'review'"))
+
+
+class MonitoringValues(Base):
+    """Monitor-only values (e.g. sex) collected with a decision for fairness figures: never passed to the model,
+    never shown to the person or the agency, never in an audit leaf. Encrypted like contacts (AES-GCM, the
+    contact key, associated data 'monitoring:<decision id>'); retention and crypto-shredding: issue 15."""
+
+    __tablename__ = "monitoring_values"
+
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("scoring_models.id"), index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class GroundTruth(Base):
+    """The true outcome of a decision, posted later by its agency (for error rates per group)."""
+
+    __tablename__ = "ground_truths"
+
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), primary_key=True)
+    positive: Mapped[bool] = mapped_column(Boolean)  # the model's positive class turned out true
+    posted_by: Mapped[str] = mapped_column(String(40))
+    posted_at: Mapped[dt.datetime]
+
+
+class Incident(Base):
+    """An incident with a model (AI Law: the owner monitors and reports): severity, status, report deadline."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index(None, "model_name", "opened_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    opened_by: Mapped[str] = mapped_column(String(200))
+    opened_at: Mapped[dt.datetime]
+    report_due_at: Mapped[dt.datetime]
+    reported_at: Mapped[dt.datetime | None]
+    closed_at: Mapped[dt.datetime | None]
 
 
 class AccessEvent(Base):
@@ -472,6 +522,7 @@ class DecisionBatchRow(Base):
     channels: Mapped[list[str] | None]
     language: Mapped[str | None] = mapped_column(String(5))
     features: Mapped[dict[str, Any] | None]  # validated; erased once decided (the decision keeps its inputs)
+    monitoring_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # monitor-only values, under data_key
     operator: Mapped[str | None] = mapped_column(String(200))
     reference: Mapped[str | None] = mapped_column(String(200))
     errors: Mapped[list[Any] | None] = mapped_column(JSONType)  # the row's problems, each {"field", "rule", "message"}
@@ -481,6 +532,40 @@ class DecisionBatchRow(Base):
     adverse: Mapped[bool | None] = mapped_column(Boolean)
     decided_at: Mapped[dt.datetime | None]
 
+
+
+class SignInLink(Base):
+    """A one-time sign-in link for an official, bound to their API client (key): only its hash is stored.
+
+    Single use (``used_at``), short-lived (``expires_at``); the key itself never reaches the browser."""
+
+    __tablename__ = "sign_in_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser session (an official's or a person's): the cookie holds a random id, the table
+    its hash, who it is and until when. Signing in makes a new one; signing out ends it."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "official" | "person"
+    via: Mapped[str] = mapped_column(String(20))  # "link" | "oidc"
+    client_id: Mapped[str | None] = mapped_column(ForeignKey("api_clients.id"), index=True)  # link sign-in
+    official_id: Mapped[str | None] = mapped_column(String(100))  # "cli_…" or "oidc:<subject>"
+    name: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str | None] = mapped_column(String(20))
+    subject_ref: Mapped[str | None] = mapped_column(String(64))  # a person's (HMAC of the IIN), never the IIN
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
 
 def table(model: type[Base]) -> Table:
     """The Core table of a mapped class (for inserts and updates on the hot path, without the unit of work)."""

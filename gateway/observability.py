@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway import oversight
 from gateway.api.common import principal
 from gateway.extensions import db
 from gateway.models import Role
@@ -92,6 +93,61 @@ class ReviewCollector(_DatabaseCollector):
         yield from (by_status, overdue)
 
 
+class OversightCollector(_DatabaseCollector):
+    """The oversight report's main figures per serving model over the last OVERSIGHT_METRICS_DAYS days."""
+
+    def __init__(self, app: Flask) -> None:
+        days = int(app.config.get("OVERSIGHT_METRICS_DAYS") or 30)
+        super().__init__(app, lambda: oversight.recent_reports(days))
+
+    def collect(self) -> Iterator[Metric]:
+        reports = self.figures()
+        g = {name: GaugeMetricFamily(f"gateway_oversight_{name}", text, labels=labels) for name, text, labels in (
+            ("decisions", "Decisions in the window.", ["model"]),
+            ("adverse_rate", "Share of adverse decisions.", ["model"]),
+            ("notices_dead", "Decision notices given up (dead letters).", ["model"]),
+            ("notice_delivery_seconds_p95", "95th percentile of notice delivery delay.", ["model"]),
+            ("reviews_overdue", "Open reviews past their (extended) due date at the window's end.", ["model"]),
+            ("reviews_overturn_rate", "Share of resolved reviews changed or annulled.", ["model"]),
+            ("reviews_on_time_rate", "Share of resolved reviews resolved by their due date.", ["model"]),
+            ("confirmations_waiting", "Held decisions waiting for an officer.", ["model"]),
+            ("selection_rate", "Share of favourable outcomes per monitored group.", ["model", "attribute", "group"]),
+            ("demographic_parity_difference", "Largest gap in selection rate between groups.", ["model", "attribute"]),
+            ("equalized_odds_difference", "Largest gap in TPR or FPR between groups (ground truth).",
+             ["model", "attribute"]),
+            ("score_psi", "Population stability index of the score against the background data.",
+             ["model", "version"]),
+            ("inputs_drifting", "Inputs whose PSI or KS statistic passed the flag.", ["model", "version"]),
+            ("incidents_open", "Incidents not closed.", ["model"]),
+        )}
+
+        def put(name: str, labels: list[str], value: Any) -> None:
+            if value is not None:
+                g[name].add_metric(labels, float(value))
+
+        for model, r in sorted(reports.items()):
+            put("decisions", [model], r["volume"]["decisions"])
+            put("adverse_rate", [model], r["volume"]["adverse_rate"])
+            put("notices_dead", [model], r["notices"]["dead_lettered"])
+            put("notice_delivery_seconds_p95", [model], r["notices"]["delivery_seconds_p95"])
+            put("reviews_overdue", [model], r["reviews"]["overdue"])
+            put("reviews_overturn_rate", [model], r["reviews"]["overturn_rate"])
+            put("reviews_on_time_rate", [model], r["reviews"]["on_time_rate"])
+            put("confirmations_waiting", [model], r["confirmations"]["waiting"])
+            for attribute, f in sorted(r["fairness"].items()):
+                for group, rate in sorted(f.get("selection_rate", {}).items()):
+                    put("selection_rate", [model, attribute, group], rate)
+                put("demographic_parity_difference", [model, attribute], f.get("demographic_parity_difference"))
+                put("equalized_odds_difference", [model, attribute],
+                    f.get("ground_truth", {}).get("equalized_odds_difference"))
+            for version, d in sorted(r["drift"]["versions"].items()):
+                if d.get("score"):
+                    put("score_psi", [model, version], d["score"]["psi"])
+                    put("inputs_drifting", [model, version], len(d["flagged"]))
+            put("incidents_open", [model], sum(1 for i in r["incidents"] if i["status"] != "closed"))
+        yield from g.values()
+
+
 class ScrapeCache:
     """The registry's exposition, computed at most once per `max_age` seconds and shared by every request."""
 
@@ -122,7 +178,7 @@ class ScrapeCache:
 def init_app(app: Flask) -> None:
     """Build the registry with every collector and serve it, cached, at GET /metrics (metrics or auditor key)."""
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (NotificationCollector(app), ReviewCollector(app)):
+    for collector in (NotificationCollector(app), ReviewCollector(app), OversightCollector(app)):
         registry.register(collector)
     app.extensions["gateway.metrics"] = registry
     cache = ScrapeCache(registry, float(app.config.get("METRICS_MAX_AGE_S", 15.0)))

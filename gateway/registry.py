@@ -22,8 +22,8 @@ from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFaile
 from gateway.extensions import db
 from gateway.features import example_row, to_frame
 from gateway.ids import isoformat, new_id, utcnow
-from gateway.manifest import Manifest, MultiClassPolicy, RegressionPolicy
-from gateway.models import Blob, Decision, ModelStatus, ScoringModel
+from gateway.manifest import Manifest, MultiClassPolicy, RegressionPolicy, classification_problems
+from gateway.models import Blob, Decision, Incident, ModelStatus, ScoringModel
 from gateway.settings import Settings, current_settings
 
 SERVING = (ModelStatus.ACTIVE.value, ModelStatus.SUSPENDED.value)
@@ -38,23 +38,44 @@ def store_blob(data: bytes) -> str:
 
 
 def check_risk_assessment(manifest: Manifest, max_age: int, today: dt.date | None = None) -> None:
-    """Refuse a high-risk model without a risk assessment dated within `max_age` days."""
-    if manifest.risk_class != "high":
+    """Refuse a medium- or high-risk model without a risk assessment dated within `max_age` days."""
+    if manifest.risk_class == "minimal":
         return
-    if manifest.risk_assessment_date is None:
+    done = manifest.assessed_on
+    if done is None:
         raise ModelUnavailable(
-            f"model {manifest.name} {manifest.version} is high-risk and has no risk_assessment_date; "
-            "a high-risk model is served only with a risk assessment dated within the last "
+            f"model {manifest.name} {manifest.version} is {manifest.risk_class}-risk and has no risk_assessment; "
+            f"a {manifest.risk_class}-risk model is served only with a risk assessment dated within the last "
             f"{max_age} days",
             code="risk_assessment_missing",
         )
-    done = manifest.risk_assessment_date
     today = today or utcnow().date()
     if (today - done).days > max_age:
         raise ModelUnavailable(
-            f"model {manifest.name} {manifest.version} is high-risk and its risk assessment of {done} is "
-            f"older than {max_age} days; renew it and register a new version",
+            f"model {manifest.name} {manifest.version} is {manifest.risk_class}-risk and its risk assessment of "
+            f"{done} is older than {max_age} days; renew it and register a new version",
             code="risk_assessment_expired",
+        )
+
+
+def check_classification(manifest: Manifest) -> None:
+    """Refuse to serve a version the AI Law's risk regime refuses (one registered before it was enforced)."""
+    problems = classification_problems(manifest)
+    if problems:
+        raise ModelUnavailable(
+            f"model {manifest.name} {manifest.version} does not meet the AI Law's classification rules: "
+            f"{problems[0]['message']}",
+            code="classification_refused",
+        )
+
+
+def refuse_unclassified(manifest: Manifest) -> None:
+    """ValidationFailed naming every rule (and its article) the manifest breaks; nothing when it complies."""
+    problems = classification_problems(manifest)
+    if problems:
+        raise ValidationFailed(
+            f"model {manifest.name} {manifest.version} is refused: " + "; ".join(p["message"] for p in problems),
+            code="classification_refused", details=problems,
         )
 
 
@@ -76,6 +97,7 @@ def register(
     is asked for here and stored as its artifact, so that its decisions pin it.
     """
     settings = settings or current_settings()
+    refuse_unclassified(manifest)
     if manifest.source is not None:
         artifact = _pin(manifest, background, settings)
     elif artifact is None:
@@ -224,7 +246,9 @@ def activate_version(name: str, version: str, *, settings: Settings | None = Non
     """Make `version` the serving version of `name` (no commit); the previous one stops serving."""
     settings = settings or current_settings()
     row = _version(name, version)
-    check_risk_assessment(Manifest.model_validate(row.manifest), settings.risk_assessment_max_age_days)
+    manifest = Manifest.model_validate(row.manifest)
+    check_classification(manifest)
+    check_risk_assessment(manifest, settings.risk_assessment_max_age_days)
     now = utcnow()
     for other in db.session.execute(
         select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING), ScoringModel.id != row.id)
@@ -238,17 +262,23 @@ def activate_version(name: str, version: str, *, settings: Settings | None = Non
     return row
 
 
-def suspend(name: str, reason: str) -> ScoringModel:
-    """Stop serving `name` at once (the kill switch; no commit)."""
+def suspend(name: str, reason: str, incident_id: str) -> ScoringModel:
+    """Stop serving `name` at once (the kill switch; no commit), naming the incident that asks for it."""
     row = db.session.execute(
         select(ScoringModel).where(ScoringModel.name == name, ScoringModel.status.in_(SERVING))
     ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"model {name} has no serving version")
+    incident = db.session.get(Incident, incident_id)
+    if incident is None or incident.model_name != name:
+        raise NotFound(f"no incident {incident_id} of model {name} is registered; open one with POST /v1/incidents "
+                       "(suspending a model needs an incident reference)", code="incident_not_found")
     now = utcnow()
-    row.status, row.status_changed_at, row.status_reason = ModelStatus.SUSPENDED.value, now, reason
+    row.status, row.status_changed_at = ModelStatus.SUSPENDED.value, now
+    row.status_reason = f"{reason} (incident {incident_id})"
     record_leaf(db.session, "model:suspended", row.id, {"model_id": row.id, "name": row.name, "version": row.version,
-                                                         "reason": reason, "at": isoformat(now)}, now)
+                                                         "reason": reason, "incident_id": incident_id,
+                                                         "at": isoformat(now)}, now)
     return row
 
 

@@ -69,7 +69,8 @@ PERSONAL_DATA: list[PersonalData] = [
     PersonalData(Recourse, "decision_id", {"options": null()}),
     PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": null(), "reasons": null()}),
     # A batch row's copy of the person's data is erased when its decision is made; kept cleared here too.
-    PersonalData(DecisionBatchRow, "decision_id", {"contact_ciphertext": None, "data_key": None, "features": null()}),
+    PersonalData(DecisionBatchRow, "decision_id", {"contact_ciphertext": None, "monitoring_ciphertext": None,
+                                                    "data_key": None, "features": null()}),
 ]
 
 

@@ -29,6 +29,8 @@ from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import (
     OPEN_REVIEW,
+    REVIEW_KIND,
+    ApiClient,
     Decision,
     LogLeaf,
     Notification,
@@ -42,6 +44,10 @@ from gateway.schemas.reviews import POINT_OF_VIEW_MAX
 from gateway.settings import current_settings
 
 GROUNDS = ("wrong_data", "wrong_assessment", "other")
+REVIEW = REVIEW_KIND
+CONFIRMATION = decisions.CONFIRMATION
+CONFIRM_OUTCOMES = ("confirmed", "changed")
+AGENCY_OUTCOME = "agency_outcome"  # the outbox kind of the signed callback to the agency
 POINT_OF_VIEW_MAX_LENGTH = POINT_OF_VIEW_MAX  # characters; the API schema and the review page share this limit
 OUTCOMES = ("upheld", "changed", "annulled")
 ANNULLED = "annulled"
@@ -191,7 +197,7 @@ def withdraw(principal: Caller, decision_id: str, review_id: str, *, now: dt.dat
     """
     now = now or utcnow()
     found = visible_review(principal, review_id, Action.WITHDRAW_REVIEW)
-    if found.decision_id != decision_id:
+    if found.decision_id != decision_id or found.kind != REVIEW:
         raise NotFound("The resource does not exist.")
     with write_transaction() as session:
         review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one()
@@ -210,9 +216,14 @@ def withdraw(principal: Caller, decision_id: str, review_id: str, *, now: dt.dat
 
 
 def _open_review(decision_id: str) -> str | None:
-    return db.session.execute(
-        select(ReviewRequest.id).where(ReviewRequest.decision_id == decision_id, ReviewRequest.status.in_(OPEN_REVIEW))
-    ).scalar_one_or_none()
+    found = db.session.execute(
+        select(ReviewRequest.id, ReviewRequest.kind)
+        .where(ReviewRequest.decision_id == decision_id, ReviewRequest.status.in_(OPEN_REVIEW))
+    ).first()
+    if found is not None and found.kind == CONFIRMATION:
+        raise Conflict("this decision waits for an officer's confirmation; it can be reviewed once it is confirmed",
+                       code="pending_confirmation")
+    return found.id if found is not None else None
 
 
 def _committer(decision: Decision) -> Callable[[Any], str]:
@@ -267,19 +278,21 @@ def _not_operator(principal: Principal, decision: Decision) -> None:
 
 
 def claim(principal: Principal, *, review_id: str | None = None, lease_seconds: int | None = None,
-          now: dt.datetime | None = None) -> ReviewRequest | None:
-    """Claim the named case, or the next one due; None when no case is waiting."""
+          now: dt.datetime | None = None, kind: str = REVIEW) -> ReviewRequest | None:
+    """Claim the named case, or the next one due, of `kind` (review or confirmation); None when none waits."""
     now = now or utcnow()
     lease = _lease(lease_seconds)
     with write_transaction() as session:
         query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
+        query = query.where(ReviewRequest.kind == kind)
         if review_id is not None:
             review = session.execute(query.where(ReviewRequest.id == review_id).with_for_update()).scalar_one_or_none()
             if review is None:
                 raise NotFound("The resource does not exist.")
             decision = session.get(Decision, review.decision_id)
             assert decision is not None
-            _not_operator(principal, decision)
+            if kind == REVIEW:
+                _not_operator(principal, decision)
             if review.status == ReviewStatus.CLAIMED and review.lease_expires_at and review.lease_expires_at > now:
                 raise Conflict("another reviewer holds this case", code="review_claimed",
                                details={"lease_expires_at": review.lease_expires_at.isoformat()})
@@ -309,17 +322,23 @@ def _next_claimable(session: Any, query: Any, principal: Principal, now: dt.date
         page = session.execute(query.limit(CLAIM_PAGE).offset(offset)
                                .with_for_update(skip_locked=True, of=ReviewRequest)).all()
         for review, operator in page:
-            if not operated_by(principal, operator):
+            # The officer who operated a held decision may confirm it; only reviews exclude them.
+            if review.kind == CONFIRMATION or not operated_by(principal, operator):
                 return review  # type: ignore[no-any-return]
         if len(page) < CLAIM_PAGE:
             return None
         offset += CLAIM_PAGE
 
 
-def _held(session: Any, principal: Principal, review_id: str, token: int, now: dt.datetime, action: str) -> ReviewRequest:
+def _held(session: Any, principal: Principal, review_id: str, token: int, now: dt.datetime, action: str,
+          kind: str = REVIEW) -> ReviewRequest:
     review = session.execute(select(ReviewRequest).where(ReviewRequest.id == review_id).with_for_update()).scalar_one_or_none()
     if review is None:
         raise NotFound("The resource does not exist.")
+    if action not in ("renew", "release") and review.kind != kind:
+        raise InvalidTransition(f"this case is a {review.kind}, not a {kind}: "
+                                + ("confirm it" if review.kind == CONFIRMATION else "resolve it"),
+                                details={"status": review.status, "kind": review.kind})
     _transition(review, action)
     if review.claimed_by != principal.id or review.fencing_token != token:
         raise StaleLease("this case is held by another claim; claim it again", details={"status": review.status})
@@ -327,7 +346,8 @@ def _held(session: Any, principal: Principal, review_id: str, token: int, now: d
         raise StaleLease("your lease on this case has run out; claim it again", details={"status": review.status})
     decision = session.get(Decision, review.decision_id)
     assert decision is not None
-    _not_operator(principal, decision)  # the operator can never act on their own case, whatever they hold
+    if review.kind == REVIEW:
+        _not_operator(principal, decision)  # the operator can never act on their own case, whatever they hold
     return review
 
 
@@ -381,11 +401,70 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
                         .values(effective_outcome=effective, effective_review_id=review.id))
         session.flush()
         notices = _notices(decision, "review_outcome", review, now)
+        if decision.confirmation is not None:  # a held decision: its agency hears the final outcome
+            notices += _agency_callback(decision, review, "superseded_by_review", now)
         if notices:
             session.execute(insert(table(Notification)), notices)
         _leaf(session, "review:resolved", review, now, decision_id=decision.id, outcome=outcome,
               previous_effective_outcome=previous, effective_outcome=effective, resolved_by=principal.id,
               reasons_commitment=_committer(decision)(review.reasons), point_of_view_considered=True)
+    return review
+
+
+def _agency_callback(decision: Decision, review: ReviewRequest, event: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """The outbox row of the signed callback telling the agency a held decision's final outcome (none when
+    the agency has no AGENCY_CALLBACK_URLS entry: it polls GET /v1/decisions/{id})."""
+    body = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
+    if body not in current_settings().agency_callback_urls:
+        return []
+    return [{
+        "id": new_id("ntf"), "decision_id": decision.id, "kind": AGENCY_OUTCOME, "channel": "webhook",
+        "language": decision.language, "status": NotificationStatus.PENDING.value, "attempts": 0,
+        "next_attempt_at": now, "created_at": now, "context": {"review_id": review.id, "event": event},
+    }]
+
+
+def confirm(principal: Principal, review_id: str, token: int, *, outcome: str, new_outcome: str | None,
+            reasons: dict[str, str], now: dt.datetime | None = None) -> ReviewRequest:
+    """An authorised officer confirms a held decision or changes its outcome; the person's notice goes now
+    (saying a person decided with the system's help) and the agency is called back."""
+    now = now or utcnow()
+    if outcome not in CONFIRM_OUTCOMES:
+        raise ValidationFailed(f"outcome must be one of {list(CONFIRM_OUTCOMES)}",
+                               details=[{"field": "outcome", "rule": "enum", "message": f"one of {list(CONFIRM_OUTCOMES)}"}])
+    with write_transaction() as session:
+        review = _held(session, principal, review_id, token, now, "resolve", kind=CONFIRMATION)
+        decision = session.get(Decision, review.decision_id)
+        assert decision is not None
+        policy = registry.manifest_of(decision.model_id).policy
+        if outcome == "confirmed":
+            effective = _effective_after("upheld", new_outcome, decision.outcome, tuple(policy.outcomes))
+        else:
+            effective = _effective_after("changed", new_outcome, decision.outcome, tuple(policy.outcomes))
+            if not any(v.strip() for v in reasons.values()):
+                raise ValidationFailed("give the reasons for changing the system's outcome",
+                                       details=[{"field": f"reasons.{decision.language}", "rule": "required",
+                                                 "message": "required when the outcome is changed"}])
+        review.status = _transition(review, "resolve")
+        review.outcome, review.new_outcome = outcome, new_outcome if outcome == "changed" else None
+        review.reasons = {k: v for k, v in reasons.items() if v.strip()} or None
+        review.resolved_by, review.resolved_at = principal.id, now
+        review.lease_expires_at = None
+        session.execute(update(Decision).where(Decision.id == decision.id)
+                        .values(effective_outcome=effective, effective_review_id=review.id, confirmation=outcome))
+        session.flush()
+        context = {"confirmation_id": review.id}
+        rows = [
+            {"id": new_id("ntf"), "decision_id": decision.id, "kind": decisions.NOTICE, "channel": channel,
+             "language": decision.language, "status": NotificationStatus.PENDING.value, "attempts": 0,
+             "next_attempt_at": now, "created_at": now, "context": context}
+            for channel in sorted(decisions.contact_of(decision))
+        ]
+        rows += _agency_callback(decision, review, outcome, now)
+        if rows:
+            session.execute(insert(table(Notification)), rows)
+        _leaf(session, "decision:confirmed", review, now, decision_id=decision.id, outcome=outcome,
+              system_outcome=decision.outcome, effective_outcome=effective, confirmed_by=principal.id)
     return review
 
 
@@ -482,12 +561,15 @@ def extend(principal: Principal, review_id: str, token: int, *, until: dt.date, 
 
 def list_reviews(*, status: str | None = None, model: str | None = None, due_before: dt.datetime | None = None,
                  overdue: bool | None = None, limit: int = 50, offset: int = 0,
-                 now: dt.datetime | None = None) -> tuple[list[ReviewRequest], int]:
-    """The queue, ordered by (effective) due date, with the total count for paging."""
+                 now: dt.datetime | None = None, kind: str = REVIEW) -> tuple[list[ReviewRequest], int]:
+    """The queue of `kind`, ordered by (effective) due date, with the total count for paging."""
     now = now or utcnow()
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
-    if status:
+    query = query.where(ReviewRequest.kind == kind)
+    if status == "open":  # queued or claimed: the cases still waiting for a decision
+        query = query.where(ReviewRequest.status.in_(OPEN_REVIEW))
+    elif status:
         query = query.where(ReviewRequest.status == status)
     if model:
         query = query.where(Decision.model_name == model)
@@ -505,7 +587,8 @@ def overdue_count(now: dt.datetime | None = None) -> int:
     now = now or utcnow()
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     return int(db.session.execute(
-        select(func.count()).where(due < now, ReviewRequest.status.in_(OPEN_REVIEW))).scalar_one())
+        select(func.count()).where(due < now, ReviewRequest.status.in_(OPEN_REVIEW), ReviewRequest.kind == REVIEW)
+    ).scalar_one())
 
 
 def review_stats(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
@@ -516,6 +599,7 @@ def review_stats(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
     rows = db.session.execute(
         select(Decision.model_name, ReviewRequest.status, func.count(), func.sum(case((late, 1), else_=0)))
         .join(Decision, Decision.id == ReviewRequest.decision_id)
+        .where(ReviewRequest.kind == REVIEW)
         .group_by(Decision.model_name, ReviewRequest.status)
     ).all()
     stats: dict[str, dict[str, int]] = {}

@@ -32,6 +32,19 @@ class OidcSettings:
 
 
 @dataclass(frozen=True)
+class OidcSignIn:
+    """Browser sign-in through an OpenID provider (authorization code + PKCE, gateway/web/signin.py)."""
+
+    metadata_url: str
+    client_id: str
+    client_secret: str
+    scopes: str
+    role_claim: str  # officials: reviewer | auditor
+    name_claim: str
+    iin_claim: str  # people: their IIN (only its HMAC is kept)
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the services need to know about the deployment (see gateway/config.py for each one's meaning)."""
 
@@ -58,6 +71,11 @@ class Settings:
     batch_chunk_size: int = 500  # rows of a decision batch decided and committed together
     batch_max_rows: int = 100_000  # rows in one decision batch
     batch_max_bytes: int = 64 * 1024 * 1024  # size of one decision-batch upload
+    agency_callback_urls: Mapping[str, str] = field(default_factory=dict, repr=False)  # agency body → URL
+    fairness_min_group: int = 30
+    sign_in_link_max_age_s: int = 900  # one-time sign-in links of officials (gateway.officials)
+    console_session_max_age_s: int = 8 * 3600  # signed-in browser sessions (officials, people via OIDC)
+    oidc_sign_in: OidcSignIn | None = None  # None: sign-in through an OpenID provider is off
 
     @property
     def base_url(self) -> str:
@@ -101,6 +119,17 @@ class Settings:
             batch_chunk_size=int(config["BATCH_CHUNK_SIZE"]),
             batch_max_rows=int(config["BATCH_MAX_ROWS"]),
             batch_max_bytes=int(config["BATCH_MAX_BYTES"]),
+            agency_callback_urls=dict(config.get("AGENCY_CALLBACK_URLS") or {}),
+            fairness_min_group=int(config.get("FAIRNESS_MIN_GROUP") or 30),
+            sign_in_link_max_age_s=int(config.get("SIGN_IN_LINK_MAX_AGE_S") or 900),
+            console_session_max_age_s=int(config.get("CONSOLE_SESSION_MAX_AGE_S") or 8 * 3600),
+            oidc_sign_in=OidcSignIn(
+                metadata_url=str(config["OIDC_METADATA_URL"]), client_id=str(config["OIDC_CLIENT_ID"]),
+                client_secret=str(config.get("OIDC_CLIENT_SECRET") or ""), scopes=str(config.get("OIDC_SCOPES") or "openid"),
+                role_claim=str(config.get("OIDC_ROLE_CLAIM") or "gateway_role"),
+                name_claim=str(config.get("OIDC_NAME_CLAIM") or "name"),
+                iin_claim=str(config.get("OIDC_IIN_CLAIM") or "iin"),
+            ) if config.get("OIDC_CLIENT_ID") and config.get("OIDC_METADATA_URL") else None,
         )
 
     def replace(self, **changes: Any) -> Settings:

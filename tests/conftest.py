@@ -75,6 +75,10 @@ def seed(app: Any, manifest_path: Path) -> dict[str, str]:
         upgrade()
         manifest, folder = load_manifest(manifest_path)
         assert manifest.artifact and manifest.explanation.background
+        # The example ships high-risk with adverse outcomes confirmed by an officer first (tests/test_oversight.py
+        # runs it so). The shared fixture serves it as medium-risk, every decision taking effect at once, so that
+        # the tests of the decision, notice, explanation and review flows see a declined decision notified at once.
+        manifest = manifest.model_copy(update={"risk_class": "medium", "adverse_review_first": False})
         with write_transaction():
             registry.register(
                 manifest,

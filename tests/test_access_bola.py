@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider, notice_token, valid_iin
+from tests.support.registration import open_incident
 from tests.web.support import expired_token
 
 pytestmark = [
@@ -53,6 +54,7 @@ DECISION_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/v1/decisions/<decision_id>/access-log", "GET"): frozenset({"citizen", "auditor"}),
     ("/v1/decisions/<decision_id>/reviews", "POST"): frozenset({"citizen", "agency"}),
     ("/v1/decisions/<decision_id>/handover-links", "POST"): frozenset({"agency"}),
+    ("/v1/decisions/<decision_id>/ground-truth", "POST"): frozenset({"agency"}),
     ("/v1/decisions/<decision_id>/hold", "POST"): frozenset({"auditor"}),
     ("/v1/decisions/<decision_id>/hold", "DELETE"): frozenset({"auditor"}),
 }
@@ -64,7 +66,7 @@ REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     # Named under its decision as well: both ids are filled in from the review (the person's own action).
     ("/v1/decisions/<decision_id>/reviews/<review_id>/withdraw", "POST"): frozenset({"citizen"}),
     **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
-       for action in ("renew", "release", "resolve", "extend", "rescore")},
+       for action in ("renew", "release", "resolve", "extend", "rescore", "confirm")},
 }
 # A decision batch: seen by the agency (body) that submitted it only; everyone else gets the 404 of no batch.
 BATCH_ROUTES: dict[tuple[str, str], frozenset[str]] = {
@@ -79,6 +81,9 @@ PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("/v1/models/<name>/decision-batches", "POST"): frozenset({"agency"}),
     ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
     ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
+    # The incident register: the owner's and the auditor's, no person's data.
+    ("/v1/incidents/<incident_id>", "GET"): frozenset({"admin", "auditor"}),
+    ("/v1/incidents/<incident_id>/status", "POST"): frozenset({"admin", "auditor"}),
 }
 # The person's pages (gateway.web): reached with the session the personal link starts, never a header.
 PAGE_ROUTES: dict[tuple[str, str], str] = {
@@ -91,7 +96,22 @@ PAGE_ROUTES: dict[tuple[str, str], str] = {
     ("/d/<decision_id>/data.json", "GET"): "/data.json",
     ("/d/<decision_id>/receipt.json", "GET"): "/receipt.json",
 }
-PUBLIC_PAGES = {("/register/<name>/<version>", "GET")}  # the register: public, like GET /v1/models/<name>
+PUBLIC_PAGES = {("/register/<name>/<version>", "GET"),  # the register: public, like GET /v1/models/<name>
+                # one-time sign-in links: the token is the credential (tests/web/test_console_signin.py)
+                ("/signin/<token>", "GET"), ("/signin/<token>", "POST")}
+# The officials' pages (gateway/web/console.py, audit.py): a signed-in official of one role, never a header.
+CONSOLE_ROUTES: dict[tuple[str, str], str] = {
+    ("/console/cases/<review_id>", "GET"): "",
+    **{(f"/console/cases/<review_id>/{action}", "POST"): f"/{action}"
+       for action in ("claim", "renew", "release", "rescore", "resolve", "extend")},
+}
+AUDIT_ROUTES: dict[tuple[str, str], str] = {("/audit/decisions/<decision_id>", "GET"): ""}
+# Officials' and signed-in people's pages without an id: who may open them.
+SIGNED_IN_PAGES: dict[tuple[str, str], str] = {
+    ("/console", "GET"): "reviewer", ("/console/next", "POST"): "reviewer",
+    ("/audit", "GET"): "auditor", ("/audit/export.csv", "GET"): "auditor", ("/audit/export.parquet", "GET"): "auditor",
+    ("/me", "GET"): "person", ("/me/data.json", "GET"): "person",
+}
 STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
 
 
@@ -185,13 +205,19 @@ def body_for(rule: str, method: str, gw: Gateway) -> dict[str, Any]:
     if action == "resolve":
         return {"json": {"fencing_token": 1, "outcome": "upheld", "reasons": {"kk": "Шешім дұрыс."},
                          "point_of_view_considered": True}}
+    if action == "confirm":
+        return {"json": {"fencing_token": 1, "outcome": "confirmed"}}
+    if action == "ground-truth":
+        return {"json": {"positive": True}}
+    if action == "status":
+        return {"json": {"status": "reported"}}
     if action == "extend":
         until = (dt.date.today() + dt.timedelta(days=40)).isoformat()
         return {"json": {"fencing_token": 1, "until": until, "reason": "Expert opinion requested"}}
     if action == "decisions":
         return {"json": gw.sample}
     if action == "suspend":
-        return {"json": {"reason": "matrix"}}
+        return {"json": {"reason": "matrix", "incident_id": open_incident(gw.client, gw.auth("admin"))}}
     if action == "hold":  # a legal hold: set with a JSON reason, cleared with ?reason=
         return {"json": {"reason": "matrix"}} if method == "POST" else {"query_string": {"reason": "matrix"}}
     return {}
@@ -224,6 +250,10 @@ def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
                 found.append((plain, method, "page"))
             elif key in BATCH_ROUTES:
                 found.append((plain, method, "batch"))
+            elif key in CONSOLE_ROUTES:
+                found.append((plain, method, "console"))
+            elif key in AUDIT_ROUTES:
+                found.append((plain, method, "audit"))
             elif key in PUBLIC_PAGES or rule.rule in STATIC_FILES and method == "GET" or key in NESTED_ROUTES:
                 continue
             else:
@@ -237,8 +267,11 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
     routes = classify_routes(gateway)
     assert {(r, m) for r, m, c in routes if c in ("decision", "review")} == set(DECISION_ROUTES) | set(REVIEW_ROUTES)
     assert {(r, m) for r, m, c in routes if c == "page"} == set(PAGE_ROUTES)
-    # pages: test_no_session_reaches_a_page_it_may_not_see; batches: test_a_batch_is_seen_by_its_agency_only
-    routes = [r for r in routes if r[2] not in ("page", "batch")]
+    assert {(r, m) for r, m, c in routes if c == "console"} == set(CONSOLE_ROUTES)
+    assert {(r, m) for r, m, c in routes if c == "audit"} == set(AUDIT_ROUTES)
+    # Pages: test_no_session_reaches_a_page_it_may_not_see and test_officials_and_people_reach_only_their_own_pages;
+    # batches: test_a_batch_is_seen_by_its_agency_only
+    routes = [r for r in routes if r[2] not in ("page", "console", "audit", "batch")]
     failures: list[str] = []
     tally: Counter[str] = Counter()
     cross_successes = 0
@@ -255,9 +288,11 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
                     data = b"matrix"
                     real, fake = hashlib.sha256(data).hexdigest(), "0" * 64
                     extra = {"data": data, "content_type": "application/octet-stream"}
+                elif "<incident_id>" in rule:
+                    real, fake = open_incident(gateway.client, gateway.auth("admin")), "inc_AAAAAAAAAAAAAAAAAAAAAA"
                 else:
                     real, fake = name, "no-such-model"
-                param = "<sha256>" if "<sha256>" in rule else "<name>"
+                param = next(p for p in ("<sha256>", "<incident_id>", "<name>") if p in rule)
                 hit = send(gateway, method, rule.replace(param, real), who.headers, extra)
                 miss = send(gateway, method, rule.replace(param, fake), who.headers, extra)
                 tally[f"public {hit.status_code}"] += 1
@@ -449,3 +484,84 @@ def decide_link(gw: Gateway, world: World, label: str) -> str:
     """The person's capability link for a decision of the world, as their notice carries it."""
     did = world.decisions[label]
     return f"https://gateway.test/d/{did}?token={notice_token(gw, did)}"
+
+
+# --- the officials' console, the audit pages and /me: every route × every kind of browser session -------------
+
+def _official_browser(gw: Gateway, name: str) -> Any:
+    from tests.web.console_support import official
+
+    return official(gw, name)
+
+
+def _person_browser(gw: Gateway, iin: str) -> Any:
+    """A browser with a person's OIDC session (as the identity provider's sign-in starts it)."""
+    from gateway import officials
+    from gateway.identity import subject_ref
+
+    browser = gw.app.test_client()
+    with gw.app.app_context():
+        ref = subject_ref(iin, gw.app.extensions["gateway.settings"].subject_key)
+        started = officials.sign_in_person(ref)
+    with browser.session_transaction() as session:
+        session["sid"] = started.session_id
+    return browser
+
+
+def _any_csrf(browser: Any) -> str | None:
+    for path in ("/console", "/audit", "/me", "/signin"):
+        page = browser.get(path)
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+        if page.status_code == 200 and found:
+            return found.group(1)
+    return None
+
+
+def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: IdentityProvider) -> None:
+    """Reviewer, auditor, OIDC person, capability-link person and no session × every console, audit and /me
+    route: the role's own pages open, another role's are 403, no official/person session is 401, and an id
+    that does not exist is the same 404 whoever asks."""
+    world = build_world(gateway, idp)
+    review, decision = world.reviews["R2"], world.decisions["D2"]
+    browsers = {
+        "reviewer": _official_browser(gateway, "reviewer"),
+        "auditor": _official_browser(gateway, "auditor"),
+        "person": _person_browser(gateway, IIN_3),
+        "capability": _page_browser(gateway, decide_link(gateway, world, "D1")),
+        "nobody": gateway.app.test_client(),
+    }
+    kinds = {"reviewer": "reviewer", "auditor": "auditor", "person": "person"}
+    failures = []
+    for who, browser in browsers.items():
+        token = _any_csrf(browser) or "none"
+        for routes, role, target, missing in ((CONSOLE_ROUTES, "reviewer", f"/console/cases/{review}", f"/console/cases/{MISSING_REVIEW}"),
+                                              (AUDIT_ROUTES, "auditor", f"/audit/decisions/{decision}", f"/audit/decisions/{MISSING_DECISION}")):
+            for (rule, method), suffix in routes.items():
+                data = {"csrf_token": token, "fencing_token": "0"} if method == "POST" else None
+                hit = browser.open(target + suffix, method=method, data=data)
+                expected = (401 if kinds.get(who) not in ("reviewer", "auditor") else
+                            (None if kinds[who] == role else 403))
+                if expected is None:
+                    if hit.status_code in (401, 403, 404) or hit.status_code >= 500:
+                        failures.append(f"{who}: {method} {rule}: {hit.status_code} (should be allowed)")
+                    gone = browser.open(missing + suffix, method=method, data=data)
+                    if gone.status_code != 404:
+                        failures.append(f"{who}: {method} {rule} (missing id): {gone.status_code}")
+                elif hit.status_code != expected:
+                    failures.append(f"{who}: {method} {rule}: {hit.status_code}, expected {expected}")
+        for (rule, method), role in SIGNED_IN_PAGES.items():
+            data = {"csrf_token": token} if method == "POST" else None
+            resp = browser.open(rule, method=method, data=data)
+            resp.get_data()  # an export streams: read it to the end, as a browser would
+            resp.close()
+            if kinds.get(who) == role:
+                expected_ok = resp.status_code in (200, 303)
+            elif role == "person" or kinds.get(who) not in ("reviewer", "auditor"):
+                expected_ok = resp.status_code == 401
+            else:
+                expected_ok = resp.status_code == 403
+            if not expected_ok:
+                failures.append(f"{who}: {method} {rule}: {resp.status_code} (page of the {role})")
+    assert not failures, "\n".join(failures)
+    # An auditor cannot resolve: the case is as it was.
+    assert gateway.count("reviews") == 2

@@ -18,8 +18,12 @@ from flask.cli import ScriptInfo
 from gateway.batches.task import BatchKind
 from gateway.cli import main
 from gateway.extensions import db
+from gateway.oversight import monitored_values
+from gateway.settings import current_settings
 from tests.conftest import Gateway
+from tests.oversight.test_confirmation import register_low_autonomy
 from tests.support.gateway_server import valid_iin
+from tests.support.registration import open_incident
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                      indirect=True)
@@ -259,7 +263,9 @@ def test_another_agency_and_other_roles_get_404_for_a_batch(gateway: Gateway) ->
 
 def test_a_suspended_model_stops_the_batch(gateway: Gateway) -> None:
     batch_id = submit(gateway, json={"rows": rows(gateway, 2)}).get_json()["batch_id"]
-    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "audit"}, headers=gateway.auth("admin"))
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "audit", "incident_id": incident},
+                               headers=gateway.auth("admin"))
     assert resp.status_code == 200, resp.get_json()
     run_batches(gateway)
     view = batch(gateway, batch_id).get_json()
@@ -294,3 +300,53 @@ def test_gateway_decide_runs_a_file_with_a_summary_and_results(gateway: Gateway,
     bad.write_text("x")
     unknown = CliRunner().invoke(main, ["decide", "--model", "german-credit", "--client", "agency_a", str(bad)], obj=info)
     assert unknown.exit_code != 0 and "cannot read a decision batch from a file named 'people.txt'" in unknown.output
+
+
+def test_monitor_only_values_ride_with_their_rows_and_never_reach_the_model(gateway: Gateway) -> None:
+    """As in a single decision: the rows' monitor-only values (JSON `monitoring`, or a file's optional column)
+    are stored encrypted with each decision for the oversight report, and a wrong one is that row's error."""
+    body_rows = rows(gateway, 3, prefix="mon")
+    for i, r in enumerate(body_rows):
+        r["monitoring"] = {"sex": ("female", "male")[i % 2]}
+    body_rows[2]["monitoring"] = {"sex": "unknown"}  # not a declared category: the row's error
+    resp = submit(gateway, json={"rows": body_rows})
+    assert resp.status_code == 202, resp.get_json()
+    files = flat(gateway, rows(gateway, 2, prefix="mon-csv")).assign(sex=["male", "female"])
+    resp_csv = submit(gateway, data=csv_bytes(files), content_type="text/csv")
+    assert resp_csv.status_code == 202, resp_csv.get_json()
+    run_batches(gateway)
+    view = batch(gateway, resp.get_json()["batch_id"]).get_json()
+    by_index = {r["index"]: r for r in view["rows"]}
+    assert [by_index[i]["status"] for i in range(3)] == ["decided", "decided", "invalid"]
+    assert by_index[2]["errors"][0]["field"] == "monitoring.sex", by_index[2]["errors"]
+    from_csv = {r["index"]: r for r in batch(gateway, resp_csv.get_json()["batch_id"]).get_json()["rows"]}
+    expected = {by_index[0]["decision_id"]: "female", by_index[1]["decision_id"]: "male",
+                from_csv[0]["decision_id"]: "male", from_csv[1]["decision_id"]: "female"}
+    with gateway.app.app_context():
+        found = monitored_values(list(expected), current_settings())
+        stored = db.session.execute(sa.text("SELECT ciphertext FROM monitoring_values")).scalars().all()
+        inputs = db.session.execute(sa.text("SELECT inputs FROM decisions")).scalars().all()
+        db.session.commit()
+    assert {d: v["sex"] for d, v in found.items()} == expected
+    assert all(b"female" not in bytes(c) and b"male" not in bytes(c) for c in stored)  # encrypted at rest
+    assert not any("sex" in (i if isinstance(i, dict) else json.loads(i)) for i in inputs)  # never a model input
+    assert count(gateway, "SELECT count(*) FROM decision_batch_rows WHERE monitoring_ciphertext IS NOT NULL") == 0
+
+
+def test_a_low_autonomy_model_never_decides_alone_in_a_batch_either(gateway: Gateway, german_manifest: Path) -> None:
+    """Rows of a batch for a model whose decisions wait for an officer are held like single decisions: recorded
+    as pending confirmation with a confirmation case each, and no notice until an officer confirms."""
+    register_low_autonomy(gateway, german_manifest)
+    resp = submit(gateway, json={"rows": rows(gateway, 3, prefix="low")})
+    assert resp.status_code == 202, resp.get_json()
+    run_batches(gateway)
+    view = batch(gateway, resp.get_json()["batch_id"]).get_json()
+    assert view["decided_rows"] == 3, view
+    ids = "', '".join(r["decision_id"] for r in view["rows"])
+    assert count(gateway, f"SELECT count(*) FROM decisions WHERE confirmation = 'pending_confirmation' "
+                          f"AND model_version = '2.0.0' AND id IN ('{ids}')") == 3
+    assert count(gateway, f"SELECT count(*) FROM reviews WHERE kind = 'confirmation' "
+                          f"AND status = 'queued' AND decision_id IN ('{ids}')") == 3
+    assert count(gateway, f"SELECT count(*) FROM notifications WHERE decision_id IN ('{ids}')") == 0
+    stored = gateway.client.get(f"/v1/decisions/{view['rows'][0]['decision_id']}", headers=gateway.auth("agency_a"))
+    assert stored.get_json()["confirmation"] == "pending_confirmation"

@@ -199,12 +199,42 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", f"{batch_url}/results", "agency_a").status_code == 200
     assert call("GET", f"{batch_url}/results?format=jsonl", "agency_a").status_code == 200
 
+    # Oversight: the agency posts the true outcome; the auditor reads the report; an incident is registered.
+    truth = call("POST", f"/v1/decisions/{did}/ground-truth", "agency_a", json={"positive": True})
+    assert truth.status_code == 201, truth.get_json()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    report = call("GET", f"/v1/reports/oversight?model=german-credit&from={today}&to={today}", "auditor")
+    assert report.status_code == 200 and report.get_json()["volume"]["decisions"] >= 2
+    incident = call("POST", "/v1/incidents", "admin",
+                    json={"model": "german-credit", "severity": "high", "description": "contract test"})
+    assert incident.status_code == 201, incident.get_json()
+    iid = incident.get_json()["incident_id"]
+    assert call("GET", "/v1/incidents?model=german-credit", "auditor").status_code == 200
+    assert call("GET", f"/v1/incidents/{iid}", "auditor").status_code == 200
+    assert call("POST", f"/v1/incidents/{iid}/status", "admin", json={"status": "reported"}).status_code == 200
+
+    # Autonomy low: a version whose decisions wait for an officer, confirmed through the confirmation queue.
+    low = copy.deepcopy(manifest) | {"version": "1.0.2-low", "autonomy": "low", "activate": True}
+    low.pop("role_of_ai")
+    assert call("POST", "/v1/models", "admin", json=low).status_code == 201
+    held = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,
+                headers={"Idempotency-Key": "contract-4"})
+    assert held.status_code == 201 and held.get_json()["confirmation"] == "pending_confirmation"
+    assert call("GET", "/v1/confirmations", "reviewer").get_json()["total"] == 1
+    claimed = call("POST", "/v1/confirmations/claim", "reviewer", json={})
+    assert claimed.status_code == 200, claimed.get_json()
+    assert call("POST", "/v1/confirmations/claim", "reviewer", json={}).status_code == 204
+    confirmed = call("POST", f"/v1/reviews/{claimed.get_json()['review_id']}/confirm", "reviewer",
+                     json={"fencing_token": claimed.get_json()["fencing_token"], "outcome": "confirmed"})
+    assert confirmed.status_code == 200, confirmed.get_json()
+
     # Retention: an auditor sets a legal hold on the decision, then clears it, saying why.
     assert call("POST", f"/v1/decisions/{did}/hold", "auditor", json={"reason": "Court case"}).status_code == 200
     assert call("DELETE", f"/v1/decisions/{did}/hold?reason=Closed", "auditor").status_code == 200
 
-    # The kill switch, then the refusal it causes.
-    assert call("POST", "/v1/models/german-credit/suspend", "admin", json={"reason": "contract test"}).status_code == 200
+    # The kill switch (naming the incident), then the refusal it causes.
+    assert call("POST", "/v1/models/german-credit/suspend", "admin",
+                json={"reason": "contract test", "incident_id": iid}).status_code == 200
     refused = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,
                    headers={"Idempotency-Key": "contract-2"})
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "model_suspended"

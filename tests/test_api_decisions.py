@@ -21,6 +21,7 @@ from sklearn.preprocessing import FunctionTransformer
 from gateway.contacts import unwrap_data_key
 from gateway.extensions import db
 from tests.conftest import Gateway
+from tests.support.registration import CLASSIFIED, open_incident
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -337,7 +338,7 @@ def _fragile_model() -> tuple[bytes, bytes, dict[str, Any]]:
         "policy": {"positive_class": "yes", "threshold": 0.5, "outcome_above": "granted", "outcome_below": "refused",
                    "adverse_outcome": "refused"},
         "notice": {k: text for k in ("purpose", "functions", "limitations", "owner", "legal_basis")} | {"contact": "a@b.kz"},
-        "risk_class": "minimal",
+        "risk_class": "minimal", **CLASSIFIED,
         "explanation": {"background_sha256": hashlib.sha256(background).hexdigest()},
         "activate": True,
     }
@@ -404,7 +405,9 @@ def test_a_database_failure_mid_transaction_is_503_and_records_nothing(gateway: 
 
 
 def test_a_suspended_model_makes_no_decisions(gateway: Gateway) -> None:
-    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift found in monitoring"},
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    resp = gateway.client.post("/v1/models/german-credit/suspend",
+                               json={"reason": "drift found in monitoring", "incident_id": incident},
                                headers=gateway.auth("admin"))
     assert resp.status_code == 200 and resp.get_json()["status"] == "suspended"
     refused = gateway.decide()

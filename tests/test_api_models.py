@@ -10,6 +10,7 @@ import pytest
 
 from gateway.manifest import load_manifest
 from tests.conftest import Gateway, load_train_module
+from tests.support.registration import open_incident
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -39,7 +40,7 @@ def test_the_register_lists_serving_models_publicly(gateway: Gateway) -> None:
     resp = gateway.client.get("/v1/models")
     assert resp.status_code == 200
     [model] = resp.get_json()["models"]
-    assert model["name"] == "german-credit" and model["status"] == "active" and model["risk_class"] == "high"
+    assert model["name"] == "german-credit" and model["status"] == "active" and model["risk_class"] == "medium"  # as the fixture serves it
     assert model["purpose"]["kk"] and model["owner"]["ru"]
     assert model["links"]["decisions"] == "https://gateway.test/v1/models/german-credit/decisions"
 
@@ -48,7 +49,11 @@ def test_a_model_page_has_the_notice_and_the_schema(gateway: Gateway) -> None:
     resp = gateway.client.get("/v1/models/german-credit")
     assert resp.status_code == 200
     detail = resp.get_json()
-    assert {f["name"] for f in detail["features"]} >= {"age", "credit_amount", "personal_status_sex"}
+    assert {f["name"] for f in detail["features"]} >= {"age", "credit_amount"}
+    # Protected attributes are no model input; sex is collected monitor_only (its definition is public).
+    assert not {f["name"] for f in detail["features"]} & {"personal_status_sex", "foreign_worker", "sex"}
+    assert [f["name"] for f in detail["monitored"]] == ["sex"] and detail["monitored"][0]["monitor_only"]
+    assert detail["autonomy"] == "medium" and detail["purpose_category"] == "credit"
     assert set(detail["notice"]) == {"purpose", "functions", "limitations", "owner", "contact", "legal_basis"}
     assert detail["policy"]["adverse_outcome"] == "declined" and "threshold" not in detail["policy"]
 
@@ -65,7 +70,10 @@ def test_register_a_new_version_over_http_and_activate_it(gateway: Gateway, retr
     resp = gateway.client.post("/v1/models", json=body, headers=gateway.auth("admin"))
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json() == {"name": "german-credit", "version": "1.1.0", "status": "registered",
-                               "sha256": body["sha256"], "created": True}
+                               "sha256": body["sha256"], "created": True,
+                               # registration says how people oversee the version (high risk: declines first)
+                               "oversight": "autonomy medium: adverse outcomes wait for an officer's confirmation; "
+                                            "others take effect at once"}
     assert gateway.decide().get_json()["model"]["version"] == "1.0.0"  # not active until asked
     again = gateway.client.post("/v1/models", json=body | {"activate": True}, headers=gateway.auth("admin"))
     assert again.status_code == 200 and again.get_json()["created"] is False and again.get_json()["status"] == "active"
@@ -108,11 +116,16 @@ def test_only_admins_register_upload_and_suspend(gateway: Gateway, retrained: Pa
     assert gateway.client.put(f"/v1/blobs/{sha}", data=artifact,
                               headers={**headers, "Content-Type": "application/octet-stream"}).status_code == status
     assert gateway.client.post("/v1/models", json=body, headers=headers).status_code == status
-    assert gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "x"}, headers=headers).status_code == status
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    assert gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "x", "incident_id": incident},
+                               headers=headers).status_code == status
     assert gateway.decide().status_code == 201  # still serving
 
 
 def test_suspension_shows_in_the_register(gateway: Gateway) -> None:
-    gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift"}, headers=gateway.auth("admin"))
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift", "incident_id": incident},
+                               headers=gateway.auth("admin"))
+    assert resp.status_code == 200
     assert gateway.client.get("/v1/models").get_json()["models"] == []
     assert gateway.client.get("/v1/models/german-credit").get_json()["status"] == "suspended"

@@ -120,7 +120,7 @@ def test_claim_gives_the_reviewer_everything_needed_to_decide(gateway: Gateway) 
     assert case["review_id"] == rid and case["status"] == "claimed" and case["fencing_token"] == 1
     assert case["point_of_view"] == REQUEST["point_of_view"] and case["corrected_data"] == REQUEST["corrected_data"]
     assert case["decision"]["inputs"] == gateway.sample["features"] and case["decision"]["outcome"] == "declined"
-    assert set(case["explanation"]["attributions"]) >= {"personal_status_sex", "age"}  # reviewers see everything
+    assert set(case["explanation"]["attributions"]) >= {"existing_credits", "age"}  # reviewers see everything (withheld too)
     assert case["notice"]["contact"] and case["outcomes"] == ["approved", "declined"]
     assert claim(gateway).status_code == 204  # nothing else waiting
 

@@ -61,6 +61,8 @@ def test_make_run_setup_then_a_decision(instance: dict[str, str], tmp_path: Path
     )
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["links"]["decision"].startswith("http://127.0.0.1:8080/v1/decisions/")
+    # The example as shipped is high-risk: the sample's decline waits for an officer before any notice.
+    assert resp.get_json()["outcome"] == "declined" and resp.get_json()["confirmation"] == "pending_confirmation"
 
 
 def test_keys_are_shown_once_stored_hashed_and_revocable(instance: dict[str, str], tmp_path: Path,

@@ -66,5 +66,15 @@ def test_the_notice_of_make_run_opens_the_persons_pages(tmp_path: Path) -> None:
             assert explanation.status_code == 200 and "<svg" in explanation.text
             review = browser.get(f"{base}/d/{decision_id}/review")
             assert review.status_code == 200 and 'name="csrf_token"' in review.text
+        # The demo reviewer signs in with the one-time link make run printed (the key never reaches the browser).
+        sign_in = re.search(rf"Sign in as the demo reviewer.*\n\s+({re.escape(base)}/signin/gws_\S+)", demo)
+        assert sign_in, demo
+        with httpx.Client(timeout=30) as official:
+            confirm = official.get(sign_in.group(1))
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', confirm.text)
+            assert confirm.status_code == 200 and csrf, confirm.text[:500]
+            started = official.post(sign_in.group(1), data={"csrf_token": csrf.group(1)})
+            assert started.status_code == 303 and started.headers["location"] == "/console"
+            assert official.get(f"{base}/console").status_code == 200
     finally:
         server.stop()

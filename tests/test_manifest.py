@@ -79,7 +79,7 @@ def test_minimal_manifest_is_valid() -> None:
         (lambda d: d["policy"].update(adverse_outcome="maybe"), "adverse_outcome must be"),
         (lambda d: d["policy"].update(outcome_below="approved"), "must differ"),
         (lambda d: d["policy"].update(threshold=1.0), "less than 1"),
-        (lambda d: d.update(risk_class="high"), "needs risk_assessment_date"),
+        (lambda d: d.update(risk_class="high"), "needs risk_assessment"),
         (lambda d: d.update(sha256="abc"), "pattern"),
         (lambda d: d.update(surprise=1), "Extra inputs are not permitted"),
     ],

@@ -70,7 +70,7 @@ def role_for(method: str, path: str) -> str:
 # Rules of the domain that the OpenAPI document cannot state, so schema-valid ("positive") requests would
 # rightly get 422: the harness makes generated positive cases satisfy them (negative cases are untouched).
 DOMAIN_RULES = {
-    "POST /v1/models/{name}/decisions": "features follow the model's own schema (GET /v1/models/{name}); the IIN's "
+    "POST /v1/models/{name}/decisions": "features and monitoring follow the model's own schema (GET /v1/models/{name}); the IIN's "
                                         "check digit; no email address at a reserved domain; an Idempotency-Key "
                                         "is not reused with another body",
     "PUT /v1/blobs/{sha256}": "the path is the SHA-256 of the body",
@@ -195,6 +195,7 @@ def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) 
                     except EmailNotValidError:
                         contact["email"] = "person@example.kz"
             case.body["features"] = dict(gw.sample["features"])
+            case.body["monitoring"] = dict(gw.sample["monitoring"])
             _unique_key_per_body(case)
         elif operation == ("PUT", "/v1/blobs/{sha256}") and isinstance(getattr(case.body, "data", case.body), bytes):
             data = getattr(case.body, "data", case.body)

@@ -8,7 +8,7 @@ from typing import Any
 from flask_openapi3 import OpenAPI
 from werkzeug.routing import BaseConverter
 
-from gateway.api import batches_api, decisions_api, log_api, models_api, ops, reviews_api
+from gateway.api import batches_api, decisions_api, log_api, models_api, ops, oversight_api, reviews_api
 from gateway.schemas.batches import BatchRequest
 
 IDEMPOTENCY_HEADER = {
@@ -30,7 +30,7 @@ class ReviewIdConverter(BaseConverter):
 def register_api(app: OpenAPI) -> None:
 
     app.url_map.converters["rid"] = ReviewIdConverter
-    for bp in (ops.bp, models_api.bp, decisions_api.bp, batches_api.bp, reviews_api.bp, log_api.bp):
+    for bp in (ops.bp, models_api.bp, decisions_api.bp, batches_api.bp, reviews_api.bp, log_api.bp, oversight_api.bp):
         app.register_api(bp)
 
 

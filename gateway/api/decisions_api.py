@@ -58,6 +58,7 @@ def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
         language=body.subject.language,
         contact=body.subject.contact.model_dump(exclude_none=True),
         features=body.features,
+        monitoring=body.monitoring,
         operator=body.operator,
         reference=body.reference,
     )

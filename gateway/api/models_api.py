@@ -97,9 +97,9 @@ def register_model(body: ModelRegistration) -> Response:
 
 @bp.post("/models/<name>/suspend", security=BEARER, responses={200: ModelRegistered, **ERRORS})
 def suspend_model(path: ModelPath, body: SuspendRequest) -> Response:
-    """The kill switch: stop a model making decisions at once (admin)."""
+    """The kill switch: stop a model making decisions at once (admin), naming the incident that asks for it."""
     principal(Role.ADMIN)
     with write_transaction():
-        row = registry.suspend(path.name, body.reason)
+        row = registry.suspend(path.name, body.reason, body.incident_id)
         result = model_views.registered(row, False)
     return json_response(result)

@@ -16,6 +16,8 @@ from gateway.models import ReviewRequest, Role
 from gateway.presenters.review import case_view, rescore_view, summary
 from gateway.schemas import (
     ClaimIn,
+    ConfirmationQuery,
+    ConfirmIn,
     DecisionPath,
     DecisionReviewPath,
     ExtendIn,
@@ -152,3 +154,38 @@ def rescore(path: ReviewPath, body: ReleaseIn) -> Response:
     decision = reviews.rescore(who, path.review_id, body.fencing_token)
     return json_response(rescore_view(path.review_id, decision), 201,
                          {"Location": f"/v1/decisions/{decision.id}"})
+
+
+# --- the confirmation queue: held decisions (autonomy low, adverse review first) ---------------------------
+
+@bp.get("/confirmations", security=BEARER, responses={200: ReviewList, **ERRORS})
+def list_confirmations(query: ConfirmationQuery) -> Response:
+    """Decisions held for an authorised officer's confirmation (the review queue's cases of kind confirmation)."""
+    principal(Role.REVIEWER, Role.AUDITOR)
+    rows, total = reviews.list_reviews(status=query.status, model=query.model, limit=query.limit,
+                                       offset=query.offset, kind=reviews.CONFIRMATION)
+    return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total, limit=query.limit,
+                                    offset=query.offset, overdue_total=0))
+
+
+@bp.post("/confirmations/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})
+def claim_confirmation(body: ClaimIn) -> Response:
+    """Claim the next held decision (or a named one) with a lease and a fencing token; 204 when none waits.
+
+    Renew or release the lease with /v1/reviews/{id}/renew and /release (one queue engine)."""
+    who = principal(Role.REVIEWER)
+    review = reviews.claim(who, review_id=body.review_id, lease_seconds=body.lease_seconds, kind=reviews.CONFIRMATION)
+    if review is None:
+        return Response(status=204)
+    return _case(who, review)
+
+
+@bp.post("/reviews/<rid:review_id>/confirm", security=BEARER, responses={200: ReviewSummary, **ERRORS})
+def confirm(path: ReviewPath, body: ConfirmIn) -> Response:
+    """Confirm a held decision you hold, or change its outcome: the person's notice goes now (a person decided,
+    with the system's help) and the agency is called back."""
+    who = _reviewer(path.review_id)
+    review = reviews.confirm(who, path.review_id, body.fencing_token, outcome=body.outcome,
+                             new_outcome=body.new_outcome,
+                             reasons=body.reasons.model_dump(exclude_none=True))
+    return json_response(summary(review))

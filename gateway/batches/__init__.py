@@ -31,11 +31,18 @@ from explainers import ExplainerError
 from gateway import batchfiles, decisions, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import decrypt_contact, encrypt_contact, new_data_key, unwrap_data_key
+from gateway.contacts import (
+    decrypt_contact,
+    decrypt_monitoring,
+    encrypt_contact,
+    encrypt_monitoring,
+    new_data_key,
+    unwrap_data_key,
+)
 from gateway.db import rowcount, write_transaction
 from gateway.errors import NotFound, ValidationFailed
 from gateway.extensions import db
-from gateway.features import validate_features
+from gateway.features import validate_features, validate_monitoring
 from gateway.identity import subject_ref
 from gateway.ids import isoformat, new_id, utcnow
 from gateway.models import (
@@ -100,6 +107,11 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
     except ValidationFailed as exc:
         errors.extend(exc.details or [])
         features = None
+    try:
+        monitoring = validate_monitoring(model.manifest, row.monitoring)
+    except ValidationFailed as exc:
+        errors.extend(exc.details or [])
+        monitoring = {}
     if key in seen:
         errors.append({"field": "idempotency_key", "rule": "unique",
                        "message": f"row {seen[key]} of this batch has the same idempotency key"})
@@ -111,11 +123,14 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
     contact = subject.contact.model_dump(exclude_none=True)
     data_key = new_data_key(settings.contact_key, planned)  # the decision's own key, made now for its contact
     # The body a single call would send for this person: the same key with the same body replays, either way.
-    body = {k: v for k, v in row.model_dump(exclude_none=True).items() if k != "idempotency_key"}
+    # (No monitor-only values is a body without "monitoring", as a single call would send it.)
+    body = {k: v for k, v in row.model_dump(exclude_none=True).items()
+            if k != "idempotency_key" and not (k == "monitoring" and not v)}
     return values | {
         "status": PENDING, "planned_id": planned, "request_hash": decisions.request_hash(model_name, body),
         "subject_ref": subject_ref(subject.iin, settings.subject_key),
         "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key.wrapped,
+        "monitoring_ciphertext": encrypt_monitoring(data_key, monitoring) if monitoring else None,
         "channels": sorted(contact), "language": subject.language, "features": features,
         "operator": row.operator, "reference": row.reference,
     }
@@ -253,6 +268,10 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
             reference=r.reference, created_at=now, audit_extra={"batch": {"id": batch_id, "row": r.idx}},
             data_key=unwrap_data_key(settings.contact_key, r.planned_id, r.data_key),
+            # A low-autonomy model never decides alone, in a batch either: held rows wait for an officer.
+            held=decisions.held_for_confirmation(model, s.adverse),
+            monitoring=(decrypt_monitoring(settings.contact_key, r.planned_id, r.monitoring_ciphertext, r.data_key)
+                        if r.monitoring_ciphertext is not None else None),
         )
         made.append(d)
         keys.append(decisions.idempotency_row(batch.client_id, r.idempotency_key, r.request_hash, d,
@@ -285,7 +304,8 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
                     update(R).where(R.c.batch_id == batch_id, R.c.idx == bindparam("b_idx"))
                     .values(status=bindparam("status"), decision_id=bindparam("decision_id"),
                             outcome=bindparam("outcome"), score=bindparam("score"), adverse=bindparam("adverse"),
-                            errors=bindparam("errors"), decided_at=now, contact_ciphertext=None, data_key=None, features=null()),
+                            errors=bindparam("errors"), decided_at=now, contact_ciphertext=None, monitoring_ciphertext=None, data_key=None,
+                            features=null()),
                     results)
             if finished:
                 session.execute(insert(table(LogLeaf)), _finished_leaf(batch_id, BatchStatus.DONE, now, None))

@@ -38,6 +38,8 @@ REVIEW_WITHDRAWN = "review_withdrawn"
 KINDS = (DECISION_NOTICE, REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME, REVIEW_WITHDRAWN)
 REVIEW_KINDS = (REVIEW_RECEIVED, REVIEW_EXTENDED, REVIEW_OUTCOME, REVIEW_WITHDRAWN)
 LANGUAGES = ("kk", "ru", "en")
+AGENCY_OUTCOME = "agency_outcome"  # the signed callback to the agency: a held decision's final outcome
+CONFIRMED = ("confirmed", "changed")
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "effective_outcome": _outcome(manifest, decision.effective_outcome, lang),
         "adverse": decision.adverse,
         "role_of_ai": decision.role_of_ai,
-        "sole_basis": decision.role_of_ai == "sole_basis",
+        # A held decision an officer confirmed or changed: a person decided, with the system's help.
+        "confirmed_by_officer": decision.confirmation in CONFIRMED,
+        "sole_basis": decision.role_of_ai == "sole_basis" and decision.confirmation not in CONFIRMED,
         "rights": {
             "explanation_url": f"{personal}&next=explanation",
             "review_url": f"{personal}&next=review",
@@ -209,11 +213,34 @@ def render(job: Job, decision: Decision, manifest: Manifest, review: ReviewReque
                    subject=subject, text=text, html=html, payload=payload, created_at=job.created_at)
 
 
+def agency_outcome(job: Job, decision: Decision, agency: str) -> Message:
+    """The callback to the agency: the final outcome of a held decision (no personal data, no person's link)."""
+    url = current_settings().agency_callback_urls.get(agency)
+    if not url:
+        raise PermanentFailure(f"no AGENCY_CALLBACK_URLS entry for agency {agency!r}")
+    context = job.context or {}
+    data = {
+        "decision_id": decision.id, "event": context.get("event"), "case_id": context.get("review_id"),
+        "model": {"name": decision.model_name, "version": decision.model_version},
+        "outcome": decision.outcome, "effective_outcome": decision.effective_outcome,
+        "confirmation": decision.confirmation, "reference": decision.reference,
+        "links": links.decision_links(current_settings().base_url, decision.id),
+    }
+    text = f"decision {decision.id}: {context.get('event')}, effective outcome {decision.effective_outcome}\n"
+    payload = {"type": f"decision.{context.get('event')}", "timestamp": isoformat(job.created_at), "data": data}
+    return Message(id=job.id, kind=job.kind, language=job.language, recipient=url, agency=agency,
+                   subject=f"decision {decision.id}: {context.get('event')}", text=text, html=f"<p>{text}</p>",
+                   payload=payload, created_at=job.created_at)
+
+
 def message_for(job: Job) -> Message:
     """Read what the notice is about and render it (raises PermanentFailure when it can never be sent)."""
     decision = db.session.get(Decision, job.decision_id)
     if decision is None:
         raise PermanentFailure("the decision of this notification does not exist")
+    if job.kind == AGENCY_OUTCOME:
+        body = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
+        return agency_outcome(job, decision, body)
     manifest = registry.manifest_of(decision.model_id)
     review = _review_for(job) if job.kind in REVIEW_KINDS else None
     agency = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()

@@ -51,6 +51,7 @@ def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
         "explanation": explanations.state(record.explanation),
         "recourse": recourse.state(decision, record.recourse),  # what the person could change (adverse only)
         "effective_outcome_set_by": decision.effective_review_id,
+        "confirmation": decision.confirmation,
         "reviews": [summary(r) for r in record.reviews],
         "links": links.decision_links(current_settings().base_url, decision.id, token),
         "retention": retention.state(decision, current_settings()),

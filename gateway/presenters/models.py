@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.ids import isoformat
-from gateway.manifest import Manifest
+from gateway.manifest import Manifest, oversight_mode
 from gateway.models import ScoringModel
 from gateway.schemas import ModelDetail, ModelList, ModelRegistered
 
@@ -32,7 +32,7 @@ def model_list(rows: list[ScoringModel], total: int, *, limit: int, offset: int,
 
 def registered(row: ScoringModel, created: bool) -> ModelRegistered:
     return ModelRegistered(name=row.name, version=row.version, status=row.status, sha256=row.artifact_sha256,
-                           created=created)
+                           created=created, oversight=oversight_mode(Manifest.model_validate(row.manifest)))
 
 
 def detail(row: ScoringModel) -> ModelDetail:
@@ -45,8 +45,13 @@ def detail(row: ScoringModel) -> ModelDetail:
         "sha256": row.artifact_sha256,
         "risk_class": row.risk_class,
         "role_of_ai": m["role_of_ai"],
+        "autonomy": m.get("autonomy"),
+        "purpose_category": m.get("purpose_category"),
+        "oversight": oversight_mode(Manifest.model_validate(m)),
         "notice": m["notice"],
         "features": m["features"],
+        # The definitions of what the agency sends for fairness monitoring (never passed to the model).
+        "monitored": m.get("monitored", []),
         "policy": Manifest.model_validate(m).policy.public(),
         "registered_at": isoformat(row.registered_at),
     })

@@ -35,6 +35,7 @@ def summary(review: ReviewRequest, now: dt.datetime | None = None) -> ReviewSumm
         "resolved_at": isoformat_or_none(review.resolved_at),
         "rescore_decision_id": review.rescore_decision_id,
         "late": bool(review.late),
+        "kind": review.kind,
     })
 
 

@@ -86,6 +86,8 @@ from gateway.schemas.recourse import (
 )
 from gateway.schemas.reviews import (
     ClaimIn,
+    ConfirmationQuery,
+    ConfirmIn,
     DecisionReviewPath,
     ExtendIn,
     LeaseIn,
@@ -170,6 +172,8 @@ __all__ = [
     "ReleaseIn",
     "Rescored",
     "ResolveIn",
+    "ConfirmIn",
+    "ConfirmationQuery",
     "ReviewCase",
     "ReviewId",
     "ReviewList",

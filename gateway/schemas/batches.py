@@ -32,6 +32,9 @@ class BatchRow(Strict):
                     "a single call) is not decided again; its first decision is its result")
     subject: BatchSubject
     features: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(max_length=500)
+    monitoring: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(
+        default={}, max_length=50, description="monitor-only values, as in a single decision request: stored "
+                                               "encrypted for fairness monitoring, never given to the model")
     operator: Annotated[Line, Field(min_length=1, max_length=200)] | None = None
     reference: Annotated[Line, Field(min_length=1, max_length=200)] | None = None
 

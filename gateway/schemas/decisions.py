@@ -89,6 +89,10 @@ class Subject(Strict):
 class DecisionRequest(Strict):
     subject: Subject
     features: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(max_length=500)
+    monitoring: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(
+        default_factory=dict, max_length=50,
+        description="Monitor-only values (the model's `monitored` features, e.g. sex) for fairness figures: never "
+        "passed to the model, never shown to the person or the agency")
     operator: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="The officer who operated the system, if any"
     )
@@ -105,6 +109,8 @@ class DecisionCreated(Out):
     adverse: bool
     created_at: str
     links: DecisionLinks
+    confirmation: Literal["pending_confirmation"] | None = Field(
+        default=None, description="Present when the decision waits for an officer's confirmation (no notice yet)")
 
 
 class NotificationStatusOut(Out):
@@ -160,6 +166,8 @@ class DecisionOut(Out):
     explanation: ExplanationState
     recourse: RecourseState
     effective_outcome_set_by: str | None
+    confirmation: str | None = Field(description="pending_confirmation, confirmed or changed for a decision held for "
+                                     "an officer; null for one that took effect at once")
     reviews: list[ReviewSummary]
     links: DecisionLinks
     retention: RetentionState

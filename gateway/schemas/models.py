@@ -41,8 +41,12 @@ class ModelDetail(Out):
     sha256: str
     risk_class: str
     role_of_ai: str
+    autonomy: str | None
+    purpose_category: str | None
+    oversight: str
     notice: dict[str, Any]
     features: list[dict[str, Any]]
+    monitored: list[dict[str, Any]]
     policy: dict[str, Any]
     registered_at: str
 
@@ -53,10 +57,13 @@ class ModelRegistered(Out):
     status: str
     sha256: str
     created: bool
+    oversight: str
 
 
 class SuspendRequest(Strict):
     reason: Annotated[Text, Field(min_length=1, max_length=2000)]
+    incident_id: Annotated[str, Field(max_length=64, pattern=r"^inc_[A-Za-z0-9_-]{1,60}$",
+                                      description="The incident (POST /v1/incidents) that asks for the suspension")]
 
 
 class BlobStored(Out):

@@ -92,6 +92,32 @@ class ResolveIn(Strict):
     point_of_view_considered: Literal[True] = Field(description="Confirms that the person's point of view was considered")
 
 
+class ConfirmReasons(Strict):
+    """The officer's reasons (required when the outcome is changed), in any of kk, ru, en."""
+
+    kk: Reason = None  # type: ignore[assignment]  # may be left out, never null
+    ru: Reason = None  # type: ignore[assignment]
+    en: Reason = None  # type: ignore[assignment]
+
+
+class ConfirmIn(Strict):
+    """An officer's decision on a held decision: confirm the system's outcome, or change it (with reasons)."""
+
+    fencing_token: FencingToken
+    outcome: Literal["confirmed", "changed"]
+    new_outcome: Annotated[Line, Field(max_length=64)] | None = None
+    reasons: ConfirmReasons = Field(default_factory=ConfirmReasons)
+
+
+class ConfirmationQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["queued", "claimed", "resolved"] | None = None
+    model: Annotated[Line, Field(max_length=100)] | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
 class ExtendIn(Strict):
     fencing_token: FencingToken
     until: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"format": "date"},
@@ -137,6 +163,8 @@ class ReviewSummary(Out):
     resolved_at: str | None
     rescore_decision_id: str | None
     late: bool = Field(description="Requested after the window printed in the decision notice (accepted, flagged)")
+    kind: Literal["review", "confirmation"] = Field(
+        default="review", description="review: the person's request; confirmation: an officer confirms a held decision")
 
 
 class ReviewList(Out):

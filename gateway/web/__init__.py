@@ -32,7 +32,7 @@ import datetime as dt
 
 from flask import Flask
 
-from gateway.web import citizen, common, errors, register
+from gateway.web import audit, citizen, common, console, errors, me, register, signin, staff
 from gateway.web.common import csrf
 
 
@@ -53,5 +53,11 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.register_blueprint(citizen.bp)
     app.register_blueprint(register.bp)
+    app.register_blueprint(signin.bp)  # one-time links and the identity provider; sign-out
+    app.register_blueprint(console.bp)  # reviewers
+    app.register_blueprint(audit.bp)  # auditors
+    app.register_blueprint(me.bp)  # people signed in with the identity provider
+    app.add_template_global(staff.account, "account")
+    signin.init_app(app)
     common.init_app(app)
     errors.init_app(app)

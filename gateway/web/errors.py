@@ -15,6 +15,8 @@ JSON_PREFIXES = ("/v1/", "/docs", "/openapi.json", "/healthz", "/readyz", "/metr
 
 TITLES = {
     400: lazy_gettext("The request could not be understood"),
+    401: lazy_gettext("Sign in to open this page"),
+    403: lazy_gettext("You cannot open this page"),
     404: lazy_gettext("Page not found"),
     405: lazy_gettext("This page cannot be opened this way"),
     410: lazy_gettext("This link has expired"),
@@ -25,6 +27,9 @@ TITLES = {
 }
 MESSAGES = {
     400: lazy_gettext("Go back, check what you entered and try again."),
+    401: lazy_gettext("Officials sign in with the one-time link they were given or through their identity "
+                      "provider; people sign in through the identity provider. Then open the page again."),
+    403: lazy_gettext("Your role does not allow this page or action. Nothing was changed."),
     404: lazy_gettext("There is no such page, or you cannot open it with this link. If you came here from a "
                       "notice, open the link in the notice again; it works only for the decision it was sent for."),
     405: lazy_gettext("Go back and use the links and buttons on the page."),

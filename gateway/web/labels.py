@@ -57,6 +57,9 @@ READ_WHAT = {
     "data_export": lazy_gettext("the download of all data"),
     "receipt": lazy_gettext("the audit log receipt"),
     "recourse": lazy_gettext("what you could change"),
+    "audit_search": lazy_gettext("an audit search result"),
+    "audit_export": lazy_gettext("an audit export"),
+    "audit_decision": lazy_gettext("the decision, in an audit"),
 }
 RISK = {"minimal": lazy_gettext("minimal"), "medium": lazy_gettext("medium"), "high": lazy_gettext("high")}
 ROLE = {

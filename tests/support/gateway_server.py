@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "german_credit"
 TRAIN_SCRIPT = EXAMPLE / "train.py"
@@ -149,6 +151,16 @@ def run(argv: Sequence[str], *, env: dict[str, str], timeout: float = 120) -> st
     return done.stdout
 
 
+def served_as_medium_risk(manifest: Path) -> Path:
+    """A copy of the example's manifest, beside it, served as medium-risk with every decision taking effect at
+    once (as the in-process fixture serves it: tests/conftest.py); these instances stress the decision path."""
+    data = tomllib.loads(manifest.read_text(encoding="utf-8"))
+    data.update(risk_class="medium", adverse_review_first=False)
+    copy = manifest.with_name(manifest.stem + ".medium.toml")
+    copy.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return copy
+
+
 def provision(
     folder: Path,
     manifest: Path,
@@ -171,7 +183,7 @@ def provision(
     # Registering the model and creating the key are independent writes (the CLI takes the write
     # lock up front): run them side by side, each command costs seconds of imports.
     register = subprocess.Popen(
-        [gateway, "models", "register", str(manifest), "--activate"],
+        [gateway, "models", "register", str(served_as_medium_risk(manifest)), "--activate"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

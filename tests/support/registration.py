@@ -11,6 +11,16 @@ import pandas as pd
 
 TEXT = {"kk": "Мәтін", "ru": "Текст", "en": "Text"}
 
+PROHIBITED = ("manipulation", "exploiting_vulnerabilities", "social_scoring", "discriminatory_classification",
+              "emotion_recognition_without_consent", "unlawful_biometric_processing",
+              "unlawful_personal_data_processing", "predictive_policing_by_profiling", "untargeted_facial_scraping")
+
+# What the AI Law's classification asks of every registration (a minimal-risk, medium-autonomy system).
+CLASSIFIED: dict[str, Any] = {
+    "autonomy": "medium", "purpose_category": "other", "purpose_text": "test model",
+    "prohibited_practices": dict.fromkeys(PROHIBITED, False),
+}
+
 
 def manifest_for(name: str, artifact: bytes, features: list[dict[str, Any]], *, positive_class: Any,
                  background: bytes | None = None, adapter: str = "joblib", **extra: Any) -> dict[str, Any]:
@@ -20,7 +30,7 @@ def manifest_for(name: str, artifact: bytes, features: list[dict[str, Any]], *, 
         "policy": {"positive_class": positive_class, "threshold": 0.5, "outcome_above": "granted",
                    "outcome_below": "refused", "adverse_outcome": "refused"},
         "notice": {k: TEXT for k in ("purpose", "functions", "limitations", "owner", "legal_basis")} | {"contact": "a@b.kz"},
-        "risk_class": "minimal",
+        "risk_class": "minimal", **CLASSIFIED,
     }
     if background is not None:
         manifest["explanation"] = {"background": "background.csv", "background_sha256": hashlib.sha256(background).hexdigest()}
@@ -46,3 +56,12 @@ def register(client: Any, admin: dict[str, str], manifest: dict[str, Any], artif
         put = client.put(f"/v1/blobs/{sha}", data=data, headers={**admin, "Content-Type": "application/octet-stream"})
         assert put.status_code in (200, 201), put.get_json()
     return client.post("/v1/models", json=manifest | {"activate": True}, headers=admin)
+
+
+def open_incident(client: Any, headers: dict[str, str], model: str = "german-credit", severity: str = "high") -> str:
+    """Register an incident over HTTP (suspending a model names one); return its id."""
+    resp = client.post("/v1/incidents", json={"model": model, "severity": severity,
+                                              "description": "drift found in monitoring"}, headers=headers)
+    assert resp.status_code == 201, resp.get_json()
+    incident_id: str = resp.get_json()["incident_id"]
+    return incident_id

@@ -116,10 +116,10 @@ def test_commitments_are_keyed_by_the_decision_data_key() -> None:
     assert unwrapped is not None and unwrapped.commitment(inputs) == a.commitment(inputs)
 
 
-def test_risk_assessment_rule_takes_its_period_as_a_value() -> None:
-    manifest, _ = load_manifest(ROOT / "examples" / "german_credit" / "manifest.toml")
-    assert manifest.risk_class == "high" and manifest.risk_assessment_date is not None
-    today = manifest.risk_assessment_date + dt.timedelta(days=100)
+def test_risk_assessment_rule_takes_its_period_as_a_value(german_manifest: Path) -> None:
+    manifest, _ = load_manifest(german_manifest)
+    assert manifest.risk_class == "high" and manifest.assessed_on is not None
+    today = manifest.assessed_on + dt.timedelta(days=100)
     registry.check_risk_assessment(manifest, 365, today)
     with pytest.raises(ModelUnavailable, match="older than 30 days"):
         registry.check_risk_assessment(manifest, 30, today)

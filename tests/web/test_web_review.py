@@ -53,7 +53,7 @@ def test_the_form_is_built_from_the_feature_schema(gateway: Gateway) -> None:
                      r'inputmode="numeric" min="1" max="120" step="1"', body)
     assert '<label for="corrected-duration_months">' in body and "(мес.)" in body
     assert 'name="corrected.savings"' in body and '<option value="500_to_1000"' in body
-    for fixed in ("credit_history", "age", "personal_status_sex", "foreign_worker", "num_dependents"):
+    for fixed in ("credit_history", "age", "num_dependents", "sex"):
         assert f"corrected.{fixed}" not in body
     assert '<select id="language" name="language">' in body
 
@@ -117,7 +117,7 @@ def test_a_corrected_value_out_of_range_is_refused_and_what_was_typed_is_kept(ga
 
 def test_a_fixed_or_unknown_feature_injected_in_the_post_is_refused(gateway: Gateway) -> None:
     me = person(gateway, language="en")
-    for injected in ("corrected.age", "corrected.personal_status_sex", "corrected.no_such_input"):
+    for injected in ("corrected.age", "corrected.credit_history", "corrected.sex", "corrected.no_such_input"):
         resp = send(me, **{injected: "30"})
         assert resp.status_code == 422, injected
         assert error_of(resp, "corrected") == "Only the values offered in this form can be corrected.", injected

@@ -1,14 +1,14 @@
 """decision batches: a population decided in chunks by the batch job kind, with per-row results
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0013
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0015'
-down_revision = '0011'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
@@ -55,6 +55,7 @@ def upgrade():
         sa.Column('planned_id', sa.String(length=40), nullable=True),
         sa.Column('subject_ref', sa.String(length=64), nullable=True),
         sa.Column('contact_ciphertext', sa.LargeBinary(), nullable=True),
+        sa.Column('monitoring_ciphertext', sa.LargeBinary(), nullable=True),
         sa.Column('data_key', sa.LargeBinary(), nullable=True),
         sa.Column('channels', JSON, nullable=True),
         sa.Column('language', sa.String(length=5), nullable=True),
