@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import html
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from gateway import oversight
 from gateway.extensions import db
 from tests.conftest import Gateway
 from tests.oversight.test_confirmation import register_low_autonomy
@@ -191,8 +193,12 @@ def test_an_auditor_reads_the_oversight_report_and_downloads_the_same_figures(
     assert api.status_code == api_csv.status_code == 200
     data = api.get_json()
     assert data["confirmations"] and data["data"]["decisions"] == 1
-    # Every figure the API gives is on the page.
-    assert 'data-figure="confirmations.pending"' in body or 'data-figure="confirmations.' in body
+    # Every figure the API gives is on the page, with its value.
+    shown = dict(re.findall(r'<tr data-figure="([^"]+)"><th scope="row"><code>[^<]*</code></th><td[^>]*>([^<]*)</td>',
+                            body))
+    expected = {f"{section}.{key}": value for section in oversight.SECTIONS if section != "incidents"
+                for key, value in oversight.figures(data[section])}
+    assert len(expected) > 50 and {k: html.unescape(v) for k, v in shown.items()} == expected
     downloaded = auditor.get(f"/audit/report.json?{query}")
     assert downloaded.status_code == 200 and "attachment" in downloaded.headers["Content-Disposition"]
     assert downloaded.get_data() == api.get_data()
