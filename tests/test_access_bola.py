@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from gateway.extensions import db
 from tests.conftest import Gateway
+from tests.oversight.test_confirmation import register_low_autonomy
 from tests.support.citizens import IdentityProvider, notice_token, valid_iin
 from tests.support.registration import open_incident
 from tests.web.support import expired_token
@@ -100,18 +103,27 @@ PUBLIC_PAGES = {("/register/<name>/<version>", "GET"),  # the register: public, 
                 # one-time sign-in links: the token is the credential (tests/web/test_console_signin.py)
                 ("/signin/<token>", "GET"), ("/signin/<token>", "POST")}
 # The officials' pages (gateway/web/console.py, audit.py): a signed-in official of one role, never a header.
+# (rule, method) -> the path opened: {review} a review case, {confirmation} a decision held for confirmation,
+# {decision} a decision (each filled in with an id that does not exist as well).
 CONSOLE_ROUTES: dict[tuple[str, str], str] = {
-    ("/console/cases/<review_id>", "GET"): "",
-    **{(f"/console/cases/<review_id>/{action}", "POST"): f"/{action}"
+    ("/console/cases/<review_id>", "GET"): "/console/cases/{review}",
+    **{(f"/console/cases/<review_id>/{action}", "POST"): f"/console/cases/{{review}}/{action}"
        for action in ("claim", "renew", "release", "rescore", "resolve", "extend")},
+    ("/console/confirmations/<review_id>", "GET"): "/console/confirmations/{confirmation}",
+    **{(f"/console/confirmations/<review_id>/{action}", "POST"): f"/console/confirmations/{{confirmation}}/{action}"
+       for action in ("claim", "renew", "release", "confirm")},
 }
-AUDIT_ROUTES: dict[tuple[str, str], str] = {("/audit/decisions/<decision_id>", "GET"): ""}
+AUDIT_ROUTES: dict[tuple[str, str], str] = {("/audit/decisions/<decision_id>", "GET"): "/audit/decisions/{decision}"}
 # Officials' and signed-in people's pages without an id: who may open them.
 SIGNED_IN_PAGES: dict[tuple[str, str], str] = {
     ("/console", "GET"): "reviewer", ("/console/next", "POST"): "reviewer",
+    ("/console/confirmations", "GET"): "reviewer", ("/console/confirmations/next", "POST"): "reviewer",
     ("/audit", "GET"): "auditor", ("/audit/export.csv", "GET"): "auditor", ("/audit/export.parquet", "GET"): "auditor",
+    ("/audit/report", "GET"): "auditor", ("/audit/report.json", "GET"): "auditor", ("/audit/report.csv", "GET"): "auditor",
     ("/me", "GET"): "person", ("/me/data.json", "GET"): "person",
 }
+PAGE_QUERIES = {path: "?model=german-credit&from=2026-01-01&to=2026-01-31"
+                for path in ("/audit/report", "/audit/report.json", "/audit/report.csv")}
 STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
 
 
@@ -488,6 +500,15 @@ def decide_link(gw: Gateway, world: World, label: str) -> str:
 
 # --- the officials' console, the audit pages and /me: every route × every kind of browser session -------------
 
+def _held_decision(gw: Gateway, german_manifest: Path) -> str:
+    """A decision of a low-autonomy version, held for an officer's confirmation: its confirmation case id."""
+    register_low_autonomy(gw, german_manifest)
+    made = gw.decide()
+    assert made.status_code == 201 and made.get_json()["confirmation"] == "pending_confirmation", made.get_json()
+    listed = gw.client.get("/v1/confirmations", headers=gw.auth("reviewer")).get_json()
+    return str(listed["reviews"][0]["review_id"])
+
+
 def _official_browser(gw: Gateway, name: str) -> Any:
     from tests.web.console_support import official
 
@@ -517,12 +538,14 @@ def _any_csrf(browser: Any) -> str | None:
     return None
 
 
-def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: IdentityProvider) -> None:
+def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: IdentityProvider,
+                                                         german_manifest: Path) -> None:
     """Reviewer, auditor, OIDC person, capability-link person and no session × every console, audit and /me
     route: the role's own pages open, another role's are 403, no official/person session is 401, and an id
     that does not exist is the same 404 whoever asks."""
     world = build_world(gateway, idp)
     review, decision = world.reviews["R2"], world.decisions["D2"]
+    confirmation = _held_decision(gateway, german_manifest)
     browsers = {
         "reviewer": _official_browser(gateway, "reviewer"),
         "auditor": _official_browser(gateway, "auditor"),
@@ -534,24 +557,25 @@ def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: 
     failures = []
     for who, browser in browsers.items():
         token = _any_csrf(browser) or "none"
-        for routes, role, target, missing in ((CONSOLE_ROUTES, "reviewer", f"/console/cases/{review}", f"/console/cases/{MISSING_REVIEW}"),
-                                              (AUDIT_ROUTES, "auditor", f"/audit/decisions/{decision}", f"/audit/decisions/{MISSING_DECISION}")):
-            for (rule, method), suffix in routes.items():
+        for routes, role in ((CONSOLE_ROUTES, "reviewer"), (AUDIT_ROUTES, "auditor")):
+            for (rule, method), path in routes.items():
+                target = path.format(review=review, confirmation=confirmation, decision=decision)
+                missing = path.format(review=MISSING_REVIEW, confirmation=MISSING_REVIEW, decision=MISSING_DECISION)
                 data = {"csrf_token": token, "fencing_token": "0"} if method == "POST" else None
-                hit = browser.open(target + suffix, method=method, data=data)
+                hit = browser.open(target, method=method, data=data)
                 expected = (401 if kinds.get(who) not in ("reviewer", "auditor") else
                             (None if kinds[who] == role else 403))
                 if expected is None:
                     if hit.status_code in (401, 403, 404) or hit.status_code >= 500:
                         failures.append(f"{who}: {method} {rule}: {hit.status_code} (should be allowed)")
-                    gone = browser.open(missing + suffix, method=method, data=data)
+                    gone = browser.open(missing, method=method, data=data)
                     if gone.status_code != 404:
                         failures.append(f"{who}: {method} {rule} (missing id): {gone.status_code}")
                 elif hit.status_code != expected:
                     failures.append(f"{who}: {method} {rule}: {hit.status_code}, expected {expected}")
         for (rule, method), role in SIGNED_IN_PAGES.items():
             data = {"csrf_token": token} if method == "POST" else None
-            resp = browser.open(rule, method=method, data=data)
+            resp = browser.open(rule + PAGE_QUERIES.get(rule, ""), method=method, data=data)
             resp.get_data()  # an export streams: read it to the end, as a browser would
             resp.close()
             if kinds.get(who) == role:
@@ -563,5 +587,8 @@ def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: 
             if not expected_ok:
                 failures.append(f"{who}: {method} {rule}: {resp.status_code} (page of the {role})")
     assert not failures, "\n".join(failures)
-    # An auditor cannot resolve: the case is as it was.
-    assert gateway.count("reviews") == 2
+    # An auditor cannot resolve, nor confirm: the cases are as they were (the held decision is still held).
+    assert gateway.count("reviews") == 3
+    with gateway.app.app_context():
+        held = db.session.execute(text("SELECT status, outcome FROM reviews WHERE id = :r"), {"r": confirmation}).one()
+    assert held.outcome is None and held.status in ("queued", "claimed")
