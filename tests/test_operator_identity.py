@@ -167,6 +167,26 @@ def test_batch_rows_record_their_operator_and_an_unknown_one_is_the_rows_error(g
     assert claim(gateway, "reviewer").status_code == 204
 
 
+@BACKENDS
+def test_a_batch_file_has_an_operator_id_column(gateway: Gateway) -> None:
+    a = client_id(gateway, "reviewer")
+    features = gateway.sample["features"]
+    header = ["idempotency_key", "iin", "language", "email", "operator", "operator_id", *features]
+    lines = [",".join(header)]
+    for i, operator_id in enumerate((a, "oidc:nobody")):
+        lines.append(",".join([f"csv-{i}", valid_iin(i), "ru", f"p{i}@example.kz", "Officer", operator_id,
+                               *(str(v) for v in features.values())]))
+    resp = gateway.client.post(BATCHES, data="\n".join(lines).encode(), headers={**gateway.auth("agency_a"),
+                                                                                "Content-Type": "text/csv"})
+    assert resp.status_code == 202, resp.get_json()
+    run_batches(gateway)
+    view = gateway.client.get(f"{BATCHES}/{resp.get_json()['batch_id']}", headers=gateway.auth("agency_a")).get_json()
+    by_index = {r["index"]: r for r in view["rows"]}
+    assert [by_index[i]["status"] for i in range(2)] == ["decided", "invalid"]
+    assert by_index[1]["errors"][0]["field"] == "operator_id"
+    assert rows(gateway, "SELECT operator, operator_id FROM decisions") == [("Officer", a)]
+
+
 # --- the console: one-time links --------------------------------------------------------------------------
 
 def person_contests(gw: Gateway, decision_id: str) -> None:
@@ -205,3 +225,6 @@ def test_in_the_console_the_operator_never_gets_the_case_and_another_reviewer_do
     page = reviewer_b.get(f"/console/cases/{review_id}")
     assert f'<code id="operator-id">{a}</code>' in page.get_data(as_text=True)
     assert rows(gateway, "SELECT status, claimed_by FROM reviews")[0] == ("claimed", client_id(gateway, "reviewer_b"))
+    auditor = official(gateway, "auditor")  # auditors see who operated it, by name and identity
+    audit_page = auditor.get(f"/audit/decisions/{resp.get_json()['decision_id']}").get_data(as_text=True)
+    assert f'Aigerim Officer <code id="operator-id">{a}</code>' in audit_page
