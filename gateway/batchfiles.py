@@ -1,9 +1,9 @@
 """Decision-batch uploads (CSV, Parquet, JSON lines) read into rows of the JSON batch shape.
 
 A file has one row per person and flat columns: ``idempotency_key``, ``iin``, ``language``, ``email``
-and/or ``webhook``, optional ``operator`` and ``reference``, one column per feature of the model and an
+and/or ``webhook``, optional ``operator``, ``operator_id`` and ``reference``, one column per feature of the model and an
 optional one per monitor-only feature. Each row becomes ``{"idempotency_key", "subject": {"iin", "language",
-"contact": {...}}, "features", "monitoring", "operator", "reference"}``, the shape of a row in a JSON body,
+"contact": {...}}, "features", "monitoring", "operator", "operator_id", "reference"}``, the shape of a row in a JSON body,
 so one validation path follows.
 
 What makes the file unreadable is refused as a whole, naming the problem: an unknown format, columns
@@ -37,7 +37,7 @@ FORMATS = {
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".json": "json"}
 SUBJECT_COLUMNS = ("idempotency_key", "iin", "language")
 CONTACT_COLUMNS = ("email", "webhook")
-OPTIONAL_COLUMNS = ("operator", "reference")
+OPTIONAL_COLUMNS = ("operator", "operator_id", "reference")
 MAX_PROBLEMS = 20  # a file with a systematic error is not answered with a million details
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 

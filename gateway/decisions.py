@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, deadlines, explanations, links, recourse, registry, runtime
+from gateway import access, deadlines, explanations, links, officials, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
@@ -61,6 +61,7 @@ class DecisionInput:
     operator: str | None = None
     reference: str | None = None
     monitoring: dict[str, Any] = field(default_factory=dict)
+    operator_id: str | None = None  # the official who operated it, by recorded identity (checked: officials)
 
 
 PENDING_CONFIRMATION = "pending_confirmation"
@@ -221,6 +222,7 @@ class NewDecision:
     data_key: DataKey | None = None  # made at a batch's intake (its contact was encrypted with it); else new
     monitoring: dict[str, Any] | None = None  # monitor-only values: stored encrypted, never given to the model
     held: bool = False  # waits for an officer's confirmation: no notice until then
+    operator_id: str | None = None  # the official who operated it ("cli_…" / "oidc:<subject>"), checked at intake
 
 
 def held_for_confirmation(model: LoadedModel, adverse: bool) -> bool:
@@ -254,7 +256,8 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
             "contact_ciphertext": encrypt_contact(data_key, d.contact), "data_key": data_key.wrapped,
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
-            "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
+            "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "operator_id": d.operator_id,
+            "reference": d.reference,
             "created_at": now, "effective_outcome": scored.outcome, "effective_review_id": None,
             "confirmation": PENDING_CONFIRMATION if d.held else None,
         })
@@ -290,6 +293,7 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
             "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
             "explanation": explanations.audit_digest(scored.explanation, data_key.commitment),
+            **({"operator_id": d.operator_id} if d.operator_id is not None else {}),
             **(d.audit_extra or {}),
             **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
             **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
@@ -366,6 +370,9 @@ def record_decision(
         )
     row = validate_features(model.manifest, data.features)
     monitoring = validate_monitoring(model.manifest, data.monitoring)
+    if data.operator_id is not None and data.operator_id not in officials.known_officials({data.operator_id}):
+        raise ValidationFailed("operator_id names no official the gateway knows",
+                               details=[officials.unknown_operator(data.operator_id)])
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
 
     now = utcnow()
@@ -374,7 +381,7 @@ def record_decision(
         id=new_id("dec"), model=model, client_id=principal.id,
         subject_ref=subject_ref(data.iin, settings.subject_key), contact=data.contact,
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
-        reference=data.reference, created_at=now, monitoring=monitoring or None,
+        operator_id=data.operator_id, reference=data.reference, created_at=now, monitoring=monitoring or None,
         held=held_for_confirmation(model, scored.adverse),
     )
     body_bytes = decision_body(decision, settings)

@@ -156,7 +156,10 @@ class Decision(Base):
     outcome: Mapped[str] = mapped_column(String(64))
     adverse: Mapped[bool] = mapped_column(Boolean)
     role_of_ai: Mapped[str] = mapped_column(String(20))
-    operator: Mapped[str | None] = mapped_column(String(200))
+    operator: Mapped[str | None] = mapped_column(String(200))  # the officer's display name, as the agency sent it
+    # The official who operated the system, by recorded identity ("cli_…" or "oidc:<subject>", checked at intake):
+    # the one a reviewer is compared with (a reviewer never reviews a decision they operated).
+    operator_id: Mapped[str | None] = mapped_column(String(100))
     reference: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(index=True)
     effective_outcome: Mapped[str] = mapped_column(String(64))
@@ -524,6 +527,7 @@ class DecisionBatchRow(Base):
     features: Mapped[dict[str, Any] | None]  # validated; erased once decided (the decision keeps its inputs)
     monitoring_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # monitor-only values, under data_key
     operator: Mapped[str | None] = mapped_column(String(200))
+    operator_id: Mapped[str | None] = mapped_column(String(100))  # checked at intake: an official the gateway knows
     reference: Mapped[str | None] = mapped_column(String(200))
     errors: Mapped[list[Any] | None] = mapped_column(JSONType)  # the row's problems, each {"field", "rule", "message"}
     decision_id: Mapped[str | None] = mapped_column(String(40))

@@ -186,3 +186,35 @@ def citizen_of(row: WebSession) -> Citizen:
     if row.kind != "person" or not row.subject_ref:
         raise NotFound("The resource does not exist.")
     return Citizen(subject_ref=row.subject_ref, decision_id=None, via="oidc")
+
+
+# --- officials named as a decision's operator ---------------------------------------------------------------
+
+OIDC_PREFIX = "oidc:"
+
+
+def known_officials(named: set[str]) -> set[str]:
+    """Which of these identities are officials the gateway knows: a reviewer's or auditor's API client
+    (``cli_…``, not revoked) or an official who has signed in through the OpenID provider (``oidc:<subject>``,
+    as their sessions record them). What an agency may name as the official who operated a decision."""
+    if not named:
+        return set()
+    found: set[str] = set()
+    clients = [n for n in named if not n.startswith(OIDC_PREFIX)]
+    subjects = [n for n in named if n.startswith(OIDC_PREFIX)]
+    if clients:
+        found.update(db.session.execute(select(ApiClient.id).where(
+            ApiClient.id.in_(clients), ApiClient.role.in_(OFFICIAL_ROLES), ApiClient.revoked_at.is_(None),
+        )).scalars())
+    if subjects:
+        found.update(o for o in db.session.execute(select(WebSession.official_id).where(
+            WebSession.official_id.in_(subjects), WebSession.kind == "official", WebSession.via == "oidc",
+        ).distinct()).scalars() if o is not None)
+    return found
+
+
+def unknown_operator(operator_id: str, field: str = "operator_id") -> dict[str, str]:
+    """The validation detail for an operator_id that names no official the gateway knows."""
+    return {"field": field, "rule": "known_official",
+            "message": f"{operator_id!r} is not an official known to the gateway: name a reviewer's or auditor's "
+                       "API client id (cli_…) or an official who signed in through OIDC (oidc:<subject>)"}

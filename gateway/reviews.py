@@ -264,8 +264,16 @@ def identity(value: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text.casefold()).split())
 
 
-def operated_by(principal: Principal, operator: str | None) -> bool:
-    """Whether the reviewer is the officer who operated the decision (the one rule every action checks)."""
+def operated_by(principal: Principal, operator_id: str | None, operator: str | None) -> bool:
+    """Whether the reviewer is the official who operated the decision (the one rule every action checks).
+
+    A decision that records its operator's identity (``operator_id``: an API client id, or ``oidc:<subject>``,
+    checked at intake) is compared by that identity only, with the reviewer's own recorded identity (the
+    principal id of a key or a sign-in link; ``oidc:<subject>`` of an OIDC official): exact, never by name.
+    A decision without one (older records, agencies that send only a name) falls back to the free-text
+    ``operator`` compared with the reviewer's name and id as normalised identities."""
+    if operator_id is not None:
+        return operator_id == principal.id
     if operator is None:
         return False
     found = identity(operator)
@@ -273,7 +281,7 @@ def operated_by(principal: Principal, operator: str | None) -> bool:
 
 
 def _not_operator(principal: Principal, decision: Decision) -> None:
-    if operated_by(principal, decision.operator):
+    if operated_by(principal, decision.operator_id, decision.operator):
         raise Forbidden("a reviewer may not review a decision they operated", code="reviewer_is_operator")
 
 
@@ -312,18 +320,22 @@ CLAIM_PAGE = 20
 
 
 def _next_claimable(session: Any, query: Any, principal: Principal, now: dt.datetime) -> ReviewRequest | None:
-    """The next case due that this reviewer did not operate (compared as normalised identities, in Python:
-    the database cannot apply NFKC), locked for the claim; cases locked by other claims are skipped."""
+    """The next case due that this reviewer did not operate, locked for the claim; cases locked by other claims
+    are skipped. A recorded operator_id is compared in the database; the free-text fallback (decisions without
+    one) as normalised identities, in Python: the database cannot apply NFKC."""
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
-    query = query.add_columns(Decision.operator).where(_claimable(now))
+    query = query.add_columns(Decision.operator_id, Decision.operator).where(_claimable(now))
+    # The recorded identity is compared in the database: a reviewer's own cases are not even paged through.
+    query = query.where(or_(ReviewRequest.kind == CONFIRMATION, Decision.operator_id.is_(None),
+                            Decision.operator_id != principal.id))
     query = query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id)
     offset = 0
     while True:
         page = session.execute(query.limit(CLAIM_PAGE).offset(offset)
                                .with_for_update(skip_locked=True, of=ReviewRequest)).all()
-        for review, operator in page:
+        for review, operator_id, operator in page:
             # The officer who operated a held decision may confirm it; only reviews exclude them.
-            if review.kind == CONFIRMATION or not operated_by(principal, operator):
+            if review.kind == CONFIRMATION or not operated_by(principal, operator_id, operator):
                 return review  # type: ignore[no-any-return]
         if len(page) < CLAIM_PAGE:
             return None
@@ -508,7 +520,8 @@ def rescore(principal: Principal, review_id: str, token: int, *, now: dt.datetim
     new = decisions.NewDecision(
         id=new_id("dec"), model=model, client_id=original.client_id, subject_ref=original.subject_ref,
         contact=decisions.contact_of(original, settings), language=review.language, scored=scored,
-        role_of_ai="supports_officer", operator=principal.name, reference=f"rescore:{original.id}", created_at=now,
+        role_of_ai="supports_officer", operator=principal.name, operator_id=principal.id,
+        reference=f"rescore:{original.id}", created_at=now,
         audit_extra={"rescore_of": original.id, "review_id": review.id},
     )
     with write_transaction() as session:

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import sqlalchemy as sa
 from werkzeug.routing import RequestRedirect
 from werkzeug.test import TestResponse
 
@@ -117,10 +118,20 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     person = valid_iin("92102935085")
     body = copy.deepcopy(gateway.sample)
     body["subject"]["iin"] = person
+    # The officer who operated it: a display name, and their recorded identity (an official the gateway knows).
+    with gateway.app.app_context():
+        operator_id = db.session.execute(sa.text("SELECT id FROM api_clients WHERE name = 'auditor'")).scalar_one()
+        db.session.commit()
+    body["operator"], body["operator_id"] = "Aigerim Officer", "cli_nobodyHasThisId0000"
+    unknown = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,
+                   headers={"Idempotency-Key": "contract-0"})
+    assert unknown.status_code == 422 and unknown.get_json()["error"]["details"][0]["field"] == "operator_id"
+    body["operator_id"] = operator_id
     created = call("POST", "/v1/models/german-credit/decisions", "agency_a", json=body,
                    headers={"Idempotency-Key": "contract-1"})
     assert created.status_code == 201, created.get_json()
     did = created.get_json()["decision_id"]
+    assert call("GET", f"/v1/decisions/{did}", "auditor").get_json()["operator_id"] == operator_id
     citizen = notice_token(gateway, did)  # the person's link comes with the notice, never in the agency's answer
     assert call("GET", f"/v1/decisions/{did}", "agency_a").status_code == 200
     assert call("GET", f"/v1/decisions/{did}", token=citizen).status_code == 200

@@ -21,12 +21,14 @@ from typing import Any
 import pytest
 import schemathesis
 import schemathesis.engine
+import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from schemathesis.config import SchemathesisConfig
 from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES
 from schemathesis.engine import events
 from schemathesis.specs.openapi import _auth_retry
 
+from gateway.extensions import db
 from gateway.manifest import load_manifest
 from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider, valid_iin
@@ -72,7 +74,9 @@ def role_for(method: str, path: str) -> str:
 DOMAIN_RULES = {
     "POST /v1/models/{name}/decisions": "features and monitoring follow the model's own schema (GET /v1/models/{name}); the IIN's "
                                         "check digit; no email address at a reserved domain; an Idempotency-Key "
-                                        "is not reused with another body",
+                                        "is not reused with another body; operator_id names an official the "
+                                        "gateway knows (a reviewer's or auditor's client id, or a signed-in "
+                                        "OIDC official)",
     "PUT /v1/blobs/{sha256}": "the path is the SHA-256 of the body",
     "POST /v1/models": "a manifest's cross-field rules, and its files uploaded first",
     "POST /v1/decisions/{decision_id}/reviews": "corrected_data names the model's features",
@@ -156,6 +160,9 @@ def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) 
 
     manifest = registered_manifest(german_manifest)
     bodies_by_key: dict[str, str] = {}
+    with gw.app.app_context():  # an official the gateway knows, for positive cases that name an operator_id
+        reviewer_id = db.session.execute(sa.text("SELECT id FROM api_clients WHERE name = 'reviewer'")).scalar_one()
+        db.session.commit()
 
     def _unique_key_per_body(case: Any) -> None:
         """A key seen before with another body gets a fresh one of the same length (its boundary case kept)."""
@@ -196,6 +203,8 @@ def run_schemathesis(gw: Gateway, idp: IdentityProvider, german_manifest: Path) 
                         contact["email"] = "person@example.kz"
             case.body["features"] = dict(gw.sample["features"])
             case.body["monitoring"] = dict(gw.sample["monitoring"])
+            if "operator_id" in case.body and case.body["operator_id"] is not None:
+                case.body["operator_id"] = reviewer_id  # which officials exist is the gateway's state
             _unique_key_per_body(case)
         elif operation == ("PUT", "/v1/blobs/{sha256}") and isinstance(getattr(case.body, "data", case.body), bytes):
             data = getattr(case.body, "data", case.body)

@@ -61,7 +61,7 @@ def _batch_body(spec: dict[str, Any]) -> None:
         "description": "Rows in a JSON body; or the same population as a file, sent as its body with its media type "
                        "(text/csv, application/x-ndjson, application/vnd.apache.parquet) or as the multipart field "
                        "`file`. Files have flat columns: idempotency_key, iin, language, email and/or webhook, "
-                       "optional operator and reference, and one column per feature of the model.",
+                       "optional operator, operator_id and reference, and one column per feature of the model.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
     }
 

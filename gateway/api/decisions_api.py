@@ -60,6 +60,7 @@ def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
         features=body.features,
         monitoring=body.monitoring,
         operator=body.operator,
+        operator_id=body.operator_id,
         reference=body.reference,
     )
     stored = decisions.record_decision(

@@ -28,7 +28,7 @@ from sqlalchemy import and_, bindparam, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 
 from explainers import ExplainerError
-from gateway import batchfiles, decisions, registry, runtime
+from gateway import batchfiles, decisions, officials, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import (
@@ -84,7 +84,7 @@ def _problems(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
 
 
 def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: dict[str, int],
-                model_name: str) -> dict[str, Any]:
+                model_name: str, known: set[str]) -> dict[str, Any]:
     """One row of intake: validated and prepared (no raw IIN kept), or its errors."""
     key = raw.get("idempotency_key") if isinstance(raw, dict) else None
     key = key[:255] if isinstance(key, str) else ""
@@ -112,6 +112,8 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
     except ValidationFailed as exc:
         errors.extend(exc.details or [])
         monitoring = {}
+    if row.operator_id is not None and row.operator_id not in known:
+        errors.append(officials.unknown_operator(row.operator_id))
     if key in seen:
         errors.append({"field": "idempotency_key", "rule": "unique",
                        "message": f"row {seen[key]} of this batch has the same idempotency key"})
@@ -132,7 +134,7 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
         "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key.wrapped,
         "monitoring_ciphertext": encrypt_monitoring(data_key, monitoring) if monitoring else None,
         "channels": sorted(contact), "language": subject.language, "features": features,
-        "operator": row.operator, "reference": row.reference,
+        "operator": row.operator, "operator_id": row.operator_id, "reference": row.reference,
     }
 
 
@@ -149,7 +151,10 @@ def submit(principal: Principal, model_name: str, upload: Upload, *, settings: S
         assert upload.data is not None
         raws = batchfiles.read_rows(upload.data, upload.fmt, model.manifest, max_rows=settings.batch_max_rows)
     seen: dict[str, int] = {}
-    rows = [{c: None for c in ROW_COLUMNS} | _row_values(i, raw, model, settings, seen, model_name)
+    # The officials the rows name as operators, looked up once for the whole batch.
+    known = officials.known_officials({raw["operator_id"] for raw in raws
+                                       if isinstance(raw, dict) and isinstance(raw.get("operator_id"), str)})
+    rows = [{c: None for c in ROW_COLUMNS} | _row_values(i, raw, model, settings, seen, model_name, known)
             for i, raw in enumerate(raws)]
     db.session.commit()  # end the read transaction: nothing is held while the rows are written
     now = utcnow()
@@ -266,7 +271,8 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
             id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref,
             contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, r.data_key),
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
-            reference=r.reference, created_at=now, audit_extra={"batch": {"id": batch_id, "row": r.idx}},
+            operator_id=r.operator_id, reference=r.reference, created_at=now,
+            audit_extra={"batch": {"id": batch_id, "row": r.idx}},
             data_key=unwrap_data_key(settings.contact_key, r.planned_id, r.data_key),
             # A low-autonomy model never decides alone, in a batch either: held rows wait for an officer.
             held=decisions.held_for_confirmation(model, s.adverse),

@@ -44,6 +44,7 @@ def decision_view(caller: Caller, decision_id: str) -> DecisionOut:
         "language": decision.language,
         "inputs": decision.inputs,
         "operator": decision.operator,
+        "operator_id": decision.operator_id,
         "reference": decision.reference,
         "created_at": isoformat(decision.created_at),
         "notifications": [notification_status(n) for n in record.notifications],

@@ -66,6 +66,7 @@ def case_view(review: ReviewRequest, lang: str = "ru") -> ReviewCase:
             "adverse": decision.adverse,
             "role_of_ai": decision.role_of_ai,
             "operator": decision.operator,
+            "operator_id": decision.operator_id,
             "created_at": isoformat_or_none(decision.created_at),
         },
         "explanation": rendered,

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.schemas.common import FeatureValue, Language, Line, ModelRef, Out, Strict
+from gateway.schemas.common import FeatureValue, Language, Line, ModelRef, OperatorId, Out, Strict
 
 IdempotencyReference = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[ -~]+$")]
 BatchId = Annotated[str, Field(max_length=64, pattern=r"^bat_[A-Za-z0-9_-]{1,60}$")]
@@ -36,6 +36,7 @@ class BatchRow(Strict):
         default={}, max_length=50, description="monitor-only values, as in a single decision request: stored "
                                                "encrypted for fairness monitoring, never given to the model")
     operator: Annotated[Line, Field(min_length=1, max_length=200)] | None = None
+    operator_id: OperatorId | None = None
     reference: Annotated[Line, Field(min_length=1, max_length=200)] | None = None
 
 

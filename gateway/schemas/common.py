@@ -21,6 +21,16 @@ Line = Annotated[str, Field(pattern=LINE_PATTERN)]
 Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
 
 
+# The official who operated a decision, by the identity the gateway records for them: a reviewer's or auditor's
+# API client id, or "oidc:<subject>" of an official who signed in through the OpenID provider. Which ones exist
+# is the gateway's state: one it does not know is refused (422 naming the field).
+OperatorId = Annotated[str, Field(min_length=5, max_length=100, pattern=r"^(cli_[A-Za-z0-9_-]{1,96}|oidc:[!-~]{1,95})$",
+                                  description="The official who operated the system, as the gateway records them: the "
+                                  "API client id of a reviewer or auditor (cli_…), or oidc:<subject> of an official "
+                                  "who has signed in through the identity provider. A reviewer never gets a case "
+                                  "whose decision they operated.")]
+
+
 FeatureValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
 
 

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.identity import InvalidIIN, validate_iin
 from gateway.notifications.channels.addresses import refusal
-from gateway.schemas.common import DecisionLinks, FeatureValue, Language, Line, ModelRef, Out, Strict, Text
+from gateway.schemas.common import DecisionLinks, FeatureValue, Language, Line, ModelRef, OperatorId, Out, Strict, Text
 from gateway.schemas.reviews import ReviewSummary
 
 
@@ -94,8 +94,9 @@ class DecisionRequest(Strict):
         description="Monitor-only values (the model's `monitored` features, e.g. sex) for fairness figures: never "
         "passed to the model, never shown to the person or the agency")
     operator: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
-        default=None, description="The officer who operated the system, if any"
+        default=None, description="The officer who operated the system, if any: their name as shown (free text)"
     )
+    operator_id: OperatorId | None = None
     reference: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="The caller's own reference for this application"
     )
@@ -160,6 +161,8 @@ class DecisionOut(Out):
     language: str
     inputs: dict[str, Any]
     operator: str | None
+    operator_id: str | None = Field(description="The official who operated the system, by recorded identity "
+                                    "(cli_… or oidc:<subject>), when the agency named one")
     reference: str | None
     created_at: str
     notifications: list[NotificationStatusOut]
