@@ -67,6 +67,10 @@ def make_config(database_url: str, instance: Path, **extra: Any) -> dict[str, An
     }
 
 
+# How the shared fixture serves the example (and the examples built from its schema): see seed().
+SERVED_AS: dict[str, Any] = {"risk_class": "medium", "adverse_review_first": False}
+
+
 def seed(app: Any, manifest_path: Path) -> dict[str, str]:
     """Migrate, register the example model, create one client per role; return the plaintext keys."""
     from gateway import registry
@@ -78,7 +82,7 @@ def seed(app: Any, manifest_path: Path) -> dict[str, str]:
         # The example ships high-risk with adverse outcomes confirmed by an officer first (tests/test_oversight.py
         # runs it so). The shared fixture serves it as medium-risk, every decision taking effect at once, so that
         # the tests of the decision, notice, explanation and review flows see a declined decision notified at once.
-        manifest = manifest.model_copy(update={"risk_class": "medium", "adverse_review_first": False})
+        manifest = manifest.model_copy(update=SERVED_AS)
         with write_transaction():
             registry.register(
                 manifest,
