@@ -62,6 +62,7 @@ def main() -> int:
     from gateway.auth import citizen_from_capability, create_key
     from gateway.db import write_transaction
     from gateway.manifest import load_manifest
+    from tests.support.registration import SERVED_AS
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -73,6 +74,7 @@ def main() -> int:
         with app.app_context():
             upgrade()
             manifest, mfolder = load_manifest(manifest_path)
+            manifest = manifest.model_copy(update=SERVED_AS)  # the declined sample is notified at once, with its link
             assert manifest.artifact and manifest.explanation.background
             with write_transaction():
                 registry.register(manifest, (mfolder / manifest.artifact).read_bytes(),

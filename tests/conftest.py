@@ -24,6 +24,7 @@ from gateway.auth import create_key
 from gateway.db import write_transaction
 from gateway.extensions import db
 from gateway.manifest import load_manifest
+from tests.support.registration import SERVED_AS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "german_credit"
@@ -65,10 +66,6 @@ def make_config(database_url: str, instance: Path, **extra: Any) -> dict[str, An
         **SECRETS,
         **extra,
     }
-
-
-# How the shared fixture serves the example (and the examples built from its schema): see seed().
-SERVED_AS: dict[str, Any] = {"risk_class": "medium", "adverse_review_first": False}
 
 
 def seed(app: Any, manifest_path: Path) -> dict[str, str]:

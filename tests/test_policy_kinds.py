@@ -19,9 +19,9 @@ from gateway.extensions import db
 from gateway.jobs.explain import ExplainKind
 from gateway.manifest import Manifest, load_manifest
 from gateway.notifications.render import Job, message_for
-from tests.conftest import SERVED_AS, Gateway
+from tests.conftest import Gateway
 from tests.support.citizens import notice_token
-from tests.support.registration import register
+from tests.support.registration import SERVED_AS, register
 from tests.web.support import text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -63,10 +63,12 @@ def train_example_model(out_dir: Path) -> Path:
 
 
 def example_rows(manifest_path: Path) -> list[dict[str, Any]]:
-    """Return the real applications of the model's background file, typed as a caller sends them."""
+    """Return the real applications of the model's background file, typed as a caller sends them (its
+    `features`; no `monitoring` values, which are optional)."""
     with open(manifest_path, "rb") as fh:
         manifest = tomllib.load(fh)
-    types = {f["name"]: f for f in manifest["features"]}
+    # The model's inputs only: monitor-only features (the example's `sex`) are not in the background file.
+    types = {f["name"]: f for f in manifest["features"] if not f.get("monitor_only")}
     background = manifest_path.parent / manifest["explanation"]["background"]
     rows: list[dict[str, Any]] = []
     with open(background, newline="", encoding="utf-8") as fh:
