@@ -28,6 +28,8 @@ from typing import Any
 
 import tomli_w
 
+from tests.support.registration import SERVED_AS
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "german_credit"
 TRAIN_SCRIPT = EXAMPLE / "train.py"
@@ -155,9 +157,10 @@ def run(argv: Sequence[str], *, env: dict[str, str], timeout: float = 120) -> st
 
 def served_as_medium_risk(manifest: Path) -> Path:
     """A copy of the example's manifest, beside it, served as medium-risk with every decision taking effect at
-    once (as the in-process fixture serves it: tests/conftest.py); these instances stress the decision path."""
+    once (SERVED_AS, as the in-process fixture serves it: tests/conftest.py); these instances stress the decision
+    path."""
     data = tomllib.loads(manifest.read_text(encoding="utf-8"))
-    data.update(risk_class="medium", adverse_review_first=False)
+    data.update(SERVED_AS)
     copy = manifest.with_name(manifest.stem + ".medium.toml")
     copy.write_text(tomli_w.dumps(data), encoding="utf-8")
     return copy
