@@ -46,6 +46,15 @@ def test_the_notice_of_make_run_opens_the_persons_pages(tmp_path: Path) -> None:
                           headers={"Authorization": f"Bearer {key.group(1)}", "Idempotency-Key": "make-run-1"})
         assert made.status_code == 201, made.text
         decision_id = made.json()["decision_id"]
+        # The example is high-risk: the declined sample waits for an officer's confirmation, as the demo says;
+        # confirmed the way it prints (a reviewer key from the CLI, claim, confirm), the notice goes.
+        assert made.json()["confirmation"] == "pending_confirmation" and "/v1/confirmations/claim" in demo
+        officer = {"Authorization": f"Bearer {run([gw, 'keys', 'create', '--role', 'reviewer', '--name', 'demo-officer'], env=env).strip()}"}
+        claimed = httpx.post(f"{base}/v1/confirmations/claim", json={}, headers=officer, timeout=30)
+        assert claimed.status_code == 200 and claimed.json()["decision_id"] == decision_id, claimed.text
+        confirmed = httpx.post(f"{base}/v1/reviews/{claimed.json()['review_id']}/confirm", headers=officer, timeout=30,
+                               json={"fencing_token": claimed.json()["fencing_token"], "outcome": "confirmed"})
+        assert confirmed.status_code == 200, confirmed.text
         deadline = time.monotonic() + 60
         while not list((tmp_path / "notices").glob("*.eml")):
             assert time.monotonic() < deadline, server.log_tail()
