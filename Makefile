@@ -38,6 +38,8 @@ bench: install
 	$(BIN)/python bench/audit_log.py
 	$(BIN)/python bench/decision_log.py
 	$(BIN)/python bench/page_render.py
+	$(BIN)/python bench/batch_decisions.py
+	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/remote_models.py
 	$(BIN)/python bench/model_kinds.py
 	$(BIN)/python bench/recourse.py

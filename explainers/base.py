@@ -440,13 +440,23 @@ class ExactExplainer(BaseExplainer):
             return frame.to_numpy(dtype=np.float64)
         return dense(self._preprocessor.transform(self._preprocessor_input(frame)))
 
-    def explain(self, rows_raw: Rows) -> list[RawExplanation]:
-        """Explain many rows with one shap call; check additivity against the model's own output."""
+    def explain(self, rows_raw: Rows, outputs: Sequence[float] | np.ndarray | None = None) -> list[RawExplanation]:
+        """Explain many rows with one shap call; check additivity against the model's own output.
+
+        `outputs`, when the caller already has the model's outputs for these rows in probability space (a
+        score it just computed with the same model), are used instead of predicting again: additivity is
+        then checked against them, which also checks that the explainer explains the model that scored.
+        """
         transformed = self.transform(rows_raw)
         if transformed.shape[0] == 0:
             return []
         raw = self._raw_values(transformed)
-        output = self._model_output(transformed)
+        if outputs is not None and self.output_space == "probability":
+            output = np.asarray(outputs, dtype=np.float64).reshape(-1)
+            if output.shape[0] != transformed.shape[0]:
+                raise ValueError(f"{output.shape[0]} outputs given for {transformed.shape[0]} rows")
+        else:
+            output = self._model_output(transformed)
         error = np.abs(self.base_value_ + raw.sum(axis=1) - output)
         limit = self.tolerance + self._output_rounding(output)
         if error.size and bool(np.any(error > limit)):

@@ -163,12 +163,12 @@ class TreeExplainer(ExactExplainer):
             return super()._raw_values(transformed)
         scale = None
         if self._rescaled:
+            p = self._probability1(transformed)[:, None]  # predicted once: each predict validates its input
             dm = self._margin(transformed)[:, None] - self._background_margin[None, :]
-            dp = self._probability1(transformed)[:, None] - self._background_probability[None, :]
+            dp = p - self._background_probability[None, :]
             with np.errstate(divide="ignore", invalid="ignore"):
                 scale = np.where(dm != 0.0, dp / dm, 0.0)
             # equal margins: the pair's values sum to 0; any finite factor keeps additivity - use the slope
-            p = self._probability1(transformed)[:, None]
             scale = np.where(dm != 0.0, scale, np.broadcast_to(p * (1.0 - p), scale.shape))
         values = _grouped_tree.grouped_values(
             self.trees_, transformed, self.background_transformed_, self.sources_, len(self.feature_names_), scale

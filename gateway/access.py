@@ -22,11 +22,12 @@ them back with `access_log`.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import exists, func, insert, or_, select
+from sqlalchemy import and_, exists, func, insert, or_, select
 
 from gateway.auth import Caller, Citizen, Principal
 from gateway.db import write_transaction
@@ -113,15 +114,34 @@ def shows_citizen_link(caller: Caller, decision: Decision) -> bool:
 
 # --- the person's decisions ----------------------------------------------------------------------------
 
-def my_decisions(citizen: Citizen, *, limit: int, offset: int) -> tuple[list[Decision], int]:
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def keyset_cursor(at: dt.datetime, item_id: str) -> str:
+    """The cursor of a list item: its time in microseconds since 1970 and its id (`after=` of the next page)."""
+    return f"{(at - EPOCH) // dt.timedelta(microseconds=1)}.{item_id}"
+
+
+def parse_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """The time and id of a cursor (the schema's pattern has checked its shape: 16 digits at most)."""
+    micros, item_id = cursor.split(".", 1)
+    return EPOCH + dt.timedelta(microseconds=int(micros)), item_id
+
+
+def my_decisions(citizen: Citizen, *, limit: int, offset: int,
+                 after: str | None = None) -> tuple[list[Decision], int]:
     """The decisions about an OIDC-authenticated person, newest first, with the total for paging."""
     if citizen.via != "oidc":
         raise Forbidden("sign in with the national identity provider to list your decisions",
                         code="oidc_required")
     where = Decision.subject_ref == citizen.subject_ref
     total = db.session.execute(select(func.count()).select_from(Decision).where(where)).scalar_one()
+    query = select(Decision).where(where)
+    if after is not None:
+        at, item_id = parse_cursor(after)
+        query = query.where(or_(Decision.created_at < at, and_(Decision.created_at == at, Decision.id > item_id)))
     rows = db.session.execute(
-        select(Decision).where(where).order_by(Decision.created_at.desc(), Decision.id).limit(limit).offset(offset)
+        query.order_by(Decision.created_at.desc(), Decision.id).limit(limit).offset(offset)
     ).scalars()
     return list(rows), int(total)
 
@@ -146,29 +166,34 @@ def record_access(caller: Caller, decision_ids: str | Iterable[str], what: str) 
         session.execute(insert(table(AccessEvent)), rows)
 
 
-def access_log(decision_id: str, *, limit: int, offset: int) -> tuple[list[AccessEvent], int]:
+def access_log(decision_id: str, *, limit: int, offset: int,
+               after: str | None = None) -> tuple[list[AccessEvent], int]:
     """The access events of one decision, oldest first, with the total for paging."""
     where = AccessEvent.decision_id == decision_id
     total = db.session.execute(select(func.count()).select_from(AccessEvent).where(where)).scalar_one()
-    rows = db.session.execute(
-        select(AccessEvent).where(where).order_by(AccessEvent.at, AccessEvent.id).limit(limit).offset(offset)
-    ).scalars()
+    query = select(AccessEvent).where(where)
+    if after is not None:
+        at, item_id = parse_cursor(after)
+        query = query.where(or_(AccessEvent.at > at, and_(AccessEvent.at == at, AccessEvent.id > item_id)))
+    rows = db.session.execute(query.order_by(AccessEvent.at, AccessEvent.id).limit(limit).offset(offset)).scalars()
     return list(rows), int(total)
 
 
-def read_access_log(caller: Caller, decision_id: str, *, limit: int, offset: int) -> tuple[list[AccessEvent], int]:
+def read_access_log(caller: Caller, decision_id: str, *, limit: int, offset: int,
+                    after: str | None = None) -> tuple[list[AccessEvent], int]:
     """Who read a decision and when, for the person and auditors; the read itself is recorded too."""
     visible_decision(caller, decision_id, Action.READ_ACCESS_LOG)
-    events, total = access_log(decision_id, limit=limit, offset=offset)
+    events, total = access_log(decision_id, limit=limit, offset=offset, after=after)
     record_access(caller, decision_id, "access_log")
     return events, total
 
 
-def list_my_decisions(caller: Caller, *, limit: int, offset: int) -> tuple[list[Decision], int]:
+def list_my_decisions(caller: Caller, *, limit: int, offset: int,
+                      after: str | None = None) -> tuple[list[Decision], int]:
     """Every decision about the signed-in person, newest first; the listing is recorded as a read."""
     if not isinstance(caller, Citizen):
         raise Forbidden("this list is for the person signed in with the national identity provider",
                         code="oidc_required")
-    rows, total = my_decisions(caller, limit=limit, offset=offset)
+    rows, total = my_decisions(caller, limit=limit, offset=offset, after=after)
     record_access(caller, [d.id for d in rows], "decision_list")
     return rows, total

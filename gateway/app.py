@@ -20,6 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     from gateway.api.common import validation_error_response
     from gateway.api.errors import register_error_handlers
     from gateway.auditlog.sequencer import SequenceKind
+    from gateway.batches.task import BatchKind
     from gateway.config import load_config
     from gateway.db import configure_engine, engine_options
     from gateway.extensions import db, migrate
@@ -67,7 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     security.init_app(app)  # rate limits, 429, security headers
     notifications.init_app(app)  # settings check; delivery starts in serve/worker
     observability.init_app(app)  # GET /metrics
-    jobs.init_app(app, KindRegistry([DeliverKind, ExplainKind, SequenceKind, PurgeKind, RecourseKind]))  # every kind of background work; runs in serve/worker
+    jobs.init_app(app, KindRegistry([DeliverKind, ExplainKind, SequenceKind, PurgeKind, RecourseKind, BatchKind]))  # every kind of background work; runs in serve/worker
     jobs_metrics.init_app(app)  # jobs per kind and state, dead ones, on the same /metrics
 
     @app.get("/openapi.json", doc_ui=False)

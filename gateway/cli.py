@@ -130,7 +130,7 @@ def worker_command(kinds: str | None, batch_size: int | None, poll_interval: flo
             raise click.BadParameter(str(exc), param_hint="--kinds") from None
         if not names:
             raise click.BadParameter("name at least one task kind", param_hint="--kinds")
-    if {"explain", "recourse"} & set(names or registered(app).names()):
+    if {"explain", "recourse", "batch"} & set(names or registered(app).names()):
         from gateway import registry, runtime
         from gateway.errors import GatewayError
 
@@ -143,6 +143,102 @@ def worker_command(kinds: str | None, batch_size: int | None, poll_interval: flo
             except GatewayError as exc:
                 click.echo(f"model not loaded: {row.name} {row.version}: {exc.message}", err=True)
     run_worker(app, names, batch_size=batch_size, poll_interval_s=poll_interval)
+
+
+@main.command("decide")
+@click.option("--model", "model_name", required=True, help="the serving model's name")
+@click.option("--client", "client_name", required=True,
+              help="the agency's API client (`gateway keys create --role agency`) the decisions are made for")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet", "json"]), default=None,
+              help="the file's format (default: from its name: .csv, .jsonl/.ndjson, .parquet, .json)")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write every row's result to this file (.csv, or .jsonl for JSON lines)")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar (on stderr)")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def decide_command(model_name: str, client_name: str, fmt: str | None, results_path: Path | None, progress: bool,
+                   file: Path) -> None:
+    """Decide every row of FILE as a decision batch (what POST …/decision-batches does), with a progress bar.
+
+    The batch is recorded first, then decided here chunk by chunk; interrupted, it is given back and a
+    `gateway worker` (or a serving process's jobs thread) finishes it from its last committed chunk.
+    """
+    import time
+
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from gateway import batches, batchfiles
+    from gateway.auth import Principal
+    from gateway.batches.task import BatchKind
+    from gateway.errors import GatewayError
+    from gateway.extensions import db
+    from gateway.ids import utcnow
+    from gateway.models import ApiClient, DecisionBatch
+    from gateway.presenters import batch as views
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    client = db.session.execute(select(ApiClient).where(ApiClient.name == client_name)).scalar_one_or_none()
+    if client is None or client.revoked_at is not None or client.role != "agency":
+        raise click.BadParameter(f"no active agency client is named {client_name!r} (see `gateway keys list`)",
+                                 param_hint="--client")
+    who = Principal(client.id, client.name, client.body, client.role)
+    started = time.monotonic()
+    try:
+        fmt = fmt or batchfiles.format_of(filename=file.name)
+        batch = batches.submit(who, model_name, batches.Upload(fmt, data=file.read_bytes()))
+    except GatewayError as exc:
+        problems = "".join(f"\n  {d.get('field')}: {d.get('message')}" for d in (exc.details or [])
+                           if isinstance(d, dict))
+        raise click.ClickException(f"{exc.message}{problems}") from None
+    batch_id, total = batch.id, batch.total_rows
+    click.echo(f"batch {batch_id}: {total} rows, {batch.invalid_rows} refused at intake", err=True)
+
+    def position() -> tuple[str, int]:
+        row = db.session.execute(select(DecisionBatch.status, DecisionBatch.next_row)
+                                 .where(DecisionBatch.id == batch_id)).one()
+        db.session.commit()
+        return str(row.status), int(row.next_row)
+
+    kind = BatchKind(app)
+    with tqdm(total=total, unit="row", desc="deciding", disable=not progress, file=sys.stderr) as bar:
+        def advance(_outcome: object) -> None:
+            bar.update(position()[1] - bar.n)
+
+        try:
+            if kind.claim(utcnow(), batch_id):
+                kind.work(batch_id, on_chunk=advance)
+            while position()[0] in ("queued", "running"):  # another runner holds it, or a chunk is retried
+                advance(None)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            db.session.rollback()
+            batches.release(batch_id, kind.owner)
+            raise click.ClickException(f"interrupted: batch {batch_id} stays queued; `gateway worker` finishes it "
+                                       "from its last committed chunk") from None
+        advance(None)
+    done = db.session.get(DecisionBatch, batch_id)
+    assert done is not None
+    elapsed = time.monotonic() - started
+    click.echo(f"batch {batch_id}: {done.status} in {elapsed:.1f} s ({total / elapsed:.0f} rows/s): "
+               f"{done.decided_rows} decided, {done.replayed_rows} replayed (decided before), "
+               f"{done.invalid_rows} not decided")
+    if done.last_error:
+        click.echo(f"reason: {done.last_error}", err=True)
+    shown = 0
+    for row in batches.iter_rows(batch_id):
+        if row.errors and shown < 5:
+            click.echo(f"  row {row.idx} ({row.idempotency_key}): "
+                       + "; ".join(f"{e['field']}: {e['message']}" for e in row.errors), err=True)
+            shown += 1
+    if results_path is not None:
+        lines = views.results_jsonl if results_path.suffix in (".jsonl", ".ndjson") else views.results_csv
+        with open(results_path, "w", encoding="utf-8", newline="") as fh:
+            for chunk in lines(batches.iter_rows(batch_id)):
+                fh.write(chunk)
+        click.echo(f"results: {results_path}", err=True)
+    if done.status != "done":
+        sys.exit(1)
 
 
 @main.command("purge")

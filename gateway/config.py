@@ -105,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
     "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker
-    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence", "purge", "recourse"],  # which kinds that thread runs (`gateway worker` runs all)
+    "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence", "purge", "recourse", "batch"],  # which kinds that thread runs (`gateway worker` runs all)
     "JOBS_DELIVER_CONCURRENCY": 1,  # runner threads per process
     # explain: model-agnostic explanations computed after their decision committed (CPU-bound: one thread
     # per process is enough; run more `gateway worker --kinds explain` processes to go faster).
@@ -124,6 +124,18 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_RECOURSE_MAX_ATTEMPTS": 5,  # then the recourse is failed: the person is told whom to contact
     "JOBS_RECOURSE_RETRY_JITTER": 0.1,
     "JOBS_RECOURSE_CONCURRENCY": 1,
+    # Decision batches (gateway/batches/): POST /v1/models/{name}/decision-batches and `gateway decide`.
+    # The batch kind decides one chunk per transaction; a killed runner's batch resumes from its last chunk.
+    "BATCH_CHUNK_SIZE": 500,
+    "BATCH_MAX_ROWS": 100000,
+    "BATCH_MAX_BYTES": 64 * 1024 * 1024,
+    "JOBS_BATCH_BATCH_SIZE": 1,  # batches claimed at a time (each is worked off chunk by chunk)
+    "JOBS_BATCH_LEASE_S": 120.0,  # renewed by every committed chunk
+    "JOBS_BATCH_POLL_INTERVAL_S": 1.0,
+    "JOBS_BATCH_RETRY_SCHEDULE": [5, 60, 600],
+    "JOBS_BATCH_MAX_ATTEMPTS": 5,  # failed attempts at one chunk; then the batch is failed (last_error says why)
+    "JOBS_BATCH_RETRY_JITTER": 0.1,
+    "JOBS_BATCH_CONCURRENCY": 1,
     # The audit log (gateway/auditlog): the sequence kind of the jobs engine puts leaves into the Merkle tree
     # and signs a checkpoint (C2SP signed note, Ed25519) at least this often while there are new leaves.
     "LOG_SIGNING_KEY": None,  # hex Ed25519 seed; `gateway init` writes one (unset: derived from SECRET_KEY)
@@ -210,6 +222,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     _check_secrets(app)
     _check_citizen_auth(app)
     _check_retention(app)
+    _check_batches(app)
 
 
 def normalise_database_url(url: str) -> str:
@@ -260,6 +273,13 @@ def _check_retention(app: Flask) -> None:
 
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+
+
+def _check_batches(app: Flask) -> None:
+    for key in ("BATCH_CHUNK_SIZE", "BATCH_MAX_ROWS", "BATCH_MAX_BYTES"):
+        value = app.config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"GATEWAY_{key} must be a positive integer, not {value!r}")
 
 
 def _check_citizen_auth(app: Flask) -> None:

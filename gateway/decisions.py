@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from explainers import ExplainerError
 from gateway import access, deadlines, explanations, links, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
-from gateway.contacts import decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
+from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
 from gateway.db import write_transaction
 from gateway.errors import (
     Conflict,
@@ -28,6 +29,7 @@ from gateway.extensions import db
 from gateway.features import validate_features, validate_monitoring
 from gateway.identity import subject_ref
 from gateway.ids import isoformat, new_id, utcnow
+from gateway.manifest import MultiClassPolicy
 from gateway.models import (
     Decision,
     Explanation,
@@ -73,6 +75,12 @@ class StoredResponse:
     body: bytes
     resource_id: str
     replayed: bool
+
+
+def request_hash(*parts: Any) -> str:
+    """Hash a request's meaning (path parameters and parsed body), not its whitespace."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | None:
@@ -122,21 +130,76 @@ class Scored:
 
 def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime) -> Scored:
     """Score a validated row, apply the policy and explain exactly; ModelUnavailable when anything fails."""
+    scored = score_and_explain_many(model, [row], now)[0]
+    if isinstance(scored, ExplainerError):
+        # The right to an explanation is part of the decision: without one, nothing is decided.
+        raise ModelUnavailable(f"the decision could not be explained: {scored}", code="explanation_failed") from scored
+    return scored
+
+
+def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
+    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call
+    (multi-class models row by row: the decided class is each row's own); ModelUnavailable when the model fails."""
     try:
-        score, outcome, adverse = model.assess(row)
+        if isinstance(model.manifest.policy, MultiClassPolicy):
+            return [model.assess(row) for row in rows]
+        scores = [float(s) for s in model.score(rows)]
+        return [(score, *model.manifest.policy.decide(score)) for score in scores]
     except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
         current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
         raise
     except Exception as exc:
         current_app.logger.exception("model %s %s failed to score", model.name, model.version)
         raise ModelUnavailable(f"model {model.name} {model.version} failed to score the request: {type(exc).__name__}") from exc
+
+
+def _explain_group(tools: Any, rows: list[dict[str, Any]], scores: list[float], now: dt.datetime,
+                   model: LoadedModel) -> list[dict[str, Any] | ExplainerError]:
     try:
-        explanation = explanations.values_for_decision(model.tools_for(outcome), row, score, now)
-    except ExplainerError as exc:
-        # The right to an explanation is part of the decision: without one, nothing is decided.
-        current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
-        raise ModelUnavailable(f"the decision could not be explained: {exc}", code="explanation_failed") from exc
-    return Scored(row, score, outcome, adverse, explanation, recourse.values_for_decision(model, row, adverse, now))
+        return list(explanations.values_for_decisions(tools, rows, scores, now))
+    except ExplainerError:
+        # One row spoils the matrix (e.g. its additivity check): explain row by row to find which.
+        values: list[dict[str, Any] | ExplainerError] = []
+        for row, score in zip(rows, scores, strict=True):
+            try:
+                values.append(explanations.values_for_decision(tools, row, score, now))
+            except ExplainerError as exc:
+                current_app.logger.exception("model %s %s: explanation failed", model.name, model.version)
+                values.append(exc)
+        return values
+
+
+def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]], now: dt.datetime, *,
+                           recourse_now: bool = True) -> list[Scored | ExplainerError]:
+    """Score, decide and explain validated rows with one model call and one explainer call per explainer.
+
+    A row whose explanation fails gets its ExplainerError in its place (it is not decided: the right to an
+    explanation is part of the decision); the other rows are unaffected. ModelUnavailable when scoring fails.
+    Recourse of adverse rows is computed now when cheap (`recourse_now`, a single decision) or left to the
+    recourse job (a batch: its options are searched after commit, as for a model that is not cheap).
+    """
+    if not rows:
+        return []
+    assessed = assess_many(model, rows)
+    groups: dict[int, tuple[Any, list[int]]] = {}  # one explainer call per explainer (multi-class: per class)
+    for i, (_, outcome, _) in enumerate(assessed):
+        tools = model.tools_for(outcome)
+        groups.setdefault(id(tools), (tools, []))[1].append(i)
+    values: list[dict[str, Any] | ExplainerError | None] = [None] * len(rows)
+    for tools, members in groups.values():
+        explained = _explain_group(tools, [rows[i] for i in members], [assessed[i][0] for i in members], now, model)
+        for i, found in zip(members, explained, strict=True):
+            values[i] = found
+    result: list[Scored | ExplainerError] = []
+    for row, (score, outcome, adverse), value in zip(rows, assessed, values, strict=True):
+        assert value is not None
+        if isinstance(value, ExplainerError):
+            result.append(value)
+            continue
+        options = (recourse.values_for_decision(model, row, adverse, now) if recourse_now
+                   else recourse.pending_for_decision(adverse, now))
+        result.append(Scored(row, score, outcome, adverse, value, options))
+    return result
 
 
 @dataclass(frozen=True)
@@ -155,6 +218,7 @@ class NewDecision:
     reference: str | None
     created_at: dt.datetime
     audit_extra: dict[str, Any] | None = None
+    data_key: DataKey | None = None  # made at a batch's intake (its contact was encrypted with it); else new
     monitoring: dict[str, Any] | None = None  # monitor-only values: stored encrypted, never given to the model
     held: bool = False  # waits for an officer's confirmation: no notice until then
 
@@ -167,58 +231,121 @@ def held_for_confirmation(model: LoadedModel, adverse: bool) -> bool:
 
 def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
     """Insert a decision with its explanation, notice rows and audit leaf (the caller's transaction)."""
-    model, scored, now = d.model, d.scored, d.created_at
-    model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
-    data_key = new_data_key(settings.contact_key, d.id)
-    session.execute(
-        insert(table(Decision)),
-        {
+    add_decisions(session, [d], settings)
+
+
+def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> None:
+    """Insert decisions with their explanations, notice rows and audit leaves: one statement per table."""
+    if not made:
+        return
+    decision_rows: list[dict[str, Any]] = []
+    explanation_rows: list[dict[str, Any]] = []
+    notice_rows: list[dict[str, Any]] = []
+    recourse_rows: list[dict[str, Any]] = []
+    monitoring_rows: list[dict[str, Any]] = []
+    confirmation_rows: list[dict[str, Any]] = []
+    leaves: list[dict[str, Any]] = []
+    for d in made:
+        model, scored, now = d.model, d.scored, d.created_at
+        model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
+        data_key = d.data_key if d.data_key is not None else new_data_key(settings.contact_key, d.id)
+        decision_rows.append({
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
             "contact_ciphertext": encrypt_contact(data_key, d.contact), "data_key": data_key.wrapped,
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "reference": d.reference,
-            "created_at": now, "effective_outcome": scored.outcome,
+            "created_at": now, "effective_outcome": scored.outcome, "effective_review_id": None,
             "confirmation": PENDING_CONFIRMATION if d.held else None,
-        },
-    )
-    session.execute(insert(table(Explanation)), scored.explanation | {"decision_id": d.id})
-    recourse_row = None
-    if scored.recourse is not None:
-        recourse_row = recourse.row_values(d.id, scored.recourse, data_key.commitment)
-        session.execute(insert(table(Recourse)), recourse_row)
-    if d.monitoring:
-        session.execute(insert(table(MonitoringValues)), {
-            "decision_id": d.id, "model_id": model.id,
-            "ciphertext": encrypt_monitoring(data_key, d.monitoring)})
-    if d.held:
-        # The confirmation queue is the review queue (same leases and fencing tokens), cases of another kind.
-        session.execute(insert(table(ReviewRequest)), {
-            "id": new_id("rev"), "decision_id": d.id, "kind": CONFIRMATION, "status": "queued",
-            "point_of_view": "", "contest_grounds": [], "corrected_data": None, "language": d.language,
-            "requested_by": "gateway", "requested_at": now, "due_at": deadlines.due_date(now, settings),
-            "fencing_token": 0, "late": False,
         })
-    else:
-        session.execute(insert(table(Notification)), [
+        explanation_rows.append(_explanation_row(scored.explanation, d.id))
+        recourse_row = None
+        if scored.recourse is not None:
+            recourse_row = recourse.row_values(d.id, scored.recourse, data_key.commitment)
+            recourse_rows.append(recourse_row)
+        if d.monitoring:
+            monitoring_rows.append({"decision_id": d.id, "model_id": model.id,
+                                    "ciphertext": encrypt_monitoring(data_key, d.monitoring)})
+        if d.held:
+            # The confirmation queue is the review queue (same leases and fencing tokens), cases of another kind.
+            confirmation_rows.append({
+                "id": new_id("rev"), "decision_id": d.id, "kind": CONFIRMATION, "status": "queued",
+                "point_of_view": "", "contest_grounds": [], "corrected_data": None, "language": d.language,
+                "requested_by": "gateway", "requested_at": now, "due_at": deadlines.due_date(now, settings),
+                "fencing_token": 0, "late": False,
+            })
+        notice_rows.extend(() if d.held else (
             {
                 "id": new_id("ntf"), "decision_id": d.id, "kind": NOTICE, "channel": channel, "language": d.language,
                 "status": NotificationStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now,
             }
             for channel in sorted(d.contact)
-        ])
-    # Personal data only as commitments keyed by the decision's data key (gateway.contacts): the purge
-    # deletes the values and destroys the key, and the leaf, its hash and every proof stay as they are.
-    audit_record = {
-        "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref,
-        "inputs_commitment": data_key.commitment(scored.row), "contact_commitment": data_key.commitment(d.contact),
-        "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
-        "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
-        "explanation": explanations.audit_digest(scored.explanation, data_key.commitment), **(d.audit_extra or {}),
-        **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
-        **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
+        ))
+        # Personal data only as commitments keyed by the decision's data key (gateway.contacts): the purge
+        # deletes the values and destroys the key, and the leaf, its hash and every proof stay as they are.
+        audit_record = {
+            "decision_id": d.id, "model": model_ref, "subject_ref": d.subject_ref,
+            "inputs_commitment": data_key.commitment(scored.row),
+            "contact_commitment": data_key.commitment(d.contact),
+            "score": scored.score, "outcome": scored.outcome, "adverse": scored.adverse, "role_of_ai": d.role_of_ai,
+            "client_id": d.client_id, "operator": d.operator, "created_at": isoformat(now),
+            "explanation": explanations.audit_digest(scored.explanation, data_key.commitment),
+            **(d.audit_extra or {}),
+            **({"recourse": recourse.audit_digest(recourse_row)} if scored.adverse else {}),
+            **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
+        }
+        leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
+    session.execute(insert(table(Decision)), decision_rows)
+    session.execute(insert(table(Explanation)), explanation_rows)
+    for group in _same_columns(recourse_rows):  # ready and pending rows name different columns
+        session.execute(insert(table(Recourse)), group)
+    if monitoring_rows:
+        session.execute(insert(table(MonitoringValues)), monitoring_rows)
+    if confirmation_rows:
+        session.execute(insert(table(ReviewRequest)), confirmation_rows)
+    if notice_rows:
+        session.execute(insert(table(Notification)), notice_rows)
+    session.execute(insert(table(LogLeaf)), leaves)
+
+
+EXPLANATION_COLUMNS = tuple(c.name for c in table(Explanation).columns)
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.values())
+
+
+def _explanation_row(values: dict[str, Any], decision_id: str) -> dict[str, Any]:
+    # Every column named, so that rows of one executemany share one statement whatever their status.
+    return {c: None for c in EXPLANATION_COLUMNS} | values | {"decision_id": decision_id}
+
+
+def decision_body(d: NewDecision, settings: Settings) -> bytes:
+    """The 201 body of a recorded decision, as stored for its idempotency key and replayed byte for byte."""
+    model, scored = d.model, d.scored
+    body = {
+        "decision_id": d.id,
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "score": scored.score,
+        "outcome": scored.outcome,
+        "adverse": scored.adverse,
+        "created_at": isoformat(d.created_at),
+        # No personal link: it reaches the person through the notice only; this body is stored (idempotency)
+        # and read by the agency's systems. An agency hands a link on with a handover link.
+        "links": links.decision_links(settings.base_url, d.id),
     }
-    session.execute(insert(table(LogLeaf)), leaf_values("decision:recorded", d.id, audit_record, now))
+    if d.held:
+        body["confirmation"] = PENDING_CONFIRMATION  # no notice until an officer confirms it
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def idempotency_row(client_id: str, key: str, request_hash: str, d: NewDecision, body: bytes) -> dict[str, Any]:
+    """The idempotency record of a decision made for `key` (inserted in the decision's transaction)."""
+    return {"client_id": client_id, "key": key, "request_hash": request_hash, "resource_id": d.id,
+            "status_code": 201, "response_body": body, "created_at": d.created_at}
 
 
 def record_decision(
@@ -250,35 +377,12 @@ def record_decision(
         reference=data.reference, created_at=now, monitoring=monitoring or None,
         held=held_for_confirmation(model, scored.adverse),
     )
-    body = {
-        "decision_id": decision.id,
-        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "score": scored.score,
-        "outcome": scored.outcome,
-        "adverse": scored.adverse,
-        "created_at": isoformat(now),
-        # No personal link: it reaches the person through the notice only; this body is stored (idempotency)
-        # and read by the agency's systems. An agency hands a link on with a handover link.
-        "links": links.decision_links(settings.base_url, decision.id),
-    }
-    if decision.held:
-        body["confirmation"] = PENDING_CONFIRMATION  # no notice until an officer confirms it
-    body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    body_bytes = decision_body(decision, settings)
     try:
         with write_transaction() as session:
             add_decision(session, decision, settings)
-            session.execute(
-                insert(table(IdempotencyRecord)),
-                {
-                    "client_id": principal.id,
-                    "key": idempotency_key,
-                    "request_hash": request_hash,
-                    "resource_id": decision.id,
-                    "status_code": 201,
-                    "response_body": body_bytes,
-                    "created_at": now,
-                },
-            )
+            session.execute(insert(table(IdempotencyRecord)),
+                            idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes))
     except IntegrityError as exc:
         # A concurrent request with the same key committed first (both databases make the loser wait for
         # the winner's commit, so its record is visible now): answer with its response.

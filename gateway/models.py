@@ -467,6 +467,72 @@ class HandoverLink(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(40))
 
 
+class BatchStatus(enum.StrEnum):
+    QUEUED = "queued"  # accepted, no chunk decided yet
+    RUNNING = "running"  # some chunks decided; the batch job goes on from next_row
+    DONE = "done"  # every row decided, replayed or refused
+    STOPPED = "stopped"  # the model version stopped serving (suspended, replaced): the rest is not decided
+    FAILED = "failed"  # a chunk failed on every attempt (dead letter); last_error says why
+
+
+OPEN_BATCH = ("queued", "running")
+
+
+class DecisionBatch(Base):
+    """A population decided in chunks by the ``batch`` job kind; each chunk commits with its decisions."""
+
+    __tablename__ = "decision_batches"
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("scoring_models.id"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))  # json, jsonl, csv, parquet
+    total_rows: Mapped[int] = mapped_column(Integer)
+    next_row: Mapped[int] = mapped_column(Integer, default=0)  # rows before it are done (committed chunks)
+    decided_rows: Mapped[int] = mapped_column(Integer, default=0)
+    replayed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    invalid_rows: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed chunk attempts in a row
+    next_attempt_at: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None]
+
+
+class DecisionBatchRow(Base):
+    """One row of a batch: what was validated at intake (no raw IIN: its subject reference), then its result."""
+
+    __tablename__ = "decision_batch_rows"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("decision_batches.id"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))  # pending, decided, replayed, invalid
+    planned_id: Mapped[str | None] = mapped_column(String(40))  # the decision's id if this row decides
+    subject_ref: Mapped[str | None] = mapped_column(String(64))
+    contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # under data_key; erased once decided
+    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # the planned decision's data key, wrapped; erased too
+    channels: Mapped[list[str] | None]
+    language: Mapped[str | None] = mapped_column(String(5))
+    features: Mapped[dict[str, Any] | None]  # validated; erased once decided (the decision keeps its inputs)
+    monitoring_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # monitor-only values, under data_key
+    operator: Mapped[str | None] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    errors: Mapped[list[Any] | None] = mapped_column(JSONType)  # the row's problems, each {"field", "rule", "message"}
+    decision_id: Mapped[str | None] = mapped_column(String(40))
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    adverse: Mapped[bool | None] = mapped_column(Boolean)
+    decided_at: Mapped[dt.datetime | None]
+
+
 
 class SignInLink(Base):
     """A one-time sign-in link for an official, bound to their API client (key): only its hash is stored.

@@ -439,6 +439,17 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, "" if value is None else json.dumps(value, ensure_ascii=False).strip('"')))
 
 
+def figures(value: Any) -> list[tuple[str, str]]:
+    """A section of the report as (dotted figure name, value) rows, as the CSV and the HTML page write them."""
+    rows: list[tuple[str, str]] = []
+    _flatten("", value, rows)
+    return rows
+
+
+SECTIONS = ("data", "volume", "notices", "explanations", "reviews", "confirmations", "fairness", "drift",
+            "sensitive_factors", "incidents")
+
+
 def to_csv(data: dict[str, Any]) -> bytes:
     """One figure a line: `figure,value` (dotted names, e.g. reviews.overturn_rate)."""
     rows: list[tuple[str, str]] = []
@@ -457,10 +468,8 @@ def to_html(data: dict[str, Any]) -> bytes:
     title = f"Oversight report: {data['model']}, {data['period']['from']} to {data['period']['to']}"
     parts = ['<!doctype html>\n<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
              "</head><body><main>", f"<h1>{esc(title)}</h1>"]
-    for section in ("data", "volume", "notices", "explanations", "reviews", "confirmations", "fairness", "drift",
-                    "sensitive_factors", "incidents"):
-        rows = []
-        _flatten("", data[section], rows)
+    for section in SECTIONS:
+        rows = figures(data[section])
         parts.append(f'<section id="{section}"><h2>{esc(section.replace("_", " ").capitalize())}</h2>')
         if rows:
             parts.append("<table><thead><tr><th scope=\"col\">figure</th><th scope=\"col\">value</th></tr></thead><tbody>")

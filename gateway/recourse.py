@@ -184,10 +184,10 @@ def digest(decision_id: str, values: dict[str, Any], commit: Callable[[Any], str
 def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, now: dt.datetime) -> dict[str, Any] | None:
     """The recourse to insert with a decision (see `row_values`): None (not adverse), ready (a cheap model,
     computed now, before the write transaction) or pending (the recourse job's row)."""
-    if not adverse:
+    pending = pending_for_decision(adverse, now)
+    if pending is None:
         return None
     base: dict[str, Any] = {"attempts": 0, "created_at": now}
-    pending = base | {"status": RecourseStatus.PENDING.value, "next_attempt_at": now}
     if not cheap(model):
         return pending
     try:
@@ -197,6 +197,13 @@ def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, 
                       model.name, model.version)
         return pending | {"last_error": f"{type(exc).__name__}: {exc}"[:1000]}
     return base | values | {"computed_at": now}
+
+
+def pending_for_decision(adverse: bool, now: dt.datetime) -> dict[str, Any] | None:
+    """The recourse row of a decision whose options the recourse job searches after commit (None: not adverse)."""
+    if not adverse:
+        return None
+    return {"attempts": 0, "created_at": now, "status": RecourseStatus.PENDING.value, "next_attempt_at": now}
 
 
 def row_values(decision_id: str, values: dict[str, Any], commit: Callable[[Any], str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from gateway.models import (
     OPEN_REVIEW,
     Base,
     Decision,
+    DecisionBatchRow,
     Explanation,
     ExplanationStatus,
     IdempotencyRecord,
@@ -67,6 +68,9 @@ PERSONAL_DATA: list[PersonalData] = [
     # The options hold the person's values of the changed features ("from"); the digest is a keyed commitment.
     PersonalData(Recourse, "decision_id", {"options": null()}),
     PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": null(), "reasons": null()}),
+    # A batch row's copy of the person's data is erased when its decision is made; kept cleared here too.
+    PersonalData(DecisionBatchRow, "decision_id", {"contact_ciphertext": None, "monitoring_ciphertext": None,
+                                                    "data_key": None, "features": null()}),
 ]
 
 

@@ -38,6 +38,7 @@ DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
 EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation",
                                    "decisions.get_recourse"})
 UPLOAD_ENDPOINTS = frozenset({"models.put_blob"})
+BATCH_ENDPOINTS = frozenset({"batches.create_batch"})
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
 METRICS_ENDPOINTS = frozenset({"metrics"})
 
@@ -167,7 +168,12 @@ def cap_streamed_body() -> None:
         return  # sized bodies are checked by Werkzeug; unterminated streams are read as empty
     if request.method not in ("POST", "PUT", "PATCH"):
         return
-    limit = current_app.config["MAX_ARTIFACT_BYTES"] if request.endpoint in UPLOAD_ENDPOINTS else request.max_content_length
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        limit = current_app.config["MAX_ARTIFACT_BYTES"]
+    elif request.endpoint in BATCH_ENDPOINTS:
+        limit = current_app.config["BATCH_MAX_BYTES"]
+    else:
+        limit = request.max_content_length
     if limit is None:
         return
     data = environ["wsgi.input"].read(int(limit) + 1)

@@ -68,6 +68,9 @@ class Settings:
     oidc: OidcSettings | None  # None: OIDC sign-in of people is off
     calendar: WorkCalendar = field(repr=False, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the rest, for plug-ins
+    batch_chunk_size: int = 500  # rows of a decision batch decided and committed together
+    batch_max_rows: int = 100_000  # rows in one decision batch
+    batch_max_bytes: int = 64 * 1024 * 1024  # size of one decision-batch upload
     agency_callback_urls: Mapping[str, str] = field(default_factory=dict, repr=False)  # agency body → URL
     fairness_min_group: int = 30
     sign_in_link_max_age_s: int = 900  # one-time sign-in links of officials (gateway.officials)
@@ -113,6 +116,9 @@ class Settings:
             ) if config.get("OIDC_ISSUER") else None,
             calendar=calendar_from_config(config),
             raw=dict(config),
+            batch_chunk_size=int(config["BATCH_CHUNK_SIZE"]),
+            batch_max_rows=int(config["BATCH_MAX_ROWS"]),
+            batch_max_bytes=int(config["BATCH_MAX_BYTES"]),
             agency_callback_urls=dict(config.get("AGENCY_CALLBACK_URLS") or {}),
             fairness_min_group=int(config.get("FAIRNESS_MIN_GROUP") or 30),
             sign_in_link_max_age_s=int(config.get("SIGN_IN_LINK_MAX_AGE_S") or 900),

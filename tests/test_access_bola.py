@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from gateway.extensions import db
 from tests.conftest import Gateway
+from tests.oversight.test_confirmation import register_low_autonomy
 from tests.support.citizens import IdentityProvider, notice_token, valid_iin
 from tests.support.registration import open_incident
 from tests.web.support import expired_token
@@ -68,10 +71,17 @@ REVIEW_ROUTES: dict[tuple[str, str], frozenset[str]] = {
     **{(f"/v1/reviews/<review_id>/{action}", "POST"): frozenset({"reviewer"})
        for action in ("renew", "release", "resolve", "extend", "rescore", "confirm")},
 }
+# A decision batch: seen by the agency (body) that submitted it only; everyone else gets the 404 of no batch.
+BATCH_ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("/v1/models/<name>/decision-batches/<batch_id>", "GET"): frozenset({"agency"}),
+    ("/v1/models/<name>/decision-batches/<batch_id>/results", "GET"): frozenset({"agency"}),
+}
+MISSING_BATCH = "bat_AAAAAAAAAAAAAAAAAAAAAA"
 # Objects whose existence is public (the algorithm register, content-addressed uploads): only role-gated.
 PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("/v1/models/<name>", "GET"): None,  # the public register: anyone reads it
     ("/v1/models/<name>/decisions", "POST"): frozenset({"agency"}),
+    ("/v1/models/<name>/decision-batches", "POST"): frozenset({"agency"}),
     ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
     ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
     # The incident register: the owner's and the auditor's, no person's data.
@@ -93,18 +103,27 @@ PUBLIC_PAGES = {("/register/<name>/<version>", "GET"),  # the register: public, 
                 # one-time sign-in links: the token is the credential (tests/web/test_console_signin.py)
                 ("/signin/<token>", "GET"), ("/signin/<token>", "POST")}
 # The officials' pages (gateway/web/console.py, audit.py): a signed-in official of one role, never a header.
+# (rule, method) -> the path opened: {review} a review case, {confirmation} a decision held for confirmation,
+# {decision} a decision (each filled in with an id that does not exist as well).
 CONSOLE_ROUTES: dict[tuple[str, str], str] = {
-    ("/console/cases/<review_id>", "GET"): "",
-    **{(f"/console/cases/<review_id>/{action}", "POST"): f"/{action}"
+    ("/console/cases/<review_id>", "GET"): "/console/cases/{review}",
+    **{(f"/console/cases/<review_id>/{action}", "POST"): f"/console/cases/{{review}}/{action}"
        for action in ("claim", "renew", "release", "rescore", "resolve", "extend")},
+    ("/console/confirmations/<review_id>", "GET"): "/console/confirmations/{confirmation}",
+    **{(f"/console/confirmations/<review_id>/{action}", "POST"): f"/console/confirmations/{{confirmation}}/{action}"
+       for action in ("claim", "renew", "release", "confirm")},
 }
-AUDIT_ROUTES: dict[tuple[str, str], str] = {("/audit/decisions/<decision_id>", "GET"): ""}
+AUDIT_ROUTES: dict[tuple[str, str], str] = {("/audit/decisions/<decision_id>", "GET"): "/audit/decisions/{decision}"}
 # Officials' and signed-in people's pages without an id: who may open them.
 SIGNED_IN_PAGES: dict[tuple[str, str], str] = {
     ("/console", "GET"): "reviewer", ("/console/next", "POST"): "reviewer",
+    ("/console/confirmations", "GET"): "reviewer", ("/console/confirmations/next", "POST"): "reviewer",
     ("/audit", "GET"): "auditor", ("/audit/export.csv", "GET"): "auditor", ("/audit/export.parquet", "GET"): "auditor",
+    ("/audit/report", "GET"): "auditor", ("/audit/report.json", "GET"): "auditor", ("/audit/report.csv", "GET"): "auditor",
     ("/me", "GET"): "person", ("/me/data.json", "GET"): "person",
 }
+PAGE_QUERIES = {path: "?model=german-credit&from=2026-01-01&to=2026-01-31"
+                for path in ("/audit/report", "/audit/report.json", "/audit/report.csv")}
 STATIC_FILES = {"/static/<path:filename>", "/docs/static/<path:filename>", "/docs/swagger/<path:filename>"}
 
 
@@ -241,6 +260,8 @@ def classify_routes(gw: Gateway) -> list[tuple[str, str, str]]:
                 found.append((plain, method, "public"))
             elif key in PAGE_ROUTES:
                 found.append((plain, method, "page"))
+            elif key in BATCH_ROUTES:
+                found.append((plain, method, "batch"))
             elif key in CONSOLE_ROUTES:
                 found.append((plain, method, "console"))
             elif key in AUDIT_ROUTES:
@@ -260,8 +281,9 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
     assert {(r, m) for r, m, c in routes if c == "page"} == set(PAGE_ROUTES)
     assert {(r, m) for r, m, c in routes if c == "console"} == set(CONSOLE_ROUTES)
     assert {(r, m) for r, m, c in routes if c == "audit"} == set(AUDIT_ROUTES)
-    # Pages: test_no_session_reaches_a_page_it_may_not_see and test_officials_and_people_reach_only_their_own_pages
-    routes = [r for r in routes if r[2] not in ("page", "console", "audit")]
+    # Pages: test_no_session_reaches_a_page_it_may_not_see and test_officials_and_people_reach_only_their_own_pages;
+    # batches: test_a_batch_is_seen_by_its_agency_only
+    routes = [r for r in routes if r[2] not in ("page", "console", "audit", "batch")]
     failures: list[str] = []
     tally: Counter[str] = Counter()
     cross_successes = 0
@@ -326,6 +348,25 @@ def test_no_principal_reaches_an_object_it_may_not_see(gateway: Gateway, idp: Id
     assert not failures, "\n".join(failures)
     # The matrix covered every kind of cell, and every caller.
     assert tally["hidden 404"] > 100 and tally["seen 403"] > 20 and sum(v for k, v in tally.items() if k.startswith("allowed")) > 50
+
+
+def test_a_batch_is_seen_by_its_agency_only(gateway: Gateway, idp: IdentityProvider) -> None:
+    world = build_world(gateway, idp)
+    assert {(r, m) for r, m, c in classify_routes(gateway) if c == "batch"} == set(BATCH_ROUTES)
+    row = {"idempotency_key": "bola-batch", **copy.deepcopy(gateway.sample)}
+    made = gateway.client.post("/v1/models/german-credit/decision-batches", json={"rows": [row]},
+                               headers=gateway.auth("agency_a"))
+    assert made.status_code == 202, made.get_json()
+    batch_id = made.get_json()["batch_id"]
+    for who in world.callers:
+        for rule, method in BATCH_ROUTES:
+            url = rule.replace("<name>", "german-credit")
+            hit = send(gateway, method, url.replace("<batch_id>", batch_id), who.headers, {})
+            miss = send(gateway, method, url.replace("<batch_id>", MISSING_BATCH), who.headers, {})
+            if who.name == "agency_a":
+                assert hit.status_code == 200, (who.name, rule)
+            else:
+                assert hit.status_code == 404 and fingerprint(hit) == fingerprint(miss), (who.name, rule, hit.status_code)
 
 
 def test_the_matrix_covers_at_least_seven_kinds_of_principal(gateway: Gateway, idp: IdentityProvider) -> None:
@@ -459,6 +500,15 @@ def decide_link(gw: Gateway, world: World, label: str) -> str:
 
 # --- the officials' console, the audit pages and /me: every route × every kind of browser session -------------
 
+def _held_decision(gw: Gateway, german_manifest: Path) -> str:
+    """A decision of a low-autonomy version, held for an officer's confirmation: its confirmation case id."""
+    register_low_autonomy(gw, german_manifest)
+    made = gw.decide()
+    assert made.status_code == 201 and made.get_json()["confirmation"] == "pending_confirmation", made.get_json()
+    listed = gw.client.get("/v1/confirmations", headers=gw.auth("reviewer")).get_json()
+    return str(listed["reviews"][0]["review_id"])
+
+
 def _official_browser(gw: Gateway, name: str) -> Any:
     from tests.web.console_support import official
 
@@ -488,12 +538,14 @@ def _any_csrf(browser: Any) -> str | None:
     return None
 
 
-def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: IdentityProvider) -> None:
+def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: IdentityProvider,
+                                                         german_manifest: Path) -> None:
     """Reviewer, auditor, OIDC person, capability-link person and no session × every console, audit and /me
     route: the role's own pages open, another role's are 403, no official/person session is 401, and an id
     that does not exist is the same 404 whoever asks."""
     world = build_world(gateway, idp)
     review, decision = world.reviews["R2"], world.decisions["D2"]
+    confirmation = _held_decision(gateway, german_manifest)
     browsers = {
         "reviewer": _official_browser(gateway, "reviewer"),
         "auditor": _official_browser(gateway, "auditor"),
@@ -505,24 +557,25 @@ def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: 
     failures = []
     for who, browser in browsers.items():
         token = _any_csrf(browser) or "none"
-        for routes, role, target, missing in ((CONSOLE_ROUTES, "reviewer", f"/console/cases/{review}", f"/console/cases/{MISSING_REVIEW}"),
-                                              (AUDIT_ROUTES, "auditor", f"/audit/decisions/{decision}", f"/audit/decisions/{MISSING_DECISION}")):
-            for (rule, method), suffix in routes.items():
+        for routes, role in ((CONSOLE_ROUTES, "reviewer"), (AUDIT_ROUTES, "auditor")):
+            for (rule, method), path in routes.items():
+                target = path.format(review=review, confirmation=confirmation, decision=decision)
+                missing = path.format(review=MISSING_REVIEW, confirmation=MISSING_REVIEW, decision=MISSING_DECISION)
                 data = {"csrf_token": token, "fencing_token": "0"} if method == "POST" else None
-                hit = browser.open(target + suffix, method=method, data=data)
+                hit = browser.open(target, method=method, data=data)
                 expected = (401 if kinds.get(who) not in ("reviewer", "auditor") else
                             (None if kinds[who] == role else 403))
                 if expected is None:
                     if hit.status_code in (401, 403, 404) or hit.status_code >= 500:
                         failures.append(f"{who}: {method} {rule}: {hit.status_code} (should be allowed)")
-                    gone = browser.open(missing + suffix, method=method, data=data)
+                    gone = browser.open(missing, method=method, data=data)
                     if gone.status_code != 404:
                         failures.append(f"{who}: {method} {rule} (missing id): {gone.status_code}")
                 elif hit.status_code != expected:
                     failures.append(f"{who}: {method} {rule}: {hit.status_code}, expected {expected}")
         for (rule, method), role in SIGNED_IN_PAGES.items():
             data = {"csrf_token": token} if method == "POST" else None
-            resp = browser.open(rule, method=method, data=data)
+            resp = browser.open(rule + PAGE_QUERIES.get(rule, ""), method=method, data=data)
             resp.get_data()  # an export streams: read it to the end, as a browser would
             resp.close()
             if kinds.get(who) == role:
@@ -534,5 +587,8 @@ def test_officials_and_people_reach_only_their_own_pages(gateway: Gateway, idp: 
             if not expected_ok:
                 failures.append(f"{who}: {method} {rule}: {resp.status_code} (page of the {role})")
     assert not failures, "\n".join(failures)
-    # An auditor cannot resolve: the case is as it was.
-    assert gateway.count("reviews") == 2
+    # An auditor cannot resolve, nor confirm: the cases are as they were (the held decision is still held).
+    assert gateway.count("reviews") == 3
+    with gateway.app.app_context():
+        held = db.session.execute(text("SELECT status, outcome FROM reviews WHERE id = :r"), {"r": confirmation}).one()
+    assert held.outcome is None and held.status in ("queued", "claimed")

@@ -20,6 +20,7 @@ from werkzeug.routing import RequestRedirect
 from werkzeug.test import TestResponse
 
 from gateway.auditlog.sequencer import SequenceKind
+from gateway.batches.task import BatchKind
 from gateway.extensions import db
 from gateway.models import ScoringModel
 from tests.conftest import Gateway
@@ -184,6 +185,19 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert call("GET", "/v1/log/proof/inclusion?index=0&size=2").status_code == 200
     assert call("GET", "/v1/log/proof/consistency?first=1&second=2").status_code == 200
     assert call("GET", "/v1/log/leaves?start=0&end=5", "auditor").status_code == 200
+
+    # A decision batch: submitted (202), decided by the batch job kind, read with its rows, results downloaded.
+    rows = [{"idempotency_key": f"contract-batch-{i}", "subject": {**body["subject"], "iin": iin},
+             "features": body["features"]} for i, iin in enumerate(("921029350851", "061211600012"))]
+    submitted = call("POST", "/v1/models/german-credit/decision-batches", "agency_a", json={"rows": rows})
+    assert submitted.status_code == 202, submitted.get_json()
+    with gateway.app.app_context():
+        assert BatchKind(gateway.app).run_once() == 1
+    batch_url = submitted.get_json()["links"]["batch"].removeprefix("https://gateway.test")
+    shown = call("GET", batch_url, "agency_a")
+    assert shown.status_code == 200 and shown.get_json()["decided_rows"] == 2
+    assert call("GET", f"{batch_url}/results", "agency_a").status_code == 200
+    assert call("GET", f"{batch_url}/results?format=jsonl", "agency_a").status_code == 200
 
     # Oversight: the agency posts the true outcome; the auditor reads the report; an incident is registered.
     truth = call("POST", f"/v1/decisions/{did}/ground-truth", "agency_a", json={"positive": True})

@@ -57,7 +57,8 @@ def role_for(method: str, path: str) -> str:
     """Which credential an operation is called with: the role it is meant for."""
     if path == "/v1/me/decisions":
         return "citizen"
-    if path.startswith("/v1/blobs") or (path.startswith("/v1/models") and method == "POST" and not path.endswith("/decisions")):
+    if path.startswith("/v1/blobs") or (path.startswith("/v1/models") and method == "POST"
+                                        and not path.endswith(("/decisions", "/decision-batches"))):
         return "admin"
     if path.endswith("/access-log") or path.endswith("/hold"):
         return "auditor"

@@ -8,7 +8,8 @@ from typing import Any
 from flask_openapi3 import OpenAPI
 from werkzeug.routing import BaseConverter
 
-from gateway.api import decisions_api, log_api, models_api, ops, oversight_api, reviews_api
+from gateway.api import batches_api, decisions_api, log_api, models_api, ops, oversight_api, reviews_api
+from gateway.schemas.batches import BatchRequest
 
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
@@ -29,7 +30,7 @@ class ReviewIdConverter(BaseConverter):
 def register_api(app: OpenAPI) -> None:
 
     app.url_map.converters["rid"] = ReviewIdConverter
-    for bp in (ops.bp, models_api.bp, decisions_api.bp, reviews_api.bp, log_api.bp, oversight_api.bp):
+    for bp in (ops.bp, models_api.bp, decisions_api.bp, batches_api.bp, reviews_api.bp, log_api.bp, oversight_api.bp):
         app.register_api(bp)
 
 
@@ -44,7 +45,25 @@ def amend_spec(spec: dict[str, Any]) -> None:
         "description": "The file's bytes; their SHA-256 must be the one in the path.",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
+    _batch_body(spec)
     _add_links(spec)
+
+
+def _batch_body(spec: dict[str, Any]) -> None:
+    """The batch upload: rows in a JSON body (documented), or a file whose format its media type names."""
+    post = spec["paths"]["/v1/models/{name}/decision-batches"]["post"]
+    schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        spec.setdefault("components", {}).setdefault("schemas", {}).setdefault(name, sub)
+    spec["components"]["schemas"].setdefault("BatchRequest", schema)
+    post["requestBody"] = {
+        "required": True,
+        "description": "Rows in a JSON body; or the same population as a file, sent as its body with its media type "
+                       "(text/csv, application/x-ndjson, application/vnd.apache.parquet) or as the multipart field "
+                       "`file`. Files have flat columns: idempotency_key, iin, language, email and/or webhook, "
+                       "optional operator and reference, and one column per feature of the model.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
+    }
 
 
 def _operation_id(spec: dict[str, Any], path: str, method: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.api.errors import error_response
 from gateway.auth import Caller, Principal, authenticate_caller, require_role
+from gateway.decisions import request_hash as request_hash  # re-exported: the API hashes with it
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -27,7 +27,7 @@ from gateway.text import LINE_PATTERN, TEXT_PATTERN
 ERRORS: dict[int, Any] = dict.fromkeys((400, 401, 403, 404, 409, 413, 415, 422, 429, 503), ErrorResponse)
 
 # Path models whose validation failure means "no such resource", not "bad request".
-PATH_MODELS = {"DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "DecisionReviewPath", "HandoverPath"}
+PATH_MODELS = {"BatchPath", "DecisionPath", "ModelPath", "BlobPath", "ReviewPath", "DecisionReviewPath", "HandoverPath"}
 
 
 def _authenticated() -> Caller | Exception:
@@ -77,12 +77,6 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
         payload = payload.model_dump(mode="json", exclude_unset=True)  # optional fields left out stay out
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status=status, headers=headers, mimetype="application/json")
-
-
-def request_hash(*parts: Any) -> str:
-    """Hash a request's meaning (path parameters and parsed body), not its whitespace."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _message(err: dict[str, Any]) -> str:

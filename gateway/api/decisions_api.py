@@ -27,9 +27,9 @@ from gateway.schemas import (
     HoldIn,
     HoldOut,
     HoldQuery,
+    KeysetPageQuery,
     ModelPath,
     MyDecisions,
-    PageQuery,
     Pending,
     RecourseOut,
 )
@@ -127,17 +127,18 @@ def get_recourse(path: DecisionPath, query: ExplanationQuery) -> Response:
 
 
 @bp.get("/decisions/<decision_id>/access-log", security=BEARER, responses={200: AccessLog, **ERRORS})
-def get_access_log(path: DecisionPath, query: PageQuery) -> Response:
+def get_access_log(path: DecisionPath, query: KeysetPageQuery) -> Response:
     """Who read this decision, its explanation and reviews, and when (the person and auditors)."""
-    events, total = access.read_access_log(caller(), path.decision_id, limit=query.limit, offset=query.offset)
+    events, total = access.read_access_log(caller(), path.decision_id, limit=query.limit, offset=query.offset,
+                                           after=query.after)
     return json_response(access_views.access_log_view(path.decision_id, events, total, limit=query.limit,
                                                       offset=query.offset))
 
 
 @bp.get("/me/decisions", security=BEARER, responses={200: MyDecisions, **ERRORS})
-def my_decisions(query: PageQuery) -> Response:
+def my_decisions(query: KeysetPageQuery) -> Response:
     """Every decision about you, newest first (signed in with the national identity provider)."""
-    rows, total = access.list_my_decisions(caller(), limit=query.limit, offset=query.offset)
+    rows, total = access.list_my_decisions(caller(), limit=query.limit, offset=query.offset, after=query.after)
     return json_response(access_views.my_decisions_view(rows, total, limit=query.limit, offset=query.offset,
                                                         base_url=current_settings().base_url))
 

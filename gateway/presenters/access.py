@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import links
+from gateway.access import keyset_cursor
 from gateway.ids import isoformat
 from gateway.models import AccessEvent, Decision
 from gateway.schemas import AccessLog, MyDecisions
@@ -17,8 +18,9 @@ def access_event(e: AccessEvent) -> dict[str, Any]:
 
 def access_log_view(decision_id: str, events: list[AccessEvent], total: int, *, limit: int,
                     offset: int) -> AccessLog:
+    last = keyset_cursor(events[-1].at, events[-1].id) if events and len(events) == limit else None
     return AccessLog.model_validate({"decision_id": decision_id, "events": [access_event(e) for e in events],
-                                     "total": total, "limit": limit, "offset": offset})
+                                     "total": total, "limit": limit, "offset": offset, "next_after": last})
 
 
 def my_decision(d: Decision, base_url: str) -> dict[str, Any]:
@@ -28,5 +30,6 @@ def my_decision(d: Decision, base_url: str) -> dict[str, Any]:
 
 
 def my_decisions_view(rows: list[Decision], total: int, *, limit: int, offset: int, base_url: str) -> MyDecisions:
+    last = keyset_cursor(rows[-1].created_at, rows[-1].id) if rows and len(rows) == limit else None
     return MyDecisions.model_validate({"decisions": [my_decision(d, base_url) for d in rows], "total": total,
-                                       "limit": limit, "offset": offset})
+                                       "limit": limit, "offset": offset, "next_after": last})

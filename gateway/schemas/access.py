@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from gateway.schemas.common import DecisionLinks, ModelRef, Out
 
 
@@ -25,6 +27,7 @@ class AccessLog(Out):
     total: int
     limit: int
     offset: int
+    next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")
 
 
 class MyDecision(Out):
@@ -42,3 +45,4 @@ class MyDecisions(Out):
     total: int
     limit: int
     offset: int
+    next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")

@@ -67,6 +67,17 @@ class PageQuery(BaseModel):
     offset: int = Field(default=0, ge=0, le=1_000_000)
 
 
+KEYSET_CURSOR = r"^[0-9]{1,16}\.[A-Za-z0-9_-]{1,60}$"
+
+
+class KeysetPageQuery(PageQuery):
+    """A page of a list that grows: by keyset (`after`, the previous page's `next_after`), or by offset."""
+
+    after: Annotated[str, Field(pattern=KEYSET_CURSOR, max_length=80)] | None = Field(
+        default=None, description="Items after this one: the previous page's next_after (keyset paging; its cost "
+                                  "does not grow with the page number, unlike offset)")
+
+
 class ModelPath(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$", max_length=100)]
 

@@ -10,6 +10,11 @@ one keyset page at a time (CSV text, or one Parquet row group per page through p
 | GET /audit[?model=&version=&from=&to=&outcome=&adverse=&reviewed=&overturned=&reference=&after=] | `form#search`, `table#results`, `a#next-page` (keyset), `a#export-csv`, `a#export-parquet` |
 | GET /audit/export.csv?…, /audit/export.parquet?… | the whole result as an attachment (streamed)                |
 | GET /audit/decisions/{id}             | read-only: `#decision`, `#inputs`, `#explanation` (full, `tr.withheld`), `#notices`, `#reviews`, `#access-log` |
+| GET /audit/report[?model=&from=&to=]  | the oversight report (gateway.oversight.report, the figures of GET /v1/reports/oversight): `form#report-form`, one `section` per part, `table#incidents`, `a#report-json`, `a#report-csv` |
+| GET /audit/report.json?…, /audit/report.csv?… | the same report as a download (the same bytes as the API's `format=json` / `format=csv`) |
+
+The oversight report holds aggregate figures only (no person's decision is shown), so, as with the API's
+report, no decision's access log records it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 
-from gateway import access, explanations, records, registry
+from gateway import access, explanations, oversight, records, registry
 from gateway.auth import Principal
+from gateway.errors import NotFound
 from gateway.models import Role
 from gateway.presenters import access as access_views
 from gateway.presenters.decision import decision_view
@@ -200,3 +207,78 @@ def decision(decision_id: str) -> Any:
     log = access_views.access_log_view(decision_id, events, total, limit=200, offset=0).model_dump(mode="json")
     return render_template("web/audit_decision.html", d=view, inputs=inputs, factors=factors, explained=explained,
                            log=log, labels=labels, outcome_label=lambda code: labels.outcome(manifest, code, lang))
+
+
+# --- the oversight report ---------------------------------------------------------------------------------
+
+SECTION_TITLES = {
+    "data": lazy_gettext("The data"), "volume": lazy_gettext("Volume and outcomes"), "notices": lazy_gettext("Notices"),
+    "explanations": lazy_gettext("Explanations"), "reviews": lazy_gettext("Reviews"), "confirmations": lazy_gettext("Confirmations by an officer"),
+    "fairness": lazy_gettext("Fairness (monitor-only attributes)"), "drift": lazy_gettext("Drift"),
+    "sensitive_factors": lazy_gettext("Sensitive factors"), "incidents": lazy_gettext("Incidents"),
+}
+
+
+def _report_query() -> tuple[dict[str, str], dict[str, str], tuple[str, dt.date, dt.date] | None]:
+    """The form's values as sent, the problems by field, and (model, from, to) once all three are valid."""
+    values = {k: (request.args.get(k) or "").strip()[:200] for k in ("model", "from", "to")}
+    errors: dict[str, str] = {}
+    if not values["model"]:
+        errors["model"] = _("Choose the model.")
+    days = {name: _day(name, errors) for name in ("from", "to")}
+    for name in ("from", "to"):
+        if not values[name] and name not in errors:
+            errors[name] = _("Enter the date as YYYY-MM-DD.")
+    start, end = days["from"], days["to"]
+    if start and end and end < start:
+        errors["to"] = _("The period ends before it starts.")
+    if errors or start is None or end is None:
+        return values, errors, None
+    return values, errors, (values["model"], start, end)
+
+
+def _report(query: tuple[str, dt.date, dt.date], errors: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        return oversight.report(*query)
+    except NotFound:
+        errors["model"] = _("No model of this name is registered.")
+        return None
+
+
+@bp.get("/audit/report")
+def report() -> Any:
+    _auditor()
+    values, errors, query = _report_query()
+    asked = any(values.values())
+    data = _report(query, errors) if query else None
+    models = sorted({m.name for m in registry.list_models(serving_only=False)})
+    sections = [(name, SECTION_TITLES[name], oversight.figures(data[name])) for name in oversight.SECTIONS
+                if name != "incidents"] if data else []
+    return Response(render_template(
+        "web/audit_report.html", values=values, errors=errors if asked else {}, data=data, sections=sections,
+        models=models, query={k: v for k, v in values.items() if v}), status=422 if asked and errors else 200)
+
+
+def _report_file(kind: str) -> Response:
+    _auditor()
+    values, errors, query = _report_query()
+    data = _report(query, errors) if query else None
+    if data is None or query is None:
+        models = sorted({m.name for m in registry.list_models(serving_only=False)})
+        return Response(render_template("web/audit_report.html", values=values, errors=errors, data=None, sections=[],
+                                        models=models, query={}), status=422)
+    write, mimetype = oversight.FORMATS[kind]
+    resp = Response(write(data), mimetype=mimetype.split(";")[0])
+    model, start, end = query
+    resp.headers["Content-Disposition"] = f'attachment; filename="oversight-{model}-{start}-{end}.{kind}"'
+    return resp
+
+
+@bp.get("/audit/report.json")
+def report_json() -> Response:
+    return _report_file("json")
+
+
+@bp.get("/audit/report.csv")
+def report_csv() -> Response:
+    return _report_file("csv")

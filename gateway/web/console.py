@@ -13,6 +13,10 @@ sent changes the case.
 | GET /console/cases/{review_id}          | the case (`#decision`, `#inputs`, `#explanation` with `tr.withheld`, `#point-of-view`, `#corrected`, `#lease`, `form#resolve-form`, `form#extend-form`, `form#rescore-form`, `#rescore`) |
 | POST /console/cases/{review_id}/claim   | takes this case (409 page when another reviewer holds it)              |
 | POST /console/cases/{review_id}/renew, /release, /rescore, /resolve, /extend | the actions, each with `fencing_token`; a stale lease: 409 `#lease-lost` |
+| GET /console/confirmations[?model=&status=&offset=] | the decisions held for an officer's confirmation (autonomy low) by due date (`table#confirmations`, `#waiting`, `form#next-form`) |
+| POST /console/confirmations/next        | takes the next held decision (reviews.claim kind=confirmation); 303 to it, or to /console/confirmations?none=1 |
+| GET /console/confirmations/{review_id}  | the held decision (`#decision`, `#inputs`, `#explanation`, `#lease`, `form#confirm-form`) |
+| POST /console/confirmations/{review_id}/claim, /renew, /release, /confirm | the same services as the API's confirmation queue; a stale lease: 409 `#lease-lost` |
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from werkzeug.datastructures import MultiDict
 
 from gateway import access, deadlines, registry, reviews
 from gateway.auth import Principal
-from gateway.errors import Conflict, Forbidden, ValidationFailed
+from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.ids import utcnow
 from gateway.manifest import Manifest
 from gateway.models import OPEN_REVIEW, Role
@@ -85,7 +89,7 @@ def queue() -> Any:
     return render_template("web/console_queue.html", reviews=views, total=total, waiting=waiting_total,
                            overdue=reviews.overdue_count(), status=status, model=model or "", due_before=due_text,
                            statuses=STATUSES, models=models, offset=offset, page=PAGE, args=args, problem=problem,
-                           none=request.args.get("none") == "1", labels=labels)
+                           none_waiting=request.args.get("none") == "1", labels=labels)
 
 
 @bp.post("/console/next")
@@ -163,7 +167,10 @@ def _case_page(who: Principal, review_id: str, *, status: int = 200, problem: st
 
 @bp.get("/console/cases/<review_id>")
 def case(review_id: str) -> Any:
-    return _case_page(_reviewer(), review_id)
+    who = _reviewer()
+    if access.visible_review(who, review_id, access.Action.WORK_REVIEW).kind == reviews.CONFIRMATION:
+        return redirect(f"/console/confirmations/{review_id}", code=303)  # a held decision, not a review
+    return _case_page(who, review_id)
 
 
 def _token() -> int:
@@ -291,3 +298,149 @@ def extend(review_id: str) -> Any:
             return _case_page(who, review_id, status=409, problem=_("The deadline was extended once already."))
         raise
     return failed or redirect(f"/console/cases/{review_id}?extended=1", code=303)
+
+
+# --- the confirmation queue: decisions held for an officer (autonomy low) ---------------------------------
+
+CONFIRMATION_STATUSES = ("open", "queued", "claimed", "resolved")
+
+
+@bp.get("/console/confirmations")
+def confirmations() -> Any:
+    _reviewer()
+    status = request.args.get("status") or "open"
+    status = status if status in CONFIRMATION_STATUSES else "open"
+    model = (request.args.get("model") or "").strip()[:100] or None
+    try:
+        offset = max(int(request.args.get("offset") or 0), 0)
+    except ValueError:
+        offset = 0
+    rows, total = reviews.list_reviews(status=status, model=model, limit=PAGE, offset=offset, kind=reviews.CONFIRMATION)
+    _open, waiting = reviews.list_reviews(status="open", limit=0, offset=0, kind=reviews.CONFIRMATION)
+    models = sorted({m.name for m in registry.list_models(serving_only=False)})
+    args = {k: v for k, v in request.args.items() if k not in ("offset", "lang")}
+    return render_template("web/console_confirmations.html", rows=[summary(r).model_dump(mode="json") for r in rows],
+                           total=total, waiting=waiting, status=status, model=model or "", models=models,
+                           statuses=CONFIRMATION_STATUSES, offset=offset, page=PAGE, args=args,
+                           none_waiting=request.args.get("none") == "1", labels=labels)
+
+
+@bp.post("/console/confirmations/next")
+def take_next_confirmation() -> Any:
+    who = _reviewer()
+    held = reviews.claim(who, kind=reviews.CONFIRMATION)
+    if held is None:
+        return redirect("/console/confirmations?none=1", code=303)
+    return redirect(f"/console/confirmations/{held.id}", code=303)
+
+
+def _held_decision(who: Principal, review_id: str) -> Any:
+    """The confirmation case `review_id` if the reviewer sees it (a review case of another kind: 404)."""
+    review = access.visible_review(who, review_id, access.Action.WORK_REVIEW)
+    if review.kind != reviews.CONFIRMATION:
+        raise NotFound("The resource does not exist.")
+    return review
+
+
+def _confirmation_page(who: Principal, review_id: str, *, status: int = 200, problem: str | None = None,
+                       errors: dict[str, str] | None = None, form: MultiDict[str, str] | None = None,
+                       lease_lost: bool = False) -> Any:
+    lang = choose_language()
+    review = _held_decision(who, review_id)
+    view = case_view(review, lang).model_dump(mode="json")
+    access.record_access(who, review.decision_id, "confirmation_case")
+    manifest = registry.manifest_of(access.visible_decision(who, review.decision_id).model_id)
+    now = utcnow()
+    lease_end = review.lease_expires_at
+    held = (review.status == "claimed" and review.claimed_by == who.id and lease_end is not None and lease_end > now)
+    return make_response(render_template(
+        "web/console_confirmation.html", c=view, held=held,
+        lease_left=int((lease_end - now).total_seconds()) if held and lease_end else 0,
+        inputs=_inputs(manifest, view["decision"]["inputs"], lang), factors=_factors(manifest, view["explanation"]),
+        open=review.status in OPEN_REVIEW, problem=problem, errors=errors or {}, form=form or MultiDict(),
+        lease_lost=lease_lost, labels=labels, outcome_label=lambda code: labels.outcome(manifest, code, lang),
+        other_outcomes=[o for o in view["outcomes"] if o != view["decision"]["outcome"]],
+        reasons=[(code, (review.reasons or {}).get(code)) for code in ("kk", "ru", "en") if (review.reasons or {}).get(code)],
+    ), status)
+
+
+@bp.get("/console/confirmations/<review_id>")
+def confirmation(review_id: str) -> Any:
+    return _confirmation_page(_reviewer(), review_id)
+
+
+def _act_on_held(review_id: str, action: Any) -> Any:
+    """Run one action on a held decision the reviewer holds; a lost lease or a closed case is a 409 page."""
+    who = _reviewer()
+    _held_decision(who, review_id)
+    try:
+        action(who)
+    except reviews.StaleLease:
+        return _confirmation_page(who, review_id, status=409, lease_lost=True)
+    except reviews.InvalidTransition:
+        return _confirmation_page(who, review_id, status=409,
+                                  problem=_("This decision is no longer waiting for confirmation. Nothing you sent changed it."))
+    return None
+
+
+@bp.post("/console/confirmations/<review_id>/claim")
+def take_confirmation(review_id: str) -> Any:
+    who = _reviewer()
+    _held_decision(who, review_id)
+    try:
+        reviews.claim(who, review_id=review_id, kind=reviews.CONFIRMATION)
+    except reviews.InvalidTransition:
+        return _confirmation_page(who, review_id, status=409,
+                                  problem=_("This decision is no longer waiting for confirmation, so it cannot be taken."))
+    except Conflict:
+        return _confirmation_page(who, review_id, status=409,
+                                  problem=_("Another officer holds this decision. Take the next held decision instead."))
+    return redirect(f"/console/confirmations/{review_id}", code=303)
+
+
+@bp.post("/console/confirmations/<review_id>/renew")
+def renew_confirmation(review_id: str) -> Any:
+    failed = _act_on_held(review_id, lambda who: reviews.renew(who, review_id, _token()))
+    return failed or redirect(f"/console/confirmations/{review_id}", code=303)
+
+
+@bp.post("/console/confirmations/<review_id>/release")
+def release_confirmation(review_id: str) -> Any:
+    failed = _act_on_held(review_id, lambda who: reviews.release(who, review_id, _token()))
+    return failed or redirect("/console/confirmations", code=303)
+
+
+def _confirm_errors(form: MultiDict[str, str], outcomes: list[str]) -> dict[str, str]:
+    errors = {}
+    outcome = form.get("outcome") or ""
+    if outcome not in reviews.CONFIRM_OUTCOMES:
+        errors["outcome"] = _("Choose whether you confirm the system's outcome or change it.")
+    if outcome == "changed":
+        if (form.get("new_outcome") or "") not in outcomes:
+            errors["new_outcome"] = _("Choose the new outcome.")
+        for lang in ("kk", "ru"):
+            if not (form.get(f"reasons_{lang}") or "").strip():
+                errors[f"reasons_{lang}"] = _("To change the outcome, write the reasons in Kazakh and in Russian.")
+    return errors
+
+
+@bp.post("/console/confirmations/<review_id>/confirm")
+def confirm(review_id: str) -> Any:
+    who = _reviewer()
+    review = _held_decision(who, review_id)
+    form = request.form
+    manifest = registry.manifest_of(access.visible_decision(who, review.decision_id).model_id)
+    decided = access.visible_decision(who, review.decision_id).outcome
+    errors = _confirm_errors(form, [o for o in manifest.policy.outcomes if o != decided])
+    if errors:
+        return _confirmation_page(who, review_id, status=422, errors=errors, form=form)
+    outcome = form["outcome"]
+    reasons = {lang: (form.get(f"reasons_{lang}") or "").strip() for lang in ("kk", "ru", "en")}
+    reasons = {k: v for k, v in reasons.items() if v}
+    try:
+        failed = _act_on_held(review_id, lambda w: reviews.confirm(
+            w, review_id, _token(), outcome=outcome, new_outcome=form.get("new_outcome") if outcome == "changed" else None,
+            reasons=reasons))
+    except ValidationFailed as exc:
+        return _confirmation_page(who, review_id, status=422, form=form, problem=exc.message)
+    return failed or redirect(f"/console/confirmations/{review_id}?confirmed=1", code=303)

@@ -34,6 +34,10 @@ REVIEW_OUTCOMES = {
     "changed": lazy_gettext("the decision was changed"),
     "annulled": lazy_gettext("the decision was annulled"),
 }
+CONFIRM_OUTCOMES = {
+    "confirmed": lazy_gettext("confirmed by the officer"),
+    "changed": lazy_gettext("changed by the officer"),
+}
 GROUNDS = {
     "wrong_data": lazy_gettext("The data about me used in the decision is wrong or out of date"),
     "wrong_assessment": lazy_gettext("The data is right, but the assessment is wrong"),
@@ -60,6 +64,7 @@ READ_WHAT = {
     "audit_search": lazy_gettext("an audit search result"),
     "audit_export": lazy_gettext("an audit export"),
     "audit_decision": lazy_gettext("the decision, in an audit"),
+    "confirmation_case": lazy_gettext("the decision, held for an officer's confirmation"),
 }
 RISK = {"minimal": lazy_gettext("minimal"), "medium": lazy_gettext("medium"), "high": lazy_gettext("high")}
 ROLE = {

@@ -284,3 +284,17 @@ def test_one_row_costs_little_more_than_raw_tree_shap(adult: Adult, gb100_pipeli
         theirs.append(time.perf_counter() - middle)
     ratio = float(np.median(ours[20:]) / np.median(theirs[20:]))
     assert ratio < 3.0, f"explain(one row) is {ratio:.2f}x raw TreeExplainer.shap_values"
+
+
+def test_given_outputs_replace_the_second_prediction_and_still_check_additivity(adult: Adult, gb_pipeline: Pipeline
+                                                                                ) -> None:
+    explainer = TreeExplainer(gb_pipeline, output_space="probability", positive_class=POSITIVE).fit(adult.background)
+    rows = adult.rows.iloc[:20]
+    scores = _model_output(gb_pipeline, rows, "probability")
+    assert explainer.explain(rows, outputs=scores) == explainer.explain(rows)
+    shifted = scores.copy()
+    shifted[3] += 1e-3  # a score the explained model did not produce: refused, naming the row
+    with pytest.raises(AdditivityError, match="row 3"):
+        explainer.explain(rows, outputs=shifted)
+    with pytest.raises(ValueError, match="2 outputs given for 20 rows"):
+        explainer.explain(rows, outputs=scores[:2])

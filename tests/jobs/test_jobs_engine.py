@@ -72,14 +72,14 @@ def at(row_time: dt.datetime | str) -> dt.datetime:
 
 def test_an_unknown_kind_is_a_named_error_listing_the_known_ones(gateway: Gateway) -> None:
     registry = kinds(gateway.app)
-    assert registry.names() == ["deliver", "explain", "sequence", "purge", "recourse"]
-    with pytest.raises(UnknownTaskKind, match=r"unknown task kind 'report'; known kinds: deliver, explain, purge, recourse, sequence"):
+    assert registry.names() == ["deliver", "explain", "sequence", "purge", "recourse", "batch"]
+    with pytest.raises(UnknownTaskKind, match=r"unknown task kind 'report'; known kinds: batch, deliver, explain, purge, recourse, sequence"):
         registry.get("report")
     result = CliRunner().invoke(main, ["worker", "--kinds", "deliver,report"], obj=ScriptInfo(create_app=lambda: gateway.app))
-    assert result.exit_code == 2 and "unknown task kind 'report'; known kinds: deliver, explain, purge, recourse, sequence" in result.output
+    assert result.exit_code == 2 and "unknown task kind 'report'; known kinds: batch, deliver, explain, purge, recourse, sequence" in result.output
 
 
-@pytest.mark.parametrize("name", ["deliver", "explain", "sequence", "purge", "recourse"])
+@pytest.mark.parametrize("name", ["deliver", "explain", "sequence", "purge", "recourse", "batch"])
 def test_every_kind_keeps_the_contract(gateway: Gateway, name: str) -> None:
     """Conformance: settings from the config, an empty queue claims nothing, stats name every state."""
     cls = kinds(gateway.app).get(name)
@@ -106,7 +106,7 @@ def test_each_kind_has_its_own_settings_and_bad_ones_stop_the_start(gateway: Gat
                        ("JOBS_EXPLAIN_CONCURRENCY", 0), ("JOBS_DELIVER_CONCURRENCY", "many")):
         with pytest.raises(ConfigError, match=f"GATEWAY_{key} must be"):
             create_app({**config, key: value})
-    with pytest.raises(ConfigError, match="GATEWAY_JOBS_THREAD_KINDS: unknown task kind 'report'; known kinds: deliver"):
+    with pytest.raises(ConfigError, match="GATEWAY_JOBS_THREAD_KINDS: unknown task kind 'report'; known kinds: batch, deliver"):
         create_app({**config, "JOBS_THREAD_KINDS": ["explain", "report"]})
 
 
