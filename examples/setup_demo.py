@@ -130,8 +130,9 @@ def main() -> int:
     if held:
         which = "Every decision" if held == "all" else "A decline (the sample above is one)"
         print(f"{which} waits for an authorised officer's confirmation before the person is\n"
-              "told (the example is high-risk: AI Law Art. 17 oversight). Confirm it as an officer, with a\n"
-              "reviewer key:\n")
+              "told (the example is high-risk: AI Law Art. 17 oversight). Confirm it as an officer: in the\n"
+              f"console ({base}/console/confirmations, after the demo reviewer's sign-in link below), or over\n"
+              "the API with a reviewer key:\n")
         print(
             "REVIEWER=$(.venv/bin/gateway keys create --role reviewer --name demo-officer-$(date +%s))\n"
             f"curl -sS -X POST {base}/v1/confirmations/claim -H \"Authorization: Bearer $REVIEWER\" \\\n"

@@ -85,5 +85,8 @@ def test_the_notice_of_make_run_opens_the_persons_pages(tmp_path: Path) -> None:
             started = official.post(sign_in.group(1), data={"csrf_token": csrf.group(1)})
             assert started.status_code == 303 and started.headers["location"] == "/console"
             assert official.get(f"{base}/console").status_code == 200
+            # The confirmation queue the demo names: the sample's decline was confirmed above, none waits.
+            assert "/console/confirmations" in demo
+            assert official.get(f"{base}/console/confirmations").status_code == 200
     finally:
         server.stop()
