@@ -106,8 +106,9 @@ def raw_predict_proba_us(model_dir: Path, row: dict[str, Any], repeats: int = 20
 
     with open(model_dir / "manifest.toml", "rb") as fh:
         manifest = tomllib.load(fh)
-    names = [f["name"] for f in manifest["features"]]
-    numeric = {f["name"] for f in manifest["features"] if f["type"] == "number"}
+    inputs = [f for f in manifest["features"] if not f.get("monitor_only")]  # the model's inputs
+    names = [f["name"] for f in inputs]
+    numeric = {f["name"] for f in inputs if f["type"] == "number"}
     pipeline = sio.load(model_dir / manifest["artifact"], trusted=["sklearn.tree._tree.Tree"])
 
     def frame() -> Any:

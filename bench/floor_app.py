@@ -34,8 +34,9 @@ def create_app(model_dir: Path, db_path: Path) -> Any:
 
     with open(model_dir / "manifest.toml", "rb") as fh:
         manifest = tomllib.load(fh)
-    names = [f["name"] for f in manifest["features"]]
-    numeric = {f["name"] for f in manifest["features"] if f["type"] == "number"}
+    inputs = [f for f in manifest["features"] if not f.get("monitor_only")]  # the model's inputs
+    names = [f["name"] for f in inputs]
+    numeric = {f["name"] for f in inputs if f["type"] == "number"}
     pipeline = sio.load(model_dir / manifest["artifact"], trusted=TRUSTED_TYPES)
     positive = list(pipeline.classes_).index(manifest["policy"]["positive_class"])
 

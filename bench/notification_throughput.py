@@ -143,6 +143,7 @@ def fill(instance: Instance, manifest: Path, receiver_url: str, decisions: int, 
 
     stored = runpy.run_path(str(instance.folder / "config.py"))
     app = create_app({"DATABASE_URL": database_url(instance), "RATELIMIT_ENABLED": False,
+                      "WEBHOOK_ALLOW_PRIVATE": True,  # the receiver listens on http://127.0.0.1 (as ENV allows)
                       **{k: stored[k] for k in ("SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")}})
     client = app.test_client()
     features = example_rows(manifest)

@@ -57,11 +57,15 @@ def main() -> int:
     args = parser.parse_args()
 
     from flask_migrate import upgrade
+    from sqlalchemy import select
 
     from gateway import access, create_app, registry
-    from gateway.auth import citizen_from_capability, create_key
+    from gateway.auth import capability_token, citizen_from_capability, create_key
     from gateway.db import write_transaction
+    from gateway.extensions import db
     from gateway.manifest import load_manifest
+    from gateway.models import Decision
+    from tests.support.registration import SERVED_AS
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -73,6 +77,7 @@ def main() -> int:
         with app.app_context():
             upgrade()
             manifest, mfolder = load_manifest(manifest_path)
+            manifest = manifest.model_copy(update=SERVED_AS)  # the declined sample is notified at once, with its link
             assert manifest.artifact and manifest.explanation.background
             with write_transaction():
                 registry.register(manifest, (mfolder / manifest.artifact).read_bytes(),
@@ -85,8 +90,11 @@ def main() -> int:
         created = client.post("/v1/models/german-credit/decisions", json=sample,
                               headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "bench-1"}).get_json()
         did = created["decision_id"]
-        link = created["links"]["citizen"].split("https://gateway.bench", 1)[1]
-        token = link.split("?token=", 1)[1]
+        # The person's link as their notice carries it (agency responses never carry it).
+        with app.app_context():
+            ref = db.session.execute(select(Decision.subject_ref).where(Decision.id == did)).scalar_one()
+            token = capability_token(did, ref)
+        link = f"/d/{did}?token={token}"
         browser = app.test_client()
         assert browser.get(link).status_code == 303
 

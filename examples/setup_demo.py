@@ -111,6 +111,7 @@ def main() -> int:
         base = app.config["PUBLIC_BASE_URL"].rstrip("/")
         routes, notices = app.config.get("NOTIFY_ROUTES") or {}, app.config.get("NOTIFY_FILE_DIR")
         links = sign_in_links(base)
+        held = registry.manifest_of(registry.public_model(MODEL_NAME).id).held_for_confirmation
     body = json.dumps(json.loads((EXAMPLE / "sample_request.json").read_text()), ensure_ascii=False)
     if key:
         print("\nDemo agency API key (shown once; only its hash is stored):\n  " + key)
@@ -126,6 +127,19 @@ def main() -> int:
         f"  -H 'Content-Type: application/json' \\\n"
         f"  --data {shlex.quote(body)}\n"
     )
+    if held:
+        which = "Every decision" if held == "all" else "A decline (the sample above is one)"
+        print(f"{which} waits for an authorised officer's confirmation before the person is\n"
+              "told (the example is high-risk: AI Law Art. 17 oversight). Confirm it as an officer: in the\n"
+              f"console ({base}/console/confirmations, after the demo reviewer's sign-in link below), or over\n"
+              "the API with a reviewer key:\n")
+        print(
+            "REVIEWER=$(.venv/bin/gateway keys create --role reviewer --name demo-officer-$(date +%s))\n"
+            f"curl -sS -X POST {base}/v1/confirmations/claim -H \"Authorization: Bearer $REVIEWER\" \\\n"
+            "  -H 'Content-Type: application/json' --data '{}'   # gives review_id and fencing_token\n"
+            f"curl -sS -X POST {base}/v1/reviews/<review_id>/confirm -H \"Authorization: Bearer $REVIEWER\" \\\n"
+            "  -H 'Content-Type: application/json' --data '{\"fencing_token\": <fencing_token>, \"outcome\": \"confirmed\"}'\n"
+        )
     if routes.get("email") == "file" and notices:
         print(f"The person's notice is written to {notices}/<notification id>.eml (no mail server here): open\n"
               "the personal link in it (…/d/<decision id>?token=…) in a browser to read the decision, its\n"

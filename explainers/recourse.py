@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from explainers.base import resolve_positive_class
 from explainers.exceptions import NotFittedError
@@ -110,6 +109,8 @@ class RecourseSearch:
     def _score(self, rows: list[dict[str, Any]]) -> np.ndarray:
         if self.records and self.class_index_ is None:  # a scoring function of raw records (the gateway's model)
             return np.asarray(self.model(rows), dtype=np.float64)
+        import pandas as pd  # imported when a search runs: `import explainers` stays cheap (explainers/__init__.py)
+
         frame = pd.DataFrame.from_records(rows)
         if self.class_index_ is not None:
             return np.asarray(self.model.predict_proba(frame), dtype=np.float64)[:, self.class_index_]

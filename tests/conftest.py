@@ -24,6 +24,7 @@ from gateway.auth import create_key
 from gateway.db import write_transaction
 from gateway.extensions import db
 from gateway.manifest import load_manifest
+from tests.support.registration import SERVED_AS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "german_credit"
@@ -78,7 +79,7 @@ def seed(app: Any, manifest_path: Path) -> dict[str, str]:
         # The example ships high-risk with adverse outcomes confirmed by an officer first (tests/test_oversight.py
         # runs it so). The shared fixture serves it as medium-risk, every decision taking effect at once, so that
         # the tests of the decision, notice, explanation and review flows see a declined decision notified at once.
-        manifest = manifest.model_copy(update={"risk_class": "medium", "adverse_review_first": False})
+        manifest = manifest.model_copy(update=SERVED_AS)
         with write_transaction():
             registry.register(
                 manifest,

@@ -30,7 +30,8 @@ pytestmark = [
     pytest.mark.gateway_config(RATELIMIT_PER_CALLER="100000/minute", RATELIMIT_EXPLANATIONS="100000/minute"),
 ]
 
-NEVER = {"age", "personal_status_sex", "foreign_worker", "credit_history", "num_dependents"}  # immutable, sensitive
+NEVER = {"age", "credit_history", "num_dependents"}  # immutable
+WITHHELD = {"other_installment_plans", "existing_credits"}  # the example withholds them
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +72,18 @@ def register_variant(gw: Gateway, version: str, change: dict[str, dict[str, Any]
 
 
 def test_options_flip_the_outcome_and_keep_to_the_manifest(gateway: Gateway, applications: list[dict[str, Any]]) -> None:
-    # Savings withheld, checking status immutable, housing sensitive (though mutable), the loan's duration only
-    # shorter, its amount only smaller.
+    # Savings withheld, checking status immutable, housing sensitive (though mutable; a sensitive input needs its
+    # legal basis under the AI Law's classification), the loan's duration only shorter, its amount only smaller.
     manifest = register_variant(gateway, "1.1.0", {
         "savings": {"disclosure": "withhold"}, "checking_status": {"mutable": False},
-        "housing": {"sensitive": "other", "mutable": True},
+        "housing": {"sensitive": "other", "mutable": True,
+                    "legal_basis": "Example: the applicant's consent (Law on Personal Data and Their Protection)"},
         "duration_months": {"direction": "decrease"}, "credit_amount": {"direction": "decrease"},
     })
     features = {f["name"]: f for f in manifest["features"]}
     offered = {name for name, f in features.items()
                if f.get("mutable", True) and not f.get("sensitive") and f.get("disclosure") != "withhold"}
-    assert offered.isdisjoint(NEVER | {"savings", "checking_status", "housing"}) and len(offered) == 12
+    assert offered.isdisjoint(NEVER | WITHHELD | {"savings", "checking_status", "housing"}) and len(offered) == 10
     adverse = with_options = 0
     changed_features: set[str] = set()
     for application in applications:
@@ -117,8 +119,9 @@ def test_options_flip_the_outcome_and_keep_to_the_manifest(gateway: Gateway, app
     assert "duration_months" in changed_features  # numbers are proposed too, not only categories
 
 
-def test_frozen_audited_and_written_in_kk_ru_en(gateway: Gateway) -> None:
-    created = decide(gateway, gateway.sample["features"])
+def test_frozen_audited_and_written_in_kk_ru_en(gateway: Gateway, applications: list[dict[str, Any]]) -> None:
+    # The data's 60th application (a 36-month loan) is declined; one of its options is a shorter loan alone.
+    created = decide(gateway, applications[59])
     did = created["decision_id"]
     assert created["adverse"]
     views = {lang: options_of(gateway, did, lang) for lang in ("kk", "ru", "en")}
@@ -128,7 +131,7 @@ def test_frozen_audited_and_written_in_kk_ru_en(gateway: Gateway) -> None:
     en = bodies["en"]
     assert en["options"], en
     duration = [o for o in en["options"] if [c["feature"] for c in o["changes"]] == ["duration_months"]]
-    assert duration and duration[0]["text"] == ("If “Loan duration” were 24 months instead of 48 months, the outcome "
+    assert duration and duration[0]["text"] == ("If “Loan duration” were 12 months instead of 36 months, the outcome "
                                                  "would have been: Approved.")
     words = {"kk": ("Егер", "шешім мынадай болар еді", "Мақұлданды"), "ru": ("Если бы", "решение было бы таким",
                                                                             "Одобрено")}

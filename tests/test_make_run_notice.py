@@ -46,6 +46,15 @@ def test_the_notice_of_make_run_opens_the_persons_pages(tmp_path: Path) -> None:
                           headers={"Authorization": f"Bearer {key.group(1)}", "Idempotency-Key": "make-run-1"})
         assert made.status_code == 201, made.text
         decision_id = made.json()["decision_id"]
+        # The example is high-risk: the declined sample waits for an officer's confirmation, as the demo says;
+        # confirmed the way it prints (a reviewer key from the CLI, claim, confirm), the notice goes.
+        assert made.json()["confirmation"] == "pending_confirmation" and "/v1/confirmations/claim" in demo
+        officer = {"Authorization": f"Bearer {run([gw, 'keys', 'create', '--role', 'reviewer', '--name', 'demo-officer'], env=env).strip()}"}
+        claimed = httpx.post(f"{base}/v1/confirmations/claim", json={}, headers=officer, timeout=30)
+        assert claimed.status_code == 200 and claimed.json()["decision_id"] == decision_id, claimed.text
+        confirmed = httpx.post(f"{base}/v1/reviews/{claimed.json()['review_id']}/confirm", headers=officer, timeout=30,
+                               json={"fencing_token": claimed.json()["fencing_token"], "outcome": "confirmed"})
+        assert confirmed.status_code == 200, confirmed.text
         deadline = time.monotonic() + 60
         while not list((tmp_path / "notices").glob("*.eml")):
             assert time.monotonic() < deadline, server.log_tail()
@@ -76,5 +85,8 @@ def test_the_notice_of_make_run_opens_the_persons_pages(tmp_path: Path) -> None:
             started = official.post(sign_in.group(1), data={"csrf_token": csrf.group(1)})
             assert started.status_code == 303 and started.headers["location"] == "/console"
             assert official.get(f"{base}/console").status_code == 200
+            # The confirmation queue the demo names: the sample's decline was confirmed above, none waits.
+            assert "/console/confirmations" in demo
+            assert official.get(f"{base}/console/confirmations").status_code == 200
     finally:
         server.stop()

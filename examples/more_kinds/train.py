@@ -97,7 +97,8 @@ def train_tiers(out: Path) -> Path:
     model = RandomForestClassifier(n_estimators=60, max_depth=6, min_samples_leaf=5, random_state=SEED)
     pipe = Pipeline([("preprocess", _preprocess(g.CATEGORICAL, g.NUMERIC)), ("model", model)]).fit(X, tier)
     manifest = {k: copy.deepcopy(v) for k, v in schema.items() if k not in ("policy", "notice", "explanation")}
-    manifest |= {"name": TIERS, "version": "1.0.0"}
+    manifest |= {"name": TIERS, "version": "1.0.0",
+                 "purpose_text": "Consumer-loan applications: a risk tier (low, medium, high) and its outcome (example only)"}
     manifest["policy"] = {
         "kind": "multiclass",
         "classes": [{"class": "low", "outcome": "approved"}, {"class": "medium", "outcome": "conditional"},
@@ -129,7 +130,9 @@ def train_amount(out: Path) -> Path:
     pipe = Pipeline([("preprocess", _preprocess(g.CATEGORICAL, numeric)), ("model", model)])
     pipe.fit(X[features], X["credit_amount"].astype(float))
     manifest = {k: copy.deepcopy(v) for k, v in schema.items() if k not in ("policy", "notice", "explanation", "features")}
-    manifest |= {"name": AMOUNT, "version": "1.0.0"}
+    manifest |= {"name": AMOUNT, "version": "1.0.0",
+                 "purpose_text": "Consumer-loan applications: the loan amount such applications were granted, in bands "
+                                 "(example only)"}
     manifest["features"] = [f for f in schema["features"] if f["name"] != "credit_amount"]
     manifest["policy"] = {
         "kind": "regression",

@@ -83,11 +83,12 @@ def _date(value: str, field: str) -> dt.datetime:
         parsed = dt.datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"; 3.11 reads "Z"
     except ValueError:
         raise ValidationFailed(f"{field} is not a valid date", details=[{"field": field, "rule": "date", "message": value}]) from None
-    try:  # the ends of the calendar (0001-01-01, 9999-12-31) have no local midnight or UTC instant
+    try:
         return (parsed if parsed.tzinfo else reviews.end_of_day(parsed.date()) - dt.timedelta(days=1)).astimezone(dt.UTC)
     except (OverflowError, ValueError):
-        raise ValidationFailed(f"{field} is out of range", details=[{"field": field, "rule": "range",
-                                                                     "message": "between 0002-01-01 and 9998-12-31"}]) from None
+        # The ends of the calendar (0001-01-01, 9999-12-31) have no local midnight or UTC instant. A schema-valid
+        # date is answered, never refused: nothing is due before the first days, everything before the last.
+        return (dt.datetime.min if parsed.year < 5000 else dt.datetime.max).replace(tzinfo=dt.UTC)
 
 
 @bp.get("/reviews", security=BEARER, responses={200: ReviewList, **ERRORS})

@@ -185,7 +185,11 @@ def test_a_gateway_worker_process_computes_pending_recourse(mlp_instance: JobsIn
 @pytest.mark.gateway_config(SKOPS_TRUSTED_TYPES=TRUSTED_TYPES)
 def test_a_pending_recourse_of_a_purged_decision_ends_failed_without_searching(gateway: Gateway,
                                                                                 mlp_manifest: Path) -> None:
-    assert upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest).status_code == 201
+    # Served medium-risk, adverse outcomes taking effect at once: a decision held for an officer's confirmation is
+    # an open review case, which keeps it from the purge like any open review.
+    registered = upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest, risk_class="medium",
+                                     adverse_review_first=False)
+    assert registered.status_code == 201, registered.get_json()
     did = next(d["decision_id"] for d in (decide(gateway, f) for f in applications()) if d["adverse"])
     ExplainKind(gateway.app).run_once()  # a pending explanation keeps the decision from the purge; a recourse does not
     later = utcnow() + dt.timedelta(days=366)

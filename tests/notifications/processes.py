@@ -78,6 +78,7 @@ def provision_instance(folder: Path, manifest_path: Path, database_url: str | No
     from gateway.auth import create_key
     from gateway.db import write_transaction
     from gateway.manifest import load_manifest
+    from tests.support.registration import SERVED_AS
 
     folder.mkdir(parents=True)
     keys = {name: secrets.token_hex(32) for name in ("SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")}
@@ -85,6 +86,7 @@ def provision_instance(folder: Path, manifest_path: Path, database_url: str | No
     url = database_url or f"sqlite:///{folder / 'gateway.db'}"
     app = create_app({"DATABASE_URL": url, **keys})
     manifest, manifest_folder = load_manifest(manifest_path)
+    manifest = manifest.model_copy(update=SERVED_AS)  # every decision (a decline too) is notified at once
     assert manifest.artifact and manifest.explanation.background
     with app.app_context():
         upgrade()

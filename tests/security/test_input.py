@@ -82,10 +82,12 @@ def test_a_deeply_nested_body_is_refused_as_malformed(gateway: Gateway, url: str
 
 @pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
 def test_the_review_queue_at_the_ends_of_the_calendar(gateway: Gateway, day: str) -> None:
+    requested(gateway, decided(gateway)["decision_id"])  # one open case, due in a few weeks
     resp = gateway.client.get("/v1/reviews", query_string={"due_before": day}, headers=gateway.auth("reviewer"))
-    assert resp.status_code in (200, 422), resp.data[:300]
-    if resp.status_code == 422:
-        assert fields(resp) == ["due_before"]
+    # A schema-valid date is answered (schemathesis): nothing is due before the calendar's first days, the case
+    # is due before its last.
+    assert resp.status_code == 200, resp.data[:300]
+    assert resp.get_json()["total"] == (1 if day.startswith("9999") else 0)
 
 
 def test_extending_to_the_end_of_the_calendar_is_refused_naming_until(gateway: Gateway) -> None:

@@ -79,9 +79,14 @@ def http_registration(manifest_path: Path) -> tuple[dict[str, Any], bytes, bytes
     return body, (folder / manifest.artifact).read_bytes(), (folder / manifest.explanation.background).read_bytes()
 
 
-def upload_and_register(client: Any, admin: dict[str, str], manifest_path: Path, *, with_background: bool = True) -> Any:
-    """Upload the files and register (active) over HTTP, the way an operator would; return the response."""
+def upload_and_register(client: Any, admin: dict[str, str], manifest_path: Path, *, with_background: bool = True,
+                        **changes: Any) -> Any:
+    """Upload the files and register (active) over HTTP, the way an operator would; return the response.
+
+    `changes` replace top-level manifest fields (e.g. risk_class) in the registered body.
+    """
     body, artifact, background = http_registration(manifest_path)
+    body |= changes
     files = [artifact, background] if with_background else [artifact]
     if not with_background:
         body["explanation"].pop("background_sha256", None)

@@ -28,6 +28,8 @@ from typing import Any
 
 import tomli_w
 
+from tests.support.registration import SERVED_AS
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "german_credit"
 TRAIN_SCRIPT = EXAMPLE / "train.py"
@@ -63,10 +65,12 @@ def train_example_model(out_dir: Path) -> Path:
 
 
 def example_rows(manifest_path: Path) -> list[dict[str, Any]]:
-    """Return the real applications of the model's background file, typed as a caller sends them."""
+    """Return the real applications of the model's background file, typed as a caller sends them (its
+    `features`; no `monitoring` values, which are optional)."""
     with open(manifest_path, "rb") as fh:
         manifest = tomllib.load(fh)
-    types = {f["name"]: f for f in manifest["features"]}
+    # The model's inputs only: monitor-only features (the example's `sex`) are not in the background file.
+    types = {f["name"]: f for f in manifest["features"] if not f.get("monitor_only")}
     background = manifest_path.parent / manifest["explanation"]["background"]
     rows: list[dict[str, Any]] = []
     with open(background, newline="", encoding="utf-8") as fh:
@@ -153,9 +157,10 @@ def run(argv: Sequence[str], *, env: dict[str, str], timeout: float = 120) -> st
 
 def served_as_medium_risk(manifest: Path) -> Path:
     """A copy of the example's manifest, beside it, served as medium-risk with every decision taking effect at
-    once (as the in-process fixture serves it: tests/conftest.py); these instances stress the decision path."""
+    once (SERVED_AS, as the in-process fixture serves it: tests/conftest.py); these instances stress the decision
+    path."""
     data = tomllib.loads(manifest.read_text(encoding="utf-8"))
-    data.update(risk_class="medium", adverse_review_first=False)
+    data.update(SERVED_AS)
     copy = manifest.with_name(manifest.stem + ".medium.toml")
     copy.write_text(tomli_w.dumps(data), encoding="utf-8")
     return copy

@@ -21,6 +21,12 @@ CLASSIFIED: dict[str, Any] = {
     "prohibited_practices": dict.fromkeys(PROHIBITED, False),
 }
 
+# How the shared fixture (tests/conftest.py seed) serves the German-credit example, and the tests and benches
+# built on it: the example ships high-risk with every adverse outcome held for an officer's confirmation
+# (tests/oversight run it so); served medium-risk (its risk_assessment still required), every decision takes
+# effect at once and is notified.
+SERVED_AS: dict[str, Any] = {"risk_class": "medium", "adverse_review_first": False}
+
 
 def manifest_for(name: str, artifact: bytes, features: list[dict[str, Any]], *, positive_class: Any,
                  background: bytes | None = None, adapter: str = "joblib", **extra: Any) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from tests.support.registration import CLASSIFIED
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "german_credit" / "train.py"
 CATEGORICAL = ["checking_status", "savings"]
@@ -74,7 +76,7 @@ class SmallModel:
         return {
             "name": NAME, "version": version, "adapter": source["protocol"], "source": source,
             "features": features, "policy": schema["policy"], "notice": schema["notice"],
-            "risk_class": "minimal",
+            "risk_class": "minimal", **CLASSIFIED,
             "explanation": {"background_sha256": hashlib.sha256(self.background_csv).hexdigest(),
                             "max_evals_cap": 2000, **explanation},
         }
