@@ -10,7 +10,11 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Only when nothing configured logging yet (`gateway db upgrade`): inside a process that already logs (a test,
+# a script provisioning an instance) fileConfig would replace the root's handlers and disable every logger
+# that exists, silencing the app's own lines. Even then, existing loggers stay enabled.
+if config.config_file_name is not None and not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
