@@ -9,8 +9,8 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_app_context
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from gateway.addresses import refusal
 from gateway.identity import InvalidIIN, validate_iin
-from gateway.notifications.channels.addresses import refusal
 from gateway.schemas.common import DecisionLinks, FeatureValue, Language, Line, ModelRef, OperatorId, Out, Strict, Text
 from gateway.schemas.reviews import ReviewSummary
 

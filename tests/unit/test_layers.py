@@ -1,0 +1,55 @@
+"""The import-layer contract names every module of the gateway: a module it leaves out is not checked at all."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# Outside the layers on purpose: the package's own lazy entry point and version, the docstring-only package
+# files, the standalone verifier and the pure parts it shares (their own "forbidden" contract), the migrations.
+OUTSIDE = {"gateway", "gateway._version", "gateway.jobs", "gateway.auditlog", "gateway.verify",
+           "gateway.auditlog.merkle", "gateway.auditlog.note"}
+
+
+def contracts() -> list[dict[str, object]]:
+    found: list[dict[str, object]] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"]
+    return found
+
+
+def layered() -> set[str]:
+    (layers,) = (c["layers"] for c in contracts() if c["type"] == "layers")
+    assert isinstance(layers, list)
+    return {name.strip("() ") for layer in layers for name in layer.replace("|", ":").split(":")}
+
+
+def modules() -> set[str]:
+    found = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found.add(".".join(parts))
+    return found
+
+
+def test_every_gateway_module_sits_in_a_layer() -> None:
+    named = layered()
+    unplaced = sorted(
+        m for m in modules()
+        if m not in OUTSIDE and not m.startswith("gateway.migrations")
+        and not any(m == n or m.startswith(n + ".") for n in named)
+    )
+    assert unplaced == [], f"place these modules in the layers contract of pyproject.toml: {unplaced}"
+
+
+def test_the_modules_outside_the_layers_stand_alone() -> None:
+    (standalone,) = (c for c in contracts() if str(c["name"]).startswith("The verifier stands alone"))
+    assert {"gateway.verify", "gateway.auditlog.merkle", "gateway.auditlog.note"} <= set(standalone["source_modules"])
+    for package in ("gateway/jobs/__init__.py", "gateway/auditlog/__init__.py"):  # docstrings, nothing imported
+        tree = ast.parse((ROOT / package).read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
+                   and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+        assert imports == [], package
