@@ -61,6 +61,7 @@ class Dispatcher:
         batch_size: int | None = None,
         lease_s: float | None = None,
         poll_interval_s: float | None = None,
+        retries: outbox.Retries | None = None,
         yield_to: threading.Event | None = None,
     ) -> None:
         cfg = app.config
@@ -72,6 +73,9 @@ class Dispatcher:
         self.lease_s = float(lease_s or cfg["NOTIFY_LEASE_S"])
         self.poll_interval_s = float(poll_interval_s if poll_interval_s is not None else cfg["NOTIFY_POLL_INTERVAL_S"])
         self.send_timeout_s = float(cfg["NOTIFY_SEND_TIMEOUT_S"])
+        # Read once here, like the batch size and lease: the deliver kind passes its own settings.
+        self.retries = retries or outbox.Retries(tuple(float(s) for s in cfg["NOTIFY_RETRY_SCHEDULE"]),
+                                                 int(cfg["NOTIFY_MAX_ATTEMPTS"]), float(cfg["NOTIFY_RETRY_JITTER"]))
         self.routes: dict[str, str] = dict(cfg.get("NOTIFY_ROUTES") or {})
         self._channels: dict[str, Channel] = dict(channels or {})
         self.flush_interval_s = 0.5  # results are written at least this often while a batch is being sent
@@ -148,7 +152,7 @@ class Dispatcher:
         return outbox.Outcome(job, now or self.clock(), error, permanent, retry_after, gone_url_sha256)
 
     def _record(self, results: list[outbox.Outcome]) -> None:
-        for result, status in zip(results, outbox.record(results, self.name, rng=self.rng), strict=True):
+        for result, status in zip(results, outbox.record(results, self.name, retries=self.retries, rng=self.rng), strict=True):
             job = result.job
             if status is None:
                 log.warning("notification %s: the claim passed to another dispatcher before the result was written "

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -27,6 +26,7 @@ from gateway.db import rowcount, write_transaction
 from gateway.extensions import db
 from gateway.ids import utcnow
 from gateway.jobs import claims
+from gateway.jobs.base import KindSettings
 from gateway.jobs.claims import retry_delay
 from gateway.models import Decision, Notification, NotificationStatus, WebhookEndpoint, table
 from gateway.notifications.render import Job
@@ -72,28 +72,42 @@ class Outcome:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class Retries:
+    """When a failed notice is tried again and when it is given up: the deliver kind's settings, passed in."""
+
+    schedule: tuple[float, ...]  # delay before attempt n+1 after n failures; the last one repeats
+    max_attempts: int  # after this many failed attempts the notice is dead
+    jitter: float  # each delay is multiplied by a random factor in [1 - j, 1 + j]
+
+    @classmethod
+    def of(cls, settings: KindSettings) -> Retries:
+        return cls(settings.retry_schedule, settings.max_attempts, settings.retry_jitter)
+
+
 def _fenced(job_id: str, owner: str) -> Any:
     return and_(T.c.id == job_id, T.c.claimed_by == owner, T.c.status.in_(DUE))
 
 
-def _values(outcome: Outcome, rng: random.Random) -> dict[str, Any]:
+def _values(outcome: Outcome, retries: Retries | None, rng: random.Random) -> dict[str, Any]:
     done = {"attempts": T.c.attempts + 1, "claimed_by": None, "lease_expires_at": None}
     if outcome.delivered:
         return {**done, "status": NotificationStatus.DELIVERED.value, "delivered_at": outcome.at, "last_error": None}
-    cfg = current_app.config
     assert outcome.error is not None
+    if retries is None:
+        raise ValueError("recording a failed attempt needs the deliver kind's retry settings")
     failed = outcome.job.attempts + 1
-    if outcome.permanent or failed >= int(cfg["NOTIFY_MAX_ATTEMPTS"]):
+    if outcome.permanent or failed >= retries.max_attempts:
         return {**done, "status": NotificationStatus.DEAD.value, "last_error": outcome.error[:1000]}
-    schedule = cfg["NOTIFY_RETRY_SCHEDULE"]
-    delay = retry_delay(failed, schedule=schedule, jitter=float(cfg["NOTIFY_RETRY_JITTER"]), rng=rng)
+    delay = retry_delay(failed, schedule=retries.schedule, jitter=retries.jitter, rng=rng)
     if outcome.retry_after is not None:  # the receiver asked for a pause: honour it, up to the schedule's longest wait
-        delay = max(delay, min(outcome.retry_after, float(max(schedule))))
+        delay = max(delay, min(outcome.retry_after, float(max(retries.schedule))))
     return {**done, "status": NotificationStatus.RETRYING.value, "last_error": outcome.error[:1000],
             "next_attempt_at": outcome.at + dt.timedelta(seconds=delay)}
 
 
-def record(outcomes: Sequence[Outcome], owner: str, *, rng: random.Random | None = None) -> list[str | None]:
+def record(outcomes: Sequence[Outcome], owner: str, *, retries: Retries | None = None,
+           rng: random.Random | None = None) -> list[str | None]:
     """Write the results of several attempts in one transaction; the new status of each (None: claim lost).
 
     Every write is fenced by the claim: a dispatcher whose lease passed to another writes nothing (the
@@ -106,7 +120,7 @@ def record(outcomes: Sequence[Outcome], owner: str, *, rng: random.Random | None
     statuses: list[str | None] = []
     with write_transaction() as session:
         for outcome in outcomes:
-            values = _values(outcome, rng)
+            values = _values(outcome, retries, rng)
             result = session.execute(update(T).where(_fenced(outcome.job.id, owner)).values(**values))
             if rowcount(result) and outcome.gone_url_sha256 is not None:
                 _disable_endpoint(session, outcome.gone_url_sha256, outcome.at, outcome.error or "")
@@ -119,12 +133,12 @@ def mark_delivered(job: Job, owner: str, *, now: dt.datetime) -> bool:
     return record([Outcome(job, now)], owner)[0] is not None
 
 
-def record_failure(job: Job, owner: str, *, now: dt.datetime, error: str, permanent: bool,
+def record_failure(job: Job, owner: str, *, now: dt.datetime, error: str, permanent: bool, retries: Retries,
                    retry_after: float | None = None, gone_url_sha256: str | None = None,
                    rng: random.Random | None = None) -> str | None:
     """Schedule the next attempt, or mark the row dead after a permanent failure or the last attempt."""
     outcome = Outcome(job, now, error, permanent, retry_after, gone_url_sha256)
-    return record([outcome], owner, rng=rng)[0]
+    return record([outcome], owner, retries=retries, rng=rng)[0]
 
 
 def _disable_endpoint(session: Any, url_sha256: str, now: dt.datetime, reason: str) -> None:

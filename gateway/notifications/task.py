@@ -17,6 +17,7 @@ from gateway.extensions import db
 from gateway.jobs.base import STATES, KindSettings, TaskKind
 from gateway.models import Notification, NotificationStatus
 from gateway.notifications.dispatcher import Dispatcher, log
+from gateway.notifications.outbox import Retries
 
 SETTINGS = {
     "batch_size": "NOTIFY_BATCH_SIZE",
@@ -39,7 +40,8 @@ class DeliverKind(TaskKind):
         super().__init__(app, **options)
         s = self.settings
         self.dispatcher = Dispatcher(app, name=self.owner, clock=self.clock, rng=self.rng, batch_size=s.batch_size,
-                                     lease_s=s.lease_s, poll_interval_s=s.poll_interval_s, yield_to=self.yield_to)
+                                     lease_s=s.lease_s, poll_interval_s=s.poll_interval_s, retries=Retries.of(s),
+                                     yield_to=self.yield_to)
         self.dispatcher.stopping = self.stopping
 
     @classmethod

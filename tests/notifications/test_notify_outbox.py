@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import re
 from typing import Any
@@ -12,6 +13,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from gateway.notifications import notification_stats, outbox, requeue
+from gateway.notifications.task import DeliverKind
 from tests.conftest import Gateway
 from tests.notifications.conftest import SECRET_A, Dispatch, as_utc, row, rows
 
@@ -118,6 +120,26 @@ def test_requeue_sends_dead_notices_again(dispatch: Dispatch, gateway: Gateway, 
     assert row(gateway).status == "delivered"
 
 
+def test_the_deliver_kind_retries_on_its_own_settings(gateway: Gateway, httpserver: HTTPServer) -> None:
+    """The kind's KindSettings (not a second read of the config) decide the retry delay and the dead letter."""
+    gateway.app.config.update(SETTINGS)
+    assert gateway.app.config["NOTIFY_MAX_ATTEMPTS"] == 12 and gateway.app.config["NOTIFY_RETRY_SCHEDULE"] == SCHEDULE
+    seen = _receiver(httpserver, 503)
+    _decide(gateway, httpserver.url_for("/hook"))
+    settings = dataclasses.replace(DeliverKind.read_settings(gateway.app.config), retry_schedule=(7.0,),
+                                   max_attempts=2, retry_jitter=0.0)
+    kind = DeliverKind(gateway.app, settings=settings, owner="deliver-kind")
+    try:
+        now = as_utc(row(gateway).next_attempt_at)
+        assert kind.run_once(now) == 1
+        note = row(gateway)
+        assert note.status == "retrying" and as_utc(note.next_attempt_at) == now + dt.timedelta(seconds=7)
+        assert kind.run_once(now + dt.timedelta(seconds=7)) == 1
+        assert row(gateway).status == "dead" and row(gateway).attempts == 2 and len(seen) == 2
+    finally:
+        kind.close()
+
+
 def test_a_claim_expires_and_another_dispatcher_takes_over(dispatch: Dispatch, gateway: Gateway,
                                                            httpserver: HTTPServer) -> None:
     seen = _receiver(httpserver, 200)
@@ -133,7 +155,8 @@ def test_a_claim_expires_and_another_dispatcher_takes_over(dispatch: Dispatch, g
     assert row(gateway).status == "delivered" and seen == [crashed.id]
     with gateway.app.app_context():  # the first dispatcher comes back: its claim is gone, it can't write
         assert outbox.mark_delivered(crashed, "crashed-dispatcher", now=now) is False
-        assert outbox.record_failure(crashed, "crashed-dispatcher", now=now, error="x", permanent=True) is None
+        assert outbox.record_failure(crashed, "crashed-dispatcher", now=now, error="x", permanent=True,
+                                     retries=other.retries) is None
     assert row(gateway).status == "delivered"
 
 
