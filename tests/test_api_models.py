@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
+import joblib
+import numpy as np
+import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from gateway.manifest import load_manifest
 from tests.conftest import Gateway, load_train_module
-from tests.support.registration import open_incident
+from tests.support.registration import CLASSIFIED, open_incident
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -129,3 +136,52 @@ def test_suspension_shows_in_the_register(gateway: Gateway) -> None:
     assert resp.status_code == 200
     assert gateway.client.get("/v1/models").get_json()["models"] == []
     assert gateway.client.get("/v1/models/german-credit").get_json()["status"] == "suspended"
+
+
+def _logistic_regression(output_space: str) -> tuple[bytes, bytes, dict[str, Any]]:
+    """A scaled logistic regression (linear in log-odds, not in probability), its background and manifest."""
+    X = pd.DataFrame({"x": np.linspace(1, 9, 200), "y": np.sin(np.linspace(0, 12, 200))})
+    target = (X["x"] + 2 * X["y"] > 5).map({True: "yes", False: "no"})
+    pipe = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]).fit(X, target)
+    buf = io.BytesIO()
+    joblib.dump(pipe, buf)
+    artifact = buf.getvalue()
+    background = X.iloc[::10].round(3).to_csv(index=False, lineterminator="\n").encode()
+    text = {"kk": "Мәтін", "ru": "Текст", "en": "Text"}
+    manifest = {
+        "name": "linear", "version": "1", "adapter": "joblib", "sha256": hashlib.sha256(artifact).hexdigest(),
+        "features": [{"name": n, "type": "number", "labels": text, "min": -1, "max": 9} for n in ("x", "y")],
+        "policy": {"positive_class": "yes", "threshold": 0.5, "outcome_above": "granted", "outcome_below": "refused",
+                   "adverse_outcome": "refused"},
+        "notice": {k: text for k in ("purpose", "functions", "limitations", "owner", "legal_basis")} | {"contact": "a@b.kz"},
+        "risk_class": "minimal", **CLASSIFIED,
+        "explanation": {"background_sha256": hashlib.sha256(background).hexdigest(), "output_space": output_space},
+        "activate": True,
+    }
+    return artifact, background, manifest
+
+
+@pytest.mark.gateway_config(ALLOW_PICKLE=True)
+def test_a_logistic_regression_is_explained_exactly_in_log_odds_and_refused_in_probability(gateway: Gateway) -> None:
+    """What the README tells a new user: `output_space = "log_odds"` for an exact explanation; in `probability`
+    the registration is refused (422, naming log_odds), never explained in a space where it is not additive."""
+    admin = gateway.auth("admin")
+    artifact, background, manifest = _logistic_regression("probability")
+    assert upload(gateway, artifact).status_code == 201 and upload(gateway, background).status_code == 201
+    refused = gateway.client.post("/v1/models", json=manifest, headers=admin)
+    assert refused.status_code == 422, refused.get_json()
+    error = refused.get_json()["error"]
+    assert error["code"] == "artifact_rejected" and "cannot be explained" in error["message"]
+    assert "output_space='log_odds' (exact)" in error["message"]
+    assert gateway.client.get("/v1/models/linear").status_code == 404  # nothing registered
+
+    _, _, manifest = _logistic_regression("log_odds")
+    registered = gateway.client.post("/v1/models", json=manifest, headers=admin)
+    assert registered.status_code == 201, registered.get_json()
+    decided = gateway.decide({"subject": gateway.sample["subject"], "features": {"x": 2.0, "y": 0.5}}, model="linear")
+    assert decided.status_code == 201, decided.get_json()
+    did = decided.get_json()["decision_id"]
+    explained = gateway.client.get(f"/v1/decisions/{did}/explanation", headers=gateway.auth("agency_a"))
+    assert explained.status_code == 200  # at once: computed in the decision's transaction, no job
+    body = explained.get_json()
+    assert body["method"] == "linear_shap_interventional" and body["additivity_error"] <= 1e-6
