@@ -12,7 +12,9 @@ the same machine:
 - a failure is retried on the kind's schedule, and after its last attempt (or a permanent failure) the row
   is dead: counted in ``/metrics`` and shown where the person looks, never silently dropped.
 
-Modules: ``claims`` (claim, retry delays), ``base`` (the TaskKind interface and its settings),
-``registry`` (the known kinds), ``deliver`` and ``explain`` (the kinds), ``runner`` (``gateway worker``
-and the thread of ``gateway serve``), ``metrics``. This package never imports ``gateway.api``.
+Modules: ``claims`` (claim, retry delays), ``base`` (the TaskKind interface, its settings and the
+``KindRegistry`` of known kinds, built by ``create_app``), the kinds ``explain``, ``recourse`` and
+``purge`` (``deliver`` is ``gateway/notifications/task.py``, ``sequence`` ``gateway/auditlog/sequencer.py``,
+``batch`` ``gateway/batches/task.py``), ``runner`` (``gateway worker`` and the thread of ``gateway serve``),
+``metrics``. This package never imports ``gateway.api``.
 """

@@ -20,7 +20,7 @@ from gateway.extensions import db
 from gateway.ids import utcnow
 from gateway.jobs.base import STATES, KindSettings, UnknownTaskKind
 from gateway.jobs.explain import ExplainKind
-from gateway.jobs.runner import kinds
+from gateway.jobs.runner import Runner, kinds
 from tests.conftest import SECRETS, Gateway
 from tests.support.agnostic import TRUSTED_TYPES, upload_and_register
 
@@ -108,6 +108,34 @@ def test_each_kind_has_its_own_settings_and_bad_ones_stop_the_start(gateway: Gat
             create_app({**config, key: value})
     with pytest.raises(ConfigError, match="GATEWAY_JOBS_THREAD_KINDS: unknown task kind 'report'; known kinds: batch, deliver"):
         create_app({**config, "JOBS_THREAD_KINDS": ["explain", "report"]})
+
+
+@pytest.mark.gateway_config(JOBS_EXPLAIN_CONCURRENCY=3, JOBS_EXPLAIN_BATCH_SIZE=4, JOBS_EXPLAIN_LEASE_S=45)
+def test_each_kind_runs_its_own_number_of_threads_with_its_own_settings(gateway: Gateway, mlp_manifest: Path) -> None:
+    assert upload_and_register(gateway.client, gateway.auth("admin"), mlp_manifest).status_code == 201
+    decisions = [decide_mlp(gateway) for _ in range(3)]
+    runner = Runner(gateway.app, ["deliver", "explain"])
+    by_kind = {name: [k for k in runner.kinds if k.name == name] for name in ("deliver", "explain")}
+    assert [len(by_kind["deliver"]), len(by_kind["explain"])] == [1, 3]
+    assert len({k.owner for k in runner.kinds}) == 4  # every thread claims (and fences) under a name of its own
+    explain_settings = {k.settings for k in by_kind["explain"]}
+    assert explain_settings == {ExplainKind.read_settings(gateway.app.config)}
+    (s,) = explain_settings
+    assert (s.concurrency, s.batch_size, s.lease_s) == (3, 4, 45.0)
+    (d,) = {k.settings for k in by_kind["deliver"]}
+    assert (d.concurrency, d.batch_size, d.lease_s) == (1, gateway.app.config["NOTIFY_BATCH_SIZE"],
+                                                        gateway.app.config["NOTIFY_LEASE_S"])
+    runner.start()
+    try:
+        assert all(t.is_alive() for t in runner.threads) and len(runner.threads) == 4
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+        while any(explanation_row(gateway, did)["status"] != "ready" for did in decisions):
+            assert dt.datetime.now(dt.UTC) < deadline, [dict(explanation_row(gateway, did)) for did in decisions]
+            runner.stop_event.wait(0.05)
+    finally:
+        assert runner.stop(60)
+    assert all(explanation_row(gateway, did)["attempts"] == 1 for did in decisions)  # each computed once
+    assert [len(leaves(gateway, "decision:explanation:recorded", did)) for did in decisions] == [1, 1, 1]
 
 
 # --- registration: only explainable versions ---------------------------------------------------------
