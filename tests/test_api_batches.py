@@ -224,8 +224,10 @@ def test_bad_uploads_are_refused_naming_the_problem(gateway: Gateway) -> None:
     too_many = flat(gateway, rows(gateway, 5))
     resp = submit(gateway, data=csv_bytes(too_many), content_type="text/csv")
     assert resp.status_code == 413 and "at most 4" in _error(resp)["message"]
+    assert _error(resp)["code"] == "batch_too_large"  # as the README names it
     resp = submit(gateway, data=b"x" * 20_001, content_type="text/csv")
     assert resp.status_code == 413 and "20000 bytes" in _error(resp)["message"]
+    assert _error(resp)["code"] == "batch_too_large"
 
     resp = submit(gateway, data=b"<rows/>", content_type="application/xml")
     assert resp.status_code == 415 and _error(resp)["code"] == "batch_format_unknown"
