@@ -53,3 +53,18 @@ def test_the_modules_outside_the_layers_stand_alone() -> None:
         imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
                    and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
         assert imports == [], package
+
+
+# Where reading the Flask config by string key is the job: the HTTP edges, the wiring, the config itself, and two
+# request-time helpers (the locale selector; the intake's webhook-address rule, a pydantic validator).
+CONFIG_READERS = ("gateway/api/", "gateway/web/", "gateway/migrations/", "gateway/cli.py", "gateway/server.py",
+                  "gateway/security.py", "gateway/app.py", "gateway/config.py", "gateway/settings.py",
+                  "gateway/i18n.py", "gateway/schemas/decisions.py")
+
+
+def test_services_take_settings_rather_than_reading_the_flask_config() -> None:
+    readers = sorted(
+        str(path.relative_to(ROOT)) for path in (ROOT / "gateway").rglob("*.py")
+        if not str(path.relative_to(ROOT)).startswith(CONFIG_READERS) and "current_app.config" in path.read_text()
+    )
+    assert readers == [], f"pass these services their settings instead of reading current_app.config: {readers}"
