@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from explainers.grouping import _column_indices, _is
+from explainers.grouping import _column_indices, _is, _one_hot_sources
 
 Op = Callable[[np.ndarray], np.ndarray]
 
@@ -199,8 +199,6 @@ def _dense(x: Any) -> np.ndarray:
 
 
 def _one_hot(encoder: Any) -> Op:
-    from explainers.grouping import _one_hot_sources
-
     sources = _one_hot_sources(encoder, np.arange(len(encoder.categories_)), "one-hot")
     width = len(sources)
     offsets = np.searchsorted(sources, np.arange(len(encoder.categories_)))

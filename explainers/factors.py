@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from explainers.base import RawExplanation
+from explainers.exceptions import NotFittedError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -346,8 +347,6 @@ class FactorSelector:
     def select(self, explanation: RawExplanation, values: Mapping[str, Any]) -> FactorSelection:
         """Return the publishable factors of `explanation` for a row with raw `values`."""
         if not hasattr(self, "band_edges_"):
-            from explainers.exceptions import NotFittedError
-
             raise NotFittedError(self)
         return select_factors(
             explanation,

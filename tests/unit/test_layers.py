@@ -68,3 +68,25 @@ def test_services_take_settings_rather_than_reading_the_flask_config() -> None:
         if not str(path.relative_to(ROOT)).startswith(CONFIG_READERS) and "current_app.config" in path.read_text()
     )
     assert readers == [], f"pass these services their settings instead of reading current_app.config: {readers}"
+
+
+# The top of the stack imports lazily so that `import gateway.ids` and `gateway --help` stay light: it sits above
+# every layer, so there is no cycle to dodge. Anywhere else a function-local import hides a cycle from the contract.
+LAZY_TOP = {"gateway/__init__.py", "gateway/app.py", "gateway/cli.py", "gateway/server.py"}
+
+
+def test_no_function_local_import_of_our_own_modules() -> None:
+    found = []
+    for package in ("gateway", "explainers"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = str(path.relative_to(ROOT))
+            if name in LAZY_TOP or name.startswith("gateway/migrations/"):
+                continue
+            for func in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for node in ast.walk(func):
+                    modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                               else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                    found += [f"{name}:{node.lineno} {m}" for m in modules if m.split(".")[0] in ("gateway", "explainers")]
+    assert found == [], f"import these at the top of the module (a cycle? fix the layering): {found}"
