@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import json
 import zoneinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from gateway.auth import create_key
 from gateway.db import write_transaction
 from gateway.extensions import db
+from gateway.manifest import load_manifest
 from gateway.workdays import WorkCalendar
 from tests.conftest import Gateway
 
@@ -123,6 +125,31 @@ def test_claim_gives_the_reviewer_everything_needed_to_decide(gateway: Gateway) 
     assert set(case["explanation"]["attributions"]) >= {"existing_credits", "age"}  # reviewers see everything (withheld too)
     assert case["notice"]["contact"] and case["outcomes"] == ["approved", "declined"]
     assert claim(gateway).status_code == 204  # nothing else waiting
+
+
+def test_the_case_renders_in_the_reviewers_language(gateway: Gateway, german_manifest: Path) -> None:
+    """?lang=, then Accept-Language, then Russian: the reviewer's language, not the person's (nor always Russian)."""
+    manifest, _ = load_manifest(german_manifest)
+    did = decided(gateway)
+    rid = request(gateway, did).get_json()["review_id"]
+    person = gateway.sample["subject"]["language"]
+
+    def labels(case: dict[str, Any], lang: str) -> list[str]:
+        explanation = case["explanation"]
+        assert explanation["language"] == lang and explanation["factors"], explanation
+        assert case["language"] == person  # the request keeps the person's own language
+        want = [manifest.feature(f["feature"]).labels.get(lang) for f in explanation["factors"]]
+        assert [f["label"] for f in explanation["factors"]] == want
+        return want
+
+    reviewer = gateway.auth("reviewer")
+    case = gateway.client.post("/v1/reviews/claim?lang=en", json={}, headers=reviewer).get_json()
+    english = labels(case, "en")
+    token = {"fencing_token": case["fencing_token"]}
+    kazakh = labels(gateway.client.post(f"/v1/reviews/{rid}/renew", json=token,
+                                        headers={**reviewer, "Accept-Language": "kk"}).get_json(), "kk")
+    russian = labels(gateway.client.post(f"/v1/reviews/{rid}/renew", json=token, headers=reviewer).get_json(), "ru")
+    assert len({tuple(english), tuple(kazakh), tuple(russian)}) == 3
 
 
 @pytest.mark.parametrize(("who", "status"), [("agency_a", 403), ("auditor", 403), ("admin", 404)])
