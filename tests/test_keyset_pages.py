@@ -17,6 +17,9 @@ from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider
 from tests.support.registration import open_incident
 
+pytestmark = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 IIN = "921029350851"
 
 
