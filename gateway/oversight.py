@@ -33,7 +33,7 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 from scipy.stats import ks_2samp
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from gateway import registry, runtime
 from gateway.audit import record_leaf
@@ -557,12 +557,19 @@ def get_incident(incident_id: str) -> Incident:
     return incident
 
 
-def list_incidents(model: str | None = None, status: str | None = None) -> list[Incident]:
+def list_incidents(model: str | None = None, status: str | None = None, *, limit: int | None = None,
+                   after: tuple[dt.datetime, str] | None = None) -> list[Incident]:
+    """Incidents oldest first; `after`: the (opened_at, id) of the previous page's last one (keyset paging)."""
     query = select(Incident).order_by(Incident.opened_at, Incident.id)
     if model:
         query = query.where(Incident.model_name == model)
     if status:
         query = query.where(Incident.status == status)
+    if after is not None:
+        at, incident_id = after
+        query = query.where(or_(Incident.opened_at > at, and_(Incident.opened_at == at, Incident.id > incident_id)))
+    if limit is not None:
+        query = query.limit(limit)
     return list(db.session.execute(query).scalars())
 
 

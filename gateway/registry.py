@@ -282,11 +282,25 @@ def suspend(name: str, reason: str, incident_id: str) -> ScoringModel:
     return row
 
 
-def list_models(*, serving_only: bool) -> list[ScoringModel]:
+def list_models(*, serving_only: bool, after: str | None = None, limit: int | None = None,
+                offset: int = 0) -> list[ScoringModel]:
+    """Registered versions by name (then registration time); `after`: only names after it (keyset paging of the
+    serving register, where each name has one active version)."""
     query = select(ScoringModel).order_by(ScoringModel.name, ScoringModel.registered_at)
     if serving_only:
         query = query.where(ScoringModel.status == ModelStatus.ACTIVE.value)
+    if after is not None:
+        query = query.where(ScoringModel.name > after)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     return list(db.session.execute(query).scalars())
+
+
+def count_models(*, serving_only: bool) -> int:
+    query = select(func.count()).select_from(ScoringModel)
+    if serving_only:
+        query = query.where(ScoringModel.status == ModelStatus.ACTIVE.value)
+    return int(db.session.execute(query).scalar_one())
 
 
 def public_model(name: str) -> ScoringModel:

@@ -574,8 +574,11 @@ def extend(principal: Principal, review_id: str, token: int, *, until: dt.date, 
 
 def list_reviews(*, status: str | None = None, model: str | None = None, due_before: dt.datetime | None = None,
                  overdue: bool | None = None, limit: int = 50, offset: int = 0,
-                 now: dt.datetime | None = None, kind: str = REVIEW) -> tuple[list[ReviewRequest], int]:
-    """The queue of `kind`, ordered by (effective) due date, with the total count for paging."""
+                 now: dt.datetime | None = None, kind: str = REVIEW,
+                 after: tuple[dt.datetime, dt.datetime, str] | None = None) -> tuple[list[ReviewRequest], int]:
+    """The queue of `kind`, ordered by (effective) due date, with the total count for paging.
+
+    `after` is the sort key (due, requested_at, id) of the previous page's last case (keyset paging)."""
     now = now or utcnow()
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
@@ -592,6 +595,11 @@ def list_reviews(*, status: str | None = None, model: str | None = None, due_bef
         late = and_(due < now, ReviewRequest.status.in_(OPEN_REVIEW))
         query = query.where(late if overdue else ~late)
     total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    if after is not None:
+        a_due, a_requested, a_id = after
+        query = query.where(or_(due > a_due, and_(due == a_due, or_(
+            ReviewRequest.requested_at > a_requested,
+            and_(ReviewRequest.requested_at == a_requested, ReviewRequest.id > a_id)))))
     rows = db.session.execute(query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id).limit(limit).offset(offset)).scalars()
     return list(rows), int(total)
 

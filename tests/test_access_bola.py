@@ -82,6 +82,7 @@ PUBLIC_OBJECT_ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("/v1/models/<name>", "GET"): None,  # the public register: anyone reads it
     ("/v1/models/<name>/decisions", "POST"): frozenset({"agency"}),
     ("/v1/models/<name>/decision-batches", "POST"): frozenset({"agency"}),
+    ("/v1/models/<name>/decision-batches", "GET"): frozenset({"agency"}),  # each agency lists its own only
     ("/v1/models/<name>/suspend", "POST"): frozenset({"admin"}),
     ("/v1/blobs/<sha256>", "PUT"): frozenset({"admin"}),
     # The incident register: the owner's and the auditor's, no person's data.
@@ -367,6 +368,13 @@ def test_a_batch_is_seen_by_its_agency_only(gateway: Gateway, idp: IdentityProvi
                 assert hit.status_code == 200, (who.name, rule)
             else:
                 assert hit.status_code == 404 and fingerprint(hit) == fingerprint(miss), (who.name, rule, hit.status_code)
+        # The list of batches: the agency that made it sees it; another agency sees an empty list; others 403.
+        listed = send(gateway, "GET", "/v1/models/german-credit/decision-batches", who.headers, {})
+        if who.kind == "agency":
+            ids = [b["batch_id"] for b in listed.get_json()["batches"]]
+            assert listed.status_code == 200 and ids == ([batch_id] if who.name == "agency_a" else []), who.name
+        else:
+            assert listed.status_code in (401, 403), (who.name, listed.status_code)
 
 
 def test_the_matrix_covers_at_least_seven_kinds_of_principal(gateway: Gateway, idp: IdentityProvider) -> None:

@@ -209,6 +209,8 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert shown.status_code == 200 and shown.get_json()["decided_rows"] == 2
     assert call("GET", f"{batch_url}/results", "agency_a").status_code == 200
     assert call("GET", f"{batch_url}/results?format=jsonl", "agency_a").status_code == 200
+    listed = call("GET", "/v1/models/german-credit/decision-batches?limit=1", "agency_a").get_json()
+    assert listed["batches"][0]["batch_id"] == submitted.get_json()["batch_id"] and listed["next_after"] is None
 
     # Oversight: the agency posts the true outcome; the auditor reads the report; an incident is registered.
     truth = call("POST", f"/v1/decisions/{did}/ground-truth", "agency_a", json={"positive": True})
@@ -221,6 +223,16 @@ def test_every_documented_response_is_served_as_documented(gateway: Gateway, idp
     assert incident.status_code == 201, incident.get_json()
     iid = incident.get_json()["incident_id"]
     assert call("GET", "/v1/incidents?model=german-credit", "auditor").status_code == 200
+    # Keyset pages (tests/test_keyset_pages.py): a next_after, then the page after it, as documented.
+    second = call("POST", "/v1/incidents", "admin", json={"model": "german-credit", "severity": "low",
+                                                           "description": "contract test, second"})
+    assert second.status_code == 201
+    page = call("GET", "/v1/incidents?limit=1", "auditor").get_json()
+    assert page["next_after"] is not None
+    assert call("GET", f"/v1/incidents?limit=1&after={page['next_after']}", "auditor").get_json()["incidents"]
+    assert call("GET", "/v1/incidents?after=not-a-cursor", "auditor").status_code == 422
+    assert call("GET", "/v1/reviews?limit=1", "reviewer").status_code == 200
+    assert call("GET", "/v1/models?limit=1", "reviewer").get_json()["next_after"] is None
     assert call("GET", f"/v1/incidents/{iid}", "auditor").status_code == 200
     assert call("POST", f"/v1/incidents/{iid}/status", "admin", json={"status": "reported"}).status_code == 200
 

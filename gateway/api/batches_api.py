@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import ValidationError
 
 from gateway import batches, batchfiles
-from gateway.api.common import ERRORS, caller, json_response, principal, validation_error_response
+from gateway.api.common import ERRORS, caller, json_response, keyset_after, principal, validation_error_response
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.models import Role
 from gateway.presenters import batch as views
-from gateway.schemas.batches import BatchCreated, BatchOut, BatchPath, BatchQuery, BatchRequest, ResultsQuery
+from gateway.schemas.batches import (
+    BatchCreated,
+    BatchList,
+    BatchListQuery,
+    BatchOut,
+    BatchPath,
+    BatchQuery,
+    BatchRequest,
+    ResultsQuery,
+)
 from gateway.schemas.common import ModelPath
 from gateway.settings import current_settings
 
@@ -58,6 +69,15 @@ def create_batch(path: ModelPath) -> Response:
     batch = batches.submit(who, path.name, upload)
     view = views.created_view(batch, current_settings().base_url)
     return json_response(view, 202, {"Location": view.links.batch})
+
+
+@bp.get("/models/<name>/decision-batches", security=BEARER, responses={200: BatchList, **ERRORS})
+def list_batches(path: ModelPath, query: BatchListQuery) -> Response:
+    """Your agency's batches for this model, newest first, with their progress (agency; keyset pages)."""
+    who = principal(Role.AGENCY)
+    after = keyset_after(query.after, dt.datetime, str)
+    found = batches.list_batches(who, path.name, limit=query.limit + 1, after=after)
+    return json_response(views.batch_list_view(found, limit=query.limit, base_url=current_settings().base_url))
 
 
 @bp.get("/models/<name>/decision-batches/<batch_id>", security=BEARER, responses={200: BatchOut, **ERRORS})

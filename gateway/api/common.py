@@ -19,6 +19,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from gateway.ids import decode_cursor
 from gateway.models import Role
 from gateway.schemas import ErrorResponse
 from gateway.text import LINE_PATTERN, TEXT_PATTERN
@@ -108,3 +109,15 @@ def validation_error_response(exc: ValidationError) -> Response:
         ]
         err = ValidationFailed(f"{len(details)} invalid field(s)", details=details)
     return error_response(err)
+
+
+def keyset_after(after: str | None, *shape: type) -> tuple[Any, ...] | None:
+    """The sort key of a list's `?after=` cursor (a previous page's next_after); 422 naming `after` otherwise."""
+    if after is None:
+        return None
+    found = decode_cursor(after, *shape)
+    if found is None:
+        raise ValidationFailed("after is not a cursor of this list: pass the previous page's next_after unchanged",
+                               details=[{"field": "after", "rule": "cursor",
+                                         "message": "not a next_after of this list"}])
+    return found

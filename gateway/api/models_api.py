@@ -8,10 +8,11 @@ from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import registry
-from gateway.api.common import ERRORS, json_response, principal
+from gateway.api.common import ERRORS, json_response, keyset_after, principal
 from gateway.db import write_transaction
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from gateway.extensions import db
+from gateway.ids import encode_cursor
 from gateway.manifest import Manifest
 from gateway.models import Blob, Role
 from gateway.presenters import models as model_views
@@ -20,10 +21,10 @@ from gateway.schemas import (
     BlobStored,
     ModelDetail,
     ModelList,
+    ModelListQuery,
     ModelPath,
     ModelRegistered,
     ModelRegistration,
-    PageQuery,
     SuspendRequest,
 )
 from gateway.settings import current_settings
@@ -33,12 +34,15 @@ BEARER = [{"bearer": []}]
 
 
 @bp.get("/models", responses={200: ModelList, **ERRORS})
-def list_models(query: PageQuery) -> Response:
-    """The algorithm register: every model currently making decisions (paged)."""
-    rows = registry.list_models(serving_only=True)
-    page = rows[query.offset : query.offset + query.limit]
-    return json_response(model_views.model_list(page, len(rows), limit=query.limit, offset=query.offset,
-                                                base_url=current_settings().base_url))
+def list_models(query: ModelListQuery) -> Response:
+    """The algorithm register: every model currently making decisions, by name (paged by keyset or offset)."""
+    (after,) = keyset_after(query.after, str) or (None,)
+    page = registry.list_models(serving_only=True, after=after, limit=query.limit + 1, offset=query.offset)
+    total = registry.count_models(serving_only=True)
+    next_after = encode_cursor(page[query.limit - 1].name) if len(page) > query.limit else None
+    page = page[:query.limit]
+    return json_response(model_views.model_list(page, total, limit=query.limit, offset=query.offset,
+                                                base_url=current_settings().base_url, next_after=next_after))
 
 
 @bp.get("/models/<name>", responses={200: ModelDetail, **ERRORS})

@@ -8,10 +8,10 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import access, oversight
-from gateway.api.common import ERRORS, caller, json_response, principal
+from gateway.api.common import ERRORS, caller, json_response, keyset_after, principal
 from gateway.db import write_transaction
 from gateway.errors import ValidationFailed
-from gateway.ids import isoformat
+from gateway.ids import encode_cursor, isoformat
 from gateway.models import Role
 from gateway.schemas import DecisionPath
 from gateway.schemas.oversight import (
@@ -79,9 +79,13 @@ def list_incidents(query: IncidentQuery) -> Response:
     """The incident register (admin or auditor), oldest first."""
     principal(Role.ADMIN, Role.AUDITOR)
     base = current_settings().base_url
-    rows = oversight.list_incidents(query.model, query.status)
+    after = keyset_after(query.after, dt.datetime, str)
+    rows = oversight.list_incidents(query.model, query.status, limit=query.limit + 1, after=after)
+    last = rows[query.limit - 1] if len(rows) > query.limit else None
+    next_after = encode_cursor(last.opened_at, last.id) if last is not None else None
+    rows = rows[:query.limit]
     return json_response(IncidentList(incidents=[IncidentOut.model_validate(oversight.incident_view(r, base))
-                                                 for r in rows]))
+                                                 for r in rows], limit=query.limit, next_after=next_after))
 
 
 @bp.get("/incidents/<incident_id>", security=BEARER, responses={200: IncidentOut, **ERRORS})

@@ -8,10 +8,11 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import access, reviews
-from gateway.api.common import ERRORS, caller, json_response, principal
+from gateway.api.common import ERRORS, caller, json_response, keyset_after, principal
 from gateway.auth import Principal
 from gateway.errors import ValidationFailed
 from gateway.i18n import request_language
+from gateway.ids import encode_cursor
 from gateway.models import ReviewRequest, Role
 from gateway.presenters.review import case_view, rescore_view, summary
 from gateway.schemas import (
@@ -96,10 +97,22 @@ def list_reviews(query: ReviewQuery) -> Response:
     """The review queue, ordered by due date; overdue cases are flagged, never dropped."""
     principal(Role.REVIEWER, Role.AUDITOR)
     due_before = _date(query.due_before, "due_before") if query.due_before is not None else None
+    after = keyset_after(query.after, dt.datetime, dt.datetime, str)
     rows, total = reviews.list_reviews(status=query.status, model=query.model, due_before=due_before,
-                                       overdue=query.overdue, limit=query.limit, offset=query.offset)
+                                       overdue=query.overdue, limit=query.limit + 1, offset=query.offset,
+                                       after=after)
+    rows, next_after = _page(rows, query.limit)
     return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total, limit=query.limit,
-                                    offset=query.offset, overdue_total=reviews.overdue_count()))
+                                    offset=query.offset, overdue_total=reviews.overdue_count(), next_after=next_after))
+
+
+def _page(rows: list[ReviewRequest], limit: int) -> tuple[list[ReviewRequest], str | None]:
+    """A queue page (`rows` holds one case more than the page when there is a next page) and the cursor of its
+    last case in the queue's order (due date, request time, id); None on the last page."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.extended_until or last.due_at, last.requested_at, last.id)
 
 
 @bp.post("/reviews/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})
@@ -163,10 +176,12 @@ def rescore(path: ReviewPath, body: ReleaseIn) -> Response:
 def list_confirmations(query: ConfirmationQuery) -> Response:
     """Decisions held for an authorised officer's confirmation (the review queue's cases of kind confirmation)."""
     principal(Role.REVIEWER, Role.AUDITOR)
-    rows, total = reviews.list_reviews(status=query.status, model=query.model, limit=query.limit,
-                                       offset=query.offset, kind=reviews.CONFIRMATION)
+    after = keyset_after(query.after, dt.datetime, dt.datetime, str)
+    rows, total = reviews.list_reviews(status=query.status, model=query.model, limit=query.limit + 1,
+                                       offset=query.offset, kind=reviews.CONFIRMATION, after=after)
+    rows, next_after = _page(rows, query.limit)
     return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total, limit=query.limit,
-                                    offset=query.offset, overdue_total=0))
+                                    offset=query.offset, overdue_total=0, next_after=next_after))
 
 
 @bp.post("/confirmations/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, bindparam, insert, null, select, update
+from sqlalchemy import and_, bindparam, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from explainers import ExplainerError
@@ -386,6 +386,20 @@ def visible_batch(caller: Caller, model_name: str, batch_id: str) -> DecisionBat
         if maker is None or maker.role != "agency" or maker.body != caller.body:
             raise NotFound("The resource does not exist.")
     return batch
+
+
+def list_batches(caller: Principal, model_name: str, *, limit: int,
+                 after: tuple[dt.datetime, str] | None = None) -> list[DecisionBatch]:
+    """The batches of the caller's agency (its body) for a model, newest first; `after`: the (created_at, id) of
+    the previous page's last batch (keyset paging)."""
+    bodies = select(ApiClient.id).where(ApiClient.role == "agency", ApiClient.body == caller.body)
+    query = select(DecisionBatch).where(DecisionBatch.model_name == model_name, DecisionBatch.client_id.in_(bodies))
+    if after is not None:
+        at, batch_id = after
+        query = query.where(or_(DecisionBatch.created_at < at,
+                                and_(DecisionBatch.created_at == at, DecisionBatch.id > batch_id)))
+    query = query.order_by(DecisionBatch.created_at.desc(), DecisionBatch.id).limit(limit)
+    return list(db.session.execute(query).scalars())
 
 
 def batch_model(batch: DecisionBatch) -> ScoringModel:

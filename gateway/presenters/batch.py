@@ -9,9 +9,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gateway import batches
-from gateway.ids import isoformat, isoformat_or_none
+from gateway.ids import encode_cursor, isoformat, isoformat_or_none
 from gateway.models import DecisionBatch, DecisionBatchRow
-from gateway.schemas.batches import BatchCreated, BatchLinks, BatchOut, BatchRowOut
+from gateway.schemas.batches import BatchCreated, BatchLinks, BatchList, BatchOut, BatchRowOut, BatchSummary
 from gateway.schemas.common import ModelRef
 
 RESULT_COLUMNS = ("index", "idempotency_key", "reference", "status", "decision_id", "outcome", "score", "adverse",
@@ -43,6 +43,20 @@ def batch_view(batch: DecisionBatch, rows: list[DecisionBatchRow], *, limit: int
         finished_at=isoformat_or_none(batch.finished_at), last_error=batch.last_error,
         links=BatchLinks(**batches.links_of(base_url, batch.model_name, batch.id)),
         rows=[row_view(r) for r in rows], next_after=rows[-1].idx if len(rows) == limit else None,
+    )
+
+
+def batch_list_view(batches_: list[DecisionBatch], *, limit: int, base_url: str) -> BatchList:
+    """A page of batches (`batches_` holds one more than the page when a next page exists) and its cursor."""
+    page = batches_[:limit]
+    last = page[-1] if len(batches_) > limit else None
+    return BatchList(
+        batches=[BatchSummary(
+            batch_id=b.id, model=_model_ref(b), status=b.status, total_rows=b.total_rows, processed_rows=b.next_row,
+            decided_rows=b.decided_rows, replayed_rows=b.replayed_rows, invalid_rows=b.invalid_rows,
+            created_at=isoformat(b.created_at), finished_at=isoformat_or_none(b.finished_at),
+            links=BatchLinks(**batches.links_of(base_url, b.model_name, b.id))) for b in page],
+        limit=limit, next_after=encode_cursor(last.created_at, last.id) if last is not None else None,
     )
 
 

@@ -25,9 +25,10 @@ def summary(row: ScoringModel, base_url: str) -> dict[str, Any]:
     }
 
 
-def model_list(rows: list[ScoringModel], total: int, *, limit: int, offset: int, base_url: str) -> ModelList:
+def model_list(rows: list[ScoringModel], total: int, *, limit: int, offset: int, base_url: str,
+               next_after: str | None = None) -> ModelList:
     return ModelList.model_validate({"models": [summary(r, base_url) for r in rows], "total": total, "limit": limit,
-                                     "offset": offset})
+                                     "offset": offset, "next_after": next_after})
 
 
 def registered(row: ScoringModel, created: bool) -> ModelRegistered:

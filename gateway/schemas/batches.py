@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.schemas.common import FeatureValue, Language, Line, ModelRef, OperatorId, Out, Strict
+from gateway.schemas.common import Cursor, FeatureValue, Language, Line, ModelRef, OperatorId, Out, Strict
 
 IdempotencyReference = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[ -~]+$")]
 BatchId = Annotated[str, Field(max_length=64, pattern=r"^bat_[A-Za-z0-9_-]{1,60}$")]
@@ -108,3 +108,30 @@ class BatchOut(Out):
     links: BatchLinks
     rows: list[BatchRowOut]
     next_after: int | None = Field(description="Pass as ?after= for the next page; null on the last page")
+
+
+class BatchListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=100, description="Batches per page (at most 100)")
+    after: Cursor | None = None
+
+
+class BatchSummary(Out):
+    batch_id: str
+    model: ModelRef
+    status: Literal["queued", "running", "done", "stopped", "failed"]
+    total_rows: int
+    processed_rows: int
+    decided_rows: int
+    replayed_rows: int
+    invalid_rows: int
+    created_at: str
+    finished_at: str | None
+    links: BatchLinks
+
+
+class BatchList(Out):
+    batches: list[BatchSummary] = Field(description="The batches of your agency for this model, newest first")
+    limit: int
+    next_after: str | None = Field(description="Pass as ?after= for the next page; null on the last page")

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from gateway.ids import CURSOR_PATTERN
 from gateway.manifest import INTEGRAL
 from gateway.text import LINE_PATTERN, TEXT_PATTERN
 
@@ -86,6 +87,12 @@ class KeysetPageQuery(PageQuery):
     after: Annotated[str, Field(pattern=KEYSET_CURSOR, max_length=80)] | None = Field(
         default=None, description="Items after this one: the previous page's next_after (keyset paging; its cost "
                                   "does not grow with the page number, unlike offset)")
+
+
+# The opaque cursor of the lists that page by keyset with it (gateway.ids.encode_cursor).
+Cursor = Annotated[str, Field(pattern=CURSOR_PATTERN, max_length=400,
+                              description="Items after this one: the previous page's next_after, unchanged (keyset "
+                                          "paging: a page costs the same however deep; stable under inserts)")]
 
 
 class ModelPath(Strict):

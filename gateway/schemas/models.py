@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from gateway.manifest import Manifest
-from gateway.schemas.common import Out, Strict, Text
+from gateway.schemas.common import Cursor, Out, PageQuery, Strict, Text
 
 
 class ModelSummary(Out):
@@ -26,6 +26,13 @@ class ModelList(Out):
     total: int
     limit: int
     offset: int
+    next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")
+
+
+class ModelListQuery(PageQuery):
+    """A page of the register, by model name."""
+
+    after: Cursor | None = None
 
 
 class ModelRegistration(Manifest):

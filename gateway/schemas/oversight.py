@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.schemas.common import Line, Out, Strict, Text
+from gateway.schemas.common import Cursor, Line, Out, Strict, Text
 
 DateText = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", max_length=10,
                                 json_schema_extra={"format": "date"})]
@@ -69,6 +69,8 @@ class IncidentQuery(BaseModel):
 
     model: Annotated[Line, Field(max_length=100)] | None = None
     status: Literal["open", "reported", "closed"] | None = None
+    limit: int = Field(default=50, ge=1, le=100, description="Page size (at most 100)")
+    after: Cursor | None = None
 
 
 class IncidentOut(Out):
@@ -89,3 +91,5 @@ class IncidentOut(Out):
 
 class IncidentList(Out):
     incidents: list[IncidentOut]
+    limit: int
+    next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")

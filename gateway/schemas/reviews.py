@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.schemas.common import (
+    Cursor,
     FeatureValue,
     FencingToken,
     Language,
@@ -116,6 +117,7 @@ class ConfirmationQuery(BaseModel):
     model: Annotated[Line, Field(max_length=100)] | None = None
     limit: int = Field(default=50, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=1_000_000)
+    after: Cursor | None = None
 
 
 class ExtendIn(Strict):
@@ -141,6 +143,7 @@ class ReviewQuery(BaseModel):
     overdue: bool | None = None
     limit: int = Field(default=50, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=1_000_000)
+    after: Cursor | None = None
     lang: Language = "ru"
 
 
@@ -173,6 +176,7 @@ class ReviewList(Out):
     limit: int
     offset: int
     overdue_total: int
+    next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")
 
 
 class ReviewCase(ReviewSummary):

@@ -253,11 +253,20 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> ServerProcess:
         """Start the server and wait until it listens and its readiness endpoint answers 200."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> ServerProcess:
+        """Start the server without waiting (several servers then start side by side). Launch from the thread
+        that outlives the server: the server gets SIGTERM when that thread ends (see _die_with_parent)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             self.argv, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent(),  # noqa: PLW1509 - one pre-resolved libc call
         )
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> ServerProcess:
+        """Wait until the launched server listens and its readiness endpoint answers 200."""
         deadline = time.monotonic() + timeout
         while not self.port:
             self._check_alive()
