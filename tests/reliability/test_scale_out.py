@@ -59,7 +59,8 @@ CLIENTS = 6
 BATCH_ROWS = 90
 CHUNK = 3  # the batch commits every 3 rows: the worker kill lands between or inside chunks
 KILL_AT = 0.3  # share of the single decisions acknowledged when the kills happen
-LEASE_S = 6  # a killed worker's claims are taken over after this long
+LEASE_S = 15  # a killed worker's claims are taken over after this long; long enough that a surviving worker
+# stalled by a loaded machine keeps its lease (a lapse would let a second worker send the same notice)
 MAX_ATTEMPTS = 30  # per decision key
 TIMEOUT = (3.0, 20.0)  # connect, read
 AGENCY = "scale-out-agency"
