@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from http.cookies import SimpleCookie
+from typing import Any
 
 import pytest
+from itsdangerous import TimestampSigner
 
 from tests.conftest import Gateway
 from tests.support.citizens import notice_token
@@ -88,9 +91,34 @@ def test_tampered_foreign_and_expired_foreign_links_are_the_404_of_a_missing_dec
     assert browser.get(f"/d/{me.decision_id}").status_code == 404  # and no session came of it
 
 
+def _session_signed_ago(gw: Gateway, browser: Any, seconds: int) -> str:
+    """The browser's own session cookie, re-signed `seconds` ago (as if the person left the tab open that long)."""
+
+    class Backdated(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - seconds
+
+    serializer = gw.app.session_interface.get_signing_serializer(gw.app)  # type: ignore[attr-defined]
+    cookie = browser.get_cookie("gw_session")
+    assert cookie is not None, "no session cookie"
+    content = serializer.loads(cookie.value)
+    serializer.signer = Backdated
+    return str(serializer.dumps(content))
+
+
+@pytest.mark.gateway_config(WEB_SESSION_MAX_AGE_S=600)
 def test_a_session_expires_after_the_configured_lifetime(gateway: Gateway) -> None:
-    assert gateway.app.config["WEB_SESSION_MAX_AGE_S"] == 3600
-    assert gateway.app.permanent_session_lifetime.total_seconds() == 3600
+    assert gateway.app.permanent_session_lifetime.total_seconds() == 600
+    me = person(gateway)
+    morsel = SimpleCookie(me.browser.get(f"/d/{me.decision_id}").headers["Set-Cookie"])["gw_session"]
+    assert morsel["max-age"] == "600" or morsel["expires"], morsel  # the browser drops it after the lifetime
+    # Within the lifetime the session opens the decision; past it, the server refuses it too (a kept cookie).
+    me.browser.set_cookie("gw_session", _session_signed_ago(gateway, me.browser, 590), domain="localhost")
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 200
+    me.browser.set_cookie("gw_session", _session_signed_ago(gateway, me.browser, 610), domain="localhost")
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 404
+    assert me.browser.get(me.link).status_code == 303  # the link in the notice starts a new one
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 200
 
 
 @pytest.mark.gateway_config(PUBLIC_BASE_URL="http://127.0.0.1:8080")
