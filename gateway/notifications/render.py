@@ -156,7 +156,8 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
             "version": manifest.version,
             "owner": manifest.notice.owner.get(lang),
             "purpose": manifest.notice.purpose.get(lang),
-            "notice_url": f"{base}/register/{manifest.name}/{manifest.version}",  # the version that decided
+            # The version that decided, its register page in the notice's language.
+            "notice_url": f"{base}/register/{manifest.name}/{manifest.version}?lang={lang}",
         },
         "outcome": _outcome(manifest, decision.outcome, lang),
         # A regression policy's value in its units (the outcome is its band); None for other kinds.

@@ -25,8 +25,16 @@ MAX_HELD = 8  # capability tokens one session keeps (a person with several notic
 
 def choose_language(decision_language: str | None = None) -> str:
     """The page's language: ?lang= (remembered in the session), the session's choice, the decision's
-    language, then Accept-Language; set it for gettext and return it."""
+    language, then Accept-Language; set it for gettext and return it.
+
+    A page of no decision (the register, an error page) takes as "the decision's language" that of the
+    latest personal link the session opened: the person who came from a Kazakh notice keeps reading Kazakh
+    on the register and on an error page, whatever their browser's languages. It depends on the session
+    only, never on the address, so an error page still reads the same whether a decision exists or not.
+    """
     offered = list(current_settings().languages)
+    if decision_language is None:
+        decision_language = _latest_held_language()
     asked = request.args.get("lang")
     if asked is not None and asked in offered:
         if session.get("lang") != asked:
@@ -62,13 +70,24 @@ def _held() -> dict[str, dict[str, str]]:
 
 
 def hold(decision_id: str, token: str, language: str) -> None:
-    """Keep a checked capability token in the session (a signed, HttpOnly, SameSite=Strict cookie)."""
+    """Keep a checked capability token in the session (a signed, HttpOnly, SameSite=Strict cookie).
+
+    The held links stay in the order they were opened (the app's JSON keeps insertion order:
+    app.json.sort_keys is off), so the first is the one opened longest ago and the last the newest.
+    """
     held = {k: v for k, v in _held().items() if k != decision_id}
     while len(held) >= MAX_HELD:
         held.pop(next(iter(held)))
     held[decision_id] = {"t": token, "l": language}
     session["caps"] = held
     session.permanent = True
+
+
+def _latest_held_language() -> str | None:
+    """The language of the decision whose personal link this session opened last."""
+    entries = [e for e in _held().values() if isinstance(e, dict)]
+    language = entries[-1].get("l") if entries else None
+    return language if isinstance(language, str) else None
 
 
 def held_language(decision_id: str) -> str | None:

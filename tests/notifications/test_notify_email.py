@@ -125,7 +125,8 @@ def test_the_decision_notice_arrives_by_email_with_every_element_in_the_persons_
         assert outcome in body  # the outcome
         assert expected["sole_basis"] in body  # the role of the system
         assert pages["explanation"] in body and pages["review"] in body  # how to use the rights
-        assert "https://gateway.test/register/german-credit/1.0.0" in body  # how the system works: the version that decided
+        # How the system works: the version that decided, in the notice's language.
+        assert f"https://gateway.test/register/german-credit/1.0.0?lang={lang}" in body
         assert expected["free"] in body
         assert str(deadline.day) in body and expected["month"][deadline.month] in body and str(deadline.year) in body
         assert notice["contact"] in body  # the contact

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from http.cookies import SimpleCookie
+from typing import Any
 
 import pytest
+from itsdangerous import TimestampSigner
 
+from gateway.web.common import MAX_HELD
 from tests.conftest import Gateway
 from tests.support.citizens import notice_token
 from tests.web.support import IIN_2, decide, expired_token, person, text
@@ -88,9 +92,34 @@ def test_tampered_foreign_and_expired_foreign_links_are_the_404_of_a_missing_dec
     assert browser.get(f"/d/{me.decision_id}").status_code == 404  # and no session came of it
 
 
+def _session_signed_ago(gw: Gateway, browser: Any, seconds: int) -> str:
+    """The browser's own session cookie, re-signed `seconds` ago (as if the person left the tab open that long)."""
+
+    class Backdated(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - seconds
+
+    serializer = gw.app.session_interface.get_signing_serializer(gw.app)  # type: ignore[attr-defined]
+    cookie = browser.get_cookie("gw_session")
+    assert cookie is not None, "no session cookie"
+    content = serializer.loads(cookie.value)
+    serializer.signer = Backdated
+    return str(serializer.dumps(content))
+
+
+@pytest.mark.gateway_config(WEB_SESSION_MAX_AGE_S=600)
 def test_a_session_expires_after_the_configured_lifetime(gateway: Gateway) -> None:
-    assert gateway.app.config["WEB_SESSION_MAX_AGE_S"] == 3600
-    assert gateway.app.permanent_session_lifetime.total_seconds() == 3600
+    assert gateway.app.permanent_session_lifetime.total_seconds() == 600
+    me = person(gateway)
+    morsel = SimpleCookie(me.browser.get(f"/d/{me.decision_id}").headers["Set-Cookie"])["gw_session"]
+    assert morsel["max-age"] == "600" or morsel["expires"], morsel  # the browser drops it after the lifetime
+    # Within the lifetime the session opens the decision; past it, the server refuses it too (a kept cookie).
+    me.browser.set_cookie("gw_session", _session_signed_ago(gateway, me.browser, 590), domain="localhost")
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 200
+    me.browser.set_cookie("gw_session", _session_signed_ago(gateway, me.browser, 610), domain="localhost")
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 404
+    assert me.browser.get(me.link).status_code == 303  # the link in the notice starts a new one
+    assert me.browser.get(f"/d/{me.decision_id}").status_code == 200
 
 
 @pytest.mark.gateway_config(PUBLIC_BASE_URL="http://127.0.0.1:8080")
@@ -107,3 +136,44 @@ def test_a_language_asked_on_the_link_is_kept_for_the_pages(gateway: Gateway) ->
     resp = me.browser.get(f"{me.link}&lang=en")
     assert resp.status_code == 303 and resp.headers["Location"] == f"/d/{me.decision_id}"
     assert '<html lang="en">' in me.browser.get(resp.headers["Location"]).get_data(as_text=True)
+
+
+def test_pages_of_no_decision_speak_the_language_of_the_persons_notice(gateway: Gateway) -> None:
+    """The register and the error pages a person meets after opening a Kazakh notice are in Kazakh, whatever
+    the browser's languages; ?lang= still wins and is then kept."""
+    me = person(gateway, language="kk")
+    english_browser = {"Accept-Language": "en"}
+    assert '<html lang="kk">' in me.browser.get("/register", headers=english_browser).get_data(as_text=True)
+    assert '<html lang="kk">' in me.browser.get("/register/german-credit/1.0.0", headers=english_browser).get_data(as_text=True)
+    missing = me.browser.get(f"/d/{MISSING}", headers=english_browser)
+    assert missing.status_code == 404 and "Бет табылмады" in text(missing)
+    stale = me.browser.post(f"/d/{me.decision_id}/review", headers=english_browser,
+                            data={"csrf_token": "stale", "point_of_view": "x", "contest_grounds": "other"})
+    assert stale.status_code == 400 and '<html lang="kk">' in stale.get_data(as_text=True)
+    big = me.browser.post(f"/d/{me.decision_id}/review", headers=english_browser,
+                          data={"point_of_view": "x" * (1024 * 1024 + 10)})
+    assert big.status_code == 413 and '<html lang="kk">' in big.get_data(as_text=True)
+    # Someone with no personal link in their session: the browser's languages decide.
+    assert '<html lang="en">' in gateway.app.test_client().get("/register", headers=english_browser).get_data(as_text=True)
+    # The person's own choice comes first.
+    assert '<html lang="ru">' in me.browser.get("/register?lang=ru", headers=english_browser).get_data(as_text=True)
+    assert '<html lang="ru">' in me.browser.get(f"/d/{MISSING}", headers=english_browser).get_data(as_text=True)
+
+
+def test_the_link_opened_last_sets_the_language_of_pages_of_no_decision(gateway: Gateway) -> None:
+    kazakh, russian = decide(gateway, language="kk"), decide(gateway, IIN_2, language="ru")
+    browser = gateway.app.test_client()
+    for created, lang in ((kazakh, "kk"), (russian, "ru"), (kazakh, "kk")):  # both orders: not the ids' order
+        did = created["decision_id"]
+        assert browser.get(f"/d/{did}?token={notice_token(gateway, did)}").status_code == 303
+        assert f'<html lang="{lang}">' in browser.get("/register").get_data(as_text=True), lang
+
+
+def test_a_session_keeps_the_links_opened_last(gateway: Gateway) -> None:
+    """A session holds MAX_HELD personal links; a new one pushes out the one opened longest ago."""
+    made = sorted((decide(gateway)["decision_id"] for _ in range(MAX_HELD + 1)), reverse=True)  # ids' order reversed
+    browser = gateway.app.test_client()
+    for did in made:
+        assert browser.get(f"/d/{did}?token={notice_token(gateway, did)}").status_code == 303
+    opened = {did: browser.get(f"/d/{did}").status_code for did in made}
+    assert opened == {did: 404 if did == made[0] else 200 for did in made}, opened

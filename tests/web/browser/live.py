@@ -85,7 +85,7 @@ class Mail:
 
 @dataclass
 class LiveGateway:
-    """A served gateway, its keys, the SMTP server its notices go to, and its database (read only)."""
+    """A served gateway, its keys, the SMTP server its notices go to, and its database."""
 
     url: str
     instance: Instance
@@ -154,6 +154,11 @@ class LiveGateway:
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with sqlite3.connect(f"file:{self.instance.sqlite_path}?mode=ro", uri=True, timeout=30) as conn:
             return list(conn.execute(sql, params).fetchall())
+
+    def execute(self, sql: str, *params: Any) -> None:
+        """Change a row behind the gateway's back (to put a page in a state the API cannot reach quickly)."""
+        with sqlite3.connect(self.instance.sqlite_path, timeout=30) as conn:
+            conn.execute(sql, params)
 
     # --- the person's mailbox -------------------------------------------------------------------------
 

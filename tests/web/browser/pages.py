@@ -131,6 +131,14 @@ def state_explanation(page: Page, live: LiveGateway, language: str) -> None:
     page.locator("ol#factors").wait_for()
 
 
+def state_explanation_pending(page: Page, live: LiveGateway, language: str) -> None:
+    """The explanation while it is being computed (202): the row set back to pending in the database."""
+    decision_id = _person(page, live, language)
+    live.execute("UPDATE explanations SET status = 'pending' WHERE decision_id = ?", decision_id)
+    _at(page, f"{live.url}/d/{decision_id}/explanation", language, status=202)
+    page.locator("#pending").wait_for()
+
+
 def state_review_form(page: Page, live: LiveGateway, language: str) -> None:
     _at(page, f"{live.url}/d/{_person(page, live, language)}/review", language)
     page.locator(REVIEW_FORM).wait_for()
@@ -143,6 +151,16 @@ def state_review_form_errors(page: Page, live: LiveGateway, language: str) -> No
     response = submit_review(page)
     assert response.status in (400, 422), response.status
     page.locator("div#error-summary").wait_for()
+
+
+def state_form_expired(page: Page, live: LiveGateway, language: str) -> None:
+    """The 400 page of a form sent with a CSRF token that no longer matches (an old tab, another session)."""
+    _at(page, f"{live.url}/d/{_person(page, live, language)}/review", language)
+    fill_review(page, language)
+    page.locator(f'{REVIEW_FORM} input[name="csrf_token"]').evaluate("e => { e.value = 'expired' }")
+    response = submit_review(page)
+    assert response.status == 400, response.status
+    page.locator("#error-message").wait_for()
 
 
 def state_review_sent(page: Page, live: LiveGateway, language: str) -> None:
@@ -226,8 +244,10 @@ def state_explanation_purged(page: Page, live: LiveGateway, language: str) -> No
 STATES = {
     "decision": state_decision,
     "explanation": state_explanation,
+    "explanation-pending": state_explanation_pending,
     "review-form": state_review_form,
     "review-form-errors": state_review_form_errors,
+    "form-expired": state_form_expired,
     "review-sent": state_review_sent,
     "open-review": state_open_review,
     "withdraw-confirmation": state_withdraw_confirmation,

@@ -1,5 +1,6 @@
 """Every person-facing page in kk, ru and en: axe-core finds no WCAG 2.1 A/AA violation, the language
-switch gives the page in that language, and at 360×740 nothing scrolls sideways.
+switch gives the page in that language, nothing is fetched from another origin or refused by the CSP, and
+at 360×740 nothing scrolls sideways.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from .conftest import ARTIFACTS, CHROMIUM, LANGUAGES, NO_CHROMIUM
 from .live import LiveGateway
@@ -38,12 +39,36 @@ def _structure(page: Page, lang: str) -> None:
             assert any(f"lang={other}" in (h or "") for h in hrefs), f"{page.url}: no switch to {other} in {hrefs}"
 
 
+class Traffic:
+    """What a page asks for and what its Content-Security-Policy refuses, as Chromium reports them."""
+
+    def __init__(self, page: Page) -> None:
+        self.requests: list[str] = []
+        self.refused: list[str] = []
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.refused.append(message.text)
+
+    def check(self, origin: str, what: str) -> None:
+        """Every request went to the gateway itself; the CSP (no 'unsafe-inline') refused nothing the page has."""
+        assert self.requests, f"{what}: no request seen"
+        elsewhere = [u for u in self.requests if not u.startswith(origin + "/")]
+        assert not elsewhere, f"{what} asked another origin for {elsewhere}"
+        assert not self.refused, f"{what}: the page's CSP refused:\n" + "\n".join(self.refused)
+
+
 @pytest.mark.parametrize(("name", "lang"), CASES)
 def test_axe_finds_no_wcag_violation(live: LiveGateway, page: Page, check_axe: Callable[[Page, str], None],
                                      name: str, lang: str) -> None:
+    """axe-core's WCAG 2.1 A/AA rules; also, nothing from another origin and nothing the CSP had to refuse."""
+    traffic = Traffic(page)
     STATES[name](page, live, lang)
     _structure(page, lang)
     check_axe(page, f"the {name} page in {lang}")
+    traffic.check(live.url, f"the {name} page in {lang}")
 
 
 @pytest.mark.parametrize(("name", "lang"), CASES)
@@ -81,3 +106,15 @@ def test_the_sideways_check_sees_a_too_wide_element(live: LiveGateway, narrow_pa
     narrow_page.evaluate("() => { const d = document.createElement('div'); d.id = 'too-wide';"
                          " d.style.width = '500px'; d.style.height = '10px'; document.body.append(d); }")
     assert narrow_page.evaluate("() => document.documentElement.scrollWidth") > 360
+
+
+def test_the_traffic_check_sees_another_origin_and_a_refused_inline_style(live: LiveGateway, page: Page) -> None:
+    traffic = Traffic(page)
+    page.goto(f"{live.url}/register")
+    page.evaluate("() => { document.body.insertAdjacentHTML('beforeend',"
+                  " '<p style=\"color:red\">inline</p><img alt=\"\" src=\"http://localhost:9/x.png\">'); }")
+    page.wait_for_function("() => document.querySelector('img[src^=\"http://localhost\"]').complete")
+    with pytest.raises(AssertionError) as failed:
+        traffic.check(live.url, "a page built to fail")
+    assert "CSP refused" in str(failed.value) or "another origin" in str(failed.value), str(failed.value)
+    assert any("inline style" in r for r in traffic.refused), traffic.refused
