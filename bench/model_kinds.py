@@ -7,7 +7,9 @@ the same data, features and preprocessing (100 trees, depth 3; a zip bundle with
 preprocessing and the class labels), registers both in one gateway instance (SQLite WAL, synchronous=FULL)
 and times POST /v1/models/{m}/decisions through the Flask test client, interleaved per round: the whole
 decision path (validation, scoring, exact TreeSHAP in the transaction, the durable commit). Also the raw
-scoring of one row by each model (the baseline of the baseline).
+scoring of one row by each model (the baseline of the baseline). And a LightGBM regressor of the loan amount
+(examples/more_kinds' german-credit-amount features, preprocessing and bands; 100 trees, depth 3), whose
+decisions are explained exactly in the transaction too (TreeSHAP in DM).
 
 Prints one JSON object (also written to bench/results/model_kinds.json). Figures are medians over rounds.
 """
@@ -56,6 +58,27 @@ def _lightgbm_bundle(train: Any) -> bytes:
                    "classes.json": json.dumps(["bad", "good"]).encode()})
 
 
+def _lightgbm_amount(folder: Path) -> tuple[Any, bytes, bytes]:
+    """The amount example's manifest, background and a LightGBM regressor bundle on its features."""
+    import lightgbm as lgb
+    import skops.io
+
+    from gateway.manifest import load_manifest
+    from tests.support.boosting import bundle
+
+    kinds = _module(ROOT / "examples" / "more_kinds" / "train.py", "more_kinds_bench")
+    manifest, mfolder = load_manifest(kinds.train_amount(folder))
+    g = kinds.german()
+    X, _ = g.load_data(schema=g.load_schema())
+    features = [f.name for f in manifest.features]
+    prep = kinds._preprocess(g.CATEGORICAL, [c for c in g.NUMERIC if c != "credit_amount"]).fit(X[features])
+    model = lgb.LGBMRegressor(n_estimators=100, max_depth=3, num_leaves=8, random_state=0, verbose=-1)
+    model.fit(prep.transform(X[features]).astype(float), X["credit_amount"].astype(float))
+    data = bundle({"model.txt": model.booster_.model_to_string().encode(), "preprocessing.skops": skops.io.dumps(prep)})
+    assert manifest.explanation.background
+    return manifest, data, (mfolder / manifest.explanation.background).read_bytes()
+
+
 def _percentiles(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
     return {"p50_ms": round(statistics.median(ordered) * 1e3, 3),
@@ -92,6 +115,9 @@ def main() -> int:
         data = tomllib.loads((mfolder / "manifest.toml").read_text())
         data |= {"name": "german-credit-lightgbm", "adapter": "lightgbm", "sha256": hashlib.sha256(lgbm).hexdigest()}
         lgbm_manifest = Manifest.model_validate(data)
+        amount_manifest, amount, amount_background = _lightgbm_amount(folder / "kinds")
+        amount_manifest = amount_manifest.model_copy(update={
+            "name": "german-credit-amount-lightgbm", "adapter": "lightgbm", "sha256": hashlib.sha256(amount).hexdigest()})
 
         instance = folder / "instance"
         instance.mkdir()
@@ -102,23 +128,28 @@ def main() -> int:
             with write_transaction():
                 registry.register(manifest, artifact, background, activate=True, registered_by="bench")
                 registry.register(lgbm_manifest, lgbm, background, activate=True, registered_by="bench")
+                registry.register(amount_manifest, amount, amount_background, activate=True, registered_by="bench")
                 _, key = create_key(name="bench", role="agency")
             models = {name: runtime.cache().get(registry.public_model(name).id)
-                      for name in ("german-credit", "german-credit-lightgbm")}
+                      for name in ("german-credit", "german-credit-lightgbm", "german-credit-amount-lightgbm")}
             methods = {name: m.explanation.explainer.method_name if m.explanation else None for name, m in models.items()}
             row = to_frame(manifest, [sample["features"]])
         client = app.test_client()
         headers = {"Authorization": f"Bearer {key}"}
 
+        amount_sample = {**sample, "features": {k: v for k, v in sample["features"].items() if k != "credit_amount"}}
+
         def decide(model: str) -> float:
             t0 = time.perf_counter()
-            resp = client.post(f"/v1/models/{model}/decisions", json=sample,
+            body = amount_sample if model == "german-credit-amount-lightgbm" else sample
+            resp = client.post(f"/v1/models/{model}/decisions", json=body,
                                headers=headers | {"Idempotency-Key": secrets.token_hex(8)})
             elapsed = time.perf_counter() - t0
             assert resp.status_code == 201, resp.get_json()
             return elapsed
 
-        names = {"sklearn": "german-credit", "lightgbm": "german-credit-lightgbm"}
+        names = {"sklearn": "german-credit", "lightgbm": "german-credit-lightgbm",
+                 "lightgbm_regression": "german-credit-amount-lightgbm"}
         for name in names.values():
             for _ in range(20):
                 decide(name)
@@ -129,10 +160,13 @@ def main() -> int:
             for label, name in order:
                 rounds[label].append(_percentiles([decide(name) for _ in range(args.requests)]))
                 adapter = models[name].adapter
+                frame = pd.DataFrame(row)
+                if label == "lightgbm_regression":
+                    frame = frame.drop(columns=["credit_amount"])
                 times = []
                 for _ in range(args.requests):
                     t0 = time.perf_counter()
-                    adapter.score(pd.DataFrame(row))
+                    adapter.score(frame)
                     times.append(time.perf_counter() - t0)
                 raw[label].append(statistics.median(times) * 1e3)
         with app.app_context():
@@ -148,10 +182,16 @@ def main() -> int:
         "lightgbm": {"decision_p50_ms": median("lightgbm", "p50_ms"), "decision_p99_ms": median("lightgbm", "p99_ms"),
                      "raw_adapter_score_p50_ms": round(statistics.median(raw["lightgbm"]), 3),
                      "explainer": methods["german-credit-lightgbm"]},
+        "lightgbm_regression": {"decision_p50_ms": median("lightgbm_regression", "p50_ms"),
+                                "decision_p99_ms": median("lightgbm_regression", "p99_ms"),
+                                "raw_adapter_score_p50_ms": round(statistics.median(raw["lightgbm_regression"]), 3),
+                                "explainer": methods["german-credit-amount-lightgbm"]},
         "baseline_sklearn": {"decision_p50_ms": median("sklearn", "p50_ms"), "decision_p99_ms": median("sklearn", "p99_ms"),
                              "raw_adapter_score_p50_ms": round(statistics.median(raw["sklearn"]), 3),
                              "explainer": methods["german-credit"]},
         "p50_ratio_lightgbm_vs_sklearn": round(median("lightgbm", "p50_ms") / median("sklearn", "p50_ms"), 3),
+        "p50_ratio_lightgbm_regression_vs_sklearn": round(median("lightgbm_regression", "p50_ms")
+                                                          / median("sklearn", "p50_ms"), 3),
         "requests_per_round": args.requests,
         "rounds": args.rounds,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},

@@ -89,8 +89,8 @@ def why_not_flattenable(estimator: Any) -> str | None:
         if name in ("RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"):
             return None
         return f"{name} is not a flattenable scikit-learn tree model"
-    if module == "lightgbm" and name == "LGBMClassifier":
-        if getattr(estimator, "n_classes_", 2) != 2:
+    if module == "lightgbm" and name in ("LGBMClassifier", "LGBMRegressor"):
+        if name == "LGBMClassifier" and getattr(estimator, "n_classes_", 2) != 2:
             return "only binary LightGBM is flattened"
         for tree in estimator.booster_.dump_model()["tree_info"]:
             if _lgbm_has_categorical(tree["tree_structure"]):
@@ -121,7 +121,7 @@ def flatten(estimator: Any, class_index: int) -> tuple[FlatTrees, str]:
         for predictors in estimator._predictors:
             builder.add_hist(predictors[0].nodes)
         return builder.build(float32_input=False), "margin"
-    if name == "LGBMClassifier":
+    if name in ("LGBMClassifier", "LGBMRegressor"):  # a regressor's margin is its value (identity link)
         for tree in estimator.booster_.dump_model()["tree_info"]:
             builder.add_lgbm(tree["tree_structure"])
         return builder.build(float32_input=False), "margin"

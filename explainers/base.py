@@ -373,7 +373,9 @@ class ExactExplainer(BaseExplainer):
         background = sample_rows(select_columns(background_raw, names), self.background_size, self.random_state)
         if len(background) == 0:
             raise ValueError("the background data has no rows")
-        label, index = resolve_positive_class(estimator, self.positive_class)
+        # A regressor's value has no class to point toward.
+        label, index = (None, None) if self.output_space == "value" else resolve_positive_class(estimator,
+                                                                                               self.positive_class)
         self.positive_class_ = label
         self.class_index_ = index
         values = row_values(background)

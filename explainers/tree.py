@@ -26,6 +26,10 @@ Methods recorded (``RawExplanation.method``) and what the number is:
 
 A forest's log-odds is not a sum over its trees, so ``"log_odds"`` is refused for forests.
 Attributions point toward `positive_class` (default: the second of two classes in ``classes_``).
+
+Gradient-boosted regressors (LightGBM's LGBMRegressor, XGBoost's XGBRegressor, identity-link objectives)
+are explained in ``"value"``: the model's own prediction, in its units, which is the sum of its leaves -
+so the same exact interventional TreeSHAP, with no link to rescale.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ _BOOSTED = (
     "xgboost.XGBClassifier",
     "lightgbm.LGBMClassifier",
 )
+_REGRESSORS = (
+    "xgboost.XGBRegressor",
+    "lightgbm.LGBMRegressor",
+)
 _FORESTS = (
     "sklearn.ensemble.RandomForestClassifier",
     "sklearn.ensemble.ExtraTreesClassifier",
@@ -54,9 +62,12 @@ _FORESTS = (
 
 
 def _kind(estimator: Any) -> str | None:
-    """Return "boosted", "forest" or None; never imports xgboost or lightgbm (only sees them if loaded)."""
+    """Return "boosted", "forest", "regressor" or None; never imports xgboost or lightgbm (only sees them if
+    loaded)."""
     if any(_is(estimator, dotted) for dotted in _BOOSTED):
         return "boosted"
+    if any(_is(estimator, dotted) for dotted in _REGRESSORS):
+        return "regressor"
     if any(_is(estimator, dotted) for dotted in _FORESTS):
         return "forest"
     return None
@@ -98,6 +109,10 @@ class TreeExplainer(ExactExplainer):
         kind = _kind(estimator)
         if kind is None:
             return f"{type(estimator).__name__} is not a supported tree ensemble classifier"
+        if kind == "regressor":
+            if getattr(estimator, "n_features_in_", None) is None:
+                return f"{type(estimator).__name__} is not fitted"
+            return cls._why_preprocessing_unsupported(preprocessor)
         classes = getattr(estimator, "classes_", None)
         if classes is None:
             return f"{type(estimator).__name__} is not fitted"
@@ -110,9 +125,11 @@ class TreeExplainer(ExactExplainer):
 
     @classmethod
     def output_spaces_for(cls, model: Any) -> tuple[str, ...]:
-        """Return ("log_odds", "probability") for boosting, ("probability",) for forests."""
+        """Return ("log_odds", "probability") for boosting, ("probability",) for forests, ("value",) for
+        boosted regressors."""
         _, estimator = split_pipeline(model)
-        return ("probability",) if _kind(estimator) == "forest" else ("log_odds", "probability")
+        kind = _kind(estimator)
+        return {"forest": ("probability",), "regressor": ("value",)}.get(kind or "", ("log_odds", "probability"))
 
     @classmethod
     def _output_space_hint(cls, output_space: str) -> str:
@@ -123,8 +140,8 @@ class TreeExplainer(ExactExplainer):
     def _build(self, estimator: Any, background: np.ndarray) -> tuple[Any, float]:
         self._kind = _kind(estimator)
         # By class, not module name: a subclass (the gateway's XGBClassifier with labelled classes) counts.
-        self._model_type = ("xgboost" if _is(estimator, "xgboost.XGBClassifier")
-                            else "lightgbm" if _is(estimator, "lightgbm.LGBMClassifier")
+        self._model_type = ("xgboost" if _is(estimator, "xgboost.XGBModel")
+                            else "lightgbm" if _is(estimator, "lightgbm.LGBMModel")
                             else type(estimator).__module__.split(".")[0])
         margin = self._kind == "boosted" and self.output_space == "log_odds"
         self._rescaled = self._kind == "boosted" and not margin
@@ -148,9 +165,11 @@ class TreeExplainer(ExactExplainer):
             estimator,
             data=background,
             feature_perturbation="interventional",
-            model_output="raw" if (margin or self._kind == "forest") else "probability",
+            model_output="raw" if (margin or self._kind in ("forest", "regressor")) else "probability",
         )
         expected = np.asarray(explainer.expected_value, dtype=np.float64).ravel()
+        if self._kind == "regressor":
+            return explainer, float(expected[0])
         if self._kind == "forest":
             return explainer, float(expected[self.class_index_])
         base = float(expected[0])
@@ -180,7 +199,12 @@ class TreeExplainer(ExactExplainer):
         # additions; allow 4 units in the last place of a float32 of the output's size (about 2e-6 at 5).
         if self._model_type != "xgboost":
             return super()._output_rounding(output)
-        return 4.0 * np.spacing(np.abs(output).astype(np.float32)).astype(np.float64)
+        ulps = 4.0
+        if self._kind == "regressor":
+            # A regressor's value (tens, thousands) is rounded at each of its trees' additions by up to half a
+            # unit in the last place: allow that bound, half a unit per tree (4 units did for margins near 1).
+            ulps = max(ulps, 0.5 * (self._estimator.get_booster().num_boosted_rounds() + 1))
+        return ulps * np.spacing(np.abs(output).astype(np.float32)).astype(np.float64)
 
     def _null_players(self, transformed: np.ndarray) -> np.ndarray:
         if not self.grouped_:
@@ -214,6 +238,8 @@ class TreeExplainer(ExactExplainer):
     def _model_output(self, transformed: np.ndarray) -> np.ndarray:
         x = self._estimator_input(transformed)
         estimator = self._estimator
+        if self._kind == "regressor":
+            return np.asarray(estimator.predict(x), dtype=np.float64).ravel()
         if self._kind == "forest" or self.output_space == "probability":
             return np.asarray(estimator.predict_proba(x), dtype=np.float64)[:, self.class_index_]
         margin = self._margin(transformed)

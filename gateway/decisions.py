@@ -29,7 +29,6 @@ from gateway.extensions import db
 from gateway.features import validate_features, validate_monitoring
 from gateway.identity import subject_ref
 from gateway.ids import isoformat, new_id, utcnow
-from gateway.manifest import MultiClassPolicy
 from gateway.models import (
     Decision,
     Explanation,
@@ -139,13 +138,10 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
 
 
 def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
-    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call
-    (multi-class models row by row: the decided class is each row's own); ModelUnavailable when the model fails."""
+    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call;
+    ModelUnavailable when the model fails."""
     try:
-        if isinstance(model.manifest.policy, MultiClassPolicy):
-            return [model.assess(row) for row in rows]
-        scores = [float(s) for s in model.score(rows)]
-        return [(score, *model.manifest.policy.decide(score)) for score in scores]
+        return model.assess_rows(rows)
     except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
         current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
         raise

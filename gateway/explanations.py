@@ -72,10 +72,10 @@ def _selection_json(selection: Any) -> dict[str, Any]:
 
 def computed_values(tools: ExplanationTools, raw: RawExplanation, row: dict[str, Any], score: float) -> dict[str, Any]:
     """Column values of a ready explanation; refuses one that does not add up or match the score."""
-    if tools.exact and raw.additivity_error > SCORE_TOLERANCE:
-        raise ExplainerError(f"additivity error {raw.additivity_error:.3g} exceeds {SCORE_TOLERANCE}")
     # A value in the model's units (regression) is held to the same tolerance relative to its size.
     tolerance = SCORE_TOLERANCE * max(1.0, abs(score)) if raw.output_space == "value" else SCORE_TOLERANCE
+    if tools.exact and raw.additivity_error > tolerance:
+        raise ExplainerError(f"additivity error {raw.additivity_error:.3g} exceeds {tolerance:.3g}")
     if raw.output_space in ("probability", "value") and abs(raw.output - score) > tolerance:
         raise ExplainerError(f"the explained output {raw.output!r} differs from the score {score!r}")
     selection = tools.selector.select(raw, row)

@@ -471,10 +471,14 @@ class RemoteSource(_Strict):
     # OIP v2: the model's name on the server (and its version, if the server has several).
     model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")] | None = None
     version: Version | None = None
-    # OIP v2: the output tensor that holds the probabilities (MLServer's scikit-learn runtime: predict_proba).
+    # OIP v2: the output tensor that holds the answer (MLServer's scikit-learn runtime: predict_proba for a
+    # classifier's probabilities; predict for a regression model's values, the default under a regression policy).
     output: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")] = "predict_proba"
-    # Which column of a [n, k] probability answer is the positive class (None: a [n] or [n, 1] answer).
+    # Binary: which column of a [n, k] probability answer is the positive class (None: a [n] or [n, 1] answer).
     positive_index: JsonInt | None = Field(default=None, ge=0, le=1000)
+    # Multi-class: the class label of each column of the [n, k] probability answer, in column order.
+    classes: list[Annotated[str, StringConstraints(min_length=1, max_length=200)] | JsonInt] | None = Field(
+        default=None, min_length=3, max_length=50)
     connect_timeout_s: float = Field(default=2.0, gt=0.0, le=60.0)
     read_timeout_s: float = Field(default=2.0, gt=0.0, le=600.0)
     # Explanations evaluate the model on many rows: they go in batches of at most this many rows per call.
@@ -537,6 +541,10 @@ class Manifest(_Strict):
             if moved:
                 data["features"] = kept
                 data["monitored"] = [*monitored, *moved]
+        source, policy = data.get("source"), data.get("policy")
+        if isinstance(source, dict) and "output" not in source and isinstance(policy, dict) \
+                and policy.get("kind") == "regression":
+            data["source"] = {**source, "output": "predict"}  # a regression model's value, not probabilities
         autonomy = data.get("autonomy")
         if isinstance(autonomy, str) and autonomy in ROLE_OF_AUTONOMY:
             role = ROLE_OF_AUTONOMY[autonomy]
@@ -568,9 +576,7 @@ class Manifest(_Strict):
             if self.sha256 is not None or self.artifact is not None:
                 raise ValueError("a remote model ('source') has no artifact or sha256: the gateway pins the "
                                  "server's reported model instead")
-            if self.policy.kind != "binary":
-                raise ValueError(f"a remote model takes a binary policy (the remote adapters score the positive "
-                                 f"class's probability); this policy is {self.policy.kind!r}")
+            _check_remote_answer(self.source, self.policy)
         elif self.adapter in REMOTE_PROTOCOLS:
             raise ValueError(f"adapter {self.adapter!r} is a remote protocol: give the model's 'source'")
         names = [f.name for f in self.features] + [f.name for f in self.monitored]
@@ -616,6 +622,29 @@ class Manifest(_Strict):
             if f.name == name:
                 return f
         raise KeyError(name)
+
+
+def _check_remote_answer(source: RemoteSource, policy: Policy | MultiClassPolicy | RegressionPolicy) -> None:
+    """The remote answer the policy reads: one column per class (multi-class), a value (regression) or the
+    positive class's probability (binary)."""
+    if isinstance(policy, MultiClassPolicy):
+        if source.classes is None:
+            raise ValueError("source.classes is required under a multi-class policy: the class label of each column "
+                             "of the model's [n, k] probability answer, in column order")
+        if source.positive_index is not None:
+            raise ValueError("source.positive_index is for binary policies; a multi-class policy reads every column "
+                             "named by source.classes")
+        labels = [str(c) for c in source.classes]
+        if len(set(labels)) != len(labels):
+            raise ValueError("source.classes: a class is listed twice")
+        named = sorted(str(c.class_) for c in policy.classes)
+        if sorted(labels) != named:
+            raise ValueError(f"source.classes {sorted(labels)} are not policy.classes {named}")
+    elif source.classes is not None:
+        raise ValueError(f"source.classes is for multi-class policies; this policy is {policy.kind!r}"
+                         + (" (name the positive class's column with positive_index)" if policy.kind == "binary" else ""))
+    elif isinstance(policy, RegressionPolicy) and source.positive_index is not None:
+        raise ValueError("source.positive_index is for binary policies; a regression model answers one value per row")
 
 
 def _refusal(field: str, rule: str, message: str) -> dict[str, str]:

@@ -224,7 +224,8 @@ def _pin(manifest: Manifest, background: bytes | None, settings: Settings) -> by
     if background is not None:
         sample += runtime.read_background(manifest, background).to_dict("records")
     try:
-        return pin_remote(manifest.source, to_frame(manifest, sample[:8]), config=dict(settings.raw))
+        return pin_remote(manifest.source, to_frame(manifest, sample[:8]), positive_class=manifest.policy.adapter_class,
+                          config=dict(settings.raw))
     except AdapterError as exc:
         raise ValidationFailed(f"the remote model cannot be used: {exc}", code="artifact_rejected") from exc
 
@@ -378,9 +379,9 @@ def global_factors(model_id: str) -> dict[str, float]:
         if tools is not None and background is not None and len(background):
             if loaded.by_class:
                 # Multi-class: each background row explained as its own decision would be (its decided class).
-                rows = background.to_dict("records")
-                raws = [loaded.tools_for(loaded.assess(row)[1]).explainer.explain(background.iloc[[i]])[0]  # type: ignore[union-attr]
-                        for i, row in enumerate(rows)]
+                decided = loaded.assess_rows(background.to_dict("records"))
+                raws = [loaded.tools_for(outcome).explainer.explain(background.iloc[[i]])[0]  # type: ignore[union-attr]
+                        for i, (_, outcome, _) in enumerate(decided)]
             else:
                 raws = tools.explainer.explain(background)
             names = raws[0].attributions.keys()

@@ -44,6 +44,32 @@ AMOUNT = "german-credit-amount"
 EXAMPLES = (TIERS, AMOUNT)
 
 
+#: The tiers' policy: each tier its own outcome; the last two adverse.
+TIERS_POLICY: dict[str, Any] = {
+    "kind": "multiclass",
+    "classes": [{"class": "low", "outcome": "approved"}, {"class": "medium", "outcome": "conditional"},
+                {"class": "high", "outcome": "declined"}],
+    "adverse_outcomes": ["conditional", "declined"],
+    "outcome_labels": {
+        "approved": {"kk": "Мақұлданды", "ru": "Одобрено", "en": "Approved"},
+        "conditional": {"kk": "Шарттармен мақұлданды", "ru": "Одобрено с условиями", "en": "Approved with conditions"},
+        "declined": {"kk": "Бас тартылды", "ru": "Отказано", "en": "Declined"},
+    },
+}
+#: The amount's policy: bands in DM, small is adverse.
+AMOUNT_POLICY: dict[str, Any] = {
+    "kind": "regression",
+    "unit": {"kk": "DM", "ru": "DM", "en": "DM"},
+    "bands": [[1500.0, "small"], [4000.0, "standard"], [float("inf"), "large"]],
+    "adverse_outcomes": ["small"],
+    "outcome_labels": {
+        "small": {"kk": "Шағын сома", "ru": "Небольшая сумма", "en": "Small amount"},
+        "standard": {"kk": "Стандартты сома", "ru": "Стандартная сумма", "en": "Standard amount"},
+        "large": {"kk": "Үлкен сома", "ru": "Крупная сумма", "en": "Large amount"},
+    },
+}
+
+
 def german() -> Any:
     """The German-credit example's training module (data loading, schema, codes)."""
     spec = importlib.util.spec_from_file_location("german_credit_train_kinds", GERMAN)
@@ -99,17 +125,7 @@ def train_tiers(out: Path) -> Path:
     manifest = {k: copy.deepcopy(v) for k, v in schema.items() if k not in ("policy", "notice", "explanation")}
     manifest |= {"name": TIERS, "version": "1.0.0",
                  "purpose_text": "Consumer-loan applications: a risk tier (low, medium, high) and its outcome (example only)"}
-    manifest["policy"] = {
-        "kind": "multiclass",
-        "classes": [{"class": "low", "outcome": "approved"}, {"class": "medium", "outcome": "conditional"},
-                    {"class": "high", "outcome": "declined"}],
-        "adverse_outcomes": ["conditional", "declined"],
-        "outcome_labels": {
-            "approved": {"kk": "Мақұлданды", "ru": "Одобрено", "en": "Approved"},
-            "conditional": {"kk": "Шарттармен мақұлданды", "ru": "Одобрено с условиями", "en": "Approved with conditions"},
-            "declined": {"kk": "Бас тартылды", "ru": "Отказано", "en": "Declined"},
-        },
-    }
+    manifest["policy"] = copy.deepcopy(TIERS_POLICY)
     manifest["notice"] = _notice(
         "Өтінімді үш тәуекел деңгейінің біріне жатқызады (төмен, орташа, жоғары); әр деңгейдің өз шешімі бар.",
         "Относит заявку к одному из трёх уровней риска (низкий, средний, высокий); у каждого уровня своё решение.",
@@ -134,17 +150,7 @@ def train_amount(out: Path) -> Path:
                  "purpose_text": "Consumer-loan applications: the loan amount such applications were granted, in bands "
                                  "(example only)"}
     manifest["features"] = [f for f in schema["features"] if f["name"] != "credit_amount"]
-    manifest["policy"] = {
-        "kind": "regression",
-        "unit": {"kk": "DM", "ru": "DM", "en": "DM"},
-        "bands": [[1500.0, "small"], [4000.0, "standard"], [float("inf"), "large"]],
-        "adverse_outcomes": ["small"],
-        "outcome_labels": {
-            "small": {"kk": "Шағын сома", "ru": "Небольшая сумма", "en": "Small amount"},
-            "standard": {"kk": "Стандартты сома", "ru": "Стандартная сумма", "en": "Standard amount"},
-            "large": {"kk": "Үлкен сома", "ru": "Крупная сумма", "en": "Large amount"},
-        },
-    }
+    manifest["policy"] = copy.deepcopy(AMOUNT_POLICY)
     manifest["notice"] = _notice(
         "Осындай өтінімдерге берілген несие сомасын (DM) есептейді; сома шағын, стандартты немесе үлкен болып жіктеледі.",
         "Рассчитывает сумму кредита (DM), которую получали подобные заявки; сумма относится к небольшой, "

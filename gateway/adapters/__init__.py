@@ -52,9 +52,11 @@ def load_adapter(kind: str, data: bytes, *, positive_class: Any, feature_names: 
     return adapter
 
 
-def pin_remote(source: RemoteSource, sample: pd.DataFrame, *, config: dict[str, Any]) -> bytes:
-    """Ask a remote model's server what it serves (and score `sample`); return the description to pin."""
-    pinned: bytes = REMOTE_ADAPTERS[source.protocol].pin(source, sample, config=config)
+def pin_remote(source: RemoteSource, sample: pd.DataFrame, *, positive_class: Any, config: dict[str, Any]) -> bytes:
+    """Ask a remote model's server what it serves (and score `sample`); return the description to pin.
+
+    positive_class is the policy's (`Policy.adapter_class`; None for regression), as for `load_adapter`."""
+    pinned: bytes = REMOTE_ADAPTERS[source.protocol].pin(source, sample, positive_class=positive_class, config=config)
     return pinned
 
 

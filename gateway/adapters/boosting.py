@@ -12,7 +12,9 @@ or a zip bundle that adds what the booster's file cannot say:
 
 The booster becomes the final step of a scikit-learn Pipeline (LGBMClassifier / XGBClassifier around the
 loaded booster), so scoring, the verified fast path and exact TreeSHAP grouped to raw features work as
-for any scikit-learn pipeline.
+for any scikit-learn pipeline. A regression booster (an identity-link objective: its prediction is the sum
+of its leaves, in the model's units) becomes an LGBMRegressor / XGBRegressor and serves a regression
+policy (loaded with positive_class None), explained exactly in its units; a bundle then has no classes.json.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from gateway.adapters.sklearn_common import SklearnClassifierAdapter
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # the uncompressed size a bundle may claim (a zip bomb is refused)
 PREPROCESSING = "preprocessing.skops"
 CLASSES = "classes.json"
+#: Regression objectives whose prediction is the raw sum of the trees (no link function), so TreeSHAP in the
+#: model's units is exact. Log-link objectives (poisson, gamma, tweedie) are refused.
+LGBM_REGRESSION = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
+XGB_REGRESSION = ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:quantileerror")
 
 
 def _bundle(data: bytes, model_names: tuple[str, ...]) -> tuple[str, bytes, bytes | None, list[Any] | None] | None:
@@ -134,15 +140,21 @@ class _BoosterAdapter(SklearnClassifierAdapter):
                 raise AdapterError(f"the preprocessing gives {out} columns, the booster takes {width}")
         return cls(pipeline, positive_class=positive_class, feature_names=feature_names)
 
+    def _own_columns(self, rows: Any) -> Any:
+        # A booster alone: its own column order (checked equal, as a set, to the manifest's at load).
+        own = getattr(self._model[-1], "feature_names_in_", None)
+        return rows[[str(n) for n in own]] if own is not None else rows[self.feature_names]
+
     def probabilities(self, rows: Any) -> np.ndarray:
         if len(self._model.steps) > 1:
             return super().probabilities(rows)
-        # A booster alone: its own column order (checked equal, as a set, to the manifest's at load).
-        own = getattr(self._model[-1], "feature_names_in_", None)
-        rows = rows[[str(n) for n in own]] if own is not None else rows[self.feature_names]
-        return np.asarray(self._model[-1].predict_proba(rows), dtype=float)
+        return np.asarray(self._model[-1].predict_proba(self._own_columns(rows)), dtype=float)
 
     def score(self, rows: Any) -> np.ndarray:
+        if self.regression:
+            if len(self._model.steps) > 1:
+                return super().score(rows)
+            return np.asarray(self._model[-1].predict(self._own_columns(rows)), dtype=float).ravel()
         return self.probabilities(rows)[:, self._index]
 
 
@@ -174,13 +186,15 @@ class LightGBMAdapter(_BoosterAdapter):
             raise AdapterError(f"LightGBM could not read the text model: {exc}") from exc
         objective = str(booster.dump_model(num_iteration=1).get("objective", "")).split(" ")[0]
         n = int(booster.num_model_per_iteration())
+        if objective in LGBM_REGRESSION:
+            return cls._regressor(booster, objective, classes)
         if objective == "binary":
             n_classes = 2
         elif objective in ("multiclass", "multiclassova"):
             n_classes = n
         else:
             raise AdapterError(f"the LightGBM model's objective is {objective!r}; this adapter takes classifiers "
-                               "(binary, multiclass)")
+                               f"(binary, multiclass) and identity-link regressors {list(LGBM_REGRESSION)}")
         # One thread: a one-row prediction is microseconds of work, and starting OpenMP threads per call (or
         # competing with the serving workers for cores) costs milliseconds.
         estimator = lgb.LGBMClassifier(objective=objective, n_jobs=1)
@@ -198,6 +212,23 @@ class LightGBMAdapter(_BoosterAdapter):
         estimator._class_weight = None
         estimator._fitted_with_feature_names = not all(n.startswith("Column_") for n in booster.feature_name())
         return estimator  # feature_names_in_: the booster's names, unless it was trained without (Column_i)
+
+    @classmethod
+    def _regressor(cls, booster: lgb.Booster, objective: str, classes: list[Any] | None) -> Any:
+        if classes is not None:
+            raise AdapterError(f"the LightGBM model is a regressor ({objective}); its bundle has no {CLASSES}")
+        estimator = lgb.LGBMRegressor(objective=objective, n_jobs=1)
+        # What LGBMRegressor.fit sets, taken from the booster instead of training.
+        estimator._Booster = booster
+        estimator.fitted_ = True
+        estimator._n_features = estimator._n_features_in = booster.num_feature()
+        estimator._objective = objective
+        estimator._other_params = {}
+        estimator._best_iteration = booster.best_iteration
+        estimator._best_score = {}
+        estimator._evals_result = {}
+        estimator._fitted_with_feature_names = not all(n.startswith("Column_") for n in booster.feature_name())
+        return estimator
 
 
 class XGBoostAdapter(_BoosterAdapter):
@@ -223,9 +254,15 @@ class XGBoostAdapter(_BoosterAdapter):
             raise AdapterError(f"XGBoost could not read the {name.rsplit('.', 1)[1].upper()} model: {exc}") from exc
         config = json.loads(booster.save_config())
         objective = config["learner"]["objective"]["name"]
+        if objective in XGB_REGRESSION:
+            if classes is not None:
+                raise AdapterError(f"the XGBoost model is a regressor ({objective}); its bundle has no {CLASSES}")
+            regressor = xgb.XGBRegressor(n_jobs=1)  # one thread, as for LightGBM
+            regressor.load_model(bytearray(data))
+            return regressor
         if objective not in ("binary:logistic", "multi:softprob"):
             raise AdapterError(f"the XGBoost model's objective is {objective!r}; this adapter takes classifiers "
-                               "(binary:logistic, multi:softprob)")
+                               f"(binary:logistic, multi:softprob) and identity-link regressors {list(XGB_REGRESSION)}")
         n_classes = 2 if objective == "binary:logistic" else int(config["learner"]["learner_model_param"]["num_class"])
         estimator = LabelledXGBClassifier(n_jobs=1)  # one thread, as for LightGBM
         estimator.load_model(bytearray(data))

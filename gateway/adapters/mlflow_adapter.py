@@ -1,7 +1,10 @@
 """Models on an MLflow scoring server (`mlflow models serve`): POST /invocations with `dataframe_split`.
 
-The model must answer probabilities: log it with `pyfunc_predict_fn="predict_proba"` (an [n, k] answer,
-`positive_index` names the column) or as a pyfunc that returns the positive-class probability ([n]).
+The model answers what the policy reads: under a binary policy probabilities (log it with
+`pyfunc_predict_fn="predict_proba"`: an [n, k] answer whose column `positive_index` names, or as a pyfunc
+that returns the positive-class probability, [n]); under a multi-class one every class's probability
+(`predict_proba`, [n, k], columns labelled by `source.classes`); under a regression one a value per row
+(a regressor's `predict`, [n]).
 
 What the server can say about itself is little: /ping (health), /version (MLflow's version: the
 platform) and, on /invocations, its signature's verdict (a request that does not fit the signature is
@@ -26,7 +29,7 @@ import pandas as pd
 
 from gateway.adapters.base import AdapterError, NativeModel
 from gateway.adapters.oip_v2 import pinned_bytes
-from gateway.adapters.remote import CHANGED, RemoteCaller, RemoteModelError, probabilities
+from gateway.adapters.remote import CHANGED, AnswerReader, RemoteCaller, RemoteModelError
 from gateway.manifest import RemoteSource
 
 PROBE_ROWS = 3
@@ -46,8 +49,9 @@ class MlflowAdapter:
     remote: ClassVar[bool] = True
 
     def __init__(self, source: RemoteSource, pinned: Mapping[str, Any], *, feature_names: list[str],
-                 config: Mapping[str, Any]) -> None:
+                 config: Mapping[str, Any], positive_class: Any) -> None:
         self.source = source
+        self.reader = AnswerReader.of(source, positive_class)
         self.pinned = dict(pinned)
         self.feature_names = list(feature_names)
         self.caller = RemoteCaller(source, config)
@@ -56,18 +60,18 @@ class MlflowAdapter:
         self.fingerprint = np.asarray(self.pinned.get("fingerprint") or [], dtype=np.float64)
 
     @classmethod
-    def pin(cls, source: RemoteSource, sample: pd.DataFrame, *, config: Mapping[str, Any]) -> bytes:
+    def pin(cls, source: RemoteSource, sample: pd.DataFrame, *, positive_class: Any, config: Mapping[str, Any]) -> bytes:
         """Check the server, score the probe rows and return the pinned description."""
         caller = RemoteCaller(source, config)
         caller.guarded(lambda: caller.request("GET", "/ping", text=True))
         version = str(caller.guarded(lambda: caller.request("GET", "/version", text=True))).strip()
-        adapter = cls(source, {}, feature_names=list(sample.columns), config=config)
+        adapter = cls(source, {}, feature_names=list(sample.columns), config=config, positive_class=positive_class)
         probe = sample.iloc[:PROBE_ROWS]
-        scores = adapter.score(probe)
+        answers = adapter.answers(probe)
         pinned = {"protocol": cls.kind, "name": source.model or "", "version": source.version,
                   "platform": f"mlflow {version}"[:200],
                   "probe": [[_json_value(v) for v in row] for row in probe.itertuples(index=False)],
-                  "fingerprint": [float(s) for s in scores]}
+                  "fingerprint": answers.tolist()}
         return pinned_bytes(pinned)
 
     @classmethod
@@ -81,7 +85,7 @@ class MlflowAdapter:
             raise AdapterError(f"the pinned description of the remote model is not JSON: {exc}") from exc
         if not pinned.get("fingerprint"):
             raise AdapterError("the pinned description of the remote model has no probe answers")
-        return cls(source, pinned, feature_names=feature_names, config=config)
+        return cls(source, pinned, feature_names=feature_names, config=config, positive_class=positive_class)
 
     def _invoke(self, frame: pd.DataFrame) -> np.ndarray:
         rows = frame[self.feature_names]
@@ -92,25 +96,43 @@ class MlflowAdapter:
         answer = self.caller.request("POST", "/invocations", body)
         if not isinstance(answer, dict) or "predictions" not in answer:
             raise RemoteModelError("the model's answer has no 'predictions'", code="model_answer_shape")
-        scores = probabilities(answer["predictions"], len(rows), self.source.positive_index)
+        scores = self.reader.read(answer["predictions"], len(rows))
         if self.probe is None:
             return scores
         seen = scores[len(frame):]
-        if not np.allclose(seen, self.fingerprint, rtol=0.0, atol=PROBE_TOLERANCE):
+        if seen.shape != self.fingerprint.shape or not np.allclose(seen, self.fingerprint, rtol=0.0,
+                                                                   atol=PROBE_TOLERANCE):
             raise RemoteModelError(
                 "the server's answers to the probe rows differ from those pinned at registration: it serves "
                 "another model; decisions are refused until an admin registers the new version",
                 code=CHANGED, details={"registered": self.fingerprint.tolist(), "serving": seen.tolist()})
         return scores[:len(frame)]
 
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """The positive-class probability per row, in batches of at most max_batch_rows rows per call."""
+    def answers(self, rows: pd.DataFrame) -> np.ndarray:
+        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
         size = self.source.max_batch_rows
         parts = []
         for start in range(0, len(rows), size):
             chunk = rows.iloc[start:start + size]
             parts.append(self.caller.guarded(partial(self._invoke, chunk)))
-        return np.concatenate(parts) if parts else np.empty(0)
+        if not parts:
+            return np.empty((0, len(self.classes))) if self.reader.classes is not None else np.empty(0)
+        return np.concatenate(parts)
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """The positive-class probability per row (regression: the model's value)."""
+        return self.reader.score(self.answers(rows))
+
+    @property
+    def classes(self) -> list[Any]:
+        """Multi-class: the class labels of the answer's columns (source.classes); else none."""
+        return list(self.reader.classes or ())
+
+    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+        """Multi-class: every class's probability per row, shape (n, classes), checked."""
+        if self.reader.classes is None:
+            raise AdapterError("only a multi-class remote model (source.classes) gives every class's probability")
+        return self.answers(rows)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),

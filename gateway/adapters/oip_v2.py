@@ -3,7 +3,9 @@
 Each raw feature is one input tensor of the same name, shape [n, 1], with the datatype the server's
 metadata declares for it (else FP64 for numbers, BOOL for booleans, BYTES for categories); the request
 asks for the pandas content type so that MLServer's runtimes rebuild the caller's table. The answer's
-`output` tensor holds the probabilities ([n] or [n, k] with `positive_index`).
+`output` tensor holds what the policy reads: the positive class's probability ([n], or [n, k] with
+`positive_index`) under a binary policy, every class's probability ([n, k], columns labelled by
+`source.classes`) under a multi-class one, a value per row ([n] or [n, 1]) under a regression one.
 
 Registration pins what the server reports: the model's name, version and platform (and its declared
 inputs and outputs), stored content-addressed as the version's artifact. Every inference answer names
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from gateway.adapters.base import AdapterError, NativeModel
-from gateway.adapters.remote import CHANGED, REQUEST_REJECTED, RemoteCaller, RemoteModelError, probabilities
+from gateway.adapters.remote import CHANGED, REQUEST_REJECTED, AnswerReader, RemoteCaller, RemoteModelError
 from gateway.manifest import RemoteSource
 
 _NUMPY = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float32, "INT64": np.int64, "INT32": np.int32,
@@ -41,8 +43,9 @@ class OipV2Adapter:
     remote: ClassVar[bool] = True
 
     def __init__(self, source: RemoteSource, pinned: Mapping[str, Any], *, feature_names: list[str],
-                 config: Mapping[str, Any]) -> None:
+                 config: Mapping[str, Any], positive_class: Any) -> None:
         self.source = source
+        self.reader = AnswerReader.of(source, positive_class)
         self.pinned = dict(pinned)
         self.feature_names = list(feature_names)
         self.caller = RemoteCaller(source, config)
@@ -55,11 +58,11 @@ class OipV2Adapter:
     # -- registration and loading ------------------------------------------------------------------
 
     @classmethod
-    def pin(cls, source: RemoteSource, sample: pd.DataFrame, *, config: Mapping[str, Any]) -> bytes:
+    def pin(cls, source: RemoteSource, sample: pd.DataFrame, *, positive_class: Any, config: Mapping[str, Any]) -> bytes:
         """Ask the server what it serves, score `sample` once, and return the pinned description."""
         caller = RemoteCaller(source, config)
         caller.guarded(lambda: caller.request("GET", "/v2/health/ready", text=True))
-        probe = cls(source, {}, feature_names=list(sample.columns), config=config)
+        probe = cls(source, {}, feature_names=list(sample.columns), config=config, positive_class=positive_class)
         meta = caller.guarded(lambda: caller.request("GET", probe.path))
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
             raise AdapterError("the server's model metadata has no name")
@@ -91,7 +94,7 @@ class OipV2Adapter:
             pinned = json.loads(data)
         except ValueError as exc:
             raise AdapterError(f"the pinned description of the remote model is not JSON: {exc}") from exc
-        return cls(source, pinned, feature_names=feature_names, config=config)
+        return cls(source, pinned, feature_names=feature_names, config=config, positive_class=positive_class)
 
     # -- scoring -----------------------------------------------------------------------------------
 
@@ -152,7 +155,7 @@ class OipV2Adapter:
                 code=CHANGED, details={"registered": {"name": pinned_name, "version": pinned_version},
                                        "serving": {"name": name, "version": version}})
 
-    def _probabilities(self, answer: Mapping[str, Any], rows: int) -> np.ndarray:
+    def _answer(self, answer: Mapping[str, Any], rows: int) -> np.ndarray:
         outputs = answer.get("outputs")
         found = next((o for o in outputs if isinstance(o, dict) and o.get("name") == self.source.output), None) \
             if isinstance(outputs, list) else None
@@ -163,19 +166,36 @@ class OipV2Adapter:
         except (TypeError, ValueError):
             raise RemoteModelError("the answer's output does not match its declared shape",
                                    code="model_answer_shape") from None
-        return probabilities(data, rows, self.source.positive_index)
+        return self.reader.read(data, rows)
 
     def _score_chunk(self, chunk: pd.DataFrame) -> np.ndarray:
-        return self._probabilities(self._infer(chunk), len(chunk))
+        return self._answer(self._infer(chunk), len(chunk))
 
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """The positive-class probability per row, in batches of at most max_batch_rows rows per call."""
+    def answers(self, rows: pd.DataFrame) -> np.ndarray:
+        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
         size = self.source.max_batch_rows
         parts = []
         for start in range(0, len(rows), size):
             chunk = rows.iloc[start:start + size]
             parts.append(self.caller.guarded(partial(self._score_chunk, chunk)))
-        return np.concatenate(parts) if parts else np.empty(0)
+        if not parts:
+            return np.empty((0, len(self.classes))) if self.reader.classes is not None else np.empty(0)
+        return np.concatenate(parts)
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """The positive-class probability per row (regression: the model's value)."""
+        return self.reader.score(self.answers(rows))
+
+    @property
+    def classes(self) -> list[Any]:
+        """Multi-class: the class labels of the answer's columns (source.classes); else none."""
+        return list(self.reader.classes or ())
+
+    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+        """Multi-class: every class's probability per row, shape (n, classes), checked."""
+        if self.reader.classes is None:
+            raise AdapterError("only a multi-class remote model (source.classes) gives every class's probability")
+        return self.answers(rows)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),

@@ -5,6 +5,10 @@ feature (what skl2onnx makes of a ColumnTransformer: strings for categories, num
 numeric matrix input whose columns are the manifest's features in the manifest's order. The class labels
 come from the graph's classifier node (`classlabels_strings` / `classlabels_int64s`, as skl2onnx writes
 them); the probability output is a tensor (n, classes) or a sequence of maps {label: probability}.
+
+A regression model (a graph with no class labels, e.g. skl2onnx's conversion of a regressor) serves a
+regression policy (loaded with positive_class None): its one numeric output, (n,) or (n, 1), is the model's
+value in its units, explained model-agnostically like every ONNX model.
 """
 
 from __future__ import annotations
@@ -44,13 +48,14 @@ class OnnxAdapter:
 
     def __init__(self, session: ort.InferenceSession, classes: list[Any], *, positive_class: Any,
                  feature_names: list[str], producer: str) -> None:
+        self.regression = positive_class is None
         matches = [i for i, c in enumerate(classes) if c == positive_class or str(c) == str(positive_class)]
-        if len(matches) != 1:
+        if not self.regression and len(matches) != 1:
             raise AdapterError(f"positive_class {positive_class!r} is not one of the model's classes {classes}")
         self._session = session
         self._classes = classes
-        self._index = matches[0]
-        self.positive_class = classes[self._index]
+        self._index = matches[0] if matches else 0
+        self.positive_class = classes[self._index] if not self.regression else None
         self.feature_names = list(feature_names)
         self._producer = producer
         inputs = session.get_inputs()
@@ -75,6 +80,13 @@ class OnnxAdapter:
             self._matrix = None
             self._inputs = [(i.name, i.type) for i in inputs]
         outputs = session.get_outputs()
+        if self.regression:
+            numeric = [o for o in outputs if o.type in ("tensor(float)", "tensor(double)")]
+            if len(numeric) != 1:
+                raise AdapterError(f"a regression model needs one numeric output (its value); this one has "
+                                   f"{[f'{o.name}: {o.type}' for o in outputs]}")
+            self._output = numeric[0].name
+            return
         probability = [o for o in outputs if "prob" in o.name.lower()] or outputs[-1:]
         self._output = probability[0].name
 
@@ -85,9 +97,13 @@ class OnnxAdapter:
         except Exception as exc:  # protobuf raises DecodeError and others on a corrupt file
             raise AdapterError(f"not a readable ONNX model: {exc}") from exc
         classes = _class_labels(model)
-        if classes is None:
+        if classes is None and positive_class is not None:
             raise AdapterError("the ONNX graph names no class labels (no classifier node with classlabels_strings or "
-                               "classlabels_int64s): the gateway needs a probabilistic classifier")
+                               "classlabels_int64s): a binary or multi-class policy needs a probabilistic classifier "
+                               "(a regression model serves a regression policy)")
+        if classes is not None and positive_class is None:
+            raise AdapterError(f"the ONNX graph is a classifier (classes {classes}): a regression policy needs a "
+                               "regression model")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -96,7 +112,8 @@ class OnnxAdapter:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph kinds
             raise AdapterError(f"onnxruntime could not load the model: {exc}") from exc
         producer = f"{model.producer_name} {model.producer_version}".strip()
-        return cls(session, classes, positive_class=positive_class, feature_names=feature_names, producer=producer)
+        return cls(session, classes or [], positive_class=positive_class, feature_names=feature_names,
+                   producer=producer)
 
     def _feeds(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         if self._matrix is not None:
@@ -126,6 +143,15 @@ class OnnxAdapter:
         return proba
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """The positive class's probability per row (regression: the model's value, in its units)."""
+        if self.regression:
+            [out] = self._session.run([self._output], self._feeds(rows))
+            values = np.asarray(out, dtype=float)
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            if values.shape != (len(rows),):
+                raise AdapterError(f"the model's output {self._output!r} has shape {values.shape}, not (n,) or (n, 1)")
+            return values
         return self.probabilities(rows)[:, self._index]
 
     def describe(self) -> dict[str, Any]:
@@ -134,7 +160,7 @@ class OnnxAdapter:
             "estimator": f"onnx ({self._producer})" if self._producer else "onnx",
             "pipeline": None,
             "classes": [str(c) for c in self._classes],
-            "positive_class": str(self.positive_class),
+            "positive_class": str(self.positive_class) if self.positive_class is not None else None,
         }
 
     def native(self) -> NativeModel | None:

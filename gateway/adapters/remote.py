@@ -3,7 +3,9 @@
 Every remote failure is a `RemoteModelError` (a 503 `ModelUnavailable`) whose code says what went wrong,
 so the decision is refused and nothing is recorded: `model_timeout`, `model_unreachable`,
 `model_server_error` (5xx), `model_request_rejected` (4xx), `model_answer_shape` (not the shape asked
-for, or not JSON), `model_answer_nan`, `model_answer_out_of_range` (a probability outside [0, 1]),
+for, or not JSON), `model_answer_nan`, `model_answer_out_of_range` (a probability outside [0, 1]), `model_answer_sum` (a
+row of class probabilities that does not sum to 1 within `SUM_TOLERANCE`), `model_answer_infinite` (a
+regression model's value that is not a finite number),
 `model_changed` (the server now reports another model or version than the one registered),
 `model_address_refused` (the URL or what its host resolves to is not public) and `model_circuit_open`.
 
@@ -33,6 +35,7 @@ import httpcore
 import httpx
 import numpy as np
 
+from gateway.adapters.base import AdapterError
 from gateway.addresses import is_public, refusal
 from gateway.errors import ModelUnavailable
 from gateway.manifest import RemoteSource
@@ -46,7 +49,13 @@ REQUEST_REJECTED = "model_request_rejected"
 ANSWER_SHAPE = "model_answer_shape"
 ANSWER_NAN = "model_answer_nan"
 ANSWER_RANGE = "model_answer_out_of_range"
+ANSWER_SUM = "model_answer_sum"
+ANSWER_INFINITE = "model_answer_infinite"
 CHANGED = "model_changed"
+#: How far a row of class probabilities may sum from 1: float32 servers (ONNX, Triton) round each of k
+#: probabilities by up to 6e-8, so 1e-5 admits them for any k the manifest allows (50) and refuses an answer
+#: that is not a distribution over the classes (a missing class, scores instead of probabilities).
+SUM_TOLERANCE = 1e-5
 ADDRESS_REFUSED = "model_address_refused"
 CIRCUIT_OPEN = "model_circuit_open"
 ALLOW_SETTING = "GATEWAY_MODEL_ALLOW_PRIVATE"
@@ -305,3 +314,86 @@ def probabilities(values: Any, rows: int, positive_index: int | None) -> np.ndar
         raise RemoteModelError(f"the model answered probabilities outside [0, 1] for {int(outside.sum())} of "
                                f"{rows} rows (e.g. {float(array[outside][0])!r})", code=ANSWER_RANGE)
     return array
+
+
+def _table(values: Any) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RemoteModelError("the model's answer is not a table of numbers", code=ANSWER_SHAPE) from None
+
+
+def class_probabilities(values: Any, rows: int, classes: int) -> np.ndarray:
+    """Every class's probability per row, shape (rows, classes), each in [0, 1] and each row summing to 1
+    within SUM_TOLERANCE; refuse anything else with its code."""
+    array = _table(values)
+    if array.shape != (rows, classes):
+        raise RemoteModelError(f"the model answered shape {tuple(np.shape(values))}, expected ({rows}, {classes}): "
+                               "one probability per class (source.classes) per row", code=ANSWER_SHAPE)
+    nan = np.isnan(array).any(axis=1)
+    if nan.any():
+        raise RemoteModelError(f"the model answered NaN for {int(nan.sum())} of {rows} rows", code=ANSWER_NAN)
+    outside = ((array < 0.0) | (array > 1.0)).any(axis=1)
+    if outside.any():
+        raise RemoteModelError(f"the model answered probabilities outside [0, 1] for {int(outside.sum())} of {rows} "
+                               f"rows (e.g. {array[outside][0].tolist()!r})", code=ANSWER_RANGE)
+    off = np.abs(array.sum(axis=1) - 1.0)
+    if (off > SUM_TOLERANCE).any():
+        worst = int(off.argmax())
+        raise RemoteModelError(f"the class probabilities of {int((off > SUM_TOLERANCE).sum())} of {rows} rows do not "
+                               f"sum to 1 within {SUM_TOLERANCE:g} (e.g. {float(array[worst].sum())!r})",
+                               code=ANSWER_SUM)
+    return array
+
+
+def model_values(values: Any, rows: int) -> np.ndarray:
+    """A regression model's value per row ([n] or [n, 1]), each a finite number; refuse anything else."""
+    array = _table(values)
+    if array.ndim == 2 and array.shape == (rows, 1):
+        array = array[:, 0]
+    if array.shape != (rows,):
+        raise RemoteModelError(f"the model answered shape {tuple(np.shape(values))}, expected ({rows},) or "
+                               f"({rows}, 1): one value per row", code=ANSWER_SHAPE)
+    if np.isnan(array).any():
+        raise RemoteModelError(f"the model answered NaN for {int(np.isnan(array).sum())} of {rows} rows",
+                               code=ANSWER_NAN)
+    infinite = np.isinf(array)
+    if infinite.any():
+        raise RemoteModelError(f"the model answered an infinite value for {int(infinite.sum())} of {rows} rows",
+                               code=ANSWER_INFINITE)
+    return array
+
+
+@dataclass(frozen=True)
+class AnswerReader:
+    """What the policy reads from a remote model's answer: the positive class's probability (binary), every
+    class's probability (multi-class, columns labelled by source.classes) or a value (regression)."""
+
+    positive_index: int | None
+    classes: tuple[Any, ...] | None
+    regression: bool
+    class_index: int | None  # multi-class: the column `score` gives (the adapter's positive class)
+
+    @classmethod
+    def of(cls, source: RemoteSource, positive_class: Any) -> AnswerReader:
+        """positive_class None: a regression model (as for the in-process adapters)."""
+        if positive_class is None:
+            return cls(None, None, True, None)
+        if source.classes is None:
+            return cls(source.positive_index, None, False, None)
+        labels = [str(c) for c in source.classes]
+        if str(positive_class) not in labels:
+            raise AdapterError(f"class {positive_class!r} is not one of source.classes {source.classes}")
+        return cls(None, tuple(source.classes), False, labels.index(str(positive_class)))
+
+    def read(self, values: Any, rows: int) -> np.ndarray:
+        """The checked answer: (rows,) for binary and regression, (rows, classes) for multi-class."""
+        if self.regression:
+            return model_values(values, rows)
+        if self.classes is not None:
+            return class_probabilities(values, rows, len(self.classes))
+        return probabilities(values, rows, self.positive_index)
+
+    def score(self, answer: np.ndarray) -> np.ndarray:
+        """The score per row (the positive class's probability, or the value) from a checked answer."""
+        return answer[:, self.class_index] if answer.ndim == 2 else answer

@@ -18,7 +18,7 @@ import pandas as pd
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from explainers import ExactExplainer, FactorSelector, make_explainer
+from explainers import ExactExplainer, FactorSelector, TreeExplainer, make_explainer
 from explainers.base import BaseExplainer
 from gateway.adapters import AdapterError, ModelAdapter, is_remote, load_adapter
 from gateway.adapters.base import ClassProbabilities
@@ -79,16 +79,20 @@ class LoadedModel:
         decides (the first in the model's order on a tie) and the score is its probability. Regression: the
         model's value, in its units, and the band it falls in.
         """
+        return self.assess_rows([row])[0]
+
+    def assess_rows(self, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
+        """`assess` for many validated rows, scored in one call of the model (one remote call per batch)."""
         policy = self.manifest.policy
         if isinstance(policy, MultiClassPolicy):
             adapter = cast(ClassProbabilities, self.adapter)
-            proba = np.asarray(adapter.probabilities(to_frame(self.manifest, [row]))[0], dtype=float)
-            k = int(np.argmax(proba))
-            outcome, adverse = policy.decide_class(adapter.classes[k])
-            return float(proba[k]), outcome, adverse
-        score = float(self.score([row])[0])
-        outcome, adverse = policy.decide(score)
-        return score, outcome, adverse
+            table = np.asarray(adapter.probabilities(to_frame(self.manifest, rows)), dtype=float)
+            found = []
+            for proba in table:
+                k = int(np.argmax(proba))
+                found.append((float(proba[k]), *policy.decide_class(adapter.classes[k])))
+            return found
+        return [(score, *policy.decide(score)) for score in (float(s) for s in self.score(rows))]
 
     def tools_for(self, outcome: str) -> ExplanationTools | None:
         """The explainer of a decision with this outcome (multi-class: the decided class's probability)."""
@@ -222,11 +226,17 @@ def explanation_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.
         found = class_tools(manifest, adapter, background, background_sha256)
         return next(iter(found.values())) if found else None
     if isinstance(policy, RegressionPolicy):
+        native = adapter.native()
+        if native is not None and TreeExplainer.why_unsupported(native.pipeline) is None \
+                and "value" in TreeExplainer.output_spaces_for(native.pipeline):
+            # A boosted regressor (LightGBM, XGBoost): exact TreeSHAP in the model's units, in the transaction.
+            return build_tools(manifest, native.pipeline, background, background_sha256, positive_class=None,
+                               output_space="value")
         # The target error is stated relative to the spread of the model's values over the background.
         spread = float(np.std(adapter.score(background))) or 1.0
         return build_tools(manifest, lambda frame: adapter.score(frame), background, background_sha256,
                            positive_class=None, output_space="value",
-                           target_error=manifest.explanation.target_error * spread)
+                           target_error=manifest.explanation.target_error * spread, warm=not is_remote(adapter))
     native = adapter.native()
     model: Any = native.pipeline if native is not None else (lambda frame: adapter.score(frame))
     return build_tools(manifest, model, background, background_sha256, warm=not is_remote(adapter))
@@ -246,7 +256,8 @@ def class_tools(manifest: Manifest, adapter: ModelAdapter, background: pd.DataFr
         model: Any = (native.pipeline if native is not None
                       else (lambda frame, i=index: cast(ClassProbabilities, adapter).probabilities(frame)[:, i]))
         found[str(c.class_)] = build_tools(manifest, model, background, background_sha256,
-                                           positive_class=classes[index], output_space="probability")
+                                           positive_class=classes[index], output_space="probability",
+                                           warm=not is_remote(adapter))
     return found
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import remote_kinds
+from tests.support.remote_kinds import KindModel
 from tests.support.remote_models import SmallModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,25 +154,74 @@ class MLServer(PeerServer):
 class MlflowServer(PeerServer):
     """`mlflow models serve --env-manager local` serving the small pipeline (skops format, with signature)."""
 
-    def __init__(self, venv: Path, folder: Path, model: SmallModel) -> None:
+    def __init__(self, venv: Path, folder: Path, model: Any) -> None:
         super().__init__("mlflow", venv, folder, free_port(), "/ping")
         self.model_dir = folder / "model-a"
         self.save(model.pipeline, self.model_dir, model)
 
-    def save(self, pipeline: Any, target: Path, model: SmallModel) -> None:
+    def save(self, pipeline: Any, target: Path, model: Any) -> None:
+        """Save `pipeline` as an MLflow model answering `model.method` (predict_proba unless it says)."""
         import joblib
 
         joblib.dump(pipeline, self.folder / "pipeline.joblib")
         (self.folder / "example.csv").write_bytes(model.background_csv)
         shutil.rmtree(target, ignore_errors=True)
         subprocess.run([str(self.venv / "bin" / "python"), str(REQUIREMENTS / "save_mlflow_model.py"),
-                        str(self.folder / "pipeline.joblib"), str(self.folder / "example.csv"), str(target)],
+                        str(self.folder / "pipeline.joblib"), str(self.folder / "example.csv"), str(target),
+                        getattr(model, "method", "predict_proba")],
                        check=True, cwd=self.folder, timeout=300, capture_output=True,
                        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
 
     def command(self) -> list[str]:
         return [str(self.venv / "bin" / "mlflow"), "models", "serve", "-m", str(self.model_dir), "--env-manager",
                 "local", "-h", "127.0.0.1", "-p", str(self.port), "-w", "1"]
+
+
+class KindsMLServer(PeerServer):
+    """MLServer serving the multi-class and regression models (tests/support/remote_kinds.py) by their names."""
+
+    def __init__(self, venv: Path, folder: Path, models: dict[str, Any]) -> None:
+        super().__init__("mlserver", venv, folder, free_port(), "/v2/health/ready")
+        for name, model in models.items():
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            (folder / name / "model.joblib").write_bytes(model.joblib_bytes())
+            (folder / name / "model-settings.json").write_text(json.dumps({
+                "name": name, "implementation": "mlserver_sklearn.SKLearnModel", "platform": "sklearn",
+                "versions": ["v1"], "parameters": {"uri": "./model.joblib", "version": "v1"}}))
+        (folder / "settings.json").write_text(json.dumps({
+            "http_port": self.port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1",
+            "parallel_workers": 0, "debug": False}))
+
+    def command(self) -> list[str]:
+        return [str(self.venv / "bin" / "mlserver"), "start", "."]
+
+
+@pytest.fixture(scope="session")
+def kind_models() -> dict[str, KindModel]:
+    return remote_kinds.kind_models()
+
+
+@pytest.fixture(scope="session")
+def kinds_mlserver(tmp_path_factory: pytest.TempPathFactory, kind_models: dict[str, KindModel]) -> Iterator[KindsMLServer]:
+    server = KindsMLServer(peer_venv("mlserver"), tmp_path_factory.mktemp("kinds-mlserver"), kind_models)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kinds_mlflow(tmp_path_factory: pytest.TempPathFactory,
+                 kind_models: dict[str, KindModel]) -> Iterator[dict[str, MlflowServer]]:
+    """One MLflow scoring server per model (a server serves one model)."""
+    venv = peer_venv("mlflow")
+    servers: dict[str, MlflowServer] = {}
+    try:
+        for name, model in kind_models.items():
+            servers[name] = MlflowServer(venv, tmp_path_factory.mktemp(f"kinds-mlflow-{name}"), model).start()  # type: ignore[assignment]
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 @pytest.fixture(scope="session")

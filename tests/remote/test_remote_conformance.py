@@ -71,7 +71,7 @@ def test_remote_adapter_conformance(kind: str, trained: tuple[Any, Any], httpser
     positive = list(pipe.classes_).index(POSITIVE)
     source = RemoteSource.model_validate({**SERVERS[kind](httpserver, pipe), "url": httpserver.url_for("/"),
                                           "positive_index": positive, "max_batch_rows": 17})
-    pinned = pin_remote(source, X.iloc[:5], config=CONFIG)
+    pinned = pin_remote(source, X.iloc[:5], positive_class=POSITIVE, config=CONFIG)
     description = json.loads(pinned)
     assert description["protocol"] == kind
     adapter = load_adapter(kind, pinned, positive_class=POSITIVE, feature_names=FEATURES, config=CONFIG,

@@ -14,7 +14,7 @@ def to_onnx_bytes(pipe: Any, features: list[str], numeric: list[str], *, zipmap:
     """Convert a fitted pipeline whose inputs are named raw features: numbers as float, the rest as strings."""
     types: list[tuple[str, Any]] = [(n, FloatTensorType([None, 1]) if n in numeric else StringTensorType([None, 1]))
                                     for n in features]
-    options = {id(pipe[-1]): {"zipmap": zipmap}}
+    options = {id(pipe[-1]): {"zipmap": zipmap}} if hasattr(pipe[-1], "predict_proba") else None  # a regressor has no map
     return bytes(to_onnx(pipe, initial_types=types, target_opset=17, options=options).SerializeToString())
 
 
