@@ -337,12 +337,13 @@ def fill(side: Side, templates: list[str], decisions: int, reviews: int, heavy: 
     reviewed = [f"dec_{tag}{j:010d}" for j in range(decisions - len(templates) - reviews,
                                                    decisions - len(templates))]
     counts |= load(engine, review_rows(template_review, natives["reviews"], reviewed, tag), natives)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("ANALYZE")
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        else:
-            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+        else:  # what autovacuum does to a table at rest: statistics, and the visibility map index-only scans need
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
     engine.dispose()
     side.load_seconds = round(time.perf_counter() - started, 1)
     with side.app.app_context():
