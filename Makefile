@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/model_kinds.py
 	$(BIN)/python bench/recourse.py
 	$(BIN)/python bench/audit_export.py
+	$(BIN)/python bench/record_scale.py
 
 ## lint: ruff, the import-layer contracts (import-linter) and mypy on explainers/ and the domain of gateway/
 lint: install

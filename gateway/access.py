@@ -139,9 +139,13 @@ def my_decisions(citizen: Citizen, *, limit: int, offset: int,
     query = select(Decision).where(where)
     if after is not None:
         at, item_id = parse_cursor(after)
-        query = query.where(or_(Decision.created_at < at, and_(Decision.created_at == at, Decision.id > item_id)))
+        # `created_at <= at` bounds the index range (subject_ref, created_at, id): the page starts at the cursor
+        # instead of filtering every newer row; the OR then only drops the cursor's own time's earlier ids.
+        query = query.where(Decision.created_at <= at,
+                            or_(Decision.created_at < at, and_(Decision.created_at == at, Decision.id < item_id)))
+    # Newest first, ties by id descending: the index's order read backwards (no sort, whatever the page).
     rows = db.session.execute(
-        query.order_by(Decision.created_at.desc(), Decision.id).limit(limit).offset(offset)
+        query.order_by(Decision.created_at.desc(), Decision.id.desc()).limit(limit).offset(offset)
     ).scalars()
     return list(rows), int(total)
 

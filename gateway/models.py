@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -139,6 +140,9 @@ class Decision(Base):
     """One automated decision about one person. Never updated except its effective outcome."""
 
     __tablename__ = "decisions"
+    # A person's decisions newest first (GET /v1/me/decisions, the person's pages): read in index order from the
+    # page's cursor, so a page costs the same at page 1 and page 1,000 (a backward scan serves created_at DESC).
+    __table_args__ = (Index(None, "subject_ref", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("scoring_models.id"), index=True)
@@ -146,7 +150,7 @@ class Decision(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
-    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    subject_ref: Mapped[str] = mapped_column(String(64))
     contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The decision's data key wrapped by the deployment key (gateway.contacts): NULL once crypto-shredded.
     data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -350,6 +354,9 @@ class ReviewStatus(enum.StrEnum):
 
 
 OPEN_REVIEW = ("queued", "claimed")
+# The same as SQL text: the partial indexes' condition, which a query must repeat word for word for the planner
+# (SQLite's and PostgreSQL's with bound parameters alike) to know it may use them.
+OPEN_REVIEW_SQL = "status IN ('queued', 'claimed')"
 # A review-queue case is the person's request for human review, or an officer's confirmation of a held decision.
 REVIEW_KIND = "review"
 
@@ -362,8 +369,7 @@ class ReviewRequest(Base):
         Index(None, "status", "due_at"),
         # One open review per decision, enforced by the database on both backends.
         Index("uq_reviews_open_decision", "decision_id", unique=True,
-              sqlite_where=text("status IN ('queued', 'claimed')"),
-              postgresql_where=text("status IN ('queued', 'claimed')")),
+              sqlite_where=text(OPEN_REVIEW_SQL), postgresql_where=text(OPEN_REVIEW_SQL)),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -395,6 +401,13 @@ class ReviewRequest(Base):
     # 'review' (the person's request) or 'confirmation' (an officer confirms a held decision): one queue
     # engine, one set of leases and fencing tokens.
     kind: Mapped[str] = mapped_column(String(20), default="review", server_default=text("'review'"))
+
+
+# The queue's order (gateway.reviews._next_claimable): the open cases of a kind by effective due date, so the next
+# case is the index's first entry whatever the size of the queue and of the resolved history.
+Index("ix_reviews_claim_order", ReviewRequest.kind,
+      func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at), ReviewRequest.requested_at, ReviewRequest.id,
+      sqlite_where=text(OPEN_REVIEW_SQL), postgresql_where=text(OPEN_REVIEW_SQL))
 
 
 class MonitoringValues(Base):
