@@ -17,7 +17,7 @@ from gateway import access, deadlines, explanations, links, officials, recourse,
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal, check_live_key, live_key
 from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
-from gateway.db import write_transaction
+from gateway.db import rowcount, write_transaction
 from gateway.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -434,7 +434,7 @@ def _record_decision(
     try:
         with write_transaction() as session:
             add_decision(session, decision, settings)
-            if session.execute(_guarded_insert(record, model.id, principal.id, key_hash)).rowcount != 1:
+            if rowcount(session.execute(_guarded_insert(record, model.id, principal.id, key_hash))) != 1:
                 raise _StaleLookup()  # rolls the decision's rows back with it
     except IntegrityError as exc:
         # A concurrent request with the same key committed first (both databases make the loser wait for
