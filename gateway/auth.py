@@ -179,13 +179,12 @@ def forget_key(digest: str) -> None:
     _seen_keys().pop(digest, None)
 
 
-def identify_key(token: str) -> Principal:
-    """The client of an API key as this process last saw it live, else authenticated now (Unauthorized).
+def cached_key(token: str) -> Principal | None:
+    """The client of an API key as this process last saw it live (None: not seen; authenticate it).
 
     Not proof that the key is live now: whoever acts on it must check `live_key` in its write transaction
     (or authenticate with `authenticate_caller`)."""
-    found = _seen_keys().get(hash_key(token))
-    return found if found is not None else _api_client(db.session, token)
+    return _seen_keys().get(hash_key(token))
 
 
 def live_key(client_id: str, digest: str) -> Any:

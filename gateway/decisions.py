@@ -375,7 +375,7 @@ def record_decision(
 ) -> StoredResponse:
     """Score `data` with the serving model and record the decision durably; return the response to send.
 
-    `key_hash`: the principal came from the process's key cache (gateway.auth.identify_key) unchecked; the
+    `key_hash`: the principal came from the process's key cache (gateway.auth.cached_key) unchecked; the
     key is then proved live in the decision's own transaction, so a revoked key records nothing from the
     moment its revocation commits. The serving version is taken from the process's cache likewise and proved
     active in the same statement (the INSERT of the idempotency record). When either fails, the transaction

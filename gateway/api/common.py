@@ -15,8 +15,8 @@ from gateway.auth import (
     Principal,
     authenticate_caller,
     bearer_token,
+    cached_key,
     hash_key,
-    identify_key,
     require_role,
 )
 from gateway.decisions import request_hash as request_hash  # re-exported: the API hashes with it
@@ -75,11 +75,10 @@ def _identified() -> Caller | Exception:
         found: Caller | Exception = g.gateway_caller
         return found
     if "gateway_identified" not in g:
-        try:
-            token = bearer_token(request.headers.get("Authorization"))
-            g.gateway_identified = identify_key(token) if token.startswith(KEY_PREFIX) else _authenticated()
-        except GatewayError as exc:
-            g.gateway_identified = exc
+        header = request.headers.get("Authorization") or ""
+        token = header.partition(" ")[2].strip()
+        seen = cached_key(token) if header[:7].lower() == "bearer " and token.startswith(KEY_PREFIX) else None
+        g.gateway_identified = seen if seen is not None else _authenticated()  # a SELECT: caches a live key
     result: Caller | Exception = g.gateway_identified
     return result
 

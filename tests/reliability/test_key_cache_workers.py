@@ -1,7 +1,7 @@
 """A revoked API key records nothing from the next request on, in every gunicorn worker that cached it.
 
 Real `gateway serve` (gunicorn, 2 sync workers): concurrent clients spread decisions over both workers, so
-both take the key's client from their own cache (gateway.auth.identify_key); then `gateway keys revoke`
+both take the key's client from their own cache (gateway.auth.cached_key); then `gateway keys revoke`
 runs in its own process, and every request after it is refused, none recorded, replays included.
 """
 
