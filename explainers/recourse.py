@@ -137,12 +137,15 @@ class RecourseSearch:
                 out.append((new, abs(new - float(value)) / scale))
         return out
 
-    def explain(self, row: Mapping[str, Any]) -> list[RecourseOption]:
-        """Return up to `max_options` verified options for `row` (empty if it is not adverse or none is found)."""
+    def explain(self, row: Mapping[str, Any], score: float | None = None) -> list[RecourseOption]:
+        """Return up to `max_options` verified options for `row` (empty if it is not adverse or none is found).
+
+        `score`: the row's own score when the caller has it (the model's output for `row`), not computed again."""
         if not hasattr(self, "features_"):
             raise NotFittedError(self)
         base = dict(row)
-        if self._flips(self._score([base]))[0]:
+        own = self._score([base]) if score is None else np.asarray([score], dtype=np.float64)
+        if self._flips(own)[0]:
             return []  # already favourable
         found: dict[tuple[str, ...], RecourseOption] = {}
         singles = [(spec, self._candidates(spec, base[spec.name], self.max_steps)) for spec in self.features_]

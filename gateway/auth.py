@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import jwt
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from gateway.audit import record_leaf
 from gateway.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized
@@ -146,8 +146,57 @@ def _api_client(conn: Any, token: str) -> Principal:
     ).first()
     # The lookup is by hash, so timing reveals nothing about the key; compare anyway in constant time.
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+        _seen_keys().pop(digest, None)
         raise Unauthorized("the API key is unknown or revoked")
-    return Principal(row.id, row.name, row.body, row.role)
+    found = Principal(row.id, row.name, row.body, row.role)
+    _remember_key(digest, found)
+    return found
+
+
+# --- API keys seen live by this process ------------------------------------------------------------------
+# A key's client (id, name, body, role) never changes; only its revocation does. The decision path takes the
+# principal from this cache without a SELECT and proves the key live inside its own write transaction
+# (`live_key`: a condition of the idempotency record's INSERT), so a revoked key records nothing from the
+# moment its revocation commits, in every worker and instance. Every other path authenticates with a SELECT.
+
+SEEN_KEYS_MAX = 10_000
+
+
+def _seen_keys() -> dict[str, Principal]:
+    seen: dict[str, Principal] = current_app.extensions.setdefault("gateway.seen_keys", {})
+    return seen
+
+
+def _remember_key(digest: str, principal: Principal) -> None:
+    seen = _seen_keys()
+    if len(seen) >= SEEN_KEYS_MAX and digest not in seen:
+        seen.clear()  # a bound, not an LRU: refilled by one SELECT per key
+    seen[digest] = principal
+
+
+def forget_key(digest: str) -> None:
+    """Drop a key from this process's cache (its next use authenticates with a SELECT)."""
+    _seen_keys().pop(digest, None)
+
+
+def cached_key(token: str) -> Principal | None:
+    """The client of an API key as this process last saw it live (None: not seen; authenticate it).
+
+    Not proof that the key is live now: whoever acts on it must check `live_key` in its write transaction
+    (or authenticate with `authenticate_caller`)."""
+    return _seen_keys().get(hash_key(token))
+
+
+def live_key(client_id: str, digest: str) -> Any:
+    """SQL condition: the key with this hash is `client_id`'s and not revoked (evaluated in the statement)."""
+    return exists().where(ApiClient.id == client_id, ApiClient.key_hash == digest, ApiClient.revoked_at.is_(None))
+
+
+def check_live_key(client_id: str, digest: str) -> None:
+    """Unauthorized unless the key is live now (one SELECT); forgets it from the cache when it is not."""
+    if not db.session.execute(select(live_key(client_id, digest))).scalar():
+        forget_key(digest)
+        raise Unauthorized("the API key is unknown or revoked")
 
 
 def require_role(principal: Caller, *roles: Role) -> None:

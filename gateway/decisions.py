@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import insert, select
+from sqlalchemy import exists, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
 from gateway import access, deadlines, explanations, links, officials, recourse, registry, runtime
 from gateway.audit import leaf_values
-from gateway.auth import Caller, Principal
+from gateway.auth import Caller, Principal, check_live_key, live_key
 from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
-from gateway.db import write_transaction
+from gateway.db import rowcount, write_transaction
 from gateway.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -100,17 +100,25 @@ def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | Non
     return StoredResponse(found.status_code, bytes(found.response_body), found.resource_id, True)
 
 
-def serving_model(name: str) -> LoadedModel:
-    """Return the loaded serving version of `name`, or raise NotFound / ModelUnavailable."""
-    row = db.session.execute(
-        select(ScoringModel.id, ScoringModel.status).where(ScoringModel.name == name, ScoringModel.status.in_(registry.SERVING))
-    ).first()
-    if row is None:
-        raise NotFound(f"no model named {name!r} is being served")
-    if row.status == ModelStatus.SUSPENDED:
-        # 409, not 503: the kill switch is the model's state, not an outage a client should retry into.
-        raise Conflict(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
-    loaded = runtime.cache().get(row.id)
+def serving_model(name: str, *, hint: bool = False) -> LoadedModel:
+    """Return the loaded serving version of `name`, or raise NotFound / ModelUnavailable.
+
+    `hint`: take the version this process last saw active without a SELECT; the caller must then prove it
+    still active in its write transaction (`model_active`), as `record_decision` does."""
+    models = runtime.cache()
+    model_id = models.active.get(name) if hint else None
+    if model_id is None:
+        row = db.session.execute(
+            select(ScoringModel.id, ScoringModel.status)
+            .where(ScoringModel.name == name, ScoringModel.status.in_(registry.SERVING))
+        ).first()
+        if row is None:
+            raise NotFound(f"no model named {name!r} is being served")
+        if row.status == ModelStatus.SUSPENDED:
+            # 409, not 503: the kill switch is the model's state, not an outage a client should retry into.
+            raise Conflict(f"model {name} is suspended; no decisions are made with it", code="model_suspended")
+        model_id = models.active[name] = row.id
+    loaded = models.get(model_id)
     registry.check_classification(loaded.manifest)
     registry.check_risk_assessment(loaded.manifest, current_settings().risk_assessment_max_age_days)
     return loaded
@@ -193,7 +201,7 @@ def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]], now: 
         if isinstance(value, ExplainerError):
             result.append(value)
             continue
-        options = (recourse.values_for_decision(model, row, adverse, now) if recourse_now
+        options = (recourse.values_for_decision(model, row, adverse, now, score) if recourse_now
                    else recourse.pending_for_decision(adverse, now))
         result.append(Scored(row, score, outcome, adverse, value, options))
     return result
@@ -348,16 +356,53 @@ def idempotency_row(client_id: str, key: str, request_hash: str, d: NewDecision,
             "status_code": 201, "response_body": body, "created_at": d.created_at}
 
 
+def model_active(model_id: str) -> Any:
+    """SQL condition: this version is its name's active one (neither suspended, retired nor replaced)."""
+    return exists().where(ScoringModel.id == model_id, ScoringModel.status == ModelStatus.ACTIVE.value)
+
+
+class _StaleLookup(Exception):
+    """The key or the model version taken from this process's caches did not hold in the write."""
+
+
 def record_decision(
     principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str,
-    settings: Settings | None = None,
+    settings: Settings | None = None, key_hash: str | None = None,
 ) -> StoredResponse:
-    """Score `data` with the serving model and record the decision durably; return the response to send."""
+    """Score `data` with the serving model and record the decision durably; return the response to send.
+
+    `key_hash`: the principal came from the process's key cache (gateway.auth.cached_key) unchecked; the
+    key is then proved live in the decision's own transaction, so a revoked key records nothing from the
+    moment its revocation commits. The serving version is taken from the process's cache likewise and proved
+    active in the same statement (the INSERT of the idempotency record). When either fails, the transaction
+    is rolled back, the caches forgotten, and the request decided again with both read from the database.
+    """
     settings = settings or current_settings()
+    try:
+        return _record_decision(principal, model_name, data, idempotency_key=idempotency_key,
+                                request_hash=request_hash, settings=settings, key_hash=key_hash, cached=True)
+    except _StaleLookup:
+        runtime.cache().active.pop(model_name, None)
+        if key_hash is not None:
+            check_live_key(principal.id, key_hash)  # Unauthorized once revoked
+        try:
+            return _record_decision(principal, model_name, data, idempotency_key=idempotency_key,
+                                    request_hash=request_hash, settings=settings, key_hash=key_hash, cached=False)
+        except _StaleLookup as exc:  # changed again within the request: let the client retry
+            raise Conflict("the model or the API key changed while the decision was being made; nothing was "
+                           "recorded, send the request again", code="changed_during_request") from exc
+
+
+def _record_decision(
+    principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str,
+    settings: Settings, key_hash: str | None, cached: bool,
+) -> StoredResponse:
     replay = _replay(principal.id, idempotency_key, request_hash)
     if replay is not None:
+        if key_hash is not None and cached:
+            check_live_key(principal.id, key_hash)  # a replay writes nothing: prove the key here
         return replay
-    model = serving_model(model_name)
+    model = serving_model(model_name, hint=cached)
     if data.language not in settings.languages:
         raise ValidationFailed(
             f"language {data.language!r} is not offered by this deployment",
@@ -381,11 +426,12 @@ def record_decision(
         held=held_for_confirmation(model, scored.adverse),
     )
     body_bytes = decision_body(decision, settings)
+    record = idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes)
     try:
         with write_transaction() as session:
             add_decision(session, decision, settings)
-            session.execute(insert(table(IdempotencyRecord)),
-                            idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes))
+            if rowcount(session.execute(_guarded_insert(record, model.id, principal.id, key_hash))) != 1:
+                raise _StaleLookup()  # rolls the decision's rows back with it
     except IntegrityError as exc:
         # A concurrent request with the same key committed first (both databases make the loser wait for
         # the winner's commit, so its record is visible now): answer with its response.
@@ -399,6 +445,21 @@ def record_decision(
         current_app.logger.error("decision not recorded: %s", exc)
         raise DatabaseUnavailable() from exc
     return StoredResponse(201, body_bytes, decision.id, False)
+
+
+IDEMPOTENCY = table(IdempotencyRecord)
+
+
+def _guarded_insert(record: dict[str, Any], model_id: str, client_id: str, key_hash: str | None) -> Any:
+    """INSERT the idempotency record only if the model version is still active and the key (if cached) live:
+    one statement, evaluated under the write transaction's lock; 0 rows when either no longer holds."""
+    columns = list(record)
+    guard = model_active(model_id)
+    if key_hash is not None:
+        guard = guard & live_key(client_id, key_hash)
+    values = select(*[literal(record[c], type_=IDEMPOTENCY.c[c].type) for c in columns]).where(guard)
+    # rowcount of an INSERT is kept only when asked for (SQLAlchemy 2.x; psycopg reports -1 otherwise).
+    return insert(IDEMPOTENCY).from_select(columns, values).execution_options(preserve_rowcount=True)
 
 
 @dataclass(frozen=True)

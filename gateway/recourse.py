@@ -131,8 +131,10 @@ def _band_edges(model: LoadedModel, feature: Feature) -> list[float] | None:
     return list(edges) if edges is not None else None
 
 
-def compute(model: LoadedModel, row: dict[str, Any]) -> dict[str, Any]:
-    """Search and verify the options of an adverse row; return the ready row's column values (no times)."""
+def compute(model: LoadedModel, row: dict[str, Any], score: float | None = None) -> dict[str, Any]:
+    """Search and verify the options of an adverse row; return the ready row's column values (no times).
+
+    `score`: the row's score by this model version when the caller has it (not computed again)."""
     manifest = model.manifest
     features = offered(manifest)
     params = parameters(model)
@@ -144,8 +146,8 @@ def compute(model: LoadedModel, row: dict[str, Any]) -> dict[str, Any]:
     search = RecourseSearch(model.score, [_spec(f) for f in features], threshold=policy.threshold,
                             favourable=_favourable(policy),  # type: ignore[arg-type]
                             max_options=MAX_OPTIONS, max_steps=MAX_STEPS, pair_steps=PAIR_STEPS, records=True).fit()
-    options = []
-    for found in search.explain(row):
+    candidates: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
+    for found in search.explain(row, score):
         proposed = {name: _value(manifest.feature(name), v) for name, v in found.changes.items()}
         changed = row | proposed
         try:
@@ -153,7 +155,11 @@ def compute(model: LoadedModel, row: dict[str, Any]) -> dict[str, Any]:
         except ValidationFailed:
             log.error("recourse option %s left the declared values; dropped", sorted(proposed))
             continue
-        score = float(model.score([changed])[0])  # verified with the model version that decided
+        candidates.append((found, proposed, changed))
+    # Every option verified with the model version that decided, in one scoring call.
+    verified = [float(s) for s in model.score([changed for _, _, changed in candidates])] if candidates else []
+    options = []
+    for (found, proposed, _), score in zip(candidates, verified, strict=True):
         if policy.decide(score)[1]:
             log.error("recourse option %s does not change the outcome when re-scored; dropped", sorted(proposed))
             continue
@@ -181,7 +187,8 @@ def digest(decision_id: str, values: dict[str, Any], commit: Callable[[Any], str
     return commit({"decision_id": decision_id, **{k: values[k] for k in ("method", "options", "reason", "parameters")}})
 
 
-def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, now: dt.datetime) -> dict[str, Any] | None:
+def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, now: dt.datetime,
+                        score: float | None = None) -> dict[str, Any] | None:
     """The recourse to insert with a decision (see `row_values`): None (not adverse), ready (a cheap model,
     computed now, before the write transaction) or pending (the recourse job's row)."""
     pending = pending_for_decision(adverse, now)
@@ -191,7 +198,7 @@ def values_for_decision(model: LoadedModel, row: dict[str, Any], adverse: bool, 
     if not cheap(model):
         return pending
     try:
-        values = compute(model, row)
+        values = compute(model, row, score)
     except Exception as exc:  # noqa: BLE001 - recourse is not part of the decision: the job retries it
         log.exception("recourse for a decision of %s %s failed at decision time; left to the recourse job",
                       model.name, model.version)

@@ -9,7 +9,16 @@ from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
 
 from gateway.api.errors import error_response
-from gateway.auth import Caller, Principal, authenticate_caller, require_role
+from gateway.auth import (
+    KEY_PREFIX,
+    Caller,
+    Principal,
+    authenticate_caller,
+    bearer_token,
+    cached_key,
+    hash_key,
+    require_role,
+)
 from gateway.decisions import request_hash as request_hash  # re-exported: the API hashes with it
 from gateway.errors import (
     BadRequest,
@@ -60,11 +69,43 @@ def principal(*roles: Role) -> Principal:
     return who
 
 
+def _identified() -> Caller | Exception:
+    """Who the request says it is: an API key's client from this process's cache (no SELECT when seen
+    before; not a revocation check, see `keyed_principal`), any other token authenticated."""
+    if "gateway_caller" in g:
+        found: Caller | Exception = g.gateway_caller
+        return found
+    if "gateway_identified" not in g:
+        header = request.headers.get("Authorization") or ""
+        token = header.partition(" ")[2].strip()
+        seen = cached_key(token) if header[:7].lower() == "bearer " and token.startswith(KEY_PREFIX) else None
+        g.gateway_identified = seen if seen is not None else _authenticated()  # a SELECT: caches a live key
+    result: Caller | Exception = g.gateway_identified
+    return result
+
+
+def keyed_principal(*roles: Role) -> tuple[Principal, str | None]:
+    """The API client of a request whose write proves its key live (`auth.live_key` in its transaction).
+
+    Returns the principal and the key's hash to check: from this process's cache, no SELECT; (principal,
+    None) when the key was authenticated by a SELECT in this request already."""
+    who = _identified()
+    if isinstance(who, Exception):
+        raise who
+    if roles:
+        require_role(who, *roles)
+    if not isinstance(who, Principal):
+        raise Forbidden("this action needs an API key")
+    if "gateway_caller" in g:
+        return who, None
+    return who, hash_key(bearer_token(request.headers.get("Authorization")))
+
+
 def rate_limit_key() -> str:
     """Whom a request counts against: its API client, its person (subject), or its address when anonymous."""
     if not request.headers.get("Authorization"):
         return f"addr:{request.remote_addr or '-'}"
-    who = _authenticated()
+    who = _identified()
     if isinstance(who, Principal):
         return f"client:{who.id}"
     if isinstance(who, Exception):

@@ -6,7 +6,7 @@ from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from gateway import access, decisions, explanations, handovers, recourse, retention
-from gateway.api.common import ERRORS, caller, json_response, principal, request_hash
+from gateway.api.common import ERRORS, caller, json_response, keyed_principal, request_hash
 from gateway.errors import BadRequest
 from gateway.ids import isoformat
 from gateway.models import Role
@@ -51,7 +51,7 @@ def _idempotency_key() -> str:
 @bp.post("/models/<name>/decisions", security=BEARER, responses={201: DecisionCreated, **ERRORS})
 def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
     """Score one application with the model and record the decision before answering (agency)."""
-    who = principal(Role.AGENCY)
+    who, key_hash = keyed_principal(Role.AGENCY)  # the key is proved live in the decision's transaction
     key = _idempotency_key()
     data = decisions.DecisionInput(
         iin=body.subject.iin,
@@ -64,7 +64,8 @@ def create_decision(path: ModelPath, body: DecisionRequest) -> Response:
         reference=body.reference,
     )
     stored = decisions.record_decision(
-        who, path.name, data, idempotency_key=key, request_hash=request_hash(path.name, request.get_json())
+        who, path.name, data, idempotency_key=key, request_hash=request_hash(path.name, request.get_json()),
+        key_hash=key_hash,
     )
     headers = {"Location": f"/v1/decisions/{stored.resource_id}"}
     if stored.replayed:

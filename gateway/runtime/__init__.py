@@ -109,6 +109,9 @@ class ModelCache:
         self.config = config
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
+        # name -> id of the version last seen active: a hint only; the decision's write checks it is still
+        # the active version (gateway.decisions) and forgets it when not.
+        self.active: dict[str, str] = {}
 
     def get(self, model_id: str) -> LoadedModel:
         found = self._loaded.get(model_id)

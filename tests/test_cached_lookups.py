@@ -1,0 +1,81 @@
+"""The decision path's process caches (API keys, the serving version) never outlive what they cache.
+
+A worker takes a key's client and the serving version of a model from its own memory and proves both in
+the decision's write (one guarded INSERT). These tests warm a second worker's caches (another app on the
+same database), change the record through the first, and check the second's very next request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import create_app
+from gateway.auth import hash_key
+from gateway.cli import main
+from gateway.extensions import db
+from tests.conftest import Gateway, make_config
+from tests.support.registration import open_incident
+
+pytestmark = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+PATH = "/v1/models/german-credit/decisions"
+
+
+@pytest.fixture
+def other(gateway: Gateway, tmp_path: Path) -> Iterator[Any]:
+    """A second app on the same database: another worker or instance, with caches of its own."""
+    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def decide(gateway: Gateway, app: Any, key: str | None = None) -> Any:
+    headers = {**gateway.auth("agency_a"), "Idempotency-Key": key or secrets.token_hex(8)}
+    return app.test_client().post(PATH, json=gateway.sample, headers=headers)
+
+
+def test_the_second_decision_of_a_worker_takes_key_and_version_from_its_caches(gateway: Gateway, other: Any) -> None:
+    assert decide(gateway, other).status_code == 201
+    assert hash_key(gateway.keys["agency_a"]) in other.extensions["gateway.seen_keys"]
+    assert "german-credit" in other.extensions["gateway.models"].active
+    assert decide(gateway, other).status_code == 201
+    assert gateway.count("decisions") == 2 and gateway.count("idempotency_keys") == 2
+
+
+def test_a_key_revoked_elsewhere_is_refused_by_a_worker_that_cached_it(gateway: Gateway, other: Any) -> None:
+    first = decide(gateway, other, key="before-revocation")
+    assert first.status_code == 201
+    result = gateway.app.test_cli_runner().invoke(main, args=["keys", "revoke", "agency_a"])
+    assert result.exit_code == 0, result.output
+    refused = decide(gateway, other)
+    assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"
+    # A replay writes nothing, so it proves the key by itself: the stored answer is not given out either.
+    replay = decide(gateway, other, key="before-revocation")
+    assert replay.status_code == 401
+    assert hash_key(gateway.keys["agency_a"]) not in other.extensions["gateway.seen_keys"]
+    # Only the first decision exists, with its one notice, leaf and idempotency record (nothing half-written).
+    assert gateway.count("decisions") == 1 and gateway.count("explanations") == 1
+    assert gateway.count("idempotency_keys") == 1
+    assert gateway.count("log_leaves WHERE kind LIKE 'decision:%'") == 1
+    assert gateway.count("notifications") == 1
+
+
+def test_a_model_suspended_elsewhere_decides_nothing_in_a_worker_that_cached_it(gateway: Gateway, other: Any) -> None:
+    assert decide(gateway, other).status_code == 201
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift", "incident_id": incident},
+                               headers=gateway.auth("admin"))
+    assert resp.status_code == 200
+    refused = decide(gateway, other)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "model_suspended"
+    assert "german-credit" not in other.extensions["gateway.models"].active
+    assert gateway.count("decisions") == 1 and gateway.count("idempotency_keys") == 1
+    assert gateway.count("notifications") == 1 and gateway.count("explanations") == 1
