@@ -382,15 +382,15 @@ def record_decision(
 
     now = utcnow()
     scored = score_and_explain(model, row, now)
-    decision_id = new_id("dec")
-    # Committed in the key store before the decision's transaction, which it would otherwise lengthen.
+    # A key already committed in the key store (keys are committed ahead in batches, each with the id of the
+    # decision it will serve): the key store's commit stays out of the decision's path and its transaction.
     try:
-        data_key = keystore.issue(settings.contact_key, decision_id, now)
+        data_key = keystore.take(settings.contact_key, now)
     except DBAPIError as exc:
         current_app.logger.error("decision not recorded: the key store refused its data key: %s", exc)
         raise DatabaseUnavailable("the key store refused the decision's data key; nothing was recorded") from exc
     decision = NewDecision(
-        id=decision_id, data_key=data_key, model=model, client_id=principal.id,
+        id=data_key.decision_id, data_key=data_key, model=model, client_id=principal.id,
         subject_ref=subject_ref(data.iin, settings.subject_key), contact=data.contact,
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
         operator_id=data.operator_id, reference=data.reference, created_at=now, monitoring=monitoring or None,

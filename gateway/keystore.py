@@ -11,12 +11,16 @@ store, and the key store's own backups are kept no longer than the shortest rete
 Two databases, no distributed transaction: a key is always committed here *before* the decision that uses it
 is committed in the main database. A failure in between leaves a key without a decision — harmless, since
 nothing was encrypted under it anywhere durable, and removed by the purge job's sweep
-(gateway.retention.sweep_keys) — never a decision without its key.
+(gateway.retention.sweep) — never a decision without its key. Single decisions take keys committed ahead in
+batches (`take`), so the key store's commit is not on their path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,6 +29,7 @@ from sqlalchemy import Engine
 
 from gateway.contacts import DataKey, new_data_key
 from gateway.extensions import db
+from gateway.ids import new_id
 from gateway.models import UTCDateTime
 
 BIND = "keys"
@@ -75,6 +80,55 @@ def issue(deployment_key: bytes, decision_id: str, now: dt.datetime) -> DataKey:
     key = new_data_key(deployment_key, decision_id)
     store([key], now)
     return key
+
+
+class _Pool:
+    """Keys committed ahead, in batches, for decisions not yet made (their ids drawn with them).
+
+    One key store commit per POOL_SIZE decisions instead of one per decision: a decision takes a key already
+    committed, so the key-first order holds. A key older than POOL_MAX_AGE is never handed out (the sweep,
+    which removes keys without a decision after a day, must not race a decision still to come); keys left
+    unused (a process that ends) are swept like any key without a decision. Emptied in a forked child, so two
+    workers never share a key and its decision id.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.keys: deque[tuple[dt.datetime, DataKey]] = deque()
+        self.owner: tuple[bytes, str] | None = None
+
+    def clear(self) -> None:
+        self.keys = deque()
+        self.lock = threading.Lock()
+
+    def take(self, deployment_key: bytes, now: dt.datetime) -> DataKey:
+        owner = (deployment_key, str(engine().url))
+        with self.lock:
+            if self.owner != owner:
+                self.keys.clear()
+                self.owner = owner
+            while self.keys and now - self.keys[0][0] > POOL_MAX_AGE:
+                self.keys.popleft()
+            if not self.keys:
+                made = issue_many(deployment_key, [new_id("dec") for _ in range(POOL_SIZE)], now)
+                self.keys.extend((now, key) for key in made.values())
+            return self.keys.popleft()[1]
+
+
+POOL_SIZE = 32
+POOL_MAX_AGE = dt.timedelta(hours=1)
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.clear)
+
+
+def forget_pool() -> None:
+    """Drop the keys committed ahead (they stay in the key store, swept as keys without a decision)."""
+    _pool.clear()
+
+
+def take(deployment_key: bytes, now: dt.datetime) -> DataKey:
+    """A data key already committed in the key store, for a new decision whose id is `key.decision_id`."""
+    return _pool.take(deployment_key, now)
 
 
 def issue_many(deployment_key: bytes, decision_ids: Sequence[str], now: dt.datetime) -> dict[str, DataKey]:

@@ -353,8 +353,8 @@ def _live(decision_ids: list[str]) -> set[str]:
     """Of these ids, those whose data key must stay: decisions not purged, and batch rows not yet decided."""
     live = set(db.session.execute(select(Decision.id).where(Decision.id.in_(decision_ids),
                                                             Decision.purged_at.is_(None))).scalars())
-    live |= set(db.session.execute(select(DecisionBatchRow.planned_id).where(
-        DecisionBatchRow.planned_id.in_(decision_ids), DecisionBatchRow.status == "pending")).scalars())
+    live |= {planned for planned in db.session.execute(select(DecisionBatchRow.planned_id).where(
+        DecisionBatchRow.planned_id.in_(decision_ids), DecisionBatchRow.status == "pending")).scalars() if planned}
     db.session.commit()
     return live
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
-from gateway import create_app
+from gateway import create_app, keystore
 from gateway.auth import create_key
 from gateway.db import write_transaction
 from gateway.extensions import db
@@ -224,6 +224,7 @@ def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gatewa
         shutil.copyfile(template.with_name("template.keys.db"), tmp_path / "gateway.keys.db")
         url = f"sqlite:///{path}"
     app = create_app(make_config(url, tmp_path, **extra))
+    keystore.forget_pool()  # keys committed ahead for another test's key store (PostgreSQL's is emptied)
     yield Gateway(app, app.test_client(), keys, backend)
     with app.app_context():
         for engine in db.engines.values():  # the main database and the key store
