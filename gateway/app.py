@@ -52,6 +52,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     load_config(app, test_config)
     app.extensions["gateway.settings"] = Settings.from_config(app.config)
     app.config["SWAGGER_CONFIG"] = {"validatorUrl": None}
+    # The key store (gateway.keystore) is a database of its own: the `keys` bind.
+    app.config["SQLALCHEMY_BINDS"] = {"keys": {"url": app.config["KEYSTORE_DATABASE_URI"],
+                                               **engine_options(app, app.config["KEYSTORE_DATABASE_URI"])}}
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app)
     app.json = BodyJSONProvider(app)  # request bodies: nesting bounded (gateway/api/bodies.py)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -60,6 +63,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     migrate.init_app(app, db)
     with app.app_context():
         configure_engine(db.engine)
+        configure_engine(db.engines["keys"])
     runtime.init_app(app)
     i18n.init_app(app)
     register_error_handlers(app)

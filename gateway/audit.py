@@ -31,3 +31,34 @@ def leaf_values(kind: str, object_id: str, record: dict[str, Any], at: dt.dateti
 def record_leaf(session: Any, kind: str, object_id: str, record: dict[str, Any], at: dt.datetime) -> None:
     """Add a leaf to the caller's transaction (the sequencer puts it into the tree after commit)."""
     session.execute(insert(table(LogLeaf)), leaf_values(kind, object_id, record, at))
+
+
+# The person's data that leaf records held in clear before they held commitments (gateway.contacts): the
+# decision's inputs and the explanation's values, a review's point of view, corrected data and reasons.
+CLEAR_PERSONAL_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("inputs",), ("explanation", "attributions"), ("point_of_view",), ("corrected_data",), ("reasons",),
+)
+
+
+def redact_record(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The record without the person's data it holds in clear, marked as redacted; and the fields removed.
+
+    A redacted record no longer hashes to its leaf hash: it says so (`"redacted"`), and a verifier accepts it
+    by the stored hash only when a later `decision:purged` leaf names that hash (gateway.verify).
+    """
+    cleared = json.loads(canonical_json(record))
+    removed: list[str] = []
+    for path in CLEAR_PERSONAL_FIELDS:
+        holder = cleared
+        for name in path[:-1]:
+            holder = holder.get(name) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and path[-1] in holder and holder[path[-1]] not in (None, "", {}, []):
+            # corrected_data as the list of the corrected features' names is not the person's values
+            if path == ("corrected_data",) and isinstance(holder[path[-1]], list):
+                continue
+            del holder[path[-1]]
+            removed.append(".".join(path))
+    if removed:
+        cleared["redacted"] = {"fields": removed, "note": "the person's data removed under the retention rule; "
+                                                          "this record no longer hashes to the leaf hash"}
+    return cleared, removed

@@ -283,7 +283,11 @@ def purge_command(dry_run: bool, now_text: str | None, limit: int) -> None:
         total += len(result.purged)
         if len(result.purged) + result.skipped < limit:
             break
+    swept = retention.sweep(settings)
     click.echo(f"as of {isoformat(now)}: {total} decision(s) purged")
+    if swept.keys or swept.files:
+        click.echo(f"swept: {swept.keys} data key(s) and {swept.files} notice file(s) of purged or unrecorded "
+                   "decisions")
 
 
 @main.group("models")

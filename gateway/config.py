@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 
 from gateway.errors import ConfigError
@@ -43,6 +44,10 @@ SKOPS_TRUSTED_TYPES = [
 DEFAULTS: dict[str, Any] = {
     # sqlite:///gateway.db is relative to the instance folder.
     "DATABASE_URL": "sqlite:///gateway.db",
+    # The key store (gateway.keystore): the decisions' wrapped data keys, in a database of their own that is
+    # backed up on its own, shorter schedule. Unset: a SQLite file next to a SQLite main database
+    # (gateway.keys.db); with PostgreSQL set it to another database, else the keys share the main one.
+    "KEYSTORE_URL": None,
     # Secrets: no defaults. `gateway init` writes random ones into instance/config.py.
     "SUBJECT_KEY": None,  # HMAC key for the subject reference (hex, >= 32 bytes)
     "CONTACT_KEY": None,  # AES-256-GCM key for contact details (hex, 32 bytes)
@@ -218,11 +223,34 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     if test_config:
         app.config.from_mapping(test_config)
     app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(app.config["DATABASE_URL"])
+    app.config["KEYSTORE_DATABASE_URI"] = normalise_database_url(
+        keystore_database_url(app.config["DATABASE_URL"], app.config.get("KEYSTORE_URL")))
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     _check_secrets(app)
     _check_citizen_auth(app)
     _check_retention(app)
     _check_batches(app)
+
+
+def keystore_database_url(database_url: str, configured: str | None) -> str:
+    """The key store's database URL: KEYSTORE_URL, else derived from the main database's.
+
+    SQLite: a file of its own next to the main one (`gateway.db` → `gateway.keys.db`; in memory stays in
+    memory, a database of its own). PostgreSQL: the main database itself — its backups then keep the keys,
+    which `gateway db upgrade` warns about; production sets KEYSTORE_URL to a database of its own.
+    """
+    if configured:
+        return configured
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ""
+        if path in ("", ":memory:") or path.startswith("file:"):
+            return database_url
+        folder, slash, name = path.rpartition("/")
+        stem, dot, suffix = name.rpartition(".")
+        keys_name = f"{stem}.keys.{suffix}" if dot and stem else f"{name}.keys"
+        return url.set(database=f"{folder}{slash}{keys_name}").render_as_string(hide_password=False)
+    return database_url
 
 
 def normalise_database_url(url: str) -> str:

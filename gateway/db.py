@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,10 +14,10 @@ from sqlalchemy.orm import Session
 from gateway.extensions import db
 
 
-def engine_options(app: Flask) -> dict[str, Any]:
-    """Return SQLAlchemy engine options for the configured database."""
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    options: dict[str, Any] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+def engine_options(app: Flask, url: str | None = None) -> dict[str, Any]:
+    """Return SQLAlchemy engine options for the configured database (or the database at `url`)."""
+    url = url or app.config["SQLALCHEMY_DATABASE_URI"]
+    options: dict[str, Any] = copy.deepcopy(dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}))
     # Statement parameters are personal data (inputs, contact ciphertext, reasons, points of view): an error
     # message that is logged (or echoed) must not carry them.
     options["hide_parameters"] = True

@@ -13,10 +13,10 @@ from sqlalchemy import exists, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
-from gateway import access, deadlines, explanations, links, officials, recourse, registry, runtime
+from gateway import access, deadlines, explanations, keystore, links, officials, recourse, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal, check_live_key, live_key
-from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring, new_data_key
+from gateway.contacts import DataKey, decrypt_contact, encrypt_contact, encrypt_monitoring
 from gateway.db import rowcount, write_transaction
 from gateway.errors import (
     Conflict,
@@ -223,7 +223,9 @@ class NewDecision:
     reference: str | None
     created_at: dt.datetime
     audit_extra: dict[str, Any] | None = None
-    data_key: DataKey | None = None  # made at a batch's intake (its contact was encrypted with it); else new
+    # Already committed in the key store (gateway.keystore): made before the decision's transaction, or at a
+    # batch's intake (its contact was encrypted with it). None: add_decisions makes and stores one first.
+    data_key: DataKey | None = None
     monitoring: dict[str, Any] | None = None  # monitor-only values: stored encrypted, never given to the model
     held: bool = False  # waits for an officer's confirmation: no notice until then
     operator_id: str | None = None  # the official who operated it ("cli_…" / "oidc:<subject>"), checked at intake
@@ -244,6 +246,9 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
     """Insert decisions with their explanations, notice rows and audit leaves: one statement per table."""
     if not made:
         return
+    # The key store is another database: its keys are committed before the decisions are (a key without a
+    # decision is garbage the purge job sweeps; a decision without its key would lose the person's contact).
+    issued = keystore.issue_many(settings.contact_key, [d.id for d in made if d.data_key is None], made[0].created_at)
     decision_rows: list[dict[str, Any]] = []
     explanation_rows: list[dict[str, Any]] = []
     notice_rows: list[dict[str, Any]] = []
@@ -254,11 +259,11 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
     for d in made:
         model, scored, now = d.model, d.scored, d.created_at
         model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
-        data_key = d.data_key if d.data_key is not None else new_data_key(settings.contact_key, d.id)
+        data_key = d.data_key if d.data_key is not None else issued[d.id]
         decision_rows.append({
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
-            "contact_ciphertext": encrypt_contact(data_key, d.contact), "data_key": data_key.wrapped,
+            "contact_ciphertext": encrypt_contact(data_key, d.contact),
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "operator_id": d.operator_id,
             "reference": d.reference,
@@ -418,8 +423,15 @@ def _record_decision(
 
     now = utcnow()
     scored = score_and_explain(model, row, now)
+    # A key already committed in the key store (keys are committed ahead in batches, each with the id of the
+    # decision it will serve): the key store's commit stays out of the decision's path and its transaction.
+    try:
+        data_key = keystore.take(settings.contact_key, now)
+    except DBAPIError as exc:
+        current_app.logger.error("decision not recorded: the key store refused its data key: %s", exc)
+        raise DatabaseUnavailable("the key store refused the decision's data key; nothing was recorded") from exc
     decision = NewDecision(
-        id=new_id("dec"), model=model, client_id=principal.id,
+        id=data_key.decision_id, data_key=data_key, model=model, client_id=principal.id,
         subject_ref=subject_ref(data.iin, settings.subject_key), contact=data.contact,
         language=data.language, scored=scored, role_of_ai=model.manifest.role_of_ai, operator=data.operator,
         operator_id=data.operator_id, reference=data.reference, created_at=now, monitoring=monitoring or None,
@@ -491,4 +503,6 @@ def decision_record(caller: Caller, decision_id: str) -> DecisionRecord:
 def contact_of(decision: Decision, settings: Settings | None = None) -> dict[str, str]:
     """The decision's contact details, decrypted (never log them); {} once erased."""
     settings = settings or current_settings()
-    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext, decision.data_key)
+    if decision.contact_ciphertext is None:
+        return {}
+    return decrypt_contact(settings.contact_key, decision.id, decision.contact_ciphertext, keystore.wrapped(decision.id))

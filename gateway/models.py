@@ -152,8 +152,8 @@ class Decision(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), index=True)
     subject_ref: Mapped[str] = mapped_column(String(64))
     contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # The decision's data key wrapped by the deployment key (gateway.contacts): NULL once crypto-shredded.
-    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Its data key (gateway.contacts) is wrapped by the deployment key and kept in the key store
+    # (gateway.keystore, a database of its own), never here: the purge destroys it there.
     language: Mapped[str] = mapped_column(String(5))
     inputs: Mapped[dict[str, Any]]
     score: Mapped[float] = mapped_column(Float)
@@ -226,8 +226,11 @@ class LogLeaf(Base):
     kind: Mapped[str] = mapped_column(String(60))
     object_id: Mapped[str] = mapped_column(String(40), index=True)
     leaf_hash: Mapped[str] = mapped_column(String(64))
-    record: Mapped[str] = mapped_column(Text)  # the canonical JSON whose hash is leaf_hash
+    record: Mapped[str] = mapped_column(Text)  # the canonical JSON whose hash is leaf_hash (unless redacted)
     created_at: Mapped[dt.datetime]
+    # Set when the retention purge removed the person's data a leaf written before commitments held in clear:
+    # `record` is then the redacted record, no longer what leaf_hash covers (gateway.audit.redact_record).
+    redacted_at: Mapped[dt.datetime | None]
 
 
 class LogNode(Base):
@@ -533,8 +536,8 @@ class DecisionBatchRow(Base):
     status: Mapped[str] = mapped_column(String(20))  # pending, decided, replayed, invalid
     planned_id: Mapped[str | None] = mapped_column(String(40))  # the decision's id if this row decides
     subject_ref: Mapped[str | None] = mapped_column(String(64))
-    contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # under data_key; erased once decided
-    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # the planned decision's data key, wrapped; erased too
+    # Under the planned decision's data key (in the key store from intake on); erased once decided.
+    contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     channels: Mapped[list[str] | None]
     language: Mapped[str | None] = mapped_column(String(5))
     features: Mapped[dict[str, Any] | None]  # validated; erased once decided (the decision keeps its inputs)

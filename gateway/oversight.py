@@ -35,7 +35,7 @@ from fairlearn.metrics import (
 from scipy.stats import ks_2samp
 from sqlalchemy import and_, or_, select
 
-from gateway import registry, runtime
+from gateway import keystore, registry, runtime
 from gateway.audit import record_leaf
 from gateway.auth import Principal
 from gateway.contacts import decrypt_monitoring
@@ -239,14 +239,15 @@ def monitored_values(ids: list[str], settings: Settings) -> dict[str, dict[str, 
     """The monitor-only values of these decisions, decrypted (never leave this module per person)."""
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
-        for row in db.session.execute(
-            select(MonitoringValues.decision_id, MonitoringValues.ciphertext, Decision.data_key)
-            .join(Decision, Decision.id == MonitoringValues.decision_id)
+        rows = db.session.execute(
+            select(MonitoringValues.decision_id, MonitoringValues.ciphertext)
             .where(MonitoringValues.decision_id.in_(chunk))
-        ).all():
+        ).all()
+        keys = keystore.wrapped_many([row.decision_id for row in rows])
+        for row in rows:
             # {} once the decision's data key was destroyed (the retention purge): counted as "(not given)".
             found[row.decision_id] = decrypt_monitoring(settings.contact_key, row.decision_id, bytes(row.ciphertext),
-                                                        row.data_key)
+                                                        keys.get(row.decision_id))
     return found
 
 

@@ -18,13 +18,17 @@ columns tied to a decision (e.g. recourse options) adds one entry here and is pu
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, exists, not_, null, select, update
+from sqlalchemy import delete, exists, not_, null, or_, select, update
 
+from gateway import keystore
 from gateway.access import Action, visible_decision
-from gateway.audit import record_leaf
+from gateway.audit import canonical_json, record_leaf, redact_record
 from gateway.auth import Caller, Principal
 from gateway.db import rowcount, write_transaction
 from gateway.errors import Conflict, ValidationFailed
@@ -38,6 +42,8 @@ from gateway.models import (
     Explanation,
     ExplanationStatus,
     IdempotencyRecord,
+    LogLeaf,
+    Notification,
     Recourse,
     ReviewRequest,
     ScoringModel,
@@ -63,14 +69,15 @@ class PersonalData:
 
 # The hook: every table/column with the person's data.
 PERSONAL_DATA: list[PersonalData] = [
-    PersonalData(Decision, "id", {"inputs": {}, "contact_ciphertext": None, "data_key": None}),
+    # The decision's data key is in the key store (gateway.keystore): purge() destroys it there after commit.
+    PersonalData(Decision, "id", {"inputs": {}, "contact_ciphertext": None}),
     PersonalData(Explanation, "decision_id", {"attributions": null(), "selection": null()}),
     # The options hold the person's values of the changed features ("from"); the digest is a keyed commitment.
     PersonalData(Recourse, "decision_id", {"options": null()}),
     PersonalData(ReviewRequest, "decision_id", {"point_of_view": "", "corrected_data": null(), "reasons": null()}),
     # A batch row's copy of the person's data is erased when its decision is made; kept cleared here too.
     PersonalData(DecisionBatchRow, "decision_id", {"contact_ciphertext": None, "monitoring_ciphertext": None,
-                                                    "data_key": None, "features": null()}),
+                                                    "features": null()}),
 ]
 
 
@@ -174,11 +181,38 @@ def purge_one(session: Any, candidate: Candidate, now: dt.datetime) -> bool:
         removed += personal.names()
     # The first response to the agency's request is kept for replays; its request hash covered the IIN.
     session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.resource_id == d))
+    redacted = redact_legacy_leaves(session, d, now)
     record_leaf(session, "decision:purged", d, {
         "decision_id": d, "purged_at": isoformat(now), "retention_days": candidate.retention_days,
         "expired_at": isoformat(candidate.expired_at), "removed": removed,
+        # Leaves written before commitments existed held the person's data in clear: their records are redacted
+        # and named here by hash, so a verifier accepts exactly these by their stored hash (gateway.verify).
+        **({"redacted_leaves": redacted} if redacted else {}),
     }, now)
     return True
+
+
+def redact_legacy_leaves(session: Any, decision_id: str, now: dt.datetime) -> list[str]:
+    """Redact the person's data held in clear by the decision's leaves written before commitments existed.
+
+    The leaf hash stays (the tree, every proof and receipt with it); the record keeps everything but the
+    personal fields and says which were removed. Returns the redacted leaves' hashes, oldest first.
+    """
+    reviews = select(ReviewRequest.id).where(ReviewRequest.decision_id == decision_id)
+    rows = session.execute(
+        select(LogLeaf.id, LogLeaf.leaf_hash, LogLeaf.record)
+        .where(LogLeaf.redacted_at.is_(None), or_(LogLeaf.object_id == decision_id, LogLeaf.object_id.in_(reviews)))
+        .order_by(LogLeaf.id)
+    ).all()
+    redacted: list[str] = []
+    for row in rows:
+        cleared, fields = redact_record(json.loads(row.record))
+        if not fields:
+            continue
+        session.execute(update(LogLeaf).where(LogLeaf.id == row.id)
+                        .values(record=canonical_json(cleared), redacted_at=now))
+        redacted.append(row.leaf_hash)
+    return redacted
 
 
 @dataclass(frozen=True)
@@ -200,6 +234,11 @@ def purge(now: dt.datetime | None = None, *, settings: Settings | None = None, l
         for candidate in due:
             if purge_one(session, candidate, now):
                 purged.append(candidate.decision_id)
+    # After the commit (a hold set meanwhile wins the claim): destroy the data keys in the key store — what makes
+    # the contact details unreadable in every backup of the main database — and the notices' files. A crash
+    # in between leaves them to sweep() (the purge job runs it), which removes both of purged decisions.
+    keystore.destroy(purged)
+    remove_notice_files(purged, settings)
     if purged and db.engine.dialect.name == "sqlite":
         # The old pages live on in the write-ahead log until a checkpoint copies them back: copy and truncate
         # now, so the file holds no trace of the purged data (PostgreSQL: autovacuum reclaims dead tuples).
@@ -275,3 +314,82 @@ def state(decision: Decision, settings: Settings) -> dict[str, Any]:
         "legal_hold_since": (isoformat(decision.hold_set_at) if decision.hold_set_at else None)
         if decision.hold_reason is not None else None,
     }
+
+
+# --- what lives outside the main database: the key store, the notices' files -----------------------------
+
+log = logging.getLogger("gateway.retention")
+
+KEY_GRACE = dt.timedelta(days=1)  # a key is committed before its decision: younger keys may still get theirs
+
+
+def _notice_folder(settings: Settings) -> Path | None:
+    folder = settings.raw.get("NOTIFY_FILE_DIR")
+    return Path(folder) if folder else None
+
+
+def remove_notice_files(decision_ids: list[str], settings: Settings) -> int:
+    """Delete the `.eml` files the `file` channel wrote for these decisions' notices; return how many."""
+    folder = _notice_folder(settings)
+    if folder is None or not decision_ids or not folder.is_dir():
+        return 0
+    ids: list[str] = []
+    for start in range(0, len(decision_ids), keystore.CHUNK):
+        ids += db.session.execute(select(Notification.id).where(
+            Notification.decision_id.in_(decision_ids[start:start + keystore.CHUNK]))).scalars()
+    db.session.commit()
+    removed = 0
+    for notification_id in ids:
+        for suffix in (".eml", ".part"):
+            try:
+                (folder / f"{notification_id}{suffix}").unlink()
+                removed += 1 if suffix == ".eml" else 0
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _live(decision_ids: list[str]) -> set[str]:
+    """Of these ids, those whose data key must stay: decisions not purged, and batch rows not yet decided."""
+    live = set(db.session.execute(select(Decision.id).where(Decision.id.in_(decision_ids),
+                                                            Decision.purged_at.is_(None))).scalars())
+    live |= {planned for planned in db.session.execute(select(DecisionBatchRow.planned_id).where(
+        DecisionBatchRow.planned_id.in_(decision_ids), DecisionBatchRow.status == "pending")).scalars() if planned}
+    db.session.commit()
+    return live
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    keys: int  # keys destroyed: of purged decisions (a purge cut short) or of none (a decision never committed)
+    files: int  # notice files of purged decisions
+
+
+def sweep(settings: Settings | None = None, *, now: dt.datetime | None = None) -> SweepResult:
+    """Remove what a purge or a failed decision left outside the main database.
+
+    Keys older than KEY_GRACE (wall-clock time: a key is committed just before its decision) whose decision
+    is purged or does not exist, and the notice files of purged decisions.
+    """
+    settings = settings or current_settings()
+    cutoff = (now or utcnow()) - KEY_GRACE
+    destroyed, after = 0, ""
+    while ids := keystore.older_than(cutoff, after=after):
+        after = ids[-1]
+        live = _live(ids)
+        destroyed += keystore.destroy([d for d in ids if d not in live])
+    files = 0
+    folder = _notice_folder(settings)
+    if folder is not None and folder.is_dir():
+        names = sorted(p.name.split(".", 1)[0] for p in folder.iterdir() if p.suffix in (".eml", ".part"))
+        for start in range(0, len(names), keystore.CHUNK):
+            purged = list(db.session.execute(
+                select(Decision.id).join(Notification, Notification.decision_id == Decision.id)
+                .where(Notification.id.in_(names[start:start + keystore.CHUNK]), Decision.purged_at.is_not(None))
+            ).scalars())
+            db.session.commit()
+            files += remove_notice_files(purged, settings)
+    if destroyed or files:
+        log.info("sweep: %d data key(s) and %d notice file(s) of purged or unrecorded decisions removed",
+                 destroyed, files)
+    return SweepResult(destroyed, files)

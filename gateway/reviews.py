@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway import deadlines, decisions, registry, runtime
+from gateway import deadlines, decisions, keystore, registry, runtime
 from gateway.access import Action, visible_decision, visible_review
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
@@ -230,7 +230,7 @@ def _open_review(decision_id: str) -> str | None:
 def _committer(decision: Decision) -> Callable[[Any], str]:
     """Commitments to the person's data in review leaves: keyed by the decision's data key (purgeable)."""
     settings = current_settings()
-    return committer(settings.contact_key, settings.subject_key, decision.id, decision.data_key)
+    return committer(settings.contact_key, settings.subject_key, decision.id, keystore.wrapped(decision.id))
 
 
 def _leaf(session: Any, kind: str, review: ReviewRequest, now: dt.datetime, **fields: Any) -> None:

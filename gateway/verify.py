@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,35 @@ def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
         return data
 
 
+@dataclass(frozen=True)
+class LogReport:
+    """What `check_log` established: the signed checkpoint (and its note), and the redacted leaves' indices."""
+
+    checkpoint: Checkpoint
+    note: str
+    redacted: list[int]
+
+
 def verify_log(base: str, key: Verifier, previous: str | None = None, *, proofs: int = 256,
                headers: dict[str, str] | None = None) -> tuple[Checkpoint, str]:
+    """`check_log`, returning the signed checkpoint and its note."""
+    report = check_log(base, key, previous, proofs=proofs, headers=headers)
+    return report.checkpoint, report.note
+
+
+def check_log(base: str, key: Verifier, previous: str | None = None, *, proofs: int = 256,
+              headers: dict[str, str] | None = None) -> LogReport:
     """Download every leaf, recompute the root, check it against the signed checkpoint and an earlier one,
     and check the log's own inclusion proofs for `proofs` leaves (all of them when the log is smaller):
-    every stored node is a sibling in some leaf's proof, so a rewritten node shows up there."""
+    every stored node is a sibling in some leaf's proof, so a rewritten node shows up there.
+
+    A leaf whose record the retention purge redacted (it held the person's data in clear: written before
+    records held commitments) is served without its record: it is accepted by its stored hash only if a
+    `decision:purged` leaf of the log, whose own record verifies, names that hash in `redacted_leaves`.
+    """
     base = base.rstrip("/")
+    withheld: dict[str, list[int]] = {}  # leaf hash → indices of leaves served without their record
+    named: set[str] = set()  # hashes the purge leaves name as redacted
     note = _get(f"{base}/v1/log/checkpoint").decode()
     try:
         checkpoint = Checkpoint.parse(key.open(note))
@@ -76,11 +100,19 @@ def verify_log(base: str, key: Verifier, previous: str | None = None, *, proofs:
             if int(leaf["index"]) != len(hashes):
                 raise VerificationFailed(f"leaf {leaf['index']} came where leaf {len(hashes)} was due")
             digest = bytes.fromhex(leaf["leaf_hash"])
-            if leaf.get("record") is not None and merkle.leaf_hash(str(leaf["record"]).encode()) != digest:
+            if leaf.get("record") is None:
+                withheld.setdefault(digest.hex(), []).append(int(leaf["index"]))
+            elif merkle.leaf_hash(str(leaf["record"]).encode()) != digest:
                 raise VerificationFailed(f"leaf {leaf['index']}: its record does not hash to its leaf hash")
+            else:
+                named.update(_redacted_by(str(leaf["record"])))
             hashes.append(digest)
     if merkle.root_of(hashes) != checkpoint.root:
         raise VerificationFailed(f"the leaves do not give the signed root of the tree of {checkpoint.size}")
+    unexplained = sorted(i for digest, indices in withheld.items() if digest not in named for i in indices)
+    if unexplained:
+        raise VerificationFailed(f"leaf {unexplained[0]} is served without its record and no decision:purged leaf "
+                                 f"names it as redacted ({len(unexplained)} such leaves)")
     step = max(1, checkpoint.size // max(proofs, 1))
     for index in sorted({*range(0, checkpoint.size, step), checkpoint.size - 1} if checkpoint.size else set()):
         body = json.loads(_get(f"{base}/v1/log/proof/inclusion?index={index}&size={checkpoint.size}"))
@@ -105,7 +137,18 @@ def verify_log(base: str, key: Verifier, previous: str | None = None, *, proofs:
                                           [bytes.fromhex(p) for p in body["proof"]])
             except (merkle.ProofError, KeyError, ValueError) as exc:
                 raise VerificationFailed(f"the log's consistency proof fails (a fork?): {exc}") from None
-    return checkpoint, note
+    return LogReport(checkpoint, note, sorted(i for indices in withheld.values() for i in indices))
+
+
+def _redacted_by(record: str) -> list[str]:
+    """The leaf hashes a `decision:purged` record names as redacted (none for any other record)."""
+    try:
+        data = json.loads(record)
+    except ValueError:
+        return []
+    if not isinstance(data, dict) or data.get("kind") != "decision:purged":
+        return []
+    return [str(h) for h in data.get("redacted_leaves") or []]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,10 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             previous = args.state.read_text() if args.state and args.state.exists() else None
             headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-            checkpoint, note = verify_log(args.url, key, previous, proofs=args.proofs, headers=headers)
+            report = check_log(args.url, key, previous, proofs=args.proofs, headers=headers)
             if args.state:
-                args.state.write_text(note)
-            print(f"OK: {checkpoint.size} leaves give the signed root of {checkpoint.origin}")
+                args.state.write_text(report.note)
+            print(f"OK: {report.checkpoint.size} leaves give the signed root of {report.checkpoint.origin}")
+            if report.redacted:
+                print(f"NOTE: {len(report.redacted)} leaf record(s) were redacted by the retention purge (written "
+                      f"before records held commitments, they held the person's data in clear); each is accepted "
+                      f"by its stored hash, which a decision:purged leaf names; their content cannot be checked: "
+                      f"{', '.join(map(str, report.redacted[:20]))}{' …' if len(report.redacted) > 20 else ''}")
     except (VerificationFailed, NoteError, OSError, ValueError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1

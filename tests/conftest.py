@@ -10,6 +10,7 @@ import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
-from gateway import create_app
+from gateway import create_app, keystore
 from gateway.auth import create_key
 from gateway.db import write_transaction
 from gateway.extensions import db
@@ -93,6 +94,7 @@ def seed(app: Any, manifest_path: Path) -> dict[str, str]:
             for name, (role, body) in CLIENTS.items():
                 _, keys[name] = create_key(name=name, role=role, body=body)
         db.engine.dispose()
+        db.engines["keys"].dispose()  # closing the last connection checkpoints the WAL into the file copied
     return keys
 
 
@@ -104,37 +106,55 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory, german_manifest: P
     return path, keys
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A database of its own for this test session on the configured PostgreSQL server."""
+@contextmanager
+def postgres_databases(*suffixes: str) -> Iterator[list[str]]:
+    """Databases of their own on the configured PostgreSQL server (dropped afterwards), one per suffix."""
     if not POSTGRES_URL:
         pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set (CI sets it when PostgreSQL answers on 127.0.0.1:5432)")
     from gateway.config import normalise_database_url
 
     admin_url = sa.make_url(normalise_database_url(POSTGRES_URL))
-    name = f"gw_test_{uuid.uuid4().hex[:12]}"
+    stem = f"gw_test_{uuid.uuid4().hex[:12]}"
+    names = [stem + suffix for suffix in suffixes]
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        with engine.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield [admin_url.set(database=name).render_as_string(hide_password=False) for name in names]
     finally:
         with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in names:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def postgres_seeded(postgres_database: str, german_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+def postgres_database() -> Iterator[str]:
+    """A database of its own for this test session on the configured PostgreSQL server."""
+    with postgres_databases("") as (url,):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_keystore() -> Iterator[str]:
+    """The key store's database of this session's PostgreSQL gateway: a database of its own, as in production."""
+    with postgres_databases("_keys") as (url,):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_seeded(postgres_database: str, postgres_keystore: str, german_manifest: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
     folder = tmp_path_factory.mktemp("pg")
-    keys = seed(create_app(make_config(postgres_database, folder)), german_manifest)
+    keys = seed(create_app(make_config(postgres_database, folder, KEYSTORE_URL=postgres_keystore)), german_manifest)
     return postgres_database, keys
 
 
 SEEDED_TABLES = ("alembic_version", "api_clients", "blobs", "scoring_models")
 
 
-def _reset_postgres(url: str) -> None:
+def _reset_postgres(url: str, keystore_url: str) -> None:
     """Empty what tests write, keeping the seeded model and clients (restored to their seeded state)."""
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -147,6 +167,10 @@ def _reset_postgres(url: str) -> None:
         conn.exec_driver_sql("DELETE FROM blobs WHERE sha256 NOT IN (SELECT artifact_sha256 FROM scoring_models "
                              "UNION SELECT background_sha256 FROM scoring_models WHERE background_sha256 IS NOT NULL)")
     engine.dispose()
+    keys = sa.create_engine(keystore_url)
+    with keys.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE data_keys")
+    keys.dispose()
 
 
 @dataclass
@@ -190,16 +214,21 @@ def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gatewa
         extra = {**extra, **marker.kwargs}
     if backend == "postgres":
         url, keys = request.getfixturevalue("postgres_seeded")
-        _reset_postgres(url)
+        extra = {"KEYSTORE_URL": request.getfixturevalue("postgres_keystore"), **extra}
+        _reset_postgres(url, extra["KEYSTORE_URL"])
     else:
         template, keys = request.getfixturevalue("sqlite_template")
         path = tmp_path / "gateway.db"
         shutil.copyfile(template, path)
+        # The key store: a SQLite file of its own next to the main one (gateway.keystore), migrated with it.
+        shutil.copyfile(template.with_name("template.keys.db"), tmp_path / "gateway.keys.db")
         url = f"sqlite:///{path}"
     app = create_app(make_config(url, tmp_path, **extra))
+    keystore.forget_pool()  # keys committed ahead for another test's key store (PostgreSQL's is emptied)
     yield Gateway(app, app.test_client(), keys, backend)
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 def pytest_configure(config: pytest.Config) -> None:

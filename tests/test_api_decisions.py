@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from gateway import keystore
 from gateway.contacts import unwrap_data_key
 from gateway.extensions import db
 from tests.conftest import Gateway
@@ -76,7 +77,7 @@ def test_decision_is_recorded_with_its_outbox_and_audit_leaf(gateway: Gateway) -
     assert record["decision_id"] == did and record["score"] == body["score"] and "inputs" not in record
     # The inputs and contact are in the record as commitments keyed by the decision's data key (purgeable).
     with gateway.app.app_context():
-        wrapped = db.session.execute(sa.text("SELECT data_key FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
+        wrapped = keystore.wrapped(did)  # in the key store, a database of its own
     data_key = unwrap_data_key(gateway.app.config["CONTACT_KEY_BYTES"], did, bytes(wrapped))
     assert data_key is not None
     assert record["inputs_commitment"] == data_key.commitment(gateway.sample["features"])

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from explainers import TreeExplainer
-from gateway import create_app
+from gateway import create_app, keystore
 from gateway.contacts import unwrap_data_key
 from gateway.extensions import db
 from gateway.jobs.explain import ExplainKind
@@ -63,7 +63,7 @@ def test_the_explanation_is_stored_with_the_decision(gateway: Gateway, german_ma
     assert row["additivity_error"] <= 1e-6
     # The audit record pins the attributions by a commitment keyed by the decision's data key, never in clear.
     with gateway.app.app_context():
-        wrapped = db.session.execute(sa.text("SELECT data_key FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
+        wrapped = keystore.wrapped(did)  # in the key store, a database of its own
         data_key = unwrap_data_key(gateway.app.config["CONTACT_KEY_BYTES"], did, bytes(wrapped))
     assert data_key is not None and "attributions" not in leaf["explanation"]
     assert leaf["explanation"]["attributions_commitment"] == data_key.commitment(attributions)

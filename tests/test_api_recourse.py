@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway import recourse
+from gateway import keystore, recourse
 from gateway.audit import canonical_json
 from gateway.contacts import committer
 from gateway.extensions import db
@@ -151,7 +151,7 @@ def test_frozen_audited_and_written_in_kk_ru_en(gateway: Gateway, applications: 
         leaf = json.loads(db.session.execute(sa.text("SELECT record FROM log_leaves WHERE kind = 'decision:recorded' "
                                                      "AND object_id = :d"), {"d": did}).scalar_one())
         settings = current_settings()
-        wrapped = db.session.execute(sa.text("SELECT data_key FROM decisions WHERE id = :d"), {"d": did}).scalar_one()
+        wrapped = keystore.wrapped(did)  # in the key store, a database of its own
         commit = committer(settings.contact_key, settings.subject_key, did, wrapped)
     values = {k: (json.loads(row[k]) if isinstance(row[k], str) and k in ("options", "parameters") else row[k])
               for k in ("method", "options", "reason", "parameters")}

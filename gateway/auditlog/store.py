@@ -193,8 +193,15 @@ def leaves(start: int, end: int | None) -> dict[str, Any]:
         select(LogLeaf).where(LogLeaf.seq >= start, LogLeaf.seq < end).order_by(LogLeaf.seq)
     ).scalars()
     return {"start": start, "end": end, "size": tree_size(), "leaves": [
-        {"index": r.seq, "kind": r.kind, "object_id": r.object_id, "leaf_hash": r.leaf_hash, "record": r.record,
+        {"index": r.seq, "kind": r.kind, "object_id": r.object_id, "leaf_hash": r.leaf_hash, **_record(r),
          "created_at": isoformat(r.created_at)} for r in rows]}
+
+
+def _record(leaf: LogLeaf) -> dict[str, str | None]:
+    """A leaf's record as served: what its hash covers, or (redacted by the purge) the redacted record only."""
+    if leaf.redacted_at is not None:
+        return {"record": None, "redacted_record": leaf.record}
+    return {"record": leaf.record, "redacted_record": None}
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,6 @@ def receipt(decision_id: str) -> Receipt:
     proof = _read(lambda read: merkle.inclusion_proof(read, seq, size))
     return Receipt("ready", {
         "decision_id": decision_id, "status": "ready", "leaf_index": leaf.seq, "leaf_hash": leaf.leaf_hash,
-        "record": leaf.record, "proof": [p.hex() for p in proof], "tree_size": checkpoint.size,
+        **_record(leaf), "proof": [p.hex() for p in proof], "tree_size": checkpoint.size,
         "root_hash": base64.b64encode(checkpoint.root).decode(), "checkpoint": checkpoint.note,
     })

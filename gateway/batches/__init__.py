@@ -28,7 +28,7 @@ from sqlalchemy import and_, bindparam, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from explainers import ExplainerError
-from gateway import batchfiles, decisions, officials, registry, runtime
+from gateway import batchfiles, decisions, keystore, officials, registry, runtime
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import (
@@ -131,7 +131,7 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
     return values | {
         "status": PENDING, "planned_id": planned, "request_hash": decisions.request_hash(model_name, body),
         "subject_ref": subject_ref(subject.iin, settings.subject_key),
-        "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key.wrapped,
+        "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key,  # to the key store
         "monitoring_ciphertext": encrypt_monitoring(data_key, monitoring) if monitoring else None,
         "channels": sorted(contact), "language": subject.language, "features": features,
         "operator": row.operator, "operator_id": row.operator_id, "reference": row.reference,
@@ -158,6 +158,11 @@ def submit(principal: Principal, model_name: str, upload: Upload, *, settings: S
             for i, raw in enumerate(raws)]
     db.session.commit()  # end the read transaction: nothing is held while the rows are written
     now = utcnow()
+    # The planned decisions' keys go to the key store first (its own database): committed before the rows
+    # whose contacts they encrypt; a batch that then fails to store leaves keys the purge job sweeps.
+    keystore.store([r.pop("data_key") for r in rows if r.get("data_key") is not None], now)
+    for r in rows:
+        r.pop("data_key", None)
     batch_id = new_id("bat")
     invalid = sum(1 for r in rows if r["status"] == INVALID)
     with write_transaction() as session:
@@ -261,6 +266,7 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
     scored = decisions.score_and_explain_many(model, [dict(r.features) for r in to_decide], now, recourse_now=False)
     made: list[decisions.NewDecision] = []
     keys: list[dict[str, Any]] = []
+    wrapped = keystore.wrapped_many([r.planned_id for r in to_decide])
     for r, s in zip(to_decide, scored, strict=True):
         if isinstance(s, ExplainerError):
             results.append({"b_idx": r.idx, "status": INVALID, "decision_id": None, "outcome": None, "score": None,
@@ -269,14 +275,15 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
             continue
         d = decisions.NewDecision(
             id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref,
-            contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, r.data_key),
+            contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, wrapped.get(r.planned_id)),
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
             operator_id=r.operator_id, reference=r.reference, created_at=now,
             audit_extra={"batch": {"id": batch_id, "row": r.idx}},
-            data_key=unwrap_data_key(settings.contact_key, r.planned_id, r.data_key),
+            data_key=unwrap_data_key(settings.contact_key, r.planned_id, wrapped.get(r.planned_id)),
             # A low-autonomy model never decides alone, in a batch either: held rows wait for an officer.
             held=decisions.held_for_confirmation(model, s.adverse),
-            monitoring=(decrypt_monitoring(settings.contact_key, r.planned_id, r.monitoring_ciphertext, r.data_key)
+            monitoring=(decrypt_monitoring(settings.contact_key, r.planned_id, r.monitoring_ciphertext,
+                                            wrapped.get(r.planned_id))
                         if r.monitoring_ciphertext is not None else None),
         )
         made.append(d)
@@ -310,7 +317,7 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
                     update(R).where(R.c.batch_id == batch_id, R.c.idx == bindparam("b_idx"))
                     .values(status=bindparam("status"), decision_id=bindparam("decision_id"),
                             outcome=bindparam("outcome"), score=bindparam("score"), adverse=bindparam("adverse"),
-                            errors=bindparam("errors"), decided_at=now, contact_ciphertext=None, monitoring_ciphertext=None, data_key=None,
+                            errors=bindparam("errors"), decided_at=now, contact_ciphertext=None, monitoring_ciphertext=None,
                             features=null()),
                     results)
             if finished:

@@ -26,7 +26,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, update
 
 from explainers import ExplainerError
-from gateway import explanations, runtime
+from gateway import explanations, keystore, runtime
 from gateway.audit import leaf_values
 from gateway.contacts import committer
 from gateway.db import write_transaction
@@ -176,8 +176,8 @@ class ExplainKind(TaskKind):
             status = str(values.get("status", PENDING))
             if written and result.values is not None:
                 settings = current_settings()
-                wrapped = session.execute(select(Decision.data_key).where(Decision.id == job.decision_id)).scalar()
-                commit = committer(settings.contact_key, settings.subject_key, job.decision_id, wrapped)
+                commit = committer(settings.contact_key, settings.subject_key, job.decision_id,
+                                   keystore.wrapped(job.decision_id))
                 record: dict[str, Any] = {"decision_id": job.decision_id,
                                           "explanation": explanations.audit_digest(result.values, commit),
                           "computed_at": _iso(result.at)}

@@ -23,6 +23,9 @@ from gateway.settings import current_settings
 
 log = logging.getLogger("gateway.jobs")
 
+# What a purge cut short or a failed decision left in the key store and the notices' folder is swept this often.
+SWEEP_INTERVAL = dt.timedelta(days=1)
+
 SETTINGS = {
     "batch_size": "JOBS_PURGE_BATCH_SIZE",
     "lease_s": "JOBS_PURGE_LEASE_S",
@@ -44,6 +47,7 @@ class PurgeKind(TaskKind):
         super().__init__(app, **options)
         self.interval = dt.timedelta(seconds=float(app.config["PURGE_INTERVAL_S"]))
         self.next_look: dt.datetime | None = None  # None: look at the first poll
+        self.next_sweep: dt.datetime | None = None  # the key store and notice files: once a day (wall clock)
 
     @classmethod
     def read_settings(cls, config: Mapping[str, Any]) -> KindSettings:
@@ -57,6 +61,10 @@ class PurgeKind(TaskKind):
         self.wait_for_idle()  # in a serving process: between requests, not during them
         with self.app.app_context():
             result = retention.purge(at, settings=current_settings(), limit=self.settings.batch_size)
+            wall = dt.datetime.now(dt.UTC)
+            if self.next_sweep is None or wall >= self.next_sweep:
+                retention.sweep(current_settings(), now=wall)
+                self.next_sweep = wall + SWEEP_INTERVAL
         if result.purged:
             log.info("purge: personal data of %d decision(s) deleted under the retention rule", len(result.purged))
         seen = len(result.purged) + result.skipped

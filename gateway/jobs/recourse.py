@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, update
 
-from gateway import recourse, runtime
+from gateway import keystore, recourse, runtime
 from gateway.audit import leaf_values
 from gateway.contacts import committer
 from gateway.db import write_transaction
@@ -148,9 +148,9 @@ class RecourseKind(TaskKind):
         fenced = and_(T.c.decision_id == job.decision_id, T.c.claimed_by == self.owner, T.c.status == PENDING)
         leaves = cast(Table, LogLeaf.__table__)
         settings = current_settings()
+        # The digest is a commitment keyed by the decision's data key, as the decision's own leaf is.
+        wrapped = keystore.wrapped(job.decision_id)
         with write_transaction() as session:
-            # The digest is a commitment keyed by the decision's data key, as the decision's own leaf is.
-            wrapped = session.execute(select(Decision.data_key).where(Decision.id == job.decision_id)).scalar()
             values = self._values(result, committer(settings.contact_key, settings.subject_key, job.decision_id,
                                                     wrapped))
             written = cast(CursorResult[Any], session.execute(update(T).where(fenced).values(**values))).rowcount

@@ -4,6 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from gateway import keystore
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -89,6 +91,13 @@ def run_migrations_online():
         conf_args["process_revision_directives"] = process_revision_directives
 
     connectable = get_engine()
+
+    # The key store is a database of its own (gateway.keystore), outside these migrations: its one table is
+    # created first, at every upgrade, since 0019 moves the wrapped data keys into it.
+    keystore.create_schema()
+    if keystore.shares_main_database():
+        logger.warning("the key store shares the main database (GATEWAY_KEYSTORE_URL is not set): backups of the "
+                       "main database keep the data keys, so a purge cannot reach them; give it a database of its own")
 
     with connectable.connect() as connection:
         context.configure(

@@ -20,7 +20,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from gateway import deadlines, links, registry
+from gateway import deadlines, keystore, links, registry
 from gateway.auth import capability_token
 from gateway.contacts import decrypt_contact
 from gateway.extensions import db
@@ -81,7 +81,7 @@ def recipient(decision: Decision, channel: str) -> str:
         raise PermanentFailure("the contact details of this decision were erased")
     try:
         contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext,
-                                  decision.data_key)
+                                  keystore.wrapped(decision.id))
     except (InvalidTag, ValueError):
         raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
     address = contact.get(channel)

@@ -56,7 +56,11 @@ class LogLeafOut(Out):
     kind: str
     object_id: str
     leaf_hash: str
-    record: str = Field(description="the canonical JSON whose RFC 6962 leaf hash is leaf_hash")
+    record: str | None = Field(description="the canonical JSON whose RFC 6962 leaf hash is leaf_hash (null: redacted)")
+    redacted_record: str | None = Field(None, description=(
+        "set instead of record when the retention purge removed the person's data a record written before "
+        "commitments held in clear: the redacted record, which no longer hashes to leaf_hash (a later "
+        "decision:purged leaf names leaf_hash in redacted_leaves)"))
     created_at: str
 
 
@@ -72,7 +76,11 @@ class Receipt(Out):
     status: str
     leaf_index: int
     leaf_hash: str
-    record: str
+    record: str | None = Field(description="the canonical JSON whose RFC 6962 leaf hash is leaf_hash (null: redacted)")
+    redacted_record: str | None = Field(None, description=(
+        "set instead of record when the retention purge removed the person's data a record written before "
+        "commitments held in clear: the redacted record, which no longer hashes to leaf_hash (a later "
+        "decision:purged leaf names leaf_hash in redacted_leaves)"))
     proof: list[str]
     tree_size: int
     root_hash: str

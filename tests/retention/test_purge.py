@@ -20,10 +20,11 @@ from click.testing import CliRunner
 from cryptography.exceptions import InvalidTag
 from flask.cli import ScriptInfo
 
+from gateway import keystore
 from gateway.auditlog.note import Verifier
 from gateway.auditlog.sequencer import SequenceKind
 from gateway.cli import main
-from gateway.contacts import cipher, decrypt_contact, rewrap_legacy_rows
+from gateway.contacts import cipher, decrypt_contact
 from gateway.extensions import db
 from gateway.jobs.purge import PurgeKind
 from gateway.manifest import Manifest
@@ -154,7 +155,7 @@ def test_the_purge_removes_what_it_must_and_nothing_under_review_or_hold(
     assert set(purged) == {plain["id"], reviewed["id"]}
     for row in purged.values():
         inputs = row.inputs if isinstance(row.inputs, dict) else json.loads(row.inputs)
-        assert inputs == {} and row.contact_ciphertext is None and row.data_key is None
+        assert inputs == {} and row.contact_ciphertext is None and "data_key" not in row._fields
         assert row.outcome and row.model_version and row.created_at and row.score is not None  # the skeleton stays
     gone = sql(gateway, "SELECT point_of_view, corrected_data, reasons FROM reviews WHERE decision_id = :d",
                d=reviewed["id"])[0]
@@ -167,8 +168,10 @@ def test_the_purge_removes_what_it_must_and_nothing_under_review_or_hold(
     explanation = sql(gateway, "SELECT attributions, selection, status FROM explanations WHERE decision_id = :d",
                       d=plain["id"])[0]
     assert explanation.attributions is None and explanation.selection is None
-    kept = {r.id: r for r in sql(gateway, "SELECT id, inputs, data_key FROM decisions WHERE purged_at IS NULL")}
-    assert set(kept) == {under_review["id"], held["id"]} and all(r.data_key for r in kept.values())
+    kept = {r.id: r for r in sql(gateway, "SELECT id, inputs FROM decisions WHERE purged_at IS NULL")}
+    with gateway.app.app_context():  # the data keys: destroyed in the key store for the purged, kept for the others
+        assert set(kept) == {under_review["id"], held["id"]} and all(keystore.wrapped(d) for d in kept)
+        assert keystore.wrapped_many(list(purged)) == {}
     assert sql(gateway, "SELECT point_of_view FROM reviews WHERE decision_id = :d",
                d=under_review["id"])[0].point_of_view == pov_kept
     leaves = sql(gateway, "SELECT object_id, record FROM log_leaves WHERE kind = 'decision:purged'")
@@ -180,9 +183,9 @@ def test_the_purge_removes_what_it_must_and_nothing_under_review_or_hold(
     assert decrypt_contact(key, plain["id"], before[plain["id"]], None) == {}
     with pytest.raises(InvalidTag):
         cipher(key).decrypt(b"\x01" + before[plain["id"]][1:], record_id=plain["id"])
-    assert decrypt_contact(key, held["id"], before[held["id"]],
-                           bytes(sql(gateway, "SELECT data_key FROM decisions WHERE id = :d", d=held["id"])[0].data_key)
-                           ) == {"email": held["email"]}
+    with gateway.app.app_context():
+        held_key = keystore.wrapped(held["id"])
+    assert decrypt_contact(key, held["id"], before[held["id"]], held_key) == {"email": held["email"]}
 
     # Every receipt issued before the purge still verifies, and the log went on growing consistently.
     sequence(gateway)
@@ -330,22 +333,3 @@ def test_a_gateway_worker_process_purges(gateway: Gateway, tmp_path: Path) -> No
             proc.wait(30)
     assert "purge: personal data of 1 decision(s) deleted" in log.read_text()
     assert sql(gateway, "SELECT count(*) AS n FROM log_leaves WHERE kind = 'decision:purged'")[0].n == 1
-
-
-def test_contacts_written_before_data_keys_are_rewrapped_by_migration_0012(gateway: Gateway) -> None:
-    """A contact written the old way (version 1, the deployment key itself) gets a data key and stays readable."""
-    made = decide(gateway, 11, amount=7321, email="legacy@example.kz")
-    key = gateway.app.config["CONTACT_KEY_BYTES"]
-    legacy = cipher(key).encrypt(json.dumps({"email": "legacy@example.kz"}).encode(), record_id=made["id"])
-    with gateway.app.app_context():
-        db.session.execute(sa.text("UPDATE decisions SET contact_ciphertext = :c, data_key = NULL WHERE id = :d"),
-                           {"c": legacy, "d": made["id"]})
-        assert decrypt_contact(key, made["id"], legacy, None) == {"email": "legacy@example.kz"}  # readable as it is
-        assert rewrap_legacy_rows(db.session.connection(), key) == 1
-        db.session.commit()
-        row = db.session.execute(sa.text("SELECT contact_ciphertext, data_key FROM decisions WHERE id = :d"),
-                                 {"d": made["id"]}).one()
-    assert row.data_key is not None and bytes(row.contact_ciphertext)[:1] == b"\x02"
-    assert decrypt_contact(key, made["id"], bytes(row.contact_ciphertext), bytes(row.data_key)) == {
-        "email": "legacy@example.kz"}
-    assert decrypt_contact(key, made["id"], bytes(row.contact_ciphertext), None) == {}  # shreddable now

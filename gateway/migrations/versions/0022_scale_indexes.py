@@ -4,13 +4,13 @@ A person's page of decisions was the whole of their decisions sorted per request
 review ever requested by effective due date; these indexes give both in order (bench/record_scale.py).
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0019
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0022'
-down_revision = '0018'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
