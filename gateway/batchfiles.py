@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
+from gateway import jsonbounds
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from gateway.manifest import Feature, Manifest
 
@@ -66,7 +66,7 @@ def read_rows(data: bytes, fmt: str, manifest: Manifest, *, max_rows: int) -> li
         rows = _jsonl(data, max_rows)
     elif fmt == "json":
         try:
-            body = json.loads(data)
+            body = jsonbounds.loads(data)
         except ValueError as exc:
             raise BadRequest(f"the file is not valid JSON: {exc}", code="malformed_json") from None
         if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
@@ -99,7 +99,7 @@ def _jsonl(data: bytes, max_rows: int) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = jsonbounds.loads(line)
         except ValueError as exc:
             raise BadRequest(f"line {n} of the JSON lines file is not valid JSON: {exc}", code="malformed_json") from None
         if not isinstance(row, dict):

@@ -43,6 +43,7 @@ from gateway.models import (
 from gateway.retention import check_not_purged
 from gateway.schemas.reviews import POINT_OF_VIEW_MAX
 from gateway.settings import current_settings
+from gateway.text import refuse_control_characters
 
 GROUNDS = ("wrong_data", "wrong_assessment", "other")
 REVIEW = REVIEW_KIND
@@ -155,6 +156,7 @@ def request_review(principal: Caller, decision_id: str, *, point_of_view: str, c
                    now: dt.datetime | None = None) -> ReviewRequest:
     """Open a review of a decision; the person is told it was received and by when it is due."""
     now = now or utcnow()
+    refuse_control_characters({"point_of_view": point_of_view}, multiline=True)
     decision = _decision_for(principal, decision_id)
     check_not_purged(decision)  # the data a reviewer would look at was deleted under the retention rule
     _check_corrected(registry.manifest_of(decision.model_id), corrected_data)
@@ -355,15 +357,17 @@ def _held(session: Any, principal: Principal, review_id: str, token: int, now: d
         raise InvalidTransition(f"this case is a {review.kind}, not a {kind}: "
                                 + ("confirm it" if review.kind == CONFIRMATION else "resolve it"),
                                 details={"status": review.status, "kind": review.kind})
+    if review.kind == REVIEW:
+        # The operator can never act on their own case, whatever they hold (a token seen on a page, a lease
+        # taken before the operator was known): refused before the lease is looked at.
+        decision = session.get(Decision, review.decision_id)
+        assert decision is not None
+        _not_operator(principal, decision)
     _transition(review, action)
     if review.claimed_by != principal.id or review.fencing_token != token:
         raise StaleLease("this case is held by another claim; claim it again", details={"status": review.status})
     if review.lease_expires_at is None or review.lease_expires_at <= now:
         raise StaleLease("your lease on this case has run out; claim it again", details={"status": review.status})
-    decision = session.get(Decision, review.decision_id)
-    assert decision is not None
-    if review.kind == REVIEW:
-        _not_operator(principal, decision)  # the operator can never act on their own case, whatever they hold
     return review
 
 
@@ -387,10 +391,16 @@ def release(principal: Principal, review_id: str, token: int, *, now: dt.datetim
     return review
 
 
+def _refuse_control_in_reasons(reasons: dict[str, str], new_outcome: str | None) -> None:
+    refuse_control_characters({f"reasons.{lang}": text for lang, text in sorted(reasons.items())}, multiline=True)
+    refuse_control_characters({"new_outcome": new_outcome}, multiline=False)
+
+
 def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, new_outcome: str | None,
             reasons: dict[str, str], point_of_view_considered: bool, now: dt.datetime | None = None) -> ReviewRequest:
     """Decide the review; its outcome supersedes the decision's effective outcome (the original stays)."""
     now = now or utcnow()
+    _refuse_control_in_reasons(reasons, new_outcome)
     if point_of_view_considered is not True:
         raise ValidationFailed("the reviewer must confirm that the person's point of view was considered",
                                details=[{"field": "point_of_view_considered", "rule": "must_be_true", "message": "must be true"}])
@@ -445,6 +455,7 @@ def confirm(principal: Principal, review_id: str, token: int, *, outcome: str, n
     """An authorised officer confirms a held decision or changes its outcome; the person's notice goes now
     (saying a person decided with the system's help) and the agency is called back."""
     now = now or utcnow()
+    _refuse_control_in_reasons(reasons, new_outcome)
     if outcome not in CONFIRM_OUTCOMES:
         raise ValidationFailed(f"outcome must be one of {list(CONFIRM_OUTCOMES)}",
                                details=[{"field": "outcome", "rule": "enum", "message": f"one of {list(CONFIRM_OUTCOMES)}"}])
@@ -547,6 +558,7 @@ def extend(principal: Principal, review_id: str, token: int, *, until: dt.date, 
     decision's own operator.
     """
     now = now or utcnow()
+    refuse_control_characters({"reason": reason}, multiline=True)
     with write_transaction() as session:
         review = _held(session, principal, review_id, token, now, "extend")
         if review.extended_until is not None:

@@ -9,6 +9,9 @@ on purpose. Refusing them where text enters (requests, manifests) keeps every la
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+
+from gateway.errors import ValidationFailed
 
 # C0 controls, DEL, C1 controls and lone surrogates (Unicode categories Cc and Cs). Multi-line text keeps
 # LF, CR and tab: browsers send a textarea's lines as CRLF.
@@ -33,3 +36,20 @@ def check_text(value: str, *, multiline: bool) -> str:
         allowed = " (line breaks and tabs are allowed)" if multiline else ""
         raise ValueError(f"must not contain control characters; found {found}{allowed}")
     return value
+
+
+def refuse_control_characters(values: Mapping[str, str | None], *, multiline: bool) -> None:
+    """Raise ValidationFailed naming every field whose text holds a control character.
+
+    The use cases call it on the text they store, so that every way in (the JSON API, the person's and the
+    reviewers' web forms, the command line) gets the same 422 naming the field, never the database's refusal.
+    """
+    details = []
+    for field, value in values.items():
+        found = forbidden_character(value, multiline=multiline) if value is not None else None
+        if found is not None:
+            allowed = " (line breaks and tabs are allowed)" if multiline else ""
+            details.append({"field": field, "rule": "pattern",
+                            "message": f"must not contain control characters; found {found}{allowed}"})
+    if details:
+        raise ValidationFailed(f"{details[0]['field']} must not contain control characters", details=details)

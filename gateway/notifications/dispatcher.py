@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
@@ -34,7 +35,7 @@ from gateway.notifications.channels import (
     UnknownChannel,
     make_channel,
 )
-from gateway.notifications.channels.base import scrub
+from gateway.notifications.channels.base import redact, scrub
 from gateway.notifications.channels.webhook import url_sha256
 
 log = logging.getLogger("gateway.notifications")
@@ -141,9 +142,12 @@ class Dispatcher:
         except UnknownChannel as exc:  # a configuration mistake: wait for it to be fixed
             return self._failed(job, now, str(exc))
         except Exception as exc:  # a bug or an unavailable database: recorded on the row and retried, not lost
-            log.exception("notification %s (%s): unexpected error", job.id, job.kind)
-            error = scrub(f"{type(exc).__name__}: {exc}", message.recipient if message else "")
-            return self._failed(job, now, error)
+            recipient = message.recipient if message else ""
+            # The exception's text (and a chained one's) may quote the address: the traceback is logged with
+            # every part of it removed, never through log.exception, which would print the raw text.
+            trace = redact("".join(traceback.format_exception(exc)), recipient)
+            log.error("notification %s (%s): unexpected error\n%s", job.id, job.kind, trace.rstrip())
+            return self._failed(job, now, scrub(f"{type(exc).__name__}: {exc}", recipient))
         return outbox.Outcome(job, now or self.clock())
 
     def _failed(self, job: render.Job, now: dt.datetime | None, error: str, *, permanent: bool = False,

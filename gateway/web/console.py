@@ -292,7 +292,9 @@ def extend(review_id: str) -> Any:
     try:
         failed = _act(review_id, lambda w: reviews.extend(w, review_id, _token(), until=until, reason=reason))
     except ValidationFailed as exc:
-        return _case_page(who, review_id, status=422, errors={"until": exc.message}, form=form)
+        named = exc.details[0]["field"] if exc.details else "until"
+        return _case_page(who, review_id, status=422, errors={named if named == "reason" else "until": exc.message},
+                          form=form)
     except Conflict as exc:
         if exc.code == "already_extended":
             return _case_page(who, review_id, status=409, problem=_("The deadline was extended once already."))

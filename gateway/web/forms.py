@@ -16,6 +16,7 @@ from werkzeug.datastructures import MultiDict
 from gateway.features import check_value
 from gateway.manifest import Feature, Manifest
 from gateway.reviews import GROUNDS, POINT_OF_VIEW_MAX_LENGTH
+from gateway.text import forbidden_character
 
 PREFIX = "corrected."
 
@@ -74,6 +75,9 @@ def parse(form: MultiDict[str, str], manifest: Manifest, languages: list[str]) -
     )
     if not result.point_of_view:
         result.errors["point_of_view"] = _("Write your point of view: what is wrong with the decision and why.")
+    elif forbidden_character(result.point_of_view, multiline=True) is not None:
+        result.errors["point_of_view"] = _("Your point of view contains a control character that cannot be kept. "
+                                           "Retype it as plain text.")
     elif len(result.point_of_view) > POINT_OF_VIEW_MAX_LENGTH:
         result.errors["point_of_view"] = _("Your point of view is too long: at most %(max)s characters, you wrote %(count)s.",
                                            max=POINT_OF_VIEW_MAX_LENGTH, count=len(result.point_of_view))

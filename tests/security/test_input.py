@@ -4,13 +4,16 @@ back as 503 or 500. Each test sends the attack again and expects the 4xx naming 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from typing import Any
 
 import pytest
 
 from tests.conftest import Gateway
-from tests.security.support import REVIEW, claimed, decided, requested
+from tests.security.support import REVIEW, claimed, decided, query, requested
+from tests.web.console_support import official, post_form, waiting_case
+from tests.web.support import CSRF, person
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -105,3 +108,54 @@ def test_a_body_that_is_not_an_object_is_refused(gateway: Gateway, body: str) ->
     resp = post(gateway, "/v1/reviews/claim", body, "reviewer")
     assert resp.status_code == 422, resp.data[:300]
     assert fields(resp) == ["body"]
+
+
+BATCHES = "/v1/models/german-credit/decision-batches"
+
+
+@pytest.mark.parametrize("form", ["jsonl", "json-file", "json-body"])
+def test_a_deeply_nested_batch_is_refused_as_malformed(gateway: Gateway, form: str) -> None:
+    """A batch of rows is an authenticated JSON body too, whether sent as JSON lines, a JSON file or a body."""
+    for depth in (100_000, 40):
+        row = b'{"idempotency_key": "deep", "features": ' + b"[" * depth + b"]" * depth + b"}"
+        if form == "jsonl":
+            resp = gateway.client.post(BATCHES, headers=gateway.auth("agency_a"), data=row + b"\n",
+                                       content_type="application/x-ndjson")
+        elif form == "json-file":
+            upload = (io.BytesIO(b'{"rows": [' + row + b"]}"), "people.json")
+            resp = gateway.client.post(BATCHES, headers=gateway.auth("agency_a"), data={"file": upload},
+                                       content_type="multipart/form-data")
+        else:
+            resp = post(gateway, BATCHES, b'{"rows": [' + row + b"]}", "agency_a")
+        assert resp.status_code == 400, (depth, resp.status_code, resp.data[:200])
+        assert resp.get_json()["error"]["code"] == "malformed_json"
+    assert gateway.count("decision_batches") == 0
+
+
+def test_control_characters_in_the_persons_review_form_are_refused(gateway: Gateway) -> None:
+    """The person's web form reaches the same use case as the API: the same refusal, never the database's."""
+    me = person(gateway, language="ru")
+    form = {"csrf_token": me.csrf(f"/d/{me.decision_id}/review"), "point_of_view": "Мой доход\x00 вырос.",
+            "contest_grounds": ["wrong_data"], "language": "ru"}
+    resp = me.browser.post(f"/d/{me.decision_id}/review", data=form)
+    assert resp.status_code == 422, resp.status_code
+    assert 'id="point_of_view-error"' in resp.get_data(as_text=True)
+    assert gateway.count("reviews") == 0
+
+
+def test_control_characters_in_the_reviewers_forms_are_refused(gateway: Gateway) -> None:
+    waiting_case(gateway)
+    reviewer = official(gateway)
+    page = reviewer.get("/console").get_data(as_text=True)
+    taken = reviewer.post("/console/next", data={"csrf_token": CSRF.search(page).group(1)})  # type: ignore[union-attr]
+    assert taken.status_code == 303, taken.status_code
+    location = str(taken.headers["Location"])
+    review_id = location.rsplit("/", 1)[1]
+    until = (dt.date.today() + dt.timedelta(days=40)).isoformat()
+    extend = post_form(reviewer, location, f"/console/cases/{review_id}/extend", until=until, reason="Экспертиза\x00")
+    assert extend.status_code == 422 and 'id="reason-error"' in extend.get_data(as_text=True)
+    resolve = post_form(reviewer, location, f"/console/cases/{review_id}/resolve", outcome="upheld",
+                        reasons_kk="Себептері\x00.", reasons_ru="Причины.", point_of_view_considered="yes")
+    assert resolve.status_code == 422, resolve.status_code
+    assert query(gateway, "SELECT status, extended_until, extension_reason FROM reviews")[0] == ("claimed", None, None)
+    assert query(gateway, "SELECT count(*) FROM log_leaves WHERE kind IN ('review:resolved', 'review:extended')")[0][0] == 0

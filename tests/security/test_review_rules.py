@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 
+from gateway.extensions import db
 from tests.conftest import Gateway
-from tests.security.support import claimed, decided, new_key, requested
+from tests.security.support import claimed, decided, new_key, query, requested
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -42,9 +44,25 @@ def test_the_decisions_operator_cannot_extend_their_own_case(gateway: Gateway) -
     token = claimed(gateway, rid)
     # Even with the holder's token in hand, the operator is refused before the lease is looked at.
     refused = extend(gateway, rid, "officer-7", fencing_token=token)
-    assert refused.status_code in (403, 409)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "reviewer_is_operator"
     named = gateway.client.post("/v1/reviews/claim", json={"review_id": rid}, headers=gateway.auth("officer-7"))
     assert named.status_code == 403 and named.get_json()["error"]["code"] == "reviewer_is_operator"
+    # The operator holding a running lease of their own (taken before the rule knew them): still never acts.
+    with gateway.app.app_context():
+        db.session.execute(sa.text("UPDATE reviews SET claimed_by = (SELECT id FROM api_clients WHERE name = 'officer-7'),"
+                                   " lease_expires_at = :later WHERE id = :r"),
+                           {"later": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10), "r": rid})
+        db.session.commit()
+    held = {"fencing_token": token}
+    for action, body in (("extend", None), ("resolve", {"outcome": "upheld", "reasons": {"kk": "Себеп.", "ru": "Причина."},
+                                                        "point_of_view_considered": True}), ("rescore", {}),
+                         ("renew", {})):
+        resp = (extend(gateway, rid, "officer-7", **held) if body is None else
+                gateway.client.post(f"/v1/reviews/{rid}/{action}", json=held | body, headers=gateway.auth("officer-7")))
+        assert resp.status_code == 403, (action, resp.get_json())
+        assert resp.get_json()["error"]["code"] == "reviewer_is_operator"
+    assert query(gateway, "SELECT status, extended_until FROM reviews WHERE id = :r", r=rid)[0] == ("claimed", None)
+    assert query(gateway, "SELECT count(*) FROM notifications WHERE kind = 'review_extended'")[0][0] == 0
 
 
 @pytest.mark.parametrize("written", ["Reviewer-2", " reviewer-2", "reviewer-2 ", "REVIEWER-2", "ｒｅｖｉｅｗｅｒ-2",

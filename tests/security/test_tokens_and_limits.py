@@ -14,7 +14,8 @@ import pytest
 
 from gateway import create_app
 from gateway.security import warn_unshared_limits
-from tests.conftest import Gateway, make_config
+from gateway.server import GatewayServer
+from tests.conftest import SECRETS, Gateway, make_config
 from tests.security.support import decided
 from tests.support.citizens import IdentityProvider, notice_token
 
@@ -78,3 +79,30 @@ def test_a_shared_storage_holds_the_budget_across_workers(gateway: Gateway, tmp_
     answers = [workers[i % 2].test_client().get(f"/v1/decisions/{did}/explanation", headers=token).status_code
                for i in range(32)]
     assert answers.count(200) == 30 and answers[-2:] == [429, 429]
+
+
+
+@pytest.mark.parametrize(("workers", "storage", "warned"), [(2, None, True), (1, None, False),
+                                                            (2, "redis://127.0.0.1:6379/0", False)])
+def test_the_server_says_at_start_that_limits_are_per_worker(gateway: Gateway, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture,
+                                                             workers: int, storage: str | None, warned: bool) -> None:
+    """`gateway serve`'s own start-up (GatewayServer.load, run by the gunicorn master before it forks)."""
+    env = {"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": gateway.app.config["DATABASE_URL"],
+           "PUBLIC_BASE_URL": "https://gateway.test", **SECRETS}
+    if storage is not None:
+        env["RATELIMIT_STORAGE_URI"] = storage
+    for name, value in env.items():
+        monkeypatch.setenv(f"GATEWAY_{name}", value)
+    caplog.set_level(logging.WARNING)
+    server = GatewayServer({"bind": "127.0.0.1:0", "workers": workers})
+    app = server.load()
+    app.logger.addHandler(caplog.handler)  # in case the app's logging set-up stops propagation
+    try:
+        said = [r.getMessage() for r in caplog.records if "per worker" in r.getMessage()]
+    finally:
+        app.logger.removeHandler(caplog.handler)
+    assert bool(said) is warned, said
+    if warned:
+        assert "2 workers serve" in said[0] and "RATELIMIT_EXPLANATIONS" in said[0]

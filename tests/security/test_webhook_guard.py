@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import logging
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -18,8 +19,9 @@ from gateway.auth import Principal
 from gateway.config import DEFAULTS
 from gateway.extensions import db
 from gateway.notifications import Dispatcher
+from gateway.notifications.channels import CHANNELS
 from gateway.notifications.channels.base import Message, PermanentFailure
-from gateway.notifications.channels.webhook import WebhookChannel, is_public
+from gateway.notifications.channels.webhook import AddressRefused, WebhookChannel, is_public
 from tests.conftest import Gateway
 
 SECRET = "whsec_" + base64.b64encode(b"agency A signs its webhooks with this").decode()
@@ -101,3 +103,63 @@ def test_a_host_the_http_client_refuses_never_reaches_logs_or_last_error(
     parts = [URL, HOST, "xn--", "person-4242", "citizen-77", "/hooks", "⒈", "\\u2488", "U+2488"]
     leaks = [(part, line) for line in seen for part in parts if part.lower() in str(line).lower()]
     assert not leaks, leaks[:3]
+
+
+class _QuotingChannel:
+    """A channel plug-in with a bug whose exception quotes the address (and chains one that does too)."""
+
+    name = "webhook"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def send(self, message: Message) -> None:
+        try:
+            raise OSError(f"connect to {message.recipient} failed")
+        except OSError as exc:
+            raise RuntimeError(f"cannot post to {message.recipient.split('/')[2]} ({message.recipient})") from exc
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unexpected_error_that_quotes_the_address_is_logged_without_it(
+        gateway: Gateway, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher's last line of defence: whatever a channel raises, the log and last_error hold no part of
+    the address (a traceback printed as is would carry the exception's text)."""
+    url = "https://hooks.example.kz/person-4242?who=citizen-77"
+    body = gateway.sample | {"subject": gateway.sample["subject"] | {"contact": {"webhook": url}}}
+    assert gateway.decide(body).status_code == 201
+    monkeypatch.setitem(CHANNELS, "webhook", _QuotingChannel)
+    caplog.set_level(logging.DEBUG)
+    dispatcher = Dispatcher(gateway.app, rng=random.Random(7), name="security")
+    try:
+        dispatcher.run_once()
+    finally:
+        dispatcher.close()
+    with gateway.app.app_context():
+        errors = [r.last_error for r in db.session.execute(sa.text("SELECT last_error FROM notifications "
+                                                                   "WHERE channel = 'webhook'")).all()]
+    assert errors and all("RuntimeError" in e for e in errors), errors
+    logged = [f"{r.getMessage()}\n{caplog.handler.format(r)}" for r in caplog.records]  # with any traceback
+    assert any("unexpected error" in line and "RuntimeError" in line and "OSError" in line for line in logged)
+    parts = [url, "hooks.example.kz", "example.kz", "person-4242", "citizen-77"]
+    leaks = [(part, line) for line in [*errors, *logged] for part in parts if part in line]
+    assert not leaks, leaks[:3]
+
+
+def test_a_host_name_that_resolves_to_a_private_address_is_refused_at_connect_time() -> None:
+    """No literal to refuse at intake: the address DNS answers is checked when connecting (same unwrapping)."""
+    host = socket.gethostname()
+    try:
+        addresses = {str(i[4][0]) for i in socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)}
+    except socket.gaierror:
+        pytest.skip(f"this machine's host name {host!r} does not resolve")
+    if any(is_public(a) for a in addresses):
+        pytest.skip(f"{host!r} resolves to a public address here")
+    channel = WebhookChannel(CONFIG)
+    try:
+        with pytest.raises(AddressRefused, match="resolves to a loopback, private"):
+            channel.send(message(f"https://{host}/hook"))
+    finally:
+        channel.close()

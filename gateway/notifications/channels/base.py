@@ -108,6 +108,11 @@ def address_parts(secret: str) -> set[str]:
 def scrub(text: str, *secrets: str) -> str:
     """Remove personal data (the recipient's address, or any part of it in any form) from an error text
     before it is stored or logged."""
+    return redact(text, *secrets)[:500]
+
+
+def redact(text: str, *secrets: str) -> str:
+    """`text` with every part of the addresses `secrets`, in any form, replaced (any length: tracebacks)."""
     found: set[str] = set()
     for secret in secrets:
         if secret:
@@ -117,4 +122,4 @@ def scrub(text: str, *secrets: str) -> str:
         escaped = part.encode("unicode_escape").decode("ascii")  # repr() of a non-ASCII host
         if escaped != part:
             text = text.replace(escaped, "<recipient>")
-    return text[:500]
+    return text
