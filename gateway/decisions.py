@@ -407,7 +407,11 @@ def _record_decision(
         if key_hash is not None and cached:
             check_live_key(principal.id, key_hash)  # a replay writes nothing: prove the key here
         return replay
-    model = serving_model(model_name, hint=cached)
+    try:
+        model = serving_model(model_name, hint=cached)
+    except ModelUnavailable as exc:
+        _stale_if_changed(exc, cached)
+        raise
     if data.language not in settings.languages:
         raise ValidationFailed(
             f"language {data.language!r} is not offered by this deployment",
@@ -422,7 +426,11 @@ def _record_decision(
     db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
 
     now = utcnow()
-    scored = score_and_explain(model, row, now)
+    try:
+        scored = score_and_explain(model, row, now)
+    except ModelUnavailable as exc:
+        _stale_if_changed(exc, cached)
+        raise
     # A key already committed in the key store (keys are committed ahead in batches, each with the id of the
     # decision it will serve): the key store's commit stays out of the decision's path and its transaction.
     try:
@@ -457,6 +465,14 @@ def _record_decision(
         current_app.logger.error("decision not recorded: %s", exc)
         raise DatabaseUnavailable() from exc
     return StoredResponse(201, body_bytes, decision.id, False)
+
+
+def _stale_if_changed(exc: ModelUnavailable, cached: bool) -> None:
+    """A remote model that now serves another version than the cached serving version pinned: an admin may have
+    registered that version since this process cached it, so the request is decided again with the serving
+    version read from the database (where, if nobody registered it, the same refusal follows)."""
+    if cached and exc.code == "model_changed":
+        raise _StaleLookup() from exc
 
 
 IDEMPOTENCY = table(IdempotencyRecord)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +28,7 @@ import pandas as pd
 
 from gateway.adapters.base import AdapterError, NativeModel
 from gateway.adapters.oip_v2 import pinned_bytes
-from gateway.adapters.remote import CHANGED, AnswerReader, RemoteCaller, RemoteModelError
+from gateway.adapters.remote import CHANGED, AnswerReader, BatchedRemote, RemoteCaller, RemoteModelError
 from gateway.manifest import RemoteSource
 
 PROBE_ROWS = 3
@@ -42,7 +41,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-class MlflowAdapter:
+class MlflowAdapter(BatchedRemote):
     """Score with POST /invocations (dataframe_split); refuse answers that show another model."""
 
     kind: ClassVar[str] = "mlflow"
@@ -87,7 +86,7 @@ class MlflowAdapter:
             raise AdapterError("the pinned description of the remote model has no probe answers")
         return cls(source, pinned, feature_names=feature_names, config=config, positive_class=positive_class)
 
-    def _invoke(self, frame: pd.DataFrame) -> np.ndarray:
+    def _call(self, frame: pd.DataFrame) -> np.ndarray:
         rows = frame[self.feature_names]
         if self.probe is not None:
             rows = pd.concat([rows, self.probe], ignore_index=True)
@@ -107,32 +106,6 @@ class MlflowAdapter:
                 "another model; decisions are refused until an admin registers the new version",
                 code=CHANGED, details={"registered": self.fingerprint.tolist(), "serving": seen.tolist()})
         return scores[:len(frame)]
-
-    def answers(self, rows: pd.DataFrame) -> np.ndarray:
-        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
-        size = self.source.max_batch_rows
-        parts = []
-        for start in range(0, len(rows), size):
-            chunk = rows.iloc[start:start + size]
-            parts.append(self.caller.guarded(partial(self._invoke, chunk)))
-        if not parts:
-            return np.empty((0, len(self.classes))) if self.reader.classes is not None else np.empty(0)
-        return np.concatenate(parts)
-
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """The positive-class probability per row (regression: the model's value)."""
-        return self.reader.score(self.answers(rows))
-
-    @property
-    def classes(self) -> list[Any]:
-        """Multi-class: the class labels of the answer's columns (source.classes); else none."""
-        return list(self.reader.classes or ())
-
-    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
-        """Multi-class: every class's probability per row, shape (n, classes), checked."""
-        if self.reader.classes is None:
-            raise AdapterError("only a multi-class remote model (source.classes) gives every class's probability")
-        return self.answers(rows)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),

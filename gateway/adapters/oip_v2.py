@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from gateway.adapters.base import AdapterError, NativeModel
-from gateway.adapters.remote import CHANGED, REQUEST_REJECTED, AnswerReader, RemoteCaller, RemoteModelError
+from gateway.adapters.remote import (
+    CHANGED,
+    REQUEST_REJECTED,
+    AnswerReader,
+    BatchedRemote,
+    RemoteCaller,
+    RemoteModelError,
+)
 from gateway.manifest import RemoteSource
 
 _NUMPY = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float32, "INT64": np.int64, "INT32": np.int32,
@@ -36,7 +42,7 @@ def pinned_bytes(pinned: Mapping[str, Any]) -> bytes:
     return json.dumps(pinned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class OipV2Adapter:
+class OipV2Adapter(BatchedRemote):
     """Score with POST /v2/models/{m}[/versions/{v}]/infer; refuse answers from another model version."""
 
     kind: ClassVar[str] = "oip_v2"
@@ -168,34 +174,8 @@ class OipV2Adapter:
                                    code="model_answer_shape") from None
         return self.reader.read(data, rows)
 
-    def _score_chunk(self, chunk: pd.DataFrame) -> np.ndarray:
+    def _call(self, chunk: pd.DataFrame) -> np.ndarray:
         return self._answer(self._infer(chunk), len(chunk))
-
-    def answers(self, rows: pd.DataFrame) -> np.ndarray:
-        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
-        size = self.source.max_batch_rows
-        parts = []
-        for start in range(0, len(rows), size):
-            chunk = rows.iloc[start:start + size]
-            parts.append(self.caller.guarded(partial(self._score_chunk, chunk)))
-        if not parts:
-            return np.empty((0, len(self.classes))) if self.reader.classes is not None else np.empty(0)
-        return np.concatenate(parts)
-
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """The positive-class probability per row (regression: the model's value)."""
-        return self.reader.score(self.answers(rows))
-
-    @property
-    def classes(self) -> list[Any]:
-        """Multi-class: the class labels of the answer's columns (source.classes); else none."""
-        return list(self.reader.classes or ())
-
-    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
-        """Multi-class: every class's probability per row, shape (n, classes), checked."""
-        if self.reader.classes is None:
-            raise AdapterError("only a multi-class remote model (source.classes) gives every class's probability")
-        return self.answers(rows)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),

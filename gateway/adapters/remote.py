@@ -28,12 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 import numpy as np
+import pandas as pd
 
 from gateway.adapters.base import AdapterError
 from gateway.addresses import is_public, refusal
@@ -397,3 +399,42 @@ class AnswerReader:
     def score(self, answer: np.ndarray) -> np.ndarray:
         """The score per row (the positive class's probability, or the value) from a checked answer."""
         return answer[:, self.class_index] if answer.ndim == 2 else answer
+
+
+class BatchedRemote:
+    """What every remote adapter shares: answers asked in batches of at most `max_batch_rows` rows per call,
+    each call through the caller's guard (timeouts, breaker), read by the policy's `AnswerReader`.
+
+    A subclass sets `source`, `reader` and `caller` and implements `_call(chunk)`: one remote call's checked
+    answer for the chunk."""
+
+    source: RemoteSource
+    reader: AnswerReader
+    caller: RemoteCaller
+
+    def _call(self, chunk: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def answers(self, rows: pd.DataFrame) -> np.ndarray:
+        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
+        size = self.source.max_batch_rows
+        parts = [self.caller.guarded(partial(self._call, rows.iloc[start:start + size]))
+                 for start in range(0, len(rows), size)]
+        if not parts:
+            return np.empty((0, len(self.classes))) if self.reader.classes is not None else np.empty(0)
+        return np.concatenate(parts)
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """The positive-class probability per row (regression: the model's value)."""
+        return self.reader.score(self.answers(rows))
+
+    @property
+    def classes(self) -> list[Any]:
+        """Multi-class: the class labels of the answer's columns (source.classes); else none."""
+        return list(self.reader.classes or ())
+
+    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+        """Multi-class: every class's probability per row, shape (n, classes), checked."""
+        if self.reader.classes is None:
+            raise AdapterError("only a multi-class remote model (source.classes) gives every class's probability")
+        return self.answers(rows)

@@ -133,7 +133,8 @@ def test_another_version_on_the_server_is_refused_until_it_is_registered(
     remote.mode = "ok"
     reg = register(gateway, small_model, remote.source(), version="2")
     assert reg.status_code == 201, reg.get_json()
-    assert gateway.decide(small_model.request(2), model=NAME).status_code == 201
+    last = gateway.decide(small_model.request(2), model=NAME)
+    assert last.status_code == 201, last.get_json()
 
 
 def test_explanation_batches_go_in_chunks_of_max_batch_rows(gateway: Gateway, remote: MisbehavingOip,
