@@ -98,7 +98,8 @@ def test_with_redis_every_worker_shares_the_budget(gateway: Gateway, tmp_path: A
     config = {"RATELIMIT_STORAGE_URI": REDIS_URL, "RATELIMIT_PER_CALLER": "4/minute",
               "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
     url = gateway.app.config["DATABASE_URL"]
-    workers = [create_app(make_config(url, tmp_path, **config)) for _ in range(2)]
+    workers = [create_app(make_config(url, tmp_path, KEYSTORE_URL=gateway.app.config["KEYSTORE_URL"], **config))
+               for _ in range(2)]
     clients = [w.test_client() for w in workers]
     for i in range(4):
         assert clients[i % 2].get("/v1/reviews", headers=gateway.auth("reviewer")).status_code == 200
@@ -106,7 +107,8 @@ def test_with_redis_every_worker_shares_the_budget(gateway: Gateway, tmp_path: A
         assert_429(client.get("/v1/reviews", headers=gateway.auth("reviewer")))
     for worker in workers:
         with worker.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()
 
 
 def test_the_limiter_is_cheap_on_the_hot_path(gateway: Gateway) -> None:

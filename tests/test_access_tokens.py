@@ -242,11 +242,12 @@ def test_a_rotated_jwks_file_is_read_again(gateway: Gateway, idp: IdentityProvid
 
 
 def test_without_oidc_configured_every_jwt_is_refused(gateway: Gateway, idp: IdentityProvider, tmp_path: Any) -> None:
-    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path))
+    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path, KEYSTORE_URL=gateway.app.config["KEYSTORE_URL"]))
     resp = app.test_client().get("/v1/me/decisions", headers=bearer(idp.token(IIN)))
     assert resp.status_code == 401
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 # --- API keys ----------------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def test_unknown_malformed_and_revoked_keys_are_refused_at_once_by_every_worker(
     refused(gateway, url, {"Authorization": gateway.keys["reviewer"]})  # no scheme
     refused(gateway, url, {})
     # A second app on the same database stands for another worker or instance.
-    other_app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path))
+    other_app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path, KEYSTORE_URL=gateway.app.config["KEYSTORE_URL"]))
     other_worker = other_app.test_client()
     try:
         assert other_worker.get(url, headers=gateway.auth("reviewer")).status_code == 200
@@ -268,7 +269,8 @@ def test_unknown_malformed_and_revoked_keys_are_refused_at_once_by_every_worker(
         assert other_worker.get(url, headers=gateway.auth("reviewer")).status_code == 401
     finally:
         with other_app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()
 
 
 def test_keys_cli_prints_the_key_once_and_stores_only_its_hash(gateway: Gateway) -> None:
@@ -329,7 +331,7 @@ def test_a_jwks_url_is_fetched_once_and_unknown_kids_cannot_make_it_fetch_again(
         gateway: Gateway, idp: IdentityProvider, tmp_path: Any) -> None:
     served = _JwksServer(idp)
     config = {**idp.config(), "OIDC_JWKS_FILE": None, "OIDC_JWKS_URL": served.url}
-    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path, **config))
+    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path, KEYSTORE_URL=gateway.app.config["KEYSTORE_URL"], **config))
     client = app.test_client()
     try:
         for _ in range(3):
@@ -341,4 +343,5 @@ def test_a_jwks_url_is_fetched_once_and_unknown_kids_cannot_make_it_fetch_again(
     finally:
         served.close()
         with app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()

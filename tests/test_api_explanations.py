@@ -143,7 +143,7 @@ def test_asking_twice_and_after_a_restart_gives_the_same_bytes(gateway: Gateway)
     assert first.data == again.data
     # A new app on the same database: nothing cached in the first one can make the answer the same.
     restarted = create_app({k: gateway.app.config[k] for k in
-                            ("TESTING", "DATABASE_URL", "PUBLIC_BASE_URL", "SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")})
+                            ("TESTING", "DATABASE_URL", "KEYSTORE_URL", "PUBLIC_BASE_URL", "SUBJECT_KEY", "CONTACT_KEY", "SECRET_KEY")})
     client = restarted.test_client()
     after = client.get(f"/v1/decisions/{did}/explanation?lang=ru", headers=gateway.auth("agency_a"))
     svg_after = client.get(f"/v1/decisions/{did}/explanation.svg?lang=ru", headers=gateway.auth("agency_a"))
@@ -151,7 +151,8 @@ def test_asking_twice_and_after_a_restart_gives_the_same_bytes(gateway: Gateway)
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
     assert svg_after.data == svg.data
     with restarted.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 def test_svg_chart_is_self_contained(gateway: Gateway) -> None:

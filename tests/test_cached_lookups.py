@@ -31,10 +31,11 @@ PATH = "/v1/models/german-credit/decisions"
 @pytest.fixture
 def other(gateway: Gateway, tmp_path: Path) -> Iterator[Any]:
     """A second app on the same database: another worker or instance, with caches of its own."""
-    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path))
+    app = create_app(make_config(gateway.app.config["DATABASE_URL"], tmp_path, KEYSTORE_URL=gateway.app.config["KEYSTORE_URL"]))
     yield app
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 def decide(gateway: Gateway, app: Any, key: str | None = None) -> Any:

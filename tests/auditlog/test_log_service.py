@@ -178,7 +178,8 @@ def test_gateway_verify_log_detects_every_rewrite(gateway: Gateway, served: str)
     assert checkpoint.size == checkpoints[-1] >= 24 + 7
     path = gateway.app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
     with gateway.app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
     honest = Path(path).read_bytes()
     rng = random.Random(20260711)
     trials = dict.fromkeys(EDITS, 0)
@@ -186,7 +187,8 @@ def test_gateway_verify_log_detects_every_rewrite(gateway: Gateway, served: str)
     for n in range(40 * len(EDITS)):
         edit = EDITS[n % len(EDITS)]
         with gateway.app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()
         Path(path).write_bytes(honest)
         _tamper(gateway, edit, rng, checkpoint.size, checkpoints)
         trials[edit] += 1

@@ -134,4 +134,5 @@ def mlp_instance(tmp_path: Path, mlp_manifest: Path, fresh_database: str | None)
     found = provision_mlp(tmp_path / "instance", mlp_manifest, database_url=fresh_database)
     yield found
     with found.app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()

@@ -101,7 +101,7 @@ def test_each_kind_has_its_own_settings_and_bad_ones_stop_the_start(gateway: Gat
     assert deliver.batch_size == app.config["NOTIFY_BATCH_SIZE"] and deliver.lease_s == app.config["NOTIFY_LEASE_S"]
     assert explain_.batch_size == app.config["JOBS_EXPLAIN_BATCH_SIZE"]
     assert explain_.retry_schedule == tuple(float(s) for s in app.config["JOBS_EXPLAIN_RETRY_SCHEDULE"])
-    config = {k: app.config[k] for k in ("DATABASE_URL", "PUBLIC_BASE_URL", *SECRETS)}
+    config = {k: app.config[k] for k in ("DATABASE_URL", "KEYSTORE_URL", "PUBLIC_BASE_URL", *SECRETS)}
     for key, value in (("JOBS_EXPLAIN_RETRY_SCHEDULE", "soon"), ("JOBS_EXPLAIN_LEASE_S", 0),
                        ("JOBS_EXPLAIN_CONCURRENCY", 0), ("JOBS_DELIVER_CONCURRENCY", "many")):
         with pytest.raises(ConfigError, match=f"GATEWAY_{key} must be"):
@@ -240,7 +240,7 @@ def test_a_broken_model_backs_off_dies_and_says_so_without_blocking_others(
                                    "scoring_models WHERE name = :n)"), {"d": b"damaged", "n": MLP})
         db.session.commit()
     # A fresh process (no model cached) runs the jobs: two attempts, the first retry after 5 s.
-    config = {k: gateway.app.config[k] for k in ("TESTING", "DATABASE_URL", "PUBLIC_BASE_URL", *SECRETS)}
+    config = {k: gateway.app.config[k] for k in ("TESTING", "DATABASE_URL", "KEYSTORE_URL", "PUBLIC_BASE_URL", *SECRETS)}
     worker_app = create_app({**config, "SKOPS_TRUSTED_TYPES": TRUSTED_TYPES, "JOBS_EXPLAIN_MAX_ATTEMPTS": 2,
                              "JOBS_EXPLAIN_RETRY_SCHEDULE": [5], "JOBS_EXPLAIN_RETRY_JITTER": 0})
     runner = ExplainKind(worker_app)
@@ -275,4 +275,5 @@ def test_a_broken_model_backs_off_dies_and_says_so_without_blocking_others(
     assert leaf["attempts"] == 2 and "could not be loaded" in leaf["reason"]
     assert leaves(gateway, "decision:explanation:recorded", broken) == []
     with worker_app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()

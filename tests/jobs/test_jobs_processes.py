@@ -227,7 +227,8 @@ def test_the_serve_thread_computes_explanations(tmp_path: Path, mlp_manifest: Pa
         from gateway.extensions import db
 
         with instance.app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()
     log = server.log_tail(20000)
     assert "explain jobs: explainer" in log and "deliver jobs: dispatcher" in log
     assert "recourse jobs: searcher" in log

@@ -103,7 +103,7 @@ def test_a_recourse_job_that_fails_says_so(gateway: Gateway, mlp_manifest: Path)
         db.session.execute(sa.text("UPDATE blobs SET data = :d WHERE sha256 = (SELECT artifact_sha256 FROM "
                                    "scoring_models WHERE name = :n)"), {"d": b"damaged", "n": MLP})
         db.session.commit()
-    config = {k: gateway.app.config[k] for k in ("TESTING", "DATABASE_URL", "PUBLIC_BASE_URL", *SECRETS)}
+    config = {k: gateway.app.config[k] for k in ("TESTING", "DATABASE_URL", "KEYSTORE_URL", "PUBLIC_BASE_URL", *SECRETS)}
     worker_app = create_app({**config, "SKOPS_TRUSTED_TYPES": TRUSTED_TYPES, "JOBS_RECOURSE_MAX_ATTEMPTS": 1})
     assert RecourseKind(worker_app).run_once(utcnow() + dt.timedelta(seconds=1)) == 1
     resp = recourse_of(gateway, did)
@@ -117,7 +117,8 @@ def test_a_recourse_job_that_fails_says_so(gateway: Gateway, mlp_manifest: Path)
     assert leaf["attempts"] == 1 and "could not be loaded" in leaf["reason"]
     assert metrics(gateway)['gateway_jobs_dead{kind="recourse"}'] == 1
     with worker_app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 @pytest.mark.gateway_config(SKOPS_TRUSTED_TYPES=TRUSTED_TYPES, RATELIMIT_EXPLANATIONS="100000/minute")

@@ -96,7 +96,8 @@ def provision_instance(folder: Path, manifest_path: Path, database_url: str | No
                               registered_by="tests")
         with write_transaction():
             _, key = create_key(name=agency, role="agency")
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
     env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(folder), **(env or {})}
     env.pop("GATEWAY_DATABASE_URL", None)
     if database_url is not None:

@@ -184,7 +184,8 @@ def test_every_notice_arrives_despite_killed_dispatchers_and_a_failing_receiver(
             w.kill_group()
         receiver.stop()
         with app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()
 
     with engine.connect() as conn:
         notes = conn.execute(sa.text("SELECT id, decision_id, status, attempts, claimed_by FROM notifications")).all()

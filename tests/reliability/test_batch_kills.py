@@ -124,4 +124,5 @@ def test_a_batch_resumes_after_workers_are_killed_and_decides_every_row_once(
     assert q("SELECT count(*) FROM idempotency_keys")[0] == ROWS
     assert q(f"SELECT count(DISTINCT decision_id) FROM decision_batch_rows WHERE batch_id = '{batch_id}'")[0] == ROWS
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()

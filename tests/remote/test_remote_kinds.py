@@ -151,7 +151,8 @@ def test_multiclass_and_regression_on_a_real_server_decide_notify_and_are_explai
             for lang in LANGS:
                 assert said[lang] in notices[lang], (lang, notices[lang])
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 # --- a server that misbehaves on purpose ----------------------------------------------------------------

@@ -148,7 +148,8 @@ def test_decisions_on_a_real_server_are_explained_by_a_worker_process(
         got = client.get(f"/v1/decisions/{did}/explanation?lang=ru", headers=auth)
         assert got.status_code == 200, got.get_json()
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
 
 
 # --- the server stopped mid-run -------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def database_bytes(gw: Gateway, tmp_path: Path) -> bytes:
     if gw.backend == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
         with gw.app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():  # the main database and the key store
+                engine.dispose()
         return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
     out = tmp_path / "dump.sql"
     subprocess.run(["pg_dump", "--no-owner", "--file", str(out), "--dbname", url.replace("+psycopg", "")],
@@ -314,8 +315,11 @@ def test_a_gateway_worker_process_purges(gateway: Gateway, tmp_path: Path) -> No
     with gateway.app.app_context():
         db.session.execute(sa.text("UPDATE decisions SET created_at = :at WHERE id = :d"), {"at": old, "d": made["id"]})
         db.session.commit()
-        db.engine.dispose()
+        for engine in db.engines.values():  # the main database and the key store
+            engine.dispose()
+    keystore_url = gateway.app.config["KEYSTORE_URL"]  # PostgreSQL: the key store is a database of its own
     env = {**os.environ, "GATEWAY_DATABASE_URL": gateway.app.config["DATABASE_URL"],
+           **({"GATEWAY_KEYSTORE_URL": keystore_url} if keystore_url else {}),
            "GATEWAY_INSTANCE_PATH": str(tmp_path), "GATEWAY_PUBLIC_BASE_URL": "https://gateway.test",
            **{f"GATEWAY_{k}": v for k, v in SECRETS.items()}, "GATEWAY_JOBS_PURGE_POLL_INTERVAL_S": "0.2"}
     log = tmp_path / "worker.log"

@@ -72,7 +72,8 @@ def test_a_shared_storage_holds_the_budget_across_workers(gateway: Gateway, tmp_
     shared = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0", "RATELIMIT_EXPLANATIONS": "30/minute",
               "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}"}
     url = gateway.app.config["DATABASE_URL"]
-    workers = [create_app(make_config(url, tmp_path, **shared)) for _ in range(2)]
+    workers = [create_app(make_config(url, tmp_path, KEYSTORE_URL=gateway.app.config["KEYSTORE_URL"], **shared))
+               for _ in range(2)]
     assert warn_unshared_limits(workers[0], 2) is None
     did = decided(gateway)["decision_id"]
     token = {"Authorization": f"Bearer {notice_token(gateway, did)}"}
@@ -91,6 +92,8 @@ def test_the_server_says_at_start_that_limits_are_per_worker(gateway: Gateway, t
     """`gateway serve`'s own start-up (GatewayServer.load, run by the gunicorn master before it forks)."""
     env = {"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": gateway.app.config["DATABASE_URL"],
            "PUBLIC_BASE_URL": "https://gateway.test", **SECRETS}
+    if gateway.app.config["KEYSTORE_URL"]:
+        env["KEYSTORE_URL"] = gateway.app.config["KEYSTORE_URL"]
     if storage is not None:
         env["RATELIMIT_STORAGE_URI"] = storage
     for name, value in env.items():
