@@ -33,9 +33,9 @@ from flask.cli import ScriptInfo
 from scipy.stats import ks_2samp
 from sqlalchemy import insert
 
-from gateway import oversight, runtime
+from gateway import keystore, oversight, runtime
 from gateway.cli import main
-from gateway.contacts import encrypt_monitoring, new_data_key
+from gateway.contacts import DataKey, encrypt_monitoring, new_data_key
 from gateway.extensions import db
 from gateway.manifest import load_manifest
 from gateway.models import (
@@ -118,6 +118,7 @@ def generate(gw: Gateway, model_id: str) -> History:
         scores = loaded.score(rows)
         explained = loaded.explanation.explainer.explain(pd.DataFrame.from_records(rows, columns=list(bg.columns)))
         decisions, explanations, monitoring, notices, cases, events, truths = [], [], [], [], [], [], []
+        data_keys: list[DataKey] = []
         for i, row in enumerate(rows):
             inside = i < IN_PERIOD
             if inside:
@@ -162,7 +163,7 @@ def generate(gw: Gateway, model_id: str) -> History:
                                  "base_value": float(explained[i].base_value), "output": score,
                                  "attributions": attributions, "attempts": 0, "created_at": created})
             data_key = new_data_key(settings.contact_key, did)
-            decisions[-1]["data_key"] = data_key.wrapped
+            data_keys.append(data_key)  # the data key: in the key store, a database of its own
             if sex is not None:
                 monitoring.append({"decision_id": did, "model_id": model_id,
                                    "ciphertext": encrypt_monitoring(data_key, {"sex": sex})})
@@ -223,6 +224,7 @@ def generate(gw: Gateway, model_id: str) -> History:
                 h.sex.append(sex)
                 h.current_rows.append(row)
                 h.age_in_top += "age" in top
+        keystore.store(data_keys, dt.datetime.now(dt.UTC))
         with db.engine.begin() as conn:
             for model, values in ((Decision, decisions), (Explanation, explanations), (MonitoringValues, monitoring),
                                   (Notification, notices), (ReviewRequest, cases), (AccessEvent, events),
