@@ -231,5 +231,25 @@ def gateway(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gatewa
             engine.dispose()
 
 
+_engines_in_test: list[sa.Engine] = []
+
+
+@sa.event.listens_for(sa.Engine, "engine_connect")
+def _track_engine(connection: sa.Connection) -> None:
+    if connection.engine not in _engines_in_test:
+        _engines_in_test.append(connection.engine)
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines_after_test() -> Iterator[None]:
+    """Close the pooled connections of every engine a test connected with (its apps' main database and key
+    store, raw engines), so none is left for the garbage collector to find open in a later test (psycopg's
+    ResourceWarning there fails that other test). Disposing is harmless for engines still in use: their pools
+    open new connections when asked."""
+    yield
+    while _engines_in_test:
+        _engines_in_test.pop().dispose()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gateway_config(**config): extra app config for the gateway fixture")
