@@ -72,7 +72,8 @@ def test_decisions_score_with_the_remote_model_and_pin_its_version(gateway: Gate
 ])
 def test_a_failing_remote_is_a_503_saying_which_and_nothing_is_recorded(
         gateway: Gateway, remote: MisbehavingOip, small_model: SmallModel, mode: str, code: str) -> None:
-    assert register(gateway, small_model, remote.source(read_timeout_s=0.5)).status_code == 201
+    # The default read timeout (2 s): registration's own calls keep their slack on a loaded machine.
+    assert register(gateway, small_model, remote.source()).status_code == 201
     before = counts(gateway)
     remote.mode = mode
     resp = gateway.decide(small_model.request(1), model=NAME)
@@ -80,8 +81,7 @@ def test_a_failing_remote_is_a_503_saying_which_and_nothing_is_recorded(
     assert resp.get_json()["error"]["code"] == code
     assert counts(gateway) == before
     remote.mode = "ok"
-    if mode == "timeout":
-        time.sleep(1.6)  # the test server answers one request at a time: let the slow answer finish
+    remote.release.set()  # the test server answers one request at a time: let the slow answer finish
     resp = gateway.decide(small_model.request(1), model=NAME)
     assert resp.status_code == 201, resp.get_json()
 

@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import io
 import json
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class MisbehavingOip:
     def __init__(self, httpserver: Any, model: SmallModel, *, name: str = "credit", version: str = "v1") -> None:
         self.server, self.model, self.name, self.version = httpserver, model, name, version
         self.mode = "ok"
+        self.release = threading.Event()  # mode "timeout": the answer waits for this (or 10 s)
         self.infer_calls = 0
         self.rows_scored = 0
         from werkzeug.wrappers import Response
@@ -133,8 +134,8 @@ class MisbehavingOip:
         self.rows_scored += len(frame)
         proba = self.model.proba(frame)
         mode = self.mode
-        if mode == "timeout":
-            time.sleep(1.5)
+        if mode == "timeout":  # slower than any read timeout, until the test has seen the 503 and releases it
+            self.release.wait(10.0)
         elif mode == "5xx":
             return self._response("model crashed", status=500)
         elif mode == "nan":
