@@ -6,7 +6,7 @@ GW := $(BIN)/gateway
 STAMP := $(VENV)/.installed
 export GATEWAY_INSTANCE_PATH ?= $(CURDIR)/instance
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench bench-peers lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: install
 ## test: lint, then the whole suite (PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL is set)
 test: lint
 	$(BIN)/python -m pytest
+
+## bench-peers: the virtualenvs of the peer model servers (MLServer, MLflow) the remote tests and benchmarks use,
+## built as the tests build them (GATEWAY_TEST_PEERS_DIR, default .cache/peers); the benchmarks build a missing one
+bench-peers: install
+	$(BIN)/python bench/peers.py
 
 ## bench: every benchmark; each prints one JSON object with its baseline (bench/results/)
 bench: install

@@ -127,8 +127,10 @@ def _client_loop(port: int, tmpl: list[Template], key_prefix: str, start: float,
     out.append((completed, failed, latencies, warm, statuses))
 
 
-def _process_main(port: int, tmpl: list[Template], key_prefix: str, threads: int, start: float, measure_from: float,
-                  end: float, results: Any) -> None:
+def _process_main(port: int, tmpl: list[Template], key_prefix: str, threads: int, ready: Any, go: Any,
+                  results: Any) -> None:
+    ready.put(None)
+    start, measure_from, end = go.get(timeout=300)
     out: list[Any] = []
     workers = [
         threading.Thread(
@@ -187,18 +189,23 @@ def closed_loop(port: int, tmpl: list[Template], *, key_prefix: str, clients: in
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     per = [clients // processes + (1 if p < clients % processes else 0) for p in range(processes)]
-    # Children are started first; the clock starts when all of them certainly run.
-    start = time.monotonic() + 1.5
-    measure_from = start + warmup_s
-    end = measure_from + window_s
+    ready, go = ctx.Queue(), ctx.Queue()
     procs = [
-        ctx.Process(target=_process_main, args=(port, tmpl, f"{key_prefix}-p{p}", n, start, measure_from, end, results),
-                    daemon=True)
+        ctx.Process(target=_process_main, args=(port, tmpl, f"{key_prefix}-p{p}", n, ready, go, results), daemon=True)
         for p, n in enumerate(per) if n
     ]
     for p in procs:
         p.start()
     try:
+        # The clock starts once every child runs (a spawned child first imports the parent's main module, which
+        # takes seconds on a busy machine when that module imports much); CLOCK_MONOTONIC is machine-wide.
+        for _ in procs:
+            ready.get(timeout=300)
+        start = time.monotonic() + 0.3
+        measure_from = start + warmup_s
+        end = measure_from + window_s
+        for _ in procs:
+            go.put((start, measure_from, end))
         time.sleep(max(0.0, measure_from - time.monotonic()))
         if on_window:
             on_window("start")
