@@ -103,7 +103,6 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         **{name.replace("-", "_"): version(name) for name in
            ("gunicorn", "flask", "sqlalchemy", "pandas", "scikit-learn", "skops", "shap", "numpy")},
-        "load_average_at_start": os.getloadavg(),
     }
 
 
