@@ -2,7 +2,9 @@
 
 bench/record_scale.py measures them at 10^6 decisions; here the statements the app actually runs are captured
 and explained: a person's page of decisions and the review claim each read one index in order, with no sort of
-the person's decisions or of the review queue (which grows with the record and made them linear).
+the person's decisions or of the review queue (which grows with the record and made them linear). So does every
+list's page (the queues, access logs, incidents, batches, the register: 0026), starting at its `after` cursor,
+and every list's `total` is a count of at most LIST_COUNT_CAP + 1 entries of an index, never of the table.
 """
 
 from __future__ import annotations
