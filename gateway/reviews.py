@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway import deadlines, decisions, keystore, registry, runtime
@@ -589,12 +589,21 @@ def extend(principal: Principal, review_id: str, token: int, *, until: dt.date, 
     return review
 
 
+def _queue_due(status: str | None, overdue: bool | None) -> ColumnElement[Any]:
+    """The effective due date as the index serving these filters spells it: every case of a kind is listed on
+    ix_reviews_queue_order (LISTED_DUE, the same value); a status or the overdue cases on ix_reviews_status_queue_order
+    or the open cases' ix_reviews_claim_order. A filter or cursor on the other spelling would not bound the range."""
+    if status is None and not overdue:
+        return LISTED_DUE
+    return func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+
+
 def _queue(*, status: str | None, model: str | None, due_before: dt.datetime | None, overdue: bool | None,
            now: dt.datetime, kind: str) -> Select[ReviewRequest]:
     """The cases of `kind` matching the filters, unordered. Each status filter has an index in the queue's order
     (0026): all cases of a kind, one status of a kind, and the open ones (the claim order, a partial index whose
     condition is repeated word for word so both planners may use it)."""
-    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+    due = _queue_due(status, overdue)
     query = select(ReviewRequest).where(ReviewRequest.kind == kind)
     if model:  # the join only when filtering by model: a join the planners cannot drop costs a lookup per case
         query = query.join(Decision, Decision.id == ReviewRequest.decision_id).where(Decision.model_name == model)
@@ -622,10 +631,7 @@ def list_reviews(*, status: str | None = None, model: str | None = None, due_bef
     now = now or utcnow()
     query = _queue(status=status, model=model, due_before=due_before, overdue=overdue, now=now, kind=kind)
     total = bounded_count(query, current_settings().list_count_cap)
-    # Every case of the kind: the listing's index (LISTED_DUE, the same value); a status: the status's index or
-    # the open cases' one (their conditions make the planners choose them).
-    due = LISTED_DUE if status is None and not overdue else func.coalesce(ReviewRequest.extended_until,
-                                                                          ReviewRequest.due_at)
+    due = _queue_due(status, overdue)
     if after is not None:
         a_due, a_requested, a_id = after
         # `due >= a_due` bounds the index range, so the page starts at the cursor instead of reading (and

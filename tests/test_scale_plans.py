@@ -164,6 +164,7 @@ def request_reviews(gateway: Gateway, n: int, prefix: str) -> list[str]:
     ({}, "ix_reviews_queue_order"),  # every case, whatever its status: the listing's index
     ({"status": "queued"}, "ix_reviews_status_queue_order"),
     ({"overdue": "true"}, "ix_reviews_claim_order"),  # overdue cases are open ones: the claim order's range
+    ({"due_before": "2100-01-01"}, "ix_reviews_queue_order"),  # a due-date filter bounds the same range
 ])
 def test_a_page_of_the_review_queue_and_its_counts_read_indexes(gateway: Gateway, query: dict[str, str],
                                                                  index: str) -> None:
