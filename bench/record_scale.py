@@ -135,10 +135,12 @@ def valid_iin_near(first11: str) -> str:
     raise ValueError(first11)
 
 
-def make_side(name: str, url: str, folder: Path, manifest: Path, idp: IdentityProvider) -> Side:
+def make_side(name: str, url: str, folder: Path, manifest: Path, idp: IdentityProvider,
+              count_cap: int | None = None) -> Side:
     folder.mkdir(parents=True, exist_ok=True)
+    capped = {"LIST_COUNT_CAP": count_cap} if count_cap else {}
     config = make_config(url, folder, RATELIMIT_ENABLED=False, NOTIFY_DISPATCHER_THREAD=False, JOBS_THREAD=False,
-                         METRICS_MAX_AGE_S=15.0, **idp.config())
+                         METRICS_MAX_AGE_S=15.0, **capped, **idp.config())
     keys = seed(create_app(config), manifest)
     app = create_app(config)
     with app.app_context(), write_transaction():
@@ -578,7 +580,7 @@ def run_backend(backend: str, args: argparse.Namespace, folder: Path, manifest: 
         heavy = min(args.page * args.limit + args.limit, args.scale // 10)
         for name, decisions, reviews in (("small", args.small, args.small_reviews), ("big", args.scale, args.reviews)):
             say(f"[{backend}] {name}: schema, model, keys")
-            side = make_side(name, url_for(name), folder / backend / name, manifest, idp)
+            side = make_side(name, url_for(name), folder / backend / name, manifest, idp, args.list_count_cap)
             sides.append(side)
             templates = post_templates(side, rows, args.templates)
             say(f"[{backend}] {name}: bulk load to {decisions} decisions, {reviews} queued reviews")
@@ -646,6 +648,8 @@ def main() -> None:
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, default=None, help="build the SQLite databases in this folder, kept")
+    parser.add_argument("--list-count-cap", type=int, default=None,
+                        help="GATEWAY_LIST_COUNT_CAP of both apps (default: the app's, 10,000)")
     parser.add_argument("--only", action="append", choices=FIGURES, default=None,
                         help="measure only these figures (repeatable; default: all)")
     args = parser.parse_args()
