@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import exists, insert, literal, select
+from sqlalchemy import ColumnElement, String, bindparam, exists, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
@@ -361,7 +362,7 @@ def idempotency_row(client_id: str, key: str, request_hash: str, d: NewDecision,
             "status_code": 201, "response_body": body, "created_at": d.created_at}
 
 
-def model_active(model_id: str) -> Any:
+def model_active(model_id: str | ColumnElement[str]) -> Any:
     """SQL condition: this version is its name's active one (neither suspended, retired nor replaced)."""
     return exists().where(ScoringModel.id == model_id, ScoringModel.status == ModelStatus.ACTIVE.value)
 
@@ -450,7 +451,7 @@ def _record_decision(
     try:
         with write_transaction() as session:
             add_decision(session, decision, settings)
-            if rowcount(session.execute(_guarded_insert(record, model.id, principal.id, key_hash))) != 1:
+            if rowcount(session.execute(*_guarded_insert(record, model.id, principal.id, key_hash))) != 1:
                 raise _StaleLookup()  # rolls the decision's rows back with it
     except IntegrityError as exc:
         # A concurrent request with the same key committed first (both databases make the loser wait for
@@ -478,16 +479,25 @@ def _stale_if_changed(exc: ModelUnavailable, cached: bool) -> None:
 IDEMPOTENCY = table(IdempotencyRecord)
 
 
-def _guarded_insert(record: dict[str, Any], model_id: str, client_id: str, key_hash: str | None) -> Any:
+def _guarded_insert(record: dict[str, Any], model_id: str, client_id: str, key_hash: str | None) -> tuple[Any, dict[str, Any]]:
     """INSERT the idempotency record only if the model version is still active and the key (if cached) live:
-    one statement, evaluated under the write transaction's lock; 0 rows when either no longer holds."""
-    columns = list(record)
-    guard = model_active(model_id)
+    one statement, evaluated under the write transaction's lock; 0 rows when either no longer holds.
+    Returns the statement (built once per process) and its parameters."""
+    params = {f"value_{c}": v for c, v in record.items()} | {"guard_model_id": model_id}
     if key_hash is not None:
-        guard = guard & live_key(client_id, key_hash)
-    values = select(*[literal(record[c], type_=IDEMPOTENCY.c[c].type) for c in columns]).where(guard)
+        params |= {"guard_client_id": client_id, "guard_key_hash": key_hash}
+    return _guarded_insert_statement(tuple(record), key_hash is not None), params
+
+
+@functools.cache
+def _guarded_insert_statement(columns: tuple[str, ...], keyed: bool) -> Any:
+    guard = model_active(bindparam("guard_model_id", type_=ScoringModel.id.type))
+    if keyed:
+        guard = guard & live_key(bindparam("guard_client_id", type_=IDEMPOTENCY.c.client_id.type),
+                                 bindparam("guard_key_hash", type_=String(64)))
+    values = select(*[bindparam(f"value_{c}", type_=IDEMPOTENCY.c[c].type) for c in columns]).where(guard)
     # rowcount of an INSERT is kept only when asked for (SQLAlchemy 2.x; psycopg reports -1 otherwise).
-    return insert(IDEMPOTENCY).from_select(columns, values).execution_options(preserve_rowcount=True)
+    return insert(IDEMPOTENCY).from_select(list(columns), values).execution_options(preserve_rowcount=True)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
 from gateway.api.bodies import body_is_an_object
-from gateway.api.common import caller, rate_limit_key
+from gateway.api.common import KEYED_ENDPOINTS, caller, identified, rate_limit_key
 from gateway.api.errors import error_body, error_page
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
@@ -153,7 +153,9 @@ def _authenticate_first() -> None:
     if "gateway.secured" not in ext:
         ext["gateway.secured"] = secured_endpoints(current_app)  # type: ignore[arg-type]
     if request.endpoint in ext["gateway.secured"]:
-        caller()
+        # A decision proves its key live in its own write: a key seen live needs no SELECT here (a revoked one
+        # is refused by that write, 401, nothing recorded); every other endpoint authenticates with one.
+        identified() if request.endpoint in KEYED_ENDPOINTS else caller()
 
 
 def cap_streamed_body() -> None:

@@ -84,6 +84,19 @@ def _identified() -> Caller | Exception:
     return result
 
 
+#: Endpoints whose view proves the caller's API key live in its own write (`keyed_principal`): authentication
+#: before the view (gateway.security) takes a key this process has seen live from its cache, without a SELECT.
+KEYED_ENDPOINTS = frozenset({"decisions.create_decision"})
+
+
+def identified() -> Caller:
+    """Who the request says it is (`_identified`: a key seen live from the cache, no SELECT); else 401."""
+    who = _identified()
+    if isinstance(who, Exception):
+        raise who
+    return who
+
+
 def keyed_principal(*roles: Role) -> tuple[Principal, str | None]:
     """The API client of a request whose write proves its key live (`auth.live_key` in its transaction).
 
