@@ -29,10 +29,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
 from gateway.api.bodies import body_is_an_object
-from gateway.api.common import caller, rate_limit_key
-from gateway.api.errors import error_body, error_page
+from gateway.api.common import caller, identified, rate_limit_key, unproved_key_refused
+from gateway.api.errors import error_body, error_page, error_response
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
+# Endpoints that prove an API key live inside their own write (gateway.decisions: a condition of the guarded
+# INSERT): they take the key's client from the process's cache, without a SELECT per request.
+KEY_PROVED_ENDPOINTS = DECISION_ENDPOINTS
 # Recourse counts with explanations: each option is the model's answer at another point, so many of them
 # extract the model just as explanations do.
 EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation",
@@ -128,6 +131,7 @@ def init_app(app: Flask) -> None:
     app.before_request(cap_streamed_body)
     app.before_request(body_is_an_object)  # after authentication: an anonymous caller learns nothing
     app.after_request(security_headers)
+    app.after_request(refusals_prove_the_key)  # runs before security_headers (reverse order of registration)
 
 
 def warn_unshared_limits(app: Flask, workers: int) -> str | None:
@@ -152,8 +156,22 @@ def _authenticate_first() -> None:
     ext = current_app.extensions
     if "gateway.secured" not in ext:
         ext["gateway.secured"] = secured_endpoints(current_app)  # type: ignore[arg-type]
-    if request.endpoint in ext["gateway.secured"]:
+    if request.endpoint in KEY_PROVED_ENDPOINTS:
+        identified()  # a cached key is proved in the write, or by `refusals_prove_the_key`
+    elif request.endpoint in ext["gateway.secured"]:
         caller()
+
+
+def refusals_prove_the_key(resp: Response) -> Response:
+    """A refusal (4xx, 5xx) of a request whose key came from the cache becomes 401 if the key is revoked.
+
+    The cached key is proved live by the decision's write; a request refused before its write (validation,
+    rate limit, a suspended model) proves it here, so a revoked key learns nothing but 401, as before."""
+    if resp.status_code >= 400 and resp.status_code != 401:
+        refused = unproved_key_refused()
+        if refused is not None:
+            return error_response(refused)
+    return resp
 
 
 def cap_streamed_body() -> None:
