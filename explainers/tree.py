@@ -185,14 +185,16 @@ class TreeExplainer(ExactExplainer):
             base = -base if margin else 1.0 - base
         return explainer, base
 
-    def _raw_values(self, transformed: np.ndarray) -> np.ndarray:
+    def _raw_values(self, transformed: np.ndarray, margins: np.ndarray | None = None) -> np.ndarray:
         if not self.grouped_:
-            return super()._raw_values(transformed)
+            return super()._raw_values(transformed, margins)
         scale = None
         if self._rescaled:
-            # One predict (each validates its input): the probability from the margin by the model's own link
-            # when that was verified on the background (bit for bit), else a second predict.
-            margin = self._margin(transformed)
+            # At most one predict (each validates its input): the margin given by the caller who scored with it
+            # (the tree values' sums are still the explainer's own, checked against the output), and the
+            # probability from the margin by the model's own link when that was verified on the background
+            # (bit for bit), else a second predict.
+            margin = margins if margins is not None else self._margin(transformed)
             p = (self._link(margin) if self._link is not None else self._probability1(transformed))[:, None]
             dm = margin[:, None] - self._background_margin[None, :]
             dp = p - self._background_probability[None, :]

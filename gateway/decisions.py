@@ -149,11 +149,11 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
     return scored
 
 
-def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
-    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call;
-    ModelUnavailable when the model fails."""
+def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> tuple[list[tuple[float, str, bool]], Any]:
+    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call,
+    and their raw margins when scoring computed them (or None); ModelUnavailable when the model fails."""
     try:
-        return model.assess_rows(rows)
+        return model.assess_rows_margins(rows)
     except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
         current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
         raise
@@ -163,9 +163,9 @@ def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[fl
 
 
 def _explain_group(tools: Any, rows: list[dict[str, Any]], scores: list[float], now: dt.datetime,
-                   model: LoadedModel) -> list[dict[str, Any] | ExplainerError]:
+                   model: LoadedModel, margins: Any = None) -> list[dict[str, Any] | ExplainerError]:
     try:
-        return list(explanations.values_for_decisions(tools, rows, scores, now))
+        return list(explanations.values_for_decisions(tools, rows, scores, now, margins=margins))
     except ExplainerError:
         # One row spoils the matrix (e.g. its additivity check): explain row by row to find which.
         values: list[dict[str, Any] | ExplainerError] = []
@@ -189,14 +189,15 @@ def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]], now: 
     """
     if not rows:
         return []
-    assessed = assess_many(model, rows)
+    assessed, margins = assess_many(model, rows)
     groups: dict[int, tuple[Any, list[int]]] = {}  # one explainer call per explainer (multi-class: per class)
     for i, (_, outcome, _) in enumerate(assessed):
         tools = model.tools_for(outcome)
         groups.setdefault(id(tools), (tools, []))[1].append(i)
     values: list[dict[str, Any] | ExplainerError | None] = [None] * len(rows)
     for tools, members in groups.values():
-        explained = _explain_group(tools, [rows[i] for i in members], [assessed[i][0] for i in members], now, model)
+        explained = _explain_group(tools, [rows[i] for i in members], [assessed[i][0] for i in members], now, model,
+                                   None if margins is None else margins[members])
         for i, found in zip(members, explained, strict=True):
             values[i] = found
     result: list[Scored | ExplainerError] = []
