@@ -39,9 +39,10 @@ class FastScorer:
         self._estimator_names = getattr(native.estimator, "feature_names_in_", None)
 
     def values(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
-        values = np.empty((len(records), len(self._names)), dtype=object)
-        for i, record in enumerate(records):
-            values[i] = [float(record[n]) if n in self._numeric else record[n] for n in self._names]
+        names, numeric = self._names, self._numeric
+        values = np.empty((len(records), len(names)), dtype=object)
+        for j, name in enumerate(names):  # column by column: the recourse search scores hundreds of rows
+            values[:, j] = [float(r[name]) for r in records] if name in numeric else [r[name] for r in records]
         return values
 
     def score(self, records: Sequence[dict[str, Any]]) -> np.ndarray | None:
