@@ -167,7 +167,7 @@ def refusals_prove_the_key(resp: Response) -> Response:
 
     The cached key is proved live by the decision's write; a request refused before its write (validation,
     rate limit, a suspended model) proves it here, so a revoked key learns nothing but 401, as before."""
-    if resp.status_code >= 400 and resp.status_code != 401:
+    if resp.status_code >= 400 and resp.status_code != 401 and request.endpoint in KEY_PROVED_ENDPOINTS:
         refused = unproved_key_refused()
         if refused is not None:
             return error_response(refused)
