@@ -168,7 +168,7 @@ def _codes(lookup: _Lookup, column: list[Any]) -> list[Any]:
     (column by column: the recourse search transforms hundreds of rows per decision)."""
     get = lookup.table.get
     codes = [get(v, _FALLBACK) for v in column]
-    if any(c is _FALLBACK for c in codes):
+    if _FALLBACK in codes:  # identity first: codes are ints (an int never equals this sentinel)
         codes = [lookup.code(v) if c is _FALLBACK else c for c, v in zip(codes, column, strict=True)]
     return codes
 
