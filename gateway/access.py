@@ -27,14 +27,15 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select
+from sqlalchemy import and_, exists, insert, or_, select
 
 from gateway.auth import Caller, Citizen, Principal
-from gateway.db import write_transaction
+from gateway.db import Total, bounded_count, write_transaction
 from gateway.errors import Forbidden, NotFound
 from gateway.extensions import db
 from gateway.ids import new_id, utcnow
 from gateway.models import AccessEvent, ApiClient, Decision, ReviewRequest, table
+from gateway.settings import current_settings
 
 NOT_FOUND = "The resource does not exist."
 
@@ -129,14 +130,14 @@ def parse_cursor(cursor: str) -> tuple[dt.datetime, str]:
 
 
 def my_decisions(citizen: Citizen, *, limit: int, offset: int,
-                 after: str | None = None) -> tuple[list[Decision], int]:
-    """The decisions about an OIDC-authenticated person, newest first, with the total for paging."""
+                 after: str | None = None) -> tuple[list[Decision], Total]:
+    """The decisions about an OIDC-authenticated person, newest first, with their number for paging (exact up to
+    LIST_COUNT_CAP, a lower bound beyond: counted on the person's index, at most cap + 1 entries read)."""
     if citizen.via != "oidc":
         raise Forbidden("sign in with the national identity provider to list your decisions",
                         code="oidc_required")
-    where = Decision.subject_ref == citizen.subject_ref
-    total = db.session.execute(select(func.count()).select_from(Decision).where(where)).scalar_one()
-    query = select(Decision).where(where)
+    query = select(Decision).where(Decision.subject_ref == citizen.subject_ref)
+    total = bounded_count(query, current_settings().list_count_cap)
     if after is not None:
         at, item_id = parse_cursor(after)
         # `created_at <= at` bounds the index range (subject_ref, created_at, id): the page starts at the cursor
@@ -147,7 +148,7 @@ def my_decisions(citizen: Citizen, *, limit: int, offset: int,
     rows = db.session.execute(
         query.order_by(Decision.created_at.desc(), Decision.id.desc()).limit(limit).offset(offset)
     ).scalars()
-    return list(rows), int(total)
+    return list(rows), total
 
 
 # --- access events --------------------------------------------------------------------------------------
@@ -171,20 +172,29 @@ def record_access(caller: Caller, decision_ids: str | Iterable[str], what: str) 
 
 
 def access_log(decision_id: str, *, limit: int, offset: int,
-               after: str | None = None) -> tuple[list[AccessEvent], int]:
-    """The access events of one decision, oldest first, with the total for paging."""
-    where = AccessEvent.decision_id == decision_id
-    total = db.session.execute(select(func.count()).select_from(AccessEvent).where(where)).scalar_one()
-    query = select(AccessEvent).where(where)
+               after: str | None = None) -> tuple[list[AccessEvent], Total]:
+    """The access events of one decision, oldest first, with their number for paging (exact up to
+    LIST_COUNT_CAP, a lower bound beyond)."""
+    query = select(AccessEvent).where(AccessEvent.decision_id == decision_id)
+    total = bounded_count(query, current_settings().list_count_cap)
     if after is not None:
         at, item_id = parse_cursor(after)
-        query = query.where(or_(AccessEvent.at > at, and_(AccessEvent.at == at, AccessEvent.id > item_id)))
+        # `at >= at` bounds the index range (decision_id, at, id): the page starts at the cursor.
+        query = query.where(AccessEvent.at >= at,
+                            or_(AccessEvent.at > at, and_(AccessEvent.at == at, AccessEvent.id > item_id)))
     rows = db.session.execute(query.order_by(AccessEvent.at, AccessEvent.id).limit(limit).offset(offset)).scalars()
-    return list(rows), int(total)
+    return list(rows), total
+
+
+def latest_access(decision_id: str, count: int) -> list[AccessEvent]:
+    """The `count` most recent access events of one decision, newest first (the index read backwards)."""
+    return list(db.session.execute(
+        select(AccessEvent).where(AccessEvent.decision_id == decision_id)
+        .order_by(AccessEvent.at.desc(), AccessEvent.id.desc()).limit(count)).scalars())
 
 
 def read_access_log(caller: Caller, decision_id: str, *, limit: int, offset: int,
-                    after: str | None = None) -> tuple[list[AccessEvent], int]:
+                    after: str | None = None) -> tuple[list[AccessEvent], Total]:
     """Who read a decision and when, for the person and auditors; the read itself is recorded too."""
     visible_decision(caller, decision_id, Action.READ_ACCESS_LOG)
     events, total = access_log(decision_id, limit=limit, offset=offset, after=after)
@@ -193,7 +203,7 @@ def read_access_log(caller: Caller, decision_id: str, *, limit: int, offset: int
 
 
 def list_my_decisions(caller: Caller, *, limit: int, offset: int,
-                      after: str | None = None) -> tuple[list[Decision], int]:
+                      after: str | None = None) -> tuple[list[Decision], Total]:
     """Every decision about the signed-in person, newest first; the listing is recorded as a read."""
     if not isinstance(caller, Citizen):
         raise Forbidden("this list is for the person signed in with the national identity provider",

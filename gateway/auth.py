@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import jwt
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select
 
 from gateway.audit import record_leaf
 from gateway.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized
@@ -187,7 +187,7 @@ def cached_key(token: str) -> Principal | None:
     return _seen_keys().get(hash_key(token))
 
 
-def live_key(client_id: str, digest: str) -> Any:
+def live_key(client_id: str | ColumnElement[str], digest: str | ColumnElement[str]) -> Any:
     """SQL condition: the key with this hash is `client_id`'s and not revoked (evaluated in the statement)."""
     return exists().where(ApiClient.id == client_id, ApiClient.key_hash == digest, ApiClient.revoked_at.is_(None))
 

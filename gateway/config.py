@@ -94,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
     # body → URL; signed like webhooks with WEBHOOK_SECRETS), and the smallest group the fairness figures show.
     "AGENCY_CALLBACK_URLS": {},
     "FAIRNESS_MIN_GROUP": 30,
+    # Lists count their items exactly up to this many; beyond it `total` is this cap and `total_is_lower_bound`
+    # is true, so a page costs the same whatever the size of the table (Elasticsearch's track_total_hits).
+    "LIST_COUNT_CAP": 10_000,
     "OVERSIGHT_METRICS_DAYS": 30,  # /metrics exports the oversight figures of this many last days
     # Hours from an incident's opening to the regulator-report deadline, per severity (defaults: critical 24,
     # high 72, medium 360, low 720).
@@ -304,7 +307,7 @@ ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", 
 
 
 def _check_batches(app: Flask) -> None:
-    for key in ("BATCH_CHUNK_SIZE", "BATCH_MAX_ROWS", "BATCH_MAX_BYTES"):
+    for key in ("BATCH_CHUNK_SIZE", "BATCH_MAX_ROWS", "BATCH_MAX_BYTES", "LIST_COUNT_CAP"):
         value = app.config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"GATEWAY_{key} must be a positive integer, not {value!r}")

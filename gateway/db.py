@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Select, event, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from gateway.extensions import db
@@ -77,3 +78,26 @@ def write_transaction() -> Iterator[Session]:
 def rowcount(result: Any) -> int:
     """How many rows an UPDATE or DELETE touched (Result's type does not show CursorResult.rowcount)."""
     return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class Total:
+    """How many items a list holds: exact up to a cap; beyond it the cap itself, flagged as a lower bound."""
+
+    value: int
+    lower_bound: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.value}+" if self.lower_bound else str(self.value)
+
+
+def bounded_count(query: Select[Any], cap: int) -> Total:
+    """Count the rows `query` selects, reading at most `cap` + 1 of them.
+
+    `SELECT count(*) FROM (SELECT 1 ... LIMIT cap + 1)`: the count of a list costs O(cap) (an index range read
+    when the filter has one), never O(table), so a page's cost does not grow with the record. Beyond the cap
+    the answer is the cap, flagged as a lower bound (Elasticsearch's track_total_hits does the same).
+    """
+    inner: Select[Any] = query.with_only_columns(literal_column("1"), maintain_column_froms=True).order_by(None).limit(cap + 1)
+    found = int(db.session.execute(select(func.count()).select_from(inner.subquery())).scalar_one())
+    return Total(min(found, cap), found > cap)

@@ -90,12 +90,17 @@ def validate_monitoring(manifest: Manifest, values: dict[str, Any], prefix: str 
     return row
 
 
-def to_frame(manifest: Manifest, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Build the DataFrame the model scores: schema column order, numbers as float, categories as str."""
+def to_records(manifest: Manifest, rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """The values the model scores, one list per row: schema column order, numbers as float, categories as str."""
+    numeric = [f.type == "number" for f in manifest.features]
     names = [f.name for f in manifest.features]
-    numeric = {f.name for f in manifest.features if f.type == "number"}
-    records = [[float(row[n]) if n in numeric else row[n] for n in names] for row in rows]
-    return pd.DataFrame.from_records(records, columns=names)
+    return [[float(row[n]) if is_number else row[n] for n, is_number in zip(names, numeric, strict=True)]
+            for row in rows]
+
+
+def to_frame(manifest: Manifest, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Build the DataFrame the model scores: `to_records` as a frame with the schema's column names."""
+    return pd.DataFrame.from_records(to_records(manifest, rows), columns=[f.name for f in manifest.features])
 
 
 def example_row(manifest: Manifest) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class ScoringModel(Base):
     """One registered model version with its manifest."""
 
     __tablename__ = "scoring_models"
-    __table_args__ = (UniqueConstraint("name", "version"), Index(None, "name", "status"))
+    __table_args__ = (UniqueConstraint("name", "version"), Index(None, "status", "name", "registered_at"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -411,6 +411,14 @@ class ReviewRequest(Base):
 Index("ix_reviews_claim_order", ReviewRequest.kind,
       func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at), ReviewRequest.requested_at, ReviewRequest.id,
       sqlite_where=text(OPEN_REVIEW_SQL), postgresql_where=text(OPEN_REVIEW_SQL))
+# The listed queue's orders (gateway.reviews.list_reviews): every case of a kind, and the cases of one status.
+# The listing of every case sorts by LISTED_DUE: the same value as the claim order's coalesce(extended_until,
+# due_at), written differently on purpose. Given two indexes on one expression, SQLite picks either (the one created
+# last): the claim and the overdue count must read the small open-cases index, never every case ever requested.
+LISTED_DUE = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at, ReviewRequest.due_at)
+Index("ix_reviews_queue_order", ReviewRequest.kind, LISTED_DUE, ReviewRequest.requested_at, ReviewRequest.id)
+Index("ix_reviews_status_queue_order", ReviewRequest.kind, ReviewRequest.status,
+      func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at), ReviewRequest.requested_at, ReviewRequest.id)
 
 
 class MonitoringValues(Base):
@@ -440,7 +448,7 @@ class Incident(Base):
     """An incident with a model (AI Law: the owner monitors and reports): severity, status, report deadline."""
 
     __tablename__ = "incidents"
-    __table_args__ = (Index(None, "model_name", "opened_at"),)
+    __table_args__ = (Index(None, "opened_at", "id"), Index(None, "model_name", "opened_at", "id"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model_name: Mapped[str] = mapped_column(String(100))
@@ -459,7 +467,7 @@ class AccessEvent(Base):
     """Who read a decision (or its explanation, review, access log), and when. Append-only."""
 
     __tablename__ = "access_events"
-    __table_args__ = (Index(None, "decision_id", "at"),)
+    __table_args__ = (Index(None, "decision_id", "at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     at: Mapped[dt.datetime]
@@ -501,7 +509,7 @@ class DecisionBatch(Base):
     """A population decided in chunks by the ``batch`` job kind; each chunk commits with its decisions."""
 
     __tablename__ = "decision_batches"
-    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+    __table_args__ = (Index(None, "status", "next_attempt_at"), Index(None, "model_name", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("scoring_models.id"))

@@ -568,7 +568,9 @@ def list_incidents(model: str | None = None, status: str | None = None, *, limit
         query = query.where(Incident.status == status)
     if after is not None:
         at, incident_id = after
-        query = query.where(or_(Incident.opened_at > at, and_(Incident.opened_at == at, Incident.id > incident_id)))
+        # `opened_at >= at` bounds the index range ((model_name,) opened_at, id): the page starts at the cursor.
+        query = query.where(Incident.opened_at >= at,
+                            or_(Incident.opened_at > at, and_(Incident.opened_at == at, Incident.id > incident_id)))
     if limit is not None:
         query = query.limit(limit)
     return list(db.session.execute(query).scalars())

@@ -18,6 +18,7 @@ from gateway import runtime
 from gateway.adapters import AdapterError, pin_remote
 from gateway.adapters.base import ClassProbabilities
 from gateway.audit import canonical_json, record_leaf
+from gateway.db import Total, bounded_count
 from gateway.errors import Conflict, ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import example_row, to_frame
@@ -297,11 +298,12 @@ def list_models(*, serving_only: bool, after: str | None = None, limit: int | No
     return list(db.session.execute(query).scalars())
 
 
-def count_models(*, serving_only: bool) -> int:
-    query = select(func.count()).select_from(ScoringModel)
+def count_models(*, serving_only: bool) -> Total:
+    """How many versions are registered (or serving), exact up to LIST_COUNT_CAP, a lower bound beyond."""
+    query = select(ScoringModel)
     if serving_only:
         query = query.where(ScoringModel.status == ModelStatus.ACTIVE.value)
-    return int(db.session.execute(query).scalar_one())
+    return bounded_count(query, current_settings().list_count_cap)
 
 
 def public_model(name: str) -> ScoringModel:

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway import deadlines, decisions, keystore, registry, runtime
@@ -21,13 +21,14 @@ from gateway.access import Action, visible_decision, visible_review
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import committer
-from gateway.db import write_transaction
+from gateway.db import Total, bounded_count, write_transaction
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import check_value, validate_features
-from gateway.ids import new_id, utcnow
+from gateway.ids import decode_cursor, encode_cursor, new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import (
+    LISTED_DUE,
     OPEN_REVIEW,
     OPEN_REVIEW_SQL,
     REVIEW_KIND,
@@ -588,44 +589,83 @@ def extend(principal: Principal, review_id: str, token: int, *, until: dt.date, 
     return review
 
 
+def _queue_due(status: str | None, overdue: bool | None) -> ColumnElement[Any]:
+    """The effective due date as the index serving these filters spells it: every case of a kind is listed on
+    ix_reviews_queue_order (LISTED_DUE, the same value); a status or the overdue cases on ix_reviews_status_queue_order
+    or the open cases' ix_reviews_claim_order. A filter or cursor on the other spelling would not bound the range."""
+    if status is None and not overdue:
+        return LISTED_DUE
+    return func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+
+
+def _queue(*, status: str | None, model: str | None, due_before: dt.datetime | None, overdue: bool | None,
+           now: dt.datetime, kind: str) -> Select[ReviewRequest]:
+    """The cases of `kind` matching the filters, unordered. Each status filter has an index in the queue's order
+    (0026): all cases of a kind, one status of a kind, and the open ones (the claim order, a partial index whose
+    condition is repeated word for word so both planners may use it)."""
+    due = _queue_due(status, overdue)
+    query = select(ReviewRequest).where(ReviewRequest.kind == kind)
+    if model:  # the join only when filtering by model: a join the planners cannot drop costs a lookup per case
+        query = query.join(Decision, Decision.id == ReviewRequest.decision_id).where(Decision.model_name == model)
+    if status == "open" or overdue:  # queued or claimed: the cases still waiting for a decision
+        query = query.where(text(f"reviews.{OPEN_REVIEW_SQL}"))
+    if status and status != "open":
+        query = query.where(ReviewRequest.status == status)
+    if due_before:
+        query = query.where(due < due_before)
+    if overdue:
+        query = query.where(due < now)
+    elif overdue is False:
+        query = query.where(~and_(due < now, ReviewRequest.status.in_(OPEN_REVIEW)))
+    return query
+
+
 def list_reviews(*, status: str | None = None, model: str | None = None, due_before: dt.datetime | None = None,
                  overdue: bool | None = None, limit: int = 50, offset: int = 0,
                  now: dt.datetime | None = None, kind: str = REVIEW,
-                 after: tuple[dt.datetime, dt.datetime, str] | None = None) -> tuple[list[ReviewRequest], int]:
-    """The queue of `kind`, ordered by (effective) due date, with the total count for paging.
+                 after: tuple[dt.datetime, dt.datetime, str] | None = None) -> tuple[list[ReviewRequest], Total]:
+    """The queue of `kind`, ordered by (effective) due date, with its size for paging (exact up to
+    LIST_COUNT_CAP, a lower bound beyond).
 
     `after` is the sort key (due, requested_at, id) of the previous page's last case (keyset paging)."""
     now = now or utcnow()
-    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
-    query = select(ReviewRequest).join(Decision, Decision.id == ReviewRequest.decision_id)
-    query = query.where(ReviewRequest.kind == kind)
-    if status == "open":  # queued or claimed: the cases still waiting for a decision
-        query = query.where(ReviewRequest.status.in_(OPEN_REVIEW))
-    elif status:
-        query = query.where(ReviewRequest.status == status)
-    if model:
-        query = query.where(Decision.model_name == model)
-    if due_before:
-        query = query.where(due < due_before)
-    if overdue is not None:
-        late = and_(due < now, ReviewRequest.status.in_(OPEN_REVIEW))
-        query = query.where(late if overdue else ~late)
-    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    query = _queue(status=status, model=model, due_before=due_before, overdue=overdue, now=now, kind=kind)
+    total = bounded_count(query, current_settings().list_count_cap)
+    due = _queue_due(status, overdue)
     if after is not None:
         a_due, a_requested, a_id = after
-        query = query.where(or_(due > a_due, and_(due == a_due, or_(
+        # `due >= a_due` bounds the index range, so the page starts at the cursor instead of reading (and
+        # dropping) every earlier case; the OR then drops the cursor's own due date's earlier cases.
+        query = query.where(due >= a_due, or_(due > a_due, and_(due == a_due, or_(
             ReviewRequest.requested_at > a_requested,
             and_(ReviewRequest.requested_at == a_requested, ReviewRequest.id > a_id)))))
     rows = db.session.execute(query.order_by(due, ReviewRequest.requested_at, ReviewRequest.id).limit(limit).offset(offset)).scalars()
-    return list(rows), int(total)
+    return list(rows), total
 
 
-def overdue_count(now: dt.datetime | None = None) -> int:
-    now = now or utcnow()
-    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
-    return int(db.session.execute(
-        select(func.count()).where(due < now, ReviewRequest.status.in_(OPEN_REVIEW), ReviewRequest.kind == REVIEW)
-    ).scalar_one())
+def queue_cursor(review: ReviewRequest) -> str:
+    """The `after=` cursor of a case: its place in the queue's order (effective due date, request time, id)."""
+    return encode_cursor(review.extended_until or review.due_at, review.requested_at, review.id)
+
+
+def queue_after(cursor: str | None) -> tuple[dt.datetime, dt.datetime, str] | None:
+    """The sort key in a queue cursor; None for none, or for anything that is not a queue cursor."""
+    if not cursor:
+        return None
+    found = decode_cursor(cursor, dt.datetime, dt.datetime, str)
+    return (found[0], found[1], found[2]) if found is not None else None
+
+
+def count_reviews(*, status: str | None = None, kind: str = REVIEW) -> Total:
+    """How many cases of `kind` have `status` ("open": queued or claimed), exact up to LIST_COUNT_CAP."""
+    query = _queue(status=status, model=None, due_before=None, overdue=None, now=utcnow(), kind=kind)
+    return bounded_count(query, current_settings().list_count_cap)
+
+
+def overdue_count(now: dt.datetime | None = None) -> Total:
+    """How many open reviews are past their due date, exact up to LIST_COUNT_CAP (a range of the claim index)."""
+    query = _queue(status=None, model=None, due_before=None, overdue=True, now=now or utcnow(), kind=REVIEW)
+    return bounded_count(query, current_settings().list_count_cap)
 
 
 def review_stats(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:

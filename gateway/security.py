@@ -29,13 +29,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
 from gateway.api.bodies import body_is_an_object
-from gateway.api.common import caller, identified, rate_limit_key, unproved_key_refused
+from gateway.api.common import KEYED_ENDPOINTS, caller, identified, rate_limit_key, unproved_key_refused
 from gateway.api.errors import error_body, error_page, error_response
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
-# Endpoints that prove an API key live inside their own write (gateway.decisions: a condition of the guarded
-# INSERT): they take the key's client from the process's cache, without a SELECT per request.
-KEY_PROVED_ENDPOINTS = DECISION_ENDPOINTS
 # Recourse counts with explanations: each option is the model's answer at another point, so many of them
 # extract the model just as explanations do.
 EXPLANATION_ENDPOINTS = frozenset({"decisions.get_explanation", "decisions.get_explanation_svg", "web.explanation",
@@ -156,10 +153,11 @@ def _authenticate_first() -> None:
     ext = current_app.extensions
     if "gateway.secured" not in ext:
         ext["gateway.secured"] = secured_endpoints(current_app)  # type: ignore[arg-type]
-    if request.endpoint in KEY_PROVED_ENDPOINTS:
-        identified()  # a cached key is proved in the write, or by `refusals_prove_the_key`
-    elif request.endpoint in ext["gateway.secured"]:
-        caller()
+    if request.endpoint in ext["gateway.secured"]:
+        # A decision proves its key live in its own write: a key seen live needs no SELECT here (a revoked one
+        # is refused by that write, 401, nothing recorded, or by `refusals_prove_the_key` when the request is
+        # refused before its write); every other endpoint authenticates with one.
+        identified() if request.endpoint in KEYED_ENDPOINTS else caller()
 
 
 def refusals_prove_the_key(resp: Response) -> Response:
@@ -167,7 +165,7 @@ def refusals_prove_the_key(resp: Response) -> Response:
 
     The cached key is proved live by the decision's write; a request refused before its write (validation,
     rate limit, a suspended model) proves it here, so a revoked key learns nothing but 401, as before."""
-    if resp.status_code >= 400 and resp.status_code != 401 and request.endpoint in KEY_PROVED_ENDPOINTS:
+    if resp.status_code >= 400 and resp.status_code != 401 and request.endpoint in KEYED_ENDPOINTS:
         refused = unproved_key_refused()
         if refused is not None:
             return error_response(refused)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from gateway import create_app
 from gateway.auth import hash_key
@@ -49,6 +50,25 @@ def test_the_second_decision_of_a_worker_takes_key_and_version_from_its_caches(g
     assert "german-credit" in other.extensions["gateway.models"].active
     assert decide(gateway, other).status_code == 201
     assert gateway.count("decisions") == 2 and gateway.count("idempotency_keys") == 2
+
+
+def test_a_cached_decision_reads_no_key_before_its_write(gateway: Gateway, other: Any) -> None:
+    """Authentication before the view takes the cached key too: the write's guard is the only key check."""
+    assert decide(gateway, other).status_code == 201
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    with other.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert decide(gateway, other).status_code == 201
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert [s for s in statements if "api_clients" in s and not s.startswith("INSERT")] == []
+    assert [s for s in statements if s.startswith("INSERT INTO idempotency_keys") and "api_clients" in s]
 
 
 def test_a_key_revoked_elsewhere_is_refused_by_a_worker_that_cached_it(gateway: Gateway, other: Any) -> None:

@@ -2,7 +2,9 @@
 
 bench/record_scale.py measures them at 10^6 decisions; here the statements the app actually runs are captured
 and explained: a person's page of decisions and the review claim each read one index in order, with no sort of
-the person's decisions or of the review queue (which grows with the record and made them linear).
+the person's decisions or of the review queue (which grows with the record and made them linear). So does every
+list's page (the queues, access logs, incidents, batches, the register: 0026), starting at its `after` cursor,
+and every list's `total` is a count of at most LIST_COUNT_CAP + 1 entries of an index, never of the table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sqlalchemy as sa
 from gateway.extensions import db
 from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider
+from tests.support.registration import open_incident
+from tests.web.console_support import official
 
 IIN = "921029350851"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -110,3 +114,153 @@ def test_a_claim_reads_the_open_queue_in_due_order(gateway: Gateway) -> None:
     shown = plan(gateway, statement, parameters)
     assert "ix_reviews_claim_order" in shown, shown
     assert not sorted_in_plan(shown), shown
+
+
+# --- every list: its page reads an index in the list's order, its count reads at most cap + 1 index entries ------
+
+def uses_index(text: str, index: str) -> bool:
+    return index in text
+
+
+def full_scan(text: str, table: str) -> bool:
+    """A read of the whole table (SQLite's `SCAN table` without an index, PostgreSQL's Seq Scan on it)."""
+    return any(line.strip().startswith(f"SCAN {table}") and " INDEX " not in line for line in text.splitlines()) or \
+        f"Seq Scan on {table}" in text
+
+
+def check_page(gateway: Gateway, found: list[tuple[str, Any]], table: str, index: str) -> str:
+    """The list's page query reads `index` in order (no sort, no scan of the table); its plan, for more checks."""
+    statement, parameters = the_statement(found, f"FROM {table}", "ORDER BY")
+    shown = plan(gateway, statement, parameters)
+    assert uses_index(shown, index), shown
+    assert not sorted_in_plan(shown) and not full_scan(shown, table), shown
+    return shown
+
+
+def check_count(gateway: Gateway, found: list[tuple[str, Any]], table: str, *indexes: str) -> None:
+    """The list's count is bounded (LIMIT cap + 1 inside) and reads one of `indexes`, never the whole table."""
+    counts = [(s, p) for s, p in found if "count(*)" in s and f"FROM {table}" in s]
+    assert counts, [s[:80] for s, _ in found]
+    for statement, parameters in counts:
+        assert "LIMIT" in statement.upper(), statement
+        shown = plan(gateway, statement, parameters)
+        assert any(uses_index(shown, i) for i in indexes), shown
+        assert not full_scan(shown, table), shown
+
+
+def request_reviews(gateway: Gateway, n: int, prefix: str) -> list[str]:
+    made = []
+    for i in range(n):
+        decision = gateway.decide(key=f"{prefix}-{i}").get_json()["decision_id"]
+        resp = gateway.client.post(f"/v1/decisions/{decision}/reviews", headers=gateway.auth("agency_a"),
+                                   json={"point_of_view": "Please look again.", "contest_grounds": ["other"]})
+        assert resp.status_code == 201, resp.get_json()
+        made.append(resp.get_json()["review_id"])
+    return made
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize(("query", "index"), [
+    ({}, "ix_reviews_queue_order"),  # every case, whatever its status: the listing's index
+    ({"status": "queued"}, "ix_reviews_status_queue_order"),
+    ({"overdue": "true"}, "ix_reviews_claim_order"),  # overdue cases are open ones: the claim order's range
+    ({"due_before": "2100-01-01"}, "ix_reviews_queue_order"),  # a due-date filter bounds the same range
+])
+def test_a_page_of_the_review_queue_and_its_counts_read_indexes(gateway: Gateway, query: dict[str, str],
+                                                                 index: str) -> None:
+    request_reviews(gateway, 3, "list-plan")
+    reviewer = gateway.auth("reviewer")
+    first = gateway.client.get("/v1/reviews", headers=reviewer, query_string={"limit": 1, "status": "queued"})
+    cursor = first.get_json()["next_after"]
+    assert cursor
+    with captured(gateway) as found:
+        resp = gateway.client.get("/v1/reviews", headers=reviewer, query_string={"limit": 1, "after": cursor, **query})
+    assert resp.status_code == 200, resp.get_json()
+    if query.get("overdue"):  # none is overdue: the page is empty, its query still reads the open cases' index
+        assert resp.get_json()["reviews"] == []
+    shown = check_page(gateway, found, "reviews", index)
+    if gateway.backend == "sqlite":  # the cursor bounds the index range: the page starts where the cursor is
+        assert ">?" in shown.replace(" ", ""), shown
+    check_count(gateway, found, "reviews", "ix_reviews_queue_order", "ix_reviews_status_queue_order",
+                "ix_reviews_claim_order")
+    # overdue_total counts the open cases past due on an index of open cases, never every case ever requested
+    overdue = [(s, p) for s, p in found if "count(*)" in s and "due_at) <" in s and "queued" in s]
+    assert overdue, [s[:120] for s, _ in found]
+    shown = plan(gateway, *overdue[-1])
+    assert "ix_reviews_claim_order" in shown or "ix_reviews_status_queue_order" in shown, shown
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_the_console_queue_lists_open_cases_on_the_claim_order(gateway: Gateway) -> None:
+    request_reviews(gateway, 3, "console-plan")
+    browser = official(gateway)
+    with captured(gateway) as found:
+        page = browser.get("/console")
+    assert page.status_code == 200
+    check_page(gateway, found, "reviews", "ix_reviews_claim_order")
+    check_count(gateway, found, "reviews", "ix_reviews_claim_order", "ix_reviews_status_queue_order")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_the_count_of_my_decisions_reads_the_persons_index(gateway: Gateway, idp: IdentityProvider) -> None:
+    for i in range(3):
+        body = copy.deepcopy(gateway.sample)
+        body["subject"]["iin"] = IIN
+        assert gateway.decide(body, key=f"count-plan-{i}").status_code == 201
+    citizen = {"Authorization": f"Bearer {idp.token(IIN, exp=int(time.time()) + 3600)}"}
+    with captured(gateway) as found:
+        resp = gateway.client.get("/v1/me/decisions", headers=citizen, query_string={"limit": 2})
+    assert resp.status_code == 200
+    check_count(gateway, found, "decisions", "ix_decisions_subject_ref_created_at_id")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_page_of_an_access_log_and_its_count_read_the_decisions_index(gateway: Gateway) -> None:
+    decision = gateway.decide(key="log-plan").get_json()["decision_id"]
+    auditor = gateway.auth("auditor")
+    for _ in range(3):
+        assert gateway.client.get(f"/v1/decisions/{decision}", headers=auditor).status_code == 200
+    first = gateway.client.get(f"/v1/decisions/{decision}/access-log", headers=auditor, query_string={"limit": 1})
+    with captured(gateway) as found:
+        resp = gateway.client.get(f"/v1/decisions/{decision}/access-log", headers=auditor,
+                                  query_string={"limit": 1, "after": first.get_json()["next_after"]})
+    assert resp.status_code == 200 and len(resp.get_json()["events"]) == 1
+    check_page(gateway, found, "access_events", "ix_access_events_decision_id_at_id")
+    check_count(gateway, found, "access_events", "ix_access_events_decision_id_at_id")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize(("query", "index"), [({}, "ix_incidents_opened_at_id"),
+                                              ({"model": "german-credit"}, "ix_incidents_model_name_opened_at_id")])
+def test_a_page_of_the_incident_register_reads_its_index(gateway: Gateway, query: dict[str, str], index: str) -> None:
+    for _ in range(3):
+        open_incident(gateway.client, gateway.auth("admin"))
+    auditor = gateway.auth("auditor")
+    first = gateway.client.get("/v1/incidents", headers=auditor, query_string={"limit": 1, **query}).get_json()
+    with captured(gateway) as found:
+        resp = gateway.client.get("/v1/incidents", headers=auditor,
+                                  query_string={"limit": 1, "after": first["next_after"], **query})
+    assert resp.status_code == 200 and len(resp.get_json()["incidents"]) == 1
+    check_page(gateway, found, "incidents", index)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_page_of_an_agencys_batches_reads_the_models_index(gateway: Gateway) -> None:
+    url = "/v1/models/german-credit/decision-batches"
+    agency = gateway.auth("agency_a")
+    for i in range(3):
+        row = {"idempotency_key": f"plan-batch-{i}", **copy.deepcopy(gateway.sample)}
+        assert gateway.client.post(url, json={"rows": [row]}, headers=agency).status_code == 202
+    first = gateway.client.get(url, headers=agency, query_string={"limit": 1}).get_json()
+    with captured(gateway) as found:
+        resp = gateway.client.get(url, headers=agency, query_string={"limit": 1, "after": first["next_after"]})
+    assert resp.status_code == 200 and len(resp.get_json()["batches"]) == 1
+    check_page(gateway, found, "decision_batches", "ix_decision_batches_model_name_created_at_id")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_page_of_the_model_register_and_its_count_read_the_serving_index(gateway: Gateway) -> None:
+    with captured(gateway) as found:
+        resp = gateway.client.get("/v1/models", query_string={"limit": 1})
+    assert resp.status_code == 200 and resp.get_json()["total"] == 1
+    check_page(gateway, found, "scoring_models", "ix_scoring_models_status_name_registered_at")

@@ -63,3 +63,18 @@ class ClassProbabilities(Protocol):
     def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
         """Return the probability of every class for each row, shape (n, classes)."""
         ...
+
+
+@runtime_checkable
+class RecordScorer(Protocol):
+    """What an adapter adds when it scores plain rows without building a DataFrame (a remote model: its
+    request is JSON made from the values). `records`: one list per row, values in `feature_names` order, numbers
+    as float (`gateway.features.to_records`). Answers equal `score` / `probabilities` of the same rows as a frame."""
+
+    def score_records(self, records: list[list[Any]]) -> np.ndarray:
+        """`score` of these rows."""
+        ...
+
+    def probabilities_of_records(self, records: list[list[Any]]) -> np.ndarray:
+        """`probabilities` of these rows (a multi-class model)."""
+        ...

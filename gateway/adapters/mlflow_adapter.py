@@ -55,7 +55,7 @@ class MlflowAdapter(BatchedRemote):
         self.feature_names = list(feature_names)
         self.caller = RemoteCaller(source, config)
         probe = self.pinned.get("probe") or []
-        self.probe = pd.DataFrame(probe, columns=self.feature_names) if probe else None
+        self.probe_records: list[list[Any]] = [list(row) for row in probe]  # sent after every call's rows
         self.fingerprint = np.asarray(self.pinned.get("fingerprint") or [], dtype=np.float64)
 
     @classmethod
@@ -88,24 +88,28 @@ class MlflowAdapter(BatchedRemote):
 
     def _call(self, frame: pd.DataFrame) -> np.ndarray:
         rows = frame[self.feature_names]
-        if self.probe is not None:
-            rows = pd.concat([rows, self.probe], ignore_index=True)
-        body = {"dataframe_split": {"columns": self.feature_names,
-                                    "data": [[_json_value(v) for v in row] for row in rows.itertuples(index=False)]}}
+        return self._invoke([[_json_value(v) for v in row] for row in rows.itertuples(index=False)])
+
+    def _call_records(self, chunk: list[list[Any]]) -> np.ndarray:
+        return self._invoke([[_json_value(v) for v in row] for row in chunk])
+
+    def _invoke(self, data: list[list[Any]]) -> np.ndarray:
+        """One /invocations call for these rows (JSON values, feature order) with the probe rows after them."""
+        body = {"dataframe_split": {"columns": self.feature_names, "data": data + self.probe_records}}
         answer = self.caller.request("POST", "/invocations", body)
         if not isinstance(answer, dict) or "predictions" not in answer:
             raise RemoteModelError("the model's answer has no 'predictions'", code="model_answer_shape")
-        scores = self.reader.read(answer["predictions"], len(rows))
-        if self.probe is None:
+        scores = self.reader.read(answer["predictions"], len(data) + len(self.probe_records))
+        if not self.probe_records:
             return scores
-        seen = scores[len(frame):]
+        seen = scores[len(data):]
         if seen.shape != self.fingerprint.shape or not np.allclose(seen, self.fingerprint, rtol=0.0,
                                                                    atol=PROBE_TOLERANCE):
             raise RemoteModelError(
                 "the server's answers to the probe rows differ from those pinned at registration: it serves "
                 "another model; decisions are refused until an admin registers the new version",
                 code=CHANGED, details={"registered": self.fingerprint.tolist(), "serving": seen.tolist()})
-        return scores[:len(frame)]
+        return scores[:len(data)]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),

@@ -42,6 +42,13 @@ def pinned_bytes(pinned: Mapping[str, Any]) -> bytes:
     return json.dumps(pinned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _tensor(name: str, rows: int, datatype: str, data: list[Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "shape": [rows, 1], "datatype": datatype, "data": data}
+    if parameters:
+        entry["parameters"] = parameters
+    return entry
+
+
 class OipV2Adapter(BatchedRemote):
     """Score with POST /v2/models/{m}[/versions/{v}]/infer; refuse answers from another model version."""
 
@@ -123,16 +130,40 @@ class OipV2Adapter(BatchedRemote):
                 data, parameters = [bool(v) for v in column.tolist()], {}
             else:
                 data, parameters = column.to_numpy().astype(_NUMPY.get(datatype, np.float64)).tolist(), {}
-            entry: dict[str, Any] = {"name": name, "shape": [len(frame), 1], "datatype": datatype, "data": data}
-            if parameters:
-                entry["parameters"] = parameters
-            inputs.append(entry)
+            inputs.append(_tensor(name, len(frame), datatype, data, parameters))
+        return inputs
+
+    def _inputs_of_records(self, records: list[list[Any]]) -> list[dict[str, Any]]:
+        """`_inputs` of plain rows (values in feature order, numbers as float): the same tensors, no DataFrame."""
+        inputs = []
+        columns = list(zip(*records, strict=True)) if records else [()] * len(self.feature_names)
+        for name, column in zip(self.feature_names, columns, strict=True):
+            datatype = self.datatypes.get(name)
+            if datatype is None:  # as pandas infers the column's dtype from these values
+                if column and all(isinstance(v, bool) for v in column):
+                    datatype = "BOOL"
+                elif column and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in column):
+                    datatype = "FP64"
+                else:
+                    datatype = "BYTES"
+            if datatype == "BYTES":
+                data: list[Any] = [str(v) for v in column]
+                parameters = {"content_type": "str"}
+            elif datatype == "BOOL":
+                data, parameters = [bool(v) for v in column], {}
+            elif datatype == "FP64":
+                data, parameters = [float(v) for v in column], {}
+            else:
+                data, parameters = np.asarray(column, dtype=np.float64).astype(_NUMPY.get(datatype, np.float64)).tolist(), {}
+            inputs.append(_tensor(name, len(records), datatype, data, parameters))
         return inputs
 
     def _infer(self, frame: pd.DataFrame) -> dict[str, Any]:
         """One inference call; return the answer after checking which model and version computed it."""
-        body = {"parameters": {"content_type": "pd"}, "inputs": self._inputs(frame),
-                "outputs": [{"name": self.source.output}]}
+        return self._infer_inputs(self._inputs(frame))
+
+    def _infer_inputs(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"parameters": {"content_type": "pd"}, "inputs": inputs, "outputs": [{"name": self.source.output}]}
         try:
             answer = self.caller.request("POST", self.path + "/infer", body)
         except RemoteModelError as exc:
@@ -176,6 +207,9 @@ class OipV2Adapter(BatchedRemote):
 
     def _call(self, chunk: pd.DataFrame) -> np.ndarray:
         return self._answer(self._infer(chunk), len(chunk))
+
+    def _call_records(self, chunk: list[list[Any]]) -> np.ndarray:
+        return self._answer(self._infer_inputs(self._inputs_of_records(chunk)), len(chunk))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "url": self.source.url, "model": self.pinned.get("name"),

@@ -405,8 +405,9 @@ class BatchedRemote:
     """What every remote adapter shares: answers asked in batches of at most `max_batch_rows` rows per call,
     each call through the caller's guard (timeouts, breaker), read by the policy's `AnswerReader`.
 
-    A subclass sets `source`, `reader` and `caller` and implements `_call(chunk)`: one remote call's checked
-    answer for the chunk."""
+    A subclass sets `source`, `reader` and `caller` and implements `_call(chunk)` and `_call_records(chunk)`: one
+    remote call's checked answer for the rows of a frame, or for plain rows (`RecordScorer`: what a decision
+    sends, without building a DataFrame), the same request for the same rows."""
 
     source: RemoteSource
     reader: AnswerReader
@@ -415,18 +416,31 @@ class BatchedRemote:
     def _call(self, chunk: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
 
-    def answers(self, rows: pd.DataFrame) -> np.ndarray:
-        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
+    def _call_records(self, chunk: list[list[Any]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _in_batches(self, n: int, call: Callable[[int, int], np.ndarray]) -> np.ndarray:
         size = self.source.max_batch_rows
-        parts = [self.caller.guarded(partial(self._call, rows.iloc[start:start + size]))
-                 for start in range(0, len(rows), size)]
+        parts = [self.caller.guarded(partial(call, start, min(start + size, n))) for start in range(0, n, size)]
         if not parts:
             return np.empty((0, len(self.classes))) if self.reader.classes is not None else np.empty(0)
-        return np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def answers(self, rows: pd.DataFrame) -> np.ndarray:
+        """The checked answer for every row, in batches of at most max_batch_rows rows per call."""
+        return self._in_batches(len(rows), lambda start, stop: self._call(rows.iloc[start:stop]))
+
+    def record_answers(self, records: list[list[Any]]) -> np.ndarray:
+        """`answers` of plain rows (values in feature order, numbers as float)."""
+        return self._in_batches(len(records), lambda start, stop: self._call_records(records[start:stop]))
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """The positive-class probability per row (regression: the model's value)."""
         return self.reader.score(self.answers(rows))
+
+    def score_records(self, records: list[list[Any]]) -> np.ndarray:
+        """`score` of plain rows."""
+        return self.reader.score(self.record_answers(records))
 
     @property
     def classes(self) -> list[Any]:
@@ -435,6 +449,14 @@ class BatchedRemote:
 
     def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
         """Multi-class: every class's probability per row, shape (n, classes), checked."""
+        self._check_classes()
+        return self.answers(rows)
+
+    def probabilities_of_records(self, records: list[list[Any]]) -> np.ndarray:
+        """`probabilities` of plain rows."""
+        self._check_classes()
+        return self.record_answers(records)
+
+    def _check_classes(self) -> None:
         if self.reader.classes is None:
             raise AdapterError("only a multi-class remote model (source.classes) gives every class's probability")
-        return self.answers(rows)

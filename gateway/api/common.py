@@ -85,10 +85,15 @@ def _identified() -> Caller | Exception:
     return result
 
 
-def identified() -> Caller:
-    """Who the request says it is (`_identified`: a cached API key is not proved live here); else 401.
+#: Endpoints whose view proves the caller's API key live in its own write (`keyed_principal`): authentication
+#: before the view (gateway.security) takes a key this process has seen live from its cache, without a SELECT.
+KEYED_ENDPOINTS = frozenset({"decisions.create_decision"})
 
-    For endpoints whose write proves the key live (`keyed_principal`); a refusal proves it before it is sent
+
+def identified() -> Caller:
+    """Who the request says it is (`_identified`: a key seen live from the cache, no SELECT); else 401.
+
+    For KEYED_ENDPOINTS, whose write proves the key live; a refusal proves it before it is sent
     (`unproved_key_refused`), so a revoked key never learns more than 401."""
     who = _identified()
     if isinstance(who, Exception):

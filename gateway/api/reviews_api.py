@@ -12,7 +12,6 @@ from gateway.api.common import ERRORS, caller, json_response, keyset_after, prin
 from gateway.auth import Principal
 from gateway.errors import ValidationFailed
 from gateway.i18n import request_language
-from gateway.ids import encode_cursor
 from gateway.models import ReviewRequest, Role
 from gateway.presenters.review import case_view, rescore_view, summary
 from gateway.schemas import (
@@ -102,8 +101,11 @@ def list_reviews(query: ReviewQuery) -> Response:
                                        overdue=query.overdue, limit=query.limit + 1, offset=query.offset,
                                        after=after)
     rows, next_after = _page(rows, query.limit)
-    return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total, limit=query.limit,
-                                    offset=query.offset, overdue_total=reviews.overdue_count(), next_after=next_after))
+    overdue = reviews.overdue_count()
+    return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total.value,
+                                    total_is_lower_bound=total.lower_bound, limit=query.limit, offset=query.offset,
+                                    overdue_total=overdue.value, overdue_total_is_lower_bound=overdue.lower_bound,
+                                    next_after=next_after))
 
 
 def _page(rows: list[ReviewRequest], limit: int) -> tuple[list[ReviewRequest], str | None]:
@@ -111,8 +113,7 @@ def _page(rows: list[ReviewRequest], limit: int) -> tuple[list[ReviewRequest], s
     last case in the queue's order (due date, request time, id); None on the last page."""
     if len(rows) <= limit:
         return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last.extended_until or last.due_at, last.requested_at, last.id)
+    return rows[:limit], reviews.queue_cursor(rows[limit - 1])
 
 
 @bp.post("/reviews/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})
@@ -180,8 +181,9 @@ def list_confirmations(query: ConfirmationQuery) -> Response:
     rows, total = reviews.list_reviews(status=query.status, model=query.model, limit=query.limit + 1,
                                        offset=query.offset, kind=reviews.CONFIRMATION, after=after)
     rows, next_after = _page(rows, query.limit)
-    return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total, limit=query.limit,
-                                    offset=query.offset, overdue_total=0, next_after=next_after))
+    return json_response(ReviewList(reviews=[summary(r) for r in rows], total=total.value,
+                                    total_is_lower_bound=total.lower_bound, limit=query.limit, offset=query.offset,
+                                    overdue_total=0, overdue_total_is_lower_bound=False, next_after=next_after))
 
 
 @bp.post("/confirmations/claim", security=BEARER, responses={200: ReviewCase, 204: None, **ERRORS})

@@ -403,9 +403,12 @@ def list_batches(caller: Principal, model_name: str, *, limit: int,
     query = select(DecisionBatch).where(DecisionBatch.model_name == model_name, DecisionBatch.client_id.in_(bodies))
     if after is not None:
         at, batch_id = after
-        query = query.where(or_(DecisionBatch.created_at < at,
-                                and_(DecisionBatch.created_at == at, DecisionBatch.id > batch_id)))
-    query = query.order_by(DecisionBatch.created_at.desc(), DecisionBatch.id).limit(limit)
+        # `created_at <= at` bounds the index range (model_name, created_at, id): the page starts at the cursor.
+        query = query.where(DecisionBatch.created_at <= at, or_(DecisionBatch.created_at < at,
+                                                                and_(DecisionBatch.created_at == at,
+                                                                     DecisionBatch.id < batch_id)))
+    # Newest first, ties by id descending: the index's order read backwards (no sort).
+    query = query.order_by(DecisionBatch.created_at.desc(), DecisionBatch.id.desc()).limit(limit)
     return list(db.session.execute(query).scalars())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.db import Total
 from gateway.ids import isoformat
 from gateway.manifest import Manifest, oversight_mode
 from gateway.models import ScoringModel
@@ -25,9 +26,10 @@ def summary(row: ScoringModel, base_url: str) -> dict[str, Any]:
     }
 
 
-def model_list(rows: list[ScoringModel], total: int, *, limit: int, offset: int, base_url: str,
+def model_list(rows: list[ScoringModel], total: Total, *, limit: int, offset: int, base_url: str,
                next_after: str | None = None) -> ModelList:
-    return ModelList.model_validate({"models": [summary(r, base_url) for r in rows], "total": total, "limit": limit,
+    return ModelList.model_validate({"models": [summary(r, base_url) for r in rows], "total": total.value,
+                                     "total_is_lower_bound": total.lower_bound, "limit": limit,
                                      "offset": offset, "next_after": next_after})
 
 

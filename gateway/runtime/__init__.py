@@ -21,11 +21,11 @@ from sqlalchemy import select
 from explainers import ExactExplainer, FactorSelector, TreeExplainer, make_explainer
 from explainers.base import BaseExplainer
 from gateway.adapters import AdapterError, ModelAdapter, is_remote, load_adapter
-from gateway.adapters.base import ClassProbabilities
+from gateway.adapters.base import ClassProbabilities, RecordScorer
 from gateway.adapters.fast import FastScorer, verified_fast_scorer
 from gateway.errors import ModelUnavailable, NotFound, ValidationFailed
 from gateway.extensions import db
-from gateway.features import example_row, to_frame, validate_features
+from gateway.features import example_row, to_frame, to_records, validate_features
 from gateway.manifest import Manifest, MultiClassPolicy, RegressionPolicy
 from gateway.models import Blob, ModelStatus, ScoringModel
 
@@ -65,7 +65,8 @@ class LoadedModel:
     by_class: Mapping[str, ExplanationTools] | None = None  # multi-class: each class's explainer
 
     def score(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """The positive-class probability of validated raw rows (verified fast path, else the adapter)."""
+        """The positive-class probability of validated raw rows (verified fast path, else the adapter: from
+        plain values when it takes them, a remote model's request made without a DataFrame)."""
         return self.score_margins(rows)[0]
 
     def score_margins(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -75,6 +76,8 @@ class LoadedModel:
             found = self.fast.score_margins(rows)
             if found is not None:
                 return found
+        if isinstance(self.adapter, RecordScorer):
+            return self.adapter.score_records(to_records(self.manifest, rows)), None
         return self.adapter.score(to_frame(self.manifest, rows)), None
 
     def assess(self, row: dict[str, Any]) -> tuple[float, str, bool]:
@@ -95,7 +98,9 @@ class LoadedModel:
         policy = self.manifest.policy
         if isinstance(policy, MultiClassPolicy):
             adapter = cast(ClassProbabilities, self.adapter)
-            table = np.asarray(adapter.probabilities(to_frame(self.manifest, rows)), dtype=float)
+            table = np.asarray(self.adapter.probabilities_of_records(to_records(self.manifest, rows))
+                               if isinstance(self.adapter, RecordScorer)
+                               else adapter.probabilities(to_frame(self.manifest, rows)), dtype=float)
             found = []
             for proba in table:
                 k = int(np.argmax(proba))

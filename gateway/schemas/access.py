@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gateway.schemas.common import DecisionLinks, ModelRef, Out
+from gateway.schemas.common import DecisionLinks, ListTotal, LowerBound, ModelRef, Out
 
 
 class AccessPrincipal(Out):
@@ -24,7 +24,8 @@ class AccessEventOut(Out):
 class AccessLog(Out):
     decision_id: str
     events: list[AccessEventOut]
-    total: int
+    total: ListTotal
+    total_is_lower_bound: LowerBound
     limit: int
     offset: int
     next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")
@@ -42,7 +43,8 @@ class MyDecision(Out):
 
 class MyDecisions(Out):
     decisions: list[MyDecision]
-    total: int
+    total: ListTotal
+    total_is_lower_bound: LowerBound
     limit: int
     offset: int
     next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")

@@ -48,6 +48,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# The size of a listed set: counted exactly up to LIST_COUNT_CAP (10,000 by default), so a page costs the same
+# whatever the size of the table; beyond the cap the count is the cap and its `…_is_lower_bound` flag is true.
+ListTotal = Annotated[int, Field(ge=0, description="How many items the list holds: exact up to the server's "
+                                                   "LIST_COUNT_CAP (10,000 by default); the cap itself when there "
+                                                   "are more (then total_is_lower_bound is true)")]
+LowerBound = Annotated[bool, Field(description="true: the list holds more items than `total` says (counting "
+                                               "stopped at LIST_COUNT_CAP); false: `total` is exact")]
+
+
 class Out(BaseModel):
     """A response model: presenters build it, so a field that is served but not documented fails at once."""
 

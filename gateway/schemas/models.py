@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from gateway.manifest import Manifest
-from gateway.schemas.common import Cursor, Out, PageQuery, Strict, Text
+from gateway.schemas.common import Cursor, ListTotal, LowerBound, Out, PageQuery, Strict, Text
 
 
 class ModelSummary(Out):
@@ -23,7 +23,8 @@ class ModelSummary(Out):
 
 class ModelList(Out):
     models: list[ModelSummary]
-    total: int
+    total: ListTotal
+    total_is_lower_bound: LowerBound
     limit: int
     offset: int
     next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")

@@ -13,6 +13,8 @@ from gateway.schemas.common import (
     Language,
     LeaseSeconds,
     Line,
+    ListTotal,
+    LowerBound,
     Out,
     ReviewId,
     Strict,
@@ -172,10 +174,14 @@ class ReviewSummary(Out):
 
 class ReviewList(Out):
     reviews: list[ReviewSummary]
-    total: int
+    total: ListTotal
+    total_is_lower_bound: LowerBound
     limit: int
     offset: int
-    overdue_total: int
+    overdue_total: Annotated[int, Field(ge=0, description="Open reviews past their due date (all of the queue, "
+                                                          "whatever the filters): exact up to LIST_COUNT_CAP")]
+    overdue_total_is_lower_bound: Annotated[bool, Field(description="true: more reviews are overdue than "
+                                                                    "overdue_total says (counting stopped at the cap)")]
     next_after: str | None = Field(default=None, description="Pass as ?after= for the next page; null on the last")
 
 

@@ -8,11 +8,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from babel.dates import format_date, format_time
+from babel.numbers import format_decimal
 from flask import Flask, g, request, session
 from flask_babel import refresh
 from flask_wtf.csrf import CSRFProtect
 
 from gateway.auth import Citizen, citizen_from_link
+from gateway.db import Total
 from gateway.errors import NotFound, Unauthorized
 from gateway.settings import current_settings
 
@@ -150,7 +152,16 @@ def last_day(at: dt.datetime | str | None) -> str:
     return local_date(at - dt.timedelta(microseconds=1))
 
 
+def list_total(total: Total | int) -> str:
+    """A list's size in the page's language: "10,000+" (or "10 000+") when counting stopped at the cap."""
+    if isinstance(total, int):
+        return format_decimal(total, locale=page_language())
+    text = format_decimal(total.value, locale=page_language())
+    return f"{text}+" if total.lower_bound else text
+
+
 def init_app(app: Flask) -> None:
+    app.add_template_filter(list_total, "list_total")
     app.add_template_filter(last_day, "last_day")
     app.add_template_filter(local_datetime, "local_datetime")
     app.add_template_filter(local_date, "local_date")

@@ -68,6 +68,24 @@ def _due_before(text: str) -> dt.datetime | None:
     return reviews.end_of_day(day)  # cases due on that day or earlier
 
 
+def _page_start() -> tuple[int, tuple[dt.datetime, dt.datetime, str] | None]:
+    """Where a queue page starts: `?after=` (the next-page link's cursor: the same cost however deep), or the
+    older `?offset=` (still read, at a cost that grows with it). A cursor that is not one starts at the top."""
+    after = reviews.queue_after(request.args.get("after"))
+    try:
+        offset = max(int(request.args.get("offset") or 0), 0) if after is None else 0
+    except ValueError:
+        offset = 0
+    return offset, after
+
+
+def _page(rows: list[Any]) -> tuple[list[Any], str | None]:
+    """A page of PAGE cases (`rows` holds one more when a next page exists) and the next page's cursor."""
+    if len(rows) <= PAGE:
+        return rows, None
+    return rows[:PAGE], reviews.queue_cursor(rows[PAGE - 1])
+
+
 @bp.get("/console")
 def queue() -> Any:
     _reviewer()
@@ -77,18 +95,18 @@ def queue() -> Any:
     due_text = (request.args.get("due_before") or "").strip()
     due_before = _due_before(due_text) if due_text else None
     problem = _("Enter the date as YYYY-MM-DD.") if due_text and due_before is None else None
-    try:
-        offset = max(int(request.args.get("offset") or 0), 0)
-    except ValueError:
-        offset = 0
-    rows, total = reviews.list_reviews(status=status, model=model, due_before=due_before, limit=PAGE, offset=offset)
+    offset, after = _page_start()
+    rows, total = reviews.list_reviews(status=status, model=model, due_before=due_before, limit=PAGE + 1,
+                                       offset=offset, after=after)
+    rows, next_after = _page(rows)
     views = [summary(r).model_dump(mode="json") for r in rows]
-    _open, waiting_total = reviews.list_reviews(status="open", limit=0, offset=0)
     models = sorted({m.name for m in registry.list_models(serving_only=False)})
-    args = {k: v for k, v in request.args.items() if k not in ("offset", "lang")}
-    return render_template("web/console_queue.html", reviews=views, total=total, waiting=waiting_total,
+    args = {k: v for k, v in request.args.items() if k not in ("offset", "after", "lang")}
+    return render_template("web/console_queue.html", reviews=views, total=total,
+                           waiting=reviews.count_reviews(status="open"),
                            overdue=reviews.overdue_count(), status=status, model=model or "", due_before=due_text,
-                           statuses=STATUSES, models=models, offset=offset, page=PAGE, args=args, problem=problem,
+                           statuses=STATUSES, models=models, paged=bool(offset or after), next_after=next_after,
+                           args=args, problem=problem,
                            none_waiting=request.args.get("none") == "1", labels=labels)
 
 
@@ -313,17 +331,16 @@ def confirmations() -> Any:
     status = request.args.get("status") or "open"
     status = status if status in CONFIRMATION_STATUSES else "open"
     model = (request.args.get("model") or "").strip()[:100] or None
-    try:
-        offset = max(int(request.args.get("offset") or 0), 0)
-    except ValueError:
-        offset = 0
-    rows, total = reviews.list_reviews(status=status, model=model, limit=PAGE, offset=offset, kind=reviews.CONFIRMATION)
-    _open, waiting = reviews.list_reviews(status="open", limit=0, offset=0, kind=reviews.CONFIRMATION)
+    offset, after = _page_start()
+    rows, total = reviews.list_reviews(status=status, model=model, limit=PAGE + 1, offset=offset, after=after,
+                                       kind=reviews.CONFIRMATION)
+    rows, next_after = _page(rows)
     models = sorted({m.name for m in registry.list_models(serving_only=False)})
-    args = {k: v for k, v in request.args.items() if k not in ("offset", "lang")}
+    args = {k: v for k, v in request.args.items() if k not in ("offset", "after", "lang")}
     return render_template("web/console_confirmations.html", rows=[summary(r).model_dump(mode="json") for r in rows],
-                           total=total, waiting=waiting, status=status, model=model or "", models=models,
-                           statuses=CONFIRMATION_STATUSES, offset=offset, page=PAGE, args=args,
+                           total=total, waiting=reviews.count_reviews(status="open", kind=reviews.CONFIRMATION),
+                           status=status, model=model or "", models=models, statuses=CONFIRMATION_STATUSES,
+                           paged=bool(offset or after), next_after=next_after, args=args,
                            none_waiting=request.args.get("none") == "1", labels=labels)
 
 

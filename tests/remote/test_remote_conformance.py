@@ -16,6 +16,8 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from gateway.adapters import REMOTE_ADAPTERS, load_adapter, pin_remote
+from gateway.adapters.base import RecordScorer
+from gateway.adapters.oip_v2 import pinned_bytes
 from gateway.manifest import RemoteSource
 from tests.support.adult import FEATURES, NUMERIC, POSITIVE, adult_pipeline
 from tests.support.remote_models import oip_frame
@@ -85,3 +87,18 @@ def test_remote_adapter_conformance(kind: str, trained: tuple[Any, Any], httpser
     assert adapter.describe()["kind"] == kind
     json.dumps(adapter.describe())
     assert adapter.native() is None  # opaque: explained model-agnostically by the explain job
+    # A decision's rows are sent without a DataFrame: the same requests, the same scores (with the input types
+    # the server declared at registration, and without: then inferred from the values as pandas does).
+    records = [[float(v) if c in NUMERIC else v for c, v in zip(FEATURES, row, strict=True)]
+               for row in rows[FEATURES].itertuples(index=False)]
+    for pinned_as in (pinned, pinned_bytes(description | {"inputs": []})):
+        loaded = load_adapter(kind, pinned_as, positive_class=POSITIVE, feature_names=FEATURES, config=CONFIG,
+                              source=source)
+        assert isinstance(loaded, RecordScorer)
+        httpserver.clear_log()
+        from_frame = loaded.score(rows)
+        sent_for_frame = [json.loads(request.get_data()) for request, _ in httpserver.log]
+        httpserver.clear_log()
+        np.testing.assert_array_equal(loaded.score_records(records), from_frame)
+        assert [json.loads(request.get_data()) for request, _ in httpserver.log] == sent_for_frame
+        assert len(sent_for_frame) == 3  # 50 rows in batches of at most 17

@@ -88,7 +88,7 @@ def test_a_failing_remote_is_a_503_saying_which_and_nothing_is_recorded(
 
 def test_the_breaker_opens_answers_at_once_shows_on_readyz_and_recovers(
         gateway: Gateway, remote: MisbehavingOip, small_model: SmallModel) -> None:
-    source = remote.source(breaker_failures=3, breaker_cooldown_s=1.0, url=remote.url + "/")  # its own breaker
+    source = remote.source(breaker_failures=3, breaker_cooldown_s=3.0, url=remote.url + "/")  # its own breaker
     assert register(gateway, small_model, source).status_code == 201
     assert gateway.decide(small_model.request(0), model=NAME).status_code == 201
     before = counts(gateway)
@@ -99,18 +99,18 @@ def test_the_breaker_opens_answers_at_once_shows_on_readyz_and_recovers(
     refused = gateway.decide(small_model.request(4), model=NAME)
     assert refused.status_code == 503
     assert refused.get_json()["error"]["code"] == "model_circuit_open"
-    assert 1 <= int(refused.headers["Retry-After"]) <= 1
+    assert 2 <= int(refused.headers["Retry-After"]) <= 3  # a 3 s cool-down: slack for a loaded machine
     assert remote.infer_calls == calls  # answered at once: nothing reached the server
     ready = gateway.client.get("/readyz")
     assert ready.status_code == 503
     assert ready.get_json()["checks"]["models"][f"{NAME} 1"].startswith("circuit open: 3 consecutive failures")
     assert counts(gateway) == before
 
-    time.sleep(1.05)  # the cool-down passes; one trial call goes through, fails, and opens it again
+    time.sleep(3.05)  # the cool-down passes; one trial call goes through, fails, and opens it again
     assert gateway.decide(small_model.request(5), model=NAME).get_json()["error"]["code"] == "model_server_error"
     assert gateway.decide(small_model.request(5), model=NAME).get_json()["error"]["code"] == "model_circuit_open"
     remote.mode = "ok"
-    time.sleep(1.05)
+    time.sleep(3.05)
     assert gateway.decide(small_model.request(6), model=NAME).status_code == 201
     assert gateway.client.get("/readyz").status_code == 200
     assert counts(gateway)["decisions"] == before["decisions"] + 1
