@@ -163,6 +163,16 @@ class _Lookup:
         return code
 
 
+def _codes(lookup: _Lookup, column: list[Any]) -> list[Any]:
+    """`lookup.code` of every value of one column: one dict look-up each, the fallbacks only where needed
+    (column by column: the recourse search transforms hundreds of rows per decision)."""
+    get = lookup.table.get
+    codes = [get(v, _FALLBACK) for v in column]
+    if _FALLBACK in codes:  # identity first: codes are ints (an int never equals this sentinel)
+        codes = [lookup.code(v) if c is _FALLBACK else c for c, v in zip(codes, column, strict=True)]
+    return codes
+
+
 def _encoder_lookups(encoder: Any, read: Callable[[np.ndarray, int], np.ndarray]) -> list[_Lookup]:
     """Probe a fitted encoder column by column; `read(output, column)` returns each probe row's code."""
     lookups = []
@@ -215,14 +225,10 @@ def _one_hot(encoder: Any) -> Op:
 
     def run(x: np.ndarray) -> np.ndarray:
         out = np.zeros((x.shape[0], width), dtype=np.float64)
-        hot_rows, hot_columns = [], []
-        for i, row in enumerate(x.tolist()):
-            for lookup, v in zip(lookups, row, strict=False):
-                code = lookup.code(v)
-                if code >= 0:
-                    hot_rows.append(i)
-                    hot_columns.append(code)
-        out[hot_rows, hot_columns] = 1.0
+        for lookup, column in zip(lookups, x.T.tolist(), strict=False):
+            codes = np.asarray(_codes(lookup, column), dtype=np.intp)
+            hot = np.flatnonzero(codes >= 0)
+            out[hot, codes[hot]] = 1.0
         return out
 
     return run
@@ -232,8 +238,10 @@ def _ordinal(encoder: Any) -> Op:
     lookups = _encoder_lookups(encoder, lambda out, j: out[:, j])
 
     def run(x: np.ndarray) -> np.ndarray:
-        codes = [[lookup.code(v) for lookup, v in zip(lookups, row, strict=False)] for row in x.tolist()]
-        return np.array(codes, dtype=np.float64).reshape(x.shape[0], len(lookups))
+        out = np.empty((x.shape[0], len(lookups)), dtype=np.float64)
+        for j, (lookup, column) in enumerate(zip(lookups, x.T.tolist(), strict=False)):
+            out[:, j] = _codes(lookup, column)
+        return out
 
     return run
 

@@ -442,17 +442,26 @@ class ExactExplainer(BaseExplainer):
             return frame.to_numpy(dtype=np.float64)
         return dense(self._preprocessor.transform(self._preprocessor_input(frame)))
 
-    def explain(self, rows_raw: Rows, outputs: Sequence[float] | np.ndarray | None = None) -> list[RawExplanation]:
+    def explain(self, rows_raw: Rows, outputs: Sequence[float] | np.ndarray | None = None,
+                margins: Sequence[float] | np.ndarray | None = None) -> list[RawExplanation]:
         """Explain many rows with one shap call; check additivity against the model's own output.
 
         `outputs`, when the caller already has the model's outputs for these rows in probability space (a
         score it just computed with the same model), are used instead of predicting again: additivity is
         then checked against them, which also checks that the explainer explains the model that scored.
+        `margins`, with `outputs`: the same model's raw margins of classes_[1] for these rows (binary boosting
+        scores by its margin), used where the explainer would compute them; the sums of its own tree values
+        are then checked against them (through the outputs).
         """
         transformed = self.transform(rows_raw)
         if transformed.shape[0] == 0:
             return []
-        raw = self._raw_values(transformed)
+        given = None
+        if margins is not None and outputs is not None and self.output_space == "probability":
+            given = np.asarray(margins, dtype=np.float64).reshape(-1)
+            if given.shape[0] != transformed.shape[0]:
+                raise ValueError(f"{given.shape[0]} margins given for {transformed.shape[0]} rows")
+        raw = self._raw_values(transformed, given)
         if outputs is not None and self.output_space == "probability":
             output = np.asarray(outputs, dtype=np.float64).reshape(-1)
             if output.shape[0] != transformed.shape[0]:
@@ -473,8 +482,10 @@ class ExactExplainer(BaseExplainer):
         float64 models); a model that predicts in float32 adds a few units in the last place of its output."""
         return np.zeros_like(output, dtype=np.float64)
 
-    def _raw_values(self, transformed: np.ndarray) -> np.ndarray:
-        """Return (n_rows, n_raw) attributions per raw feature (default: column attributions summed)."""
+    def _raw_values(self, transformed: np.ndarray, margins: np.ndarray | None = None) -> np.ndarray:
+        """Return (n_rows, n_raw) attributions per raw feature (default: column attributions summed).
+
+        `margins`: the model's raw margins of these rows when the caller has them (explainers that need them)."""
         return self._shap_values(transformed) @ self.group_matrix_
 
     def _null_players(self, transformed: np.ndarray) -> np.ndarray:

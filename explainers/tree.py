@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from explainers import _grouped_tree
 from explainers.base import ExactExplainer, import_shap
@@ -71,6 +72,12 @@ def _kind(estimator: Any) -> str | None:
     if any(_is(estimator, dotted) for dotted in _FORESTS):
         return "forest"
     return None
+
+
+def _verified_link(margin: np.ndarray, probability: np.ndarray) -> Any:
+    """The logistic function if it turns these margins into exactly these probabilities (scikit-learn's
+    binary boosting predicts so), else None: the model's probability is then predicted, not derived."""
+    return expit if margin.size and np.array_equal(expit(margin), probability) else None
 
 
 class TreeExplainer(ExactExplainer):
@@ -158,6 +165,7 @@ class TreeExplainer(ExactExplainer):
             if self._rescaled:
                 self._background_margin = self._margin(background)
                 self._background_probability = self._probability1(background)
+                self._link = _verified_link(self._background_margin, self._background_probability)
             return None, float(np.mean(self._model_output(background)))
         self.method_ = f"{self.method}_column_sum{suffix}"
         shap = import_shap()
@@ -177,13 +185,18 @@ class TreeExplainer(ExactExplainer):
             base = -base if margin else 1.0 - base
         return explainer, base
 
-    def _raw_values(self, transformed: np.ndarray) -> np.ndarray:
+    def _raw_values(self, transformed: np.ndarray, margins: np.ndarray | None = None) -> np.ndarray:
         if not self.grouped_:
-            return super()._raw_values(transformed)
+            return super()._raw_values(transformed, margins)
         scale = None
         if self._rescaled:
-            p = self._probability1(transformed)[:, None]  # predicted once: each predict validates its input
-            dm = self._margin(transformed)[:, None] - self._background_margin[None, :]
+            # At most one predict (each validates its input): the margin given by the caller who scored with it
+            # (the tree values' sums are still the explainer's own, checked against the output), and the
+            # probability from the margin by the model's own link when that was verified on the background
+            # (bit for bit), else a second predict.
+            margin = margins if margins is not None else self._margin(transformed)
+            p = (self._link(margin) if self._link is not None else self._probability1(transformed))[:, None]
+            dm = margin[:, None] - self._background_margin[None, :]
             dp = p - self._background_probability[None, :]
             with np.errstate(divide="ignore", invalid="ignore"):
                 scale = np.where(dm != 0.0, dp / dm, 0.0)

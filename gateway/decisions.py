@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, String, bindparam, exists, insert, select
+from sqlalchemy import bindparam, exists, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from explainers import ExplainerError
@@ -22,6 +21,7 @@ from gateway.db import rowcount, write_transaction
 from gateway.errors import (
     Conflict,
     DatabaseUnavailable,
+    GatewayError,
     ModelUnavailable,
     NotFound,
     ValidationFailed,
@@ -84,12 +84,15 @@ def request_hash(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_REPLAY = (
+    select(IdempotencyRecord.request_hash, IdempotencyRecord.status_code, IdempotencyRecord.response_body,
+           IdempotencyRecord.resource_id)
+    .where(IdempotencyRecord.client_id == bindparam("client_id"), IdempotencyRecord.key == bindparam("key"))
+)
+
+
 def _replay(client_id: str, key: str, request_hash: str) -> StoredResponse | None:
-    found = db.session.execute(
-        select(IdempotencyRecord.request_hash, IdempotencyRecord.status_code, IdempotencyRecord.response_body,
-               IdempotencyRecord.resource_id)
-        .where(IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key)
-    ).first()
+    found = db.session.execute(_REPLAY, {"client_id": client_id, "key": key}).first()
     if found is None:
         return None
     if found.request_hash != request_hash:
@@ -105,7 +108,7 @@ def serving_model(name: str, *, hint: bool = False) -> LoadedModel:
     """Return the loaded serving version of `name`, or raise NotFound / ModelUnavailable.
 
     `hint`: take the version this process last saw active without a SELECT; the caller must then prove it
-    still active in its write transaction (`model_active`), as `record_decision` does."""
+    still active in its write transaction (`_guarded_insert`), as `record_decision` does."""
     models = runtime.cache()
     model_id = models.active.get(name) if hint else None
     if model_id is None:
@@ -146,11 +149,11 @@ def score_and_explain(model: LoadedModel, row: dict[str, Any], now: dt.datetime)
     return scored
 
 
-def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
-    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call;
-    ModelUnavailable when the model fails."""
+def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> tuple[list[tuple[float, str, bool]], Any]:
+    """(score, outcome, adverse) of validated rows: what `LoadedModel.assess` gives each, scored in one call,
+    and their raw margins when scoring computed them (or None); ModelUnavailable when the model fails."""
     try:
-        return model.assess_rows(rows)
+        return model.assess_rows_margins(rows)
     except ModelUnavailable:  # a remote model's failure, with the code that says which (nothing is recorded)
         current_app.logger.warning("model %s %s failed to score", model.name, model.version, exc_info=True)
         raise
@@ -160,9 +163,9 @@ def assess_many(model: LoadedModel, rows: list[dict[str, Any]]) -> list[tuple[fl
 
 
 def _explain_group(tools: Any, rows: list[dict[str, Any]], scores: list[float], now: dt.datetime,
-                   model: LoadedModel) -> list[dict[str, Any] | ExplainerError]:
+                   model: LoadedModel, margins: Any = None) -> list[dict[str, Any] | ExplainerError]:
     try:
-        return list(explanations.values_for_decisions(tools, rows, scores, now))
+        return list(explanations.values_for_decisions(tools, rows, scores, now, margins=margins))
     except ExplainerError:
         # One row spoils the matrix (e.g. its additivity check): explain row by row to find which.
         values: list[dict[str, Any] | ExplainerError] = []
@@ -186,14 +189,15 @@ def score_and_explain_many(model: LoadedModel, rows: list[dict[str, Any]], now: 
     """
     if not rows:
         return []
-    assessed = assess_many(model, rows)
+    assessed, margins = assess_many(model, rows)
     groups: dict[int, tuple[Any, list[int]]] = {}  # one explainer call per explainer (multi-class: per class)
     for i, (_, outcome, _) in enumerate(assessed):
         tools = model.tools_for(outcome)
         groups.setdefault(id(tools), (tools, []))[1].append(i)
     values: list[dict[str, Any] | ExplainerError | None] = [None] * len(rows)
     for tools, members in groups.values():
-        explained = _explain_group(tools, [rows[i] for i in members], [assessed[i][0] for i in members], now, model)
+        explained = _explain_group(tools, [rows[i] for i in members], [assessed[i][0] for i in members], now, model,
+                                   None if margins is None else margins[members])
         for i, found in zip(members, explained, strict=True):
             values[i] = found
     result: list[Scored | ExplainerError] = []
@@ -309,17 +313,24 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
         }
         leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
-    session.execute(insert(table(Decision)), decision_rows)
-    session.execute(insert(table(Explanation)), explanation_rows)
+    # Core statements on the session's connection: no ORM unit of work or ORM execution layer on the hot
+    # path; one executemany per table, built once (SQLAlchemy caches their compiled form).
+    conn = session.connection()
+    conn.execute(_INSERTS[Decision], decision_rows)
+    conn.execute(_INSERTS[Explanation], explanation_rows)
     for group in _same_columns(recourse_rows):  # ready and pending rows name different columns
-        session.execute(insert(table(Recourse)), group)
+        conn.execute(_INSERTS[Recourse], group)
     if monitoring_rows:
-        session.execute(insert(table(MonitoringValues)), monitoring_rows)
+        conn.execute(_INSERTS[MonitoringValues], monitoring_rows)
     if confirmation_rows:
-        session.execute(insert(table(ReviewRequest)), confirmation_rows)
+        conn.execute(_INSERTS[ReviewRequest], confirmation_rows)
     if notice_rows:
-        session.execute(insert(table(Notification)), notice_rows)
-    session.execute(insert(table(LogLeaf)), leaves)
+        conn.execute(_INSERTS[Notification], notice_rows)
+    conn.execute(_INSERTS[LogLeaf], leaves)
+
+
+_INSERTS = {model: insert(table(model)) for model in (Decision, Explanation, Recourse, MonitoringValues,
+                                                      ReviewRequest, Notification, LogLeaf)}
 
 
 EXPLANATION_COLUMNS = tuple(c.name for c in table(Explanation).columns)
@@ -362,11 +373,6 @@ def idempotency_row(client_id: str, key: str, request_hash: str, d: NewDecision,
             "status_code": 201, "response_body": body, "created_at": d.created_at}
 
 
-def model_active(model_id: str | ColumnElement[str]) -> Any:
-    """SQL condition: this version is its name's active one (neither suspended, retired nor replaced)."""
-    return exists().where(ScoringModel.id == model_id, ScoringModel.status == ModelStatus.ACTIVE.value)
-
-
 class _StaleLookup(Exception):
     """The key or the model version taken from this process's caches did not hold in the write."""
 
@@ -403,11 +409,48 @@ def _record_decision(
     principal: Principal, model_name: str, data: DecisionInput, *, idempotency_key: str, request_hash: str,
     settings: Settings, key_hash: str | None, cached: bool,
 ) -> StoredResponse:
-    replay = _replay(principal.id, idempotency_key, request_hash)
-    if replay is not None:
-        if key_hash is not None and cached:
-            check_live_key(principal.id, key_hash)  # a replay writes nothing: prove the key here
+    if not cached:  # a retry after a stale cache: the stored answer first, as read from the database
+        replay = _replay(principal.id, idempotency_key, request_hash)
+        if replay is not None:
+            return replay
+    # With the caches, no read comes first: the key's own INSERT (a unique key) finds a replay when it
+    # conflicts, and a request refused before its write looks for one first (a retried request answers as
+    # it was first answered, whatever changed since: a suspended model, an operator no longer known).
+    try:
+        decision = _decide(principal, model_name, data, settings=settings, cached=cached)
+    except GatewayError:
+        if cached:
+            replay = _replay(principal.id, idempotency_key, request_hash)
+            if replay is not None:
+                if key_hash is not None:
+                    check_live_key(principal.id, key_hash)  # a replay writes nothing: prove the key here
+                return replay
+        raise
+    body_bytes = decision_body(decision, settings)
+    record = idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes)
+    try:
+        with write_transaction() as session:
+            add_decision(session, decision, settings)
+            if _guarded_insert(session, record, decision.model.id, principal.id, key_hash) != 1:
+                raise _StaleLookup()  # rolls the decision's rows back with it
+    except IntegrityError as exc:
+        # A concurrent request with the same key committed first (both databases make the loser wait for
+        # the winner's commit, so its record is visible now): answer with its response.
+        db.session.rollback()
+        replay = _replay(principal.id, idempotency_key, request_hash)
+        if replay is None:
+            current_app.logger.error("decision not recorded: %s", exc)
+            raise DatabaseUnavailable("the database refused the record; nothing was recorded") from exc
         return replay
+    except DBAPIError as exc:
+        current_app.logger.error("decision not recorded: %s", exc)
+        raise DatabaseUnavailable() from exc
+    return StoredResponse(201, body_bytes, decision.id, False)
+
+
+def _decide(principal: Principal, model_name: str, data: DecisionInput, *, settings: Settings,
+            cached: bool) -> NewDecision:
+    """Validate, score, decide and explain one request: the decision to write (nothing is written here)."""
     try:
         model = serving_model(model_name, hint=cached)
     except ModelUnavailable as exc:
@@ -424,7 +467,7 @@ def _record_decision(
     if data.operator_id is not None and data.operator_id not in officials.known_officials({data.operator_id}):
         raise ValidationFailed("operator_id names no official the gateway knows",
                                details=[officials.unknown_operator(data.operator_id)])
-    db.session.commit()  # end the read transaction before the slow part: nothing is held while scoring
+    db.session.commit()  # end any read transaction (a cache miss) before the slow part: nothing is held
 
     now = utcnow()
     try:
@@ -446,26 +489,7 @@ def _record_decision(
         operator_id=data.operator_id, reference=data.reference, created_at=now, monitoring=monitoring or None,
         held=held_for_confirmation(model, scored.adverse),
     )
-    body_bytes = decision_body(decision, settings)
-    record = idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes)
-    try:
-        with write_transaction() as session:
-            add_decision(session, decision, settings)
-            if rowcount(session.execute(*_guarded_insert(record, model.id, principal.id, key_hash))) != 1:
-                raise _StaleLookup()  # rolls the decision's rows back with it
-    except IntegrityError as exc:
-        # A concurrent request with the same key committed first (both databases make the loser wait for
-        # the winner's commit, so its record is visible now): answer with its response.
-        db.session.rollback()
-        replay = _replay(principal.id, idempotency_key, request_hash)
-        if replay is None:
-            current_app.logger.error("decision not recorded: %s", exc)
-            raise DatabaseUnavailable("the database refused the record; nothing was recorded") from exc
-        return replay
-    except DBAPIError as exc:
-        current_app.logger.error("decision not recorded: %s", exc)
-        raise DatabaseUnavailable() from exc
-    return StoredResponse(201, body_bytes, decision.id, False)
+    return decision
 
 
 def _stale_if_changed(exc: ModelUnavailable, cached: bool) -> None:
@@ -477,27 +501,30 @@ def _stale_if_changed(exc: ModelUnavailable, cached: bool) -> None:
 
 
 IDEMPOTENCY = table(IdempotencyRecord)
+IDEMPOTENCY_COLUMNS = ("client_id", "key", "request_hash", "resource_id", "status_code", "response_body", "created_at")
 
 
-def _guarded_insert(record: dict[str, Any], model_id: str, client_id: str, key_hash: str | None) -> tuple[Any, dict[str, Any]]:
-    """INSERT the idempotency record only if the model version is still active and the key (if cached) live:
-    one statement, evaluated under the write transaction's lock; 0 rows when either no longer holds.
-    Returns the statement (built once per process) and its parameters."""
-    params = {f"value_{c}": v for c, v in record.items()} | {"guard_model_id": model_id}
-    if key_hash is not None:
-        params |= {"guard_client_id": client_id, "guard_key_hash": key_hash}
-    return _guarded_insert_statement(tuple(record), key_hash is not None), params
-
-
-@functools.cache
-def _guarded_insert_statement(columns: tuple[str, ...], keyed: bool) -> Any:
-    guard = model_active(bindparam("guard_model_id", type_=ScoringModel.id.type))
-    if keyed:
-        guard = guard & live_key(bindparam("guard_client_id", type_=IDEMPOTENCY.c.client_id.type),
-                                 bindparam("guard_key_hash", type_=String(64)))
-    values = select(*[bindparam(f"value_{c}", type_=IDEMPOTENCY.c[c].type) for c in columns]).where(guard)
+def _guarded_statement(with_key: bool) -> Any:
+    """INSERT … SELECT of the idempotency record, guarded: the version still active and (`with_key`) the
+    cached key still live. Built once; its values and the guard's ids are bound parameters."""
+    guard = exists().where(ScoringModel.id == bindparam("guard_model_id"),
+                           ScoringModel.status == ModelStatus.ACTIVE.value)
+    if with_key:
+        guard = guard & live_key(bindparam("guard_client_id"), bindparam("guard_key_hash"))  # type: ignore[arg-type]
+    values = select(*[bindparam(c, type_=IDEMPOTENCY.c[c].type) for c in IDEMPOTENCY_COLUMNS]).where(guard)
     # rowcount of an INSERT is kept only when asked for (SQLAlchemy 2.x; psycopg reports -1 otherwise).
-    return insert(IDEMPOTENCY).from_select(list(columns), values).execution_options(preserve_rowcount=True)
+    return (insert(IDEMPOTENCY).from_select(list(IDEMPOTENCY_COLUMNS), values)
+            .execution_options(preserve_rowcount=True))
+
+
+_GUARDED = {with_key: _guarded_statement(with_key) for with_key in (False, True)}
+
+
+def _guarded_insert(session: Any, record: dict[str, Any], model_id: str, client_id: str, key_hash: str | None) -> int:
+    """INSERT the idempotency record only if the model version is still active and the key (if cached) live:
+    one statement, evaluated under the write transaction's lock; returns 1, or 0 when either no longer holds."""
+    params = {**record, "guard_model_id": model_id, "guard_client_id": client_id, "guard_key_hash": key_hash}
+    return rowcount(session.connection().execute(_GUARDED[key_hash is not None], params))
 
 
 @dataclass(frozen=True)

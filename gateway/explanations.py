@@ -102,8 +102,10 @@ def values_for_decision(tools: ExplanationTools | None, row: dict[str, Any], sco
 
 
 def values_for_decisions(tools: ExplanationTools | None, rows: list[dict[str, Any]], scores: list[float],
-                         now: dt.datetime) -> list[dict[str, Any]]:
-    """The explanation rows of many decisions, explained with one call on their matrix (exact explainers)."""
+                         now: dt.datetime, *, margins: Any = None) -> list[dict[str, Any]]:
+    """The explanation rows of many decisions, explained with one call on their matrix (exact explainers).
+
+    `margins`: the rows' raw margins when scoring computed them (binary boosting), given with the scores."""
     base: dict[str, Any] = {"attempts": 0, "created_at": now}
     if tools is None:  # only versions registered before registration required background data
         raise ExplainerError("the model version has no background data to explain against; "
@@ -112,9 +114,10 @@ def values_for_decisions(tools: ExplanationTools | None, rows: list[dict[str, An
         return [base | {"status": ExplanationStatus.PENDING.value, "next_attempt_at": now,
                         "background_sha256": tools.background_sha256} for _ in rows]
     explainer = tools.explainer
-    # Records: the explainer's verified fast path, no DataFrame. The scores are the model's own outputs:
-    # the exact explainer checks additivity against them instead of predicting again.
-    raws = explainer.explain(rows, outputs=scores) if isinstance(explainer, ExactExplainer) else explainer.explain(rows)
+    # Records: the explainer's verified fast path, no DataFrame. The scores (and margins) are the model's own
+    # outputs: the exact explainer checks additivity against them instead of predicting again.
+    raws = (explainer.explain(rows, outputs=scores, margins=margins) if isinstance(explainer, ExactExplainer)
+            else explainer.explain(rows))
     return [base | computed_values(tools, raw, row, score) | {"computed_at": now}
             for raw, row, score in zip(raws, rows, scores, strict=True)]
 

@@ -29,8 +29,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import secured_endpoints
 from gateway.api.bodies import body_is_an_object
-from gateway.api.common import KEYED_ENDPOINTS, caller, identified, rate_limit_key
-from gateway.api.errors import error_body, error_page
+from gateway.api.common import KEYED_ENDPOINTS, caller, identified, rate_limit_key, unproved_key_refused
+from gateway.api.errors import error_body, error_page, error_response
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
 # Recourse counts with explanations: each option is the model's answer at another point, so many of them
@@ -128,6 +128,7 @@ def init_app(app: Flask) -> None:
     app.before_request(cap_streamed_body)
     app.before_request(body_is_an_object)  # after authentication: an anonymous caller learns nothing
     app.after_request(security_headers)
+    app.after_request(refusals_prove_the_key)  # runs before security_headers (reverse order of registration)
 
 
 def warn_unshared_limits(app: Flask, workers: int) -> str | None:
@@ -154,8 +155,21 @@ def _authenticate_first() -> None:
         ext["gateway.secured"] = secured_endpoints(current_app)  # type: ignore[arg-type]
     if request.endpoint in ext["gateway.secured"]:
         # A decision proves its key live in its own write: a key seen live needs no SELECT here (a revoked one
-        # is refused by that write, 401, nothing recorded); every other endpoint authenticates with one.
+        # is refused by that write, 401, nothing recorded, or by `refusals_prove_the_key` when the request is
+        # refused before its write); every other endpoint authenticates with one.
         identified() if request.endpoint in KEYED_ENDPOINTS else caller()
+
+
+def refusals_prove_the_key(resp: Response) -> Response:
+    """A refusal (4xx, 5xx) of a request whose key came from the cache becomes 401 if the key is revoked.
+
+    The cached key is proved live by the decision's write; a request refused before its write (validation,
+    rate limit, a suspended model) proves it here, so a revoked key learns nothing but 401, as before."""
+    if resp.status_code >= 400 and resp.status_code != 401 and request.endpoint in KEYED_ENDPOINTS:
+        refused = unproved_key_refused()
+        if refused is not None:
+            return error_response(refused)
+    return resp
 
 
 def cap_streamed_body() -> None:

@@ -100,3 +100,59 @@ def test_a_model_suspended_elsewhere_decides_nothing_in_a_worker_that_cached_it(
     assert "german-credit" not in other.extensions["gateway.models"].active
     assert gateway.count("decisions") == 1 and gateway.count("idempotency_keys") == 1
     assert gateway.count("notifications") == 1 and gateway.count("explanations") == 1
+
+
+def test_a_request_refused_before_its_write_proves_a_cached_key_first(gateway: Gateway, other: Any) -> None:
+    """A worker that takes the key from its cache does not authenticate it before the view; a refusal
+    (invalid body, unknown model, rate limit...) must still say 401 to a revoked key, never more."""
+    assert decide(gateway, other).status_code == 201  # the key is now in `other`'s cache
+    seen = other.extensions["gateway.seen_keys"]
+    invalid = {**gateway.sample, "features": {"no_such_feature": 1}}
+    headers = {**gateway.auth("agency_a"), "Idempotency-Key": "invalid-body"}
+    live = other.test_client().post(PATH, json=invalid, headers=headers)
+    assert live.status_code == 422  # a live key gets the validation error
+    assert hash_key(gateway.keys["agency_a"]) in seen
+    result = gateway.app.test_cli_runner().invoke(main, args=["keys", "revoke", "agency_a"])
+    assert result.exit_code == 0, result.output
+    for path, body in ((PATH, invalid), ("/v1/models/no-such-model/decisions", gateway.sample)):
+        refused = other.test_client().post(path, json=body, headers={**headers, "Idempotency-Key": secrets.token_hex(8)})
+        assert refused.status_code == 401, (path, refused.get_json())
+        assert refused.get_json()["error"]["code"] == "unauthorized"
+    assert hash_key(gateway.keys["agency_a"]) not in seen
+    assert gateway.count("decisions") == 1
+
+
+def test_a_retried_request_gets_its_first_answer_after_the_model_was_suspended(gateway: Gateway, other: Any) -> None:
+    """No idempotency read precedes the write on the cached path: a retry refused before its write (here the
+    model suspended since) still finds and replays its first answer, byte for byte."""
+    first = decide(gateway, other, key="retried")
+    assert first.status_code == 201
+    incident = open_incident(gateway.client, gateway.auth("admin"))
+    resp = gateway.client.post("/v1/models/german-credit/suspend", json={"reason": "drift", "incident_id": incident},
+                               headers=gateway.auth("admin"))
+    assert resp.status_code == 200
+    again = decide(gateway, other, key="retried")
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    # The same key with another body is still refused as reused, not replayed.
+    other_body = {**gateway.sample, "reference": "another-application"}
+    reused = other.test_client().post(PATH, json=other_body,
+                                      headers={**gateway.auth("agency_a"), "Idempotency-Key": "retried"})
+    assert reused.status_code == 422 and reused.get_json()["error"]["code"] == "idempotency_key_reused"
+    assert gateway.count("decisions") == 1 and gateway.count("idempotency_keys") == 1
+
+
+def test_a_retried_request_with_a_cached_key_and_version_replays_through_the_unique_key(gateway: Gateway,
+                                                                                      other: Any) -> None:
+    """The replay found by the idempotency record's unique INSERT: the same answer, nothing written twice;
+    another body under the same key is refused as reused."""
+    first = decide(gateway, other, key="same")
+    again = decide(gateway, other, key="same")
+    assert first.status_code == 201 and again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_data() == first.get_data()
+    other_body = {**gateway.sample, "reference": "another-application"}
+    reused = other.test_client().post(PATH, json=other_body,
+                                      headers={**gateway.auth("agency_a"), "Idempotency-Key": "same"})
+    assert reused.status_code == 422 and reused.get_json()["error"]["code"] == "idempotency_key_reused"
+    assert gateway.count("decisions") == 1 and gateway.count("idempotency_keys") == 1
+    assert gateway.count("notifications") == 1 and gateway.count("log_leaves WHERE kind LIKE 'decision:%'") == 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from explainers import AdditivityError
 from gateway import runtime
 from gateway.extensions import db
 from gateway.features import to_frame
@@ -33,6 +35,30 @@ def test_the_example_model_scores_through_the_fast_path_exactly(gateway: Gateway
         np.testing.assert_array_equal(fast, model.adapter.score(to_frame(manifest, records)))
         one = model.score(records[:1])
         np.testing.assert_array_equal(one, model.adapter.score(to_frame(manifest, records[:1])))
+
+
+def test_the_explainer_takes_the_scorers_margins_and_still_checks_its_own_trees(gateway: Gateway) -> None:
+    """Binary boosting scores by its margin (the logistic link, verified bit for bit): the exact explainer
+    takes that margin instead of predicting again, gives the same values, and refuses a margin that is not
+    its trees' (the additivity check is against the scorer's output, not against itself)."""
+    with gateway.app.app_context():
+        row = db.session.query(ScoringModel).filter_by(name="german-credit").one()
+        model = runtime.cache().get(row.id)
+        assert model.fast is not None and model.fast.link
+        assert model.explanation is not None
+        explainer = model.explanation.explainer
+        records = to_frame(model.manifest, [gateway.sample["features"]]).to_dict("records")
+        records += model.background.iloc[:5].to_dict("records") if model.background is not None else []
+        scores, margins = model.score_margins(records)
+        assert margins is not None
+        np.testing.assert_array_equal(scores, model.adapter.score(to_frame(model.manifest, records)))
+        given = explainer.explain(records, outputs=scores, margins=margins)
+        own = explainer.explain(records, outputs=scores)
+        for a, b in zip(given, own, strict=True):
+            assert a.attributions == pytest.approx(b.attributions, abs=1e-12)
+            assert a.additivity_error <= 1e-9
+        with pytest.raises(AdditivityError):
+            explainer.explain(records, outputs=scores, margins=margins + 0.05)
 
 
 def test_adult_data_is_available_for_model_independent_tests() -> None:

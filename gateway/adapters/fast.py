@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
+from sklearn.ensemble import GradientBoostingClassifier
 
 from explainers import GiveUp, compile_transform
 from gateway.adapters.base import NativeModel
@@ -23,8 +25,12 @@ from gateway.adapters.base import NativeModel
 class FastScorer:
     """Score raw records with a compiled preprocessing and the final estimator."""
 
-    def __init__(self, native: NativeModel, names: Sequence[str], numeric: set[str]) -> None:
+    def __init__(self, native: NativeModel, names: Sequence[str], numeric: set[str], *, link: bool = False) -> None:
         self._names = list(names)
+        # Binary gradient boosting: the margin by `decision_function`, the probability by the logistic link
+        # (what its predict_proba does), so that the margin is at hand for the explainer. Kept only if the
+        # probabilities come out exactly as the pipeline's (`verified_fast_scorer`).
+        self.link = link
         self._numeric = numeric
         self._transform = compile_transform(native.preprocessor)
         self._estimator = native.estimator
@@ -33,20 +39,30 @@ class FastScorer:
         self._estimator_names = getattr(native.estimator, "feature_names_in_", None)
 
     def values(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
-        values = np.empty((len(records), len(self._names)), dtype=object)
-        for i, record in enumerate(records):
-            values[i] = [float(record[n]) if n in self._numeric else record[n] for n in self._names]
+        names, numeric = self._names, self._numeric
+        values = np.empty((len(records), len(names)), dtype=object)
+        for j, name in enumerate(names):  # column by column: the recourse search scores hundreds of rows
+            values[:, j] = [float(r[name]) for r in records] if name in numeric else [r[name] for r in records]
         return values
 
     def score(self, records: Sequence[dict[str, Any]]) -> np.ndarray | None:
         """Return the positive-class probabilities, or None when the pipeline must do it."""
+        found = self.score_margins(records)
+        return None if found is None else found[0]
+
+    def score_margins(self, records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The positive-class probabilities and (`link`) the raw margins of classes_[1]; None: use the pipeline."""
         try:
             transformed = self._transform(self.values(records))
         except GiveUp:
             return None
         if self._estimator_names is not None:
             transformed = pd.DataFrame(transformed, columns=self._estimator_names)
-        return np.asarray(self._estimator.predict_proba(transformed)[:, self._index], dtype=float)
+        if self.link:
+            margins = np.asarray(self._estimator.decision_function(transformed), dtype=np.float64).reshape(-1)
+            p1 = expit(margins)
+            return (p1 if self._index == 1 else 1 - p1), margins
+        return np.asarray(self._estimator.predict_proba(transformed)[:, self._index], dtype=float), None
 
 
 def verified_fast_scorer(native: NativeModel | None, names: Sequence[str], numeric: set[str],
@@ -54,11 +70,15 @@ def verified_fast_scorer(native: NativeModel | None, names: Sequence[str], numer
     """Build a FastScorer and keep it only if it reproduces `expected` (the pipeline's scores) exactly."""
     if native is None or native.preprocessor is None:
         return None
-    try:
-        scorer = FastScorer(native, names, numeric)
-        got = scorer.score(check.to_dict("records"))
-    except Exception:  # noqa: BLE001 - a step the compiler does not know, or any other mismatch: no fast path
-        return None
-    if got is None or not np.array_equal(got, expected):
-        return None
-    return scorer
+    estimator = native.estimator
+    links = [True, False] if isinstance(estimator, GradientBoostingClassifier) and len(estimator.classes_) == 2 \
+        else [False]
+    for link in links:
+        try:
+            scorer = FastScorer(native, names, numeric, link=link)
+            got = scorer.score(check.to_dict("records"))
+        except Exception:  # noqa: BLE001 - a step the compiler does not know, or any other mismatch: no fast path
+            continue
+        if got is not None and np.array_equal(got, expected):
+            return scorer
+    return None

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.errors import error_response
 from gateway.auth import (
@@ -90,11 +91,28 @@ KEYED_ENDPOINTS = frozenset({"decisions.create_decision"})
 
 
 def identified() -> Caller:
-    """Who the request says it is (`_identified`: a key seen live from the cache, no SELECT); else 401."""
+    """Who the request says it is (`_identified`: a key seen live from the cache, no SELECT); else 401.
+
+    For KEYED_ENDPOINTS, whose write proves the key live; a refusal proves it before it is sent
+    (`unproved_key_refused`), so a revoked key never learns more than 401."""
     who = _identified()
     if isinstance(who, Exception):
         raise who
     return who
+
+
+def unproved_key_refused() -> GatewayError | None:
+    """Unauthorized when this request's API key was taken from the process's cache and is no longer live.
+
+    Checked (one SELECT) only for a request that is being refused: an answer that recorded something proved
+    the key in its transaction, and a replay proves it before answering (gateway.decisions)."""
+    if "gateway_identified" not in g or "gateway_caller" in g:
+        return None  # not identified from the cache, or authenticated by a SELECT already
+    try:
+        who = _authenticated()
+    except SQLAlchemyError:  # the refusal was the database's own (its session unusable): leave it as it is
+        return None
+    return who if isinstance(who, GatewayError) else None
 
 
 def keyed_principal(*roles: Role) -> tuple[Principal, str | None]:

@@ -67,13 +67,18 @@ class LoadedModel:
     def score(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """The positive-class probability of validated raw rows (verified fast path, else the adapter: from
         plain values when it takes them, a remote model's request made without a DataFrame)."""
+        return self.score_margins(rows)[0]
+
+    def score_margins(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """`score`, and the raw margins (classes_[1]'s) when the verified fast path computed them on the way
+        (binary boosting): the exact explainer takes them instead of predicting again."""
         if self.fast is not None:
-            scores = self.fast.score(rows)
-            if scores is not None:
-                return scores
+            found = self.fast.score_margins(rows)
+            if found is not None:
+                return found
         if isinstance(self.adapter, RecordScorer):
-            return self.adapter.score_records(to_records(self.manifest, rows))
-        return self.adapter.score(to_frame(self.manifest, rows))
+            return self.adapter.score_records(to_records(self.manifest, rows)), None
+        return self.adapter.score(to_frame(self.manifest, rows)), None
 
     def assess(self, row: dict[str, Any]) -> tuple[float, str, bool]:
         """Score a validated row and apply the policy: (score, outcome, adverse).
@@ -86,6 +91,10 @@ class LoadedModel:
 
     def assess_rows(self, rows: list[dict[str, Any]]) -> list[tuple[float, str, bool]]:
         """`assess` for many validated rows, scored in one call of the model (one remote call per batch)."""
+        return self.assess_rows_margins(rows)[0]
+
+    def assess_rows_margins(self, rows: list[dict[str, Any]]) -> tuple[list[tuple[float, str, bool]], np.ndarray | None]:
+        """`assess_rows`, and the rows' raw margins when scoring computed them (`score_margins`)."""
         policy = self.manifest.policy
         if isinstance(policy, MultiClassPolicy):
             adapter = cast(ClassProbabilities, self.adapter)
@@ -96,8 +105,9 @@ class LoadedModel:
             for proba in table:
                 k = int(np.argmax(proba))
                 found.append((float(proba[k]), *policy.decide_class(adapter.classes[k])))
-            return found
-        return [(score, *policy.decide(score)) for score in (float(s) for s in self.score(rows))]
+            return found, None
+        scores, margins = self.score_margins(rows)
+        return [(score, *policy.decide(score)) for score in (float(s) for s in scores)], margins
 
     def tools_for(self, outcome: str) -> ExplanationTools | None:
         """The explainer of a decision with this outcome (multi-class: the decided class's probability)."""
