@@ -132,9 +132,9 @@ def _reviews_finished(where: Sequence[Any], by_time: bool) -> Iterable[Row]:
 
 def _jobs(column: Any, failed: str) -> Callable[[Sequence[Any], bool], Iterable[Row]]:
     def read(where: Sequence[Any], by_time: bool) -> Iterable[Row]:
-        query = select(column == failed, func.count()).where(*where).group_by(column == failed)
-        for dead, count in db.session.execute(query):
-            yield None, ALL, "dead" if dead else "done", int(count)
+        query = select(column, func.count()).where(*where).group_by(column)
+        for status, count in db.session.execute(query):
+            yield None, ALL, "dead" if status == failed else "done", int(count)
     return read
 
 
