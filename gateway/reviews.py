@@ -28,6 +28,7 @@ from gateway.features import check_value, validate_features
 from gateway.ids import new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import (
+    CLAIMED_SQL,
     OPEN_REVIEW,
     OPEN_REVIEW_SQL,
     REVIEW_KIND,
@@ -667,7 +668,7 @@ def review_metrics(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
             row(model)[key if key != "requested" else ReviewStatus.QUEUED.value] += value
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     claimed = db.session.execute(select(ReviewRequest.decision_id).where(
-        ReviewRequest.status == ReviewStatus.CLAIMED.value, ReviewRequest.kind == REVIEW)).scalars().all()
+        text(f"reviews.{CLAIMED_SQL}"), ReviewRequest.kind == REVIEW)).scalars().all()
     late = db.session.execute(select(ReviewRequest.decision_id).where(
         ReviewRequest.kind == REVIEW, due < now, text(f"reviews.{OPEN_REVIEW_SQL}"))).scalars().all()
     names = rollups.model_names([*claimed, *late])

@@ -30,6 +30,8 @@ WAITING = (
     ('explanations', "status = 'pending'"),
     ('recourse', "status = 'pending'"),
 )
+FINISHED = "finished_at IS NOT NULL"  # most explanation and recourse rows never were jobs
+CLAIMED = "status = 'claimed'"  # the review cases under a lease, counted by /metrics
 
 
 def upgrade():
@@ -37,11 +39,14 @@ def upgrade():
         with op.batch_alter_table(name, schema=None) as batch_op:
             batch_op.add_column(sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True))
         op.execute(f"UPDATE {name} SET finished_at = {at} WHERE {final}")
-        op.create_index(op.f(f'ix_{name}_finished_at'), name, ['finished_at'])
+        op.create_index(f'ix_{name}_finished_at', name, ['finished_at'], sqlite_where=sa.text(FINISHED),
+                        postgresql_where=sa.text(FINISHED))
     for name, condition in WAITING:
         op.create_index(f'ix_{name}_waiting', name, ['status'],
                         sqlite_where=sa.text(condition), postgresql_where=sa.text(condition))
     op.create_index(op.f('ix_reviews_requested_at'), 'reviews', ['requested_at'])
+    op.create_index('ix_reviews_claimed', 'reviews', ['kind'], sqlite_where=sa.text(CLAIMED),
+                    postgresql_where=sa.text(CLAIMED))
     op.create_index(op.f('ix_decisions_model_name_created_at'), 'decisions', ['model_name', 'created_at'])
     op.create_table(
         'metric_rollups',
@@ -65,10 +70,11 @@ def downgrade():
     op.drop_table('metric_watermarks')
     op.drop_table('metric_rollups')
     op.drop_index(op.f('ix_decisions_model_name_created_at'), table_name='decisions')
+    op.drop_index('ix_reviews_claimed', table_name='reviews')
     op.drop_index(op.f('ix_reviews_requested_at'), table_name='reviews')
     for name, _condition in reversed(WAITING):
         op.drop_index(f'ix_{name}_waiting', table_name=name)
     for name, _final, _at in reversed(STAMPED):
-        op.drop_index(op.f(f'ix_{name}_finished_at'), table_name=name)
+        op.drop_index(f'ix_{name}_finished_at', table_name=name)
         with op.batch_alter_table(name, schema=None) as batch_op:
             batch_op.drop_column('finished_at')
