@@ -90,8 +90,9 @@ def _decisions(where: Sequence[Any], by_time: bool) -> Iterable[Row]:
         if keys:
             query = query.group_by(*keys)
         for row in db.session.execute(query):
-            at = row[0] if by_time else None
-            count, adverse = int(row[-2]), int(row[-1] or 0)
+            values: tuple[Any, ...] = tuple(row)
+            at = values[0] if by_time else None
+            count, adverse = int(values[-2]), int(values[-1] or 0)
             if count:
                 yield at, model, "decisions", count
                 yield at, model, "adverse", adverse
