@@ -516,6 +516,14 @@ def sequence(side: Side) -> None:
             if not done:
                 break
         db.session.remove()
+    engine = loader_engine(side.url)  # fresh statistics, as autovacuum would gather after the indices were given
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+        else:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
     say(f"[{side.name}] log sequenced in {time.perf_counter() - started:.1f} s")
 
 

@@ -635,11 +635,12 @@ def recent_figures(days: int, sample: int, now: dt.datetime | None = None, *,
     due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
     def per_model(decision_ids: list[str]) -> dict[str, int]:
         """How many of these rows per model, counting only decisions made in the window."""
+        rows_of = Counter(decision_ids)
         found: Counter[str] = Counter()
-        for chunk in _chunks(sorted(set(decision_ids))):
-            made = {d: m for d, m in db.session.execute(select(Decision.id, Decision.model_name)
-                                                         .where(Decision.id.in_(chunk), in_window))}
-            found.update(made[d] for d in decision_ids if d in made)
+        for chunk in _chunks(sorted(rows_of)):
+            for decision_id, model in db.session.execute(select(Decision.id, Decision.model_name)
+                                                         .where(Decision.id.in_(chunk), in_window)):
+                found[model] += rows_of[decision_id]
         return dict(found)
 
     # Dead notices (dead letters an operator requeues) and open cases (overdue ones are breaches; held decisions
