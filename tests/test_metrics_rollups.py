@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import generate_latest
 
 from gateway import oversight, rollups
 from gateway.extensions import db
@@ -185,3 +186,53 @@ def test_every_job_kind_reports_every_state_from_the_rollups(gateway: Gateway) -
             stats = kind.stats(utcnow())
             assert set(stats) == {"queued", "claimed", "retrying", "done", "dead"} and min(stats.values()) >= 0
         db.session.remove()
+
+
+# Tables that grow with the record: a refresh may search them through an index, never scan them.
+GROWING = ("decisions", "notifications", "reviews", "explanations", "recourse", "log_leaves", "monitoring_values",
+           "ground_truths", "access_events", "idempotency_keys", "metric_rollups")
+
+
+def test_a_refresh_scans_no_table_that_grows_with_the_record(gateway: Gateway) -> None:
+    if gateway.backend != "sqlite":
+        pytest.skip("read with SQLite's EXPLAIN QUERY PLAN (PostgreSQL: bench/record_scale.py measures it)")
+    for _ in range(2):
+        assert gateway.decide().status_code == 201
+    registry = gateway.app.extensions["gateway.metrics"]
+    generate_latest(registry)  # the first refresh closes what is there: the steady state is what follows
+    refresh = statements(gateway, lambda: generate_latest(registry))
+    assert refresh and not scans(gateway, refresh)
+    with gateway.app.app_context():  # the check can fail: the full count the refresh replaced scans the outbox
+        full = statements(gateway, notification_stats)
+        db.session.remove()
+    assert any(table == "notifications" for table in scans(gateway, full))
+
+
+def statements(gateway: Gateway, run: Any) -> list[tuple[str, Any]]:
+    """The SELECT statements (with their parameters) that `run()` sends to the main database."""
+    with gateway.app.app_context():
+        engine = db.engine
+    found: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            found.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        run()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+    return found
+
+
+def scans(gateway: Gateway, found: list[tuple[str, Any]]) -> list[str]:
+    """The growing tables these statements scan whole, by SQLite's query plans."""
+    scanned = []
+    with gateway.app.app_context(), db.engine.connect() as conn:
+        for statement, parameters in found:
+            for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all():
+                step = str(row[-1])
+                if step.startswith("SCAN ") and step.split()[1] in GROWING:
+                    scanned.append(step.split()[1])
+    return scanned
