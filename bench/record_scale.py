@@ -26,7 +26,8 @@ For /metrics, compare databases that differ only in what they store, not in thei
     python bench/record_scale.py --scale 100000 --recent 1000 --metrics-only
 
 puts the same 1,000 decisions (and the same 100 queued reviews) in the last 29 days of both databases and the
-others in the 300 days before (within the retention period: nothing waits for the purge), with their extra queued
+others over the 300 days ending 31 days ago (outside the 30-day oversight window, within the retention period:
+nothing waits for the purge), with their extra queued
 reviews requested in the last 10 days (none overdue yet) and the audit log sequenced, as a running deployment
 keeps it. Without --recent, the big database also has 1,000 times the recent traffic, so its 30-day oversight
 window holds 1,000 times the decisions (bounded on /metrics by OVERSIGHT_METRICS_SAMPLE).
@@ -90,7 +91,7 @@ BATCH = 5000
 NOW = dt.datetime.now(dt.UTC)
 SPAN = dt.timedelta(days=730)
 WINDOW = dt.timedelta(days=29)  # within the default OVERSIGHT_METRICS_DAYS (30) whatever the time of day
-HISTORY = dt.timedelta(days=300)  # --recent: the older decisions, all within the default retention (365 days)
+HISTORY = dt.timedelta(days=300)  # --recent: the older decisions (from 331 to 31 days ago: within the retention of 365)
 
 
 def say(*parts: Any) -> None:
@@ -217,7 +218,8 @@ def bulk_rows(templates: dict[str, dict[str, list[dict[str, Any]]]], natives: di
     if recent is not None:
         window_start = NOW - WINDOW
         older = max(n - recent, 0)
-        start, step = window_start - HISTORY, HISTORY / max(older, 1)
+        # The history ends before the oversight window's first midnight (30 UTC days back, today included).
+        start, step = NOW - dt.timedelta(days=31) - HISTORY, HISTORY / max(older, 1)
         recent_step = (WINDOW - dt.timedelta(hours=1)) / max(min(recent, n), 1)
     every = max(1, n // heavy) if heavy else 0
     delivered = natives["notifications"].value("status", "delivered")
@@ -255,7 +257,8 @@ def bulk_rows(templates: dict[str, dict[str, list[dict[str, Any]]]], natives: di
                 if name == "notifications":  # the old notices went out long ago
                     out.update(status=delivered, attempts=1, last_error=None, claimed_by=None, lease_expires_at=None,
                                next_attempt_at=native.value("next_attempt_at", created),
-                               delivered_at=native.value("delivered_at", created + dt.timedelta(seconds=20)))
+                               delivered_at=native.value("delivered_at", created + dt.timedelta(seconds=20)),
+                               finished_at=native.value("finished_at", created + dt.timedelta(seconds=20)))
                 yield name, out
 
 
@@ -672,7 +675,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, default=None, help="build the SQLite databases in this folder, kept")
     parser.add_argument("--recent", type=int, default=None,
-                        help="the same N decisions in the last 29 days of both databases, the others in the 300 days "
+                        help="the same N decisions in the last 29 days of both databases, the others over 300 days "
                              "before, the log sequenced: the /metrics comparison (what differs is only what is stored)")
     parser.add_argument("--metrics-only", action="store_true", help="measure /metrics only")
     args = parser.parse_args()
