@@ -19,7 +19,19 @@ threads) and are measured in alternating blocks, so drift on the shared machine 
 - my_decisions: GET /v1/me/decisions page 1,000 (keyset `after`) / page 1 on big      (flat: <= 1.2)
 - reviews_list: GET /v1/reviews page 1,000 (keyset `after`) / page 1 on big, and page 1 big / small (the page's
   `total` and `overdue_total` are counted up to LIST_COUNT_CAP, 10,000: a lower bound beyond)
-- metrics: GET /metrics (the cached copy) big / small, and the computation a refresh runs (uncached) big / small
+- metrics: GET /metrics (the cached copy) big / small, and the computation a refresh runs (uncached) big / small,
+  each after one more decision; the first refresh of each database (it rolls the stored history up, once) apart
+
+For /metrics, compare databases that differ only in what they store, not in their recent activity:
+
+    python bench/record_scale.py --scale 100000 --recent 1000 --metrics-only
+
+puts the same 1,000 decisions (and the same 100 queued reviews) in the last 29 days of both databases and the
+others over the 300 days ending 31 days ago (outside the 30-day oversight window, within the retention period:
+nothing waits for the purge), with their extra queued
+reviews requested in the last 10 days (none overdue yet) and the audit log sequenced, as a running deployment
+keeps it. Without --recent, the big database also has 1,000 times the recent traffic, so its 30-day oversight
+window holds 1,000 times the decisions (bounded on /metrics by OVERSIGHT_METRICS_SAMPLE).
 
 `--only pages` (or decision, claim, metrics; repeatable) measures only those figures. Prints one JSON object and
 writes it to `--output` (bench/results/record_scale.json: keep that for the full run); progress on stderr.
@@ -52,6 +64,7 @@ from prometheus_client import generate_latest  # noqa: E402
 
 from gateway import create_app, reviews  # noqa: E402
 from gateway.access import keyset_cursor  # noqa: E402
+from gateway.auditlog import store  # noqa: E402
 from gateway.auth import create_key  # noqa: E402
 from gateway.config import normalise_database_url  # noqa: E402
 from gateway.contacts import encrypt_contact, encrypt_monitoring, new_data_key  # noqa: E402
@@ -80,6 +93,8 @@ MODEL = "german-credit"
 BATCH = 5000
 NOW = dt.datetime.now(dt.UTC)
 SPAN = dt.timedelta(days=730)
+WINDOW = dt.timedelta(days=29)  # within the default OVERSIGHT_METRICS_DAYS (30) whatever the time of day
+HISTORY = dt.timedelta(days=300)  # --recent: the older decisions (from 331 to 31 days ago: within the retention of 365)
 
 
 def say(*parts: Any) -> None:
@@ -187,11 +202,14 @@ def shifted(row: dict[str, Any], delta: dt.timedelta) -> dict[str, Any]:
 
 
 def bulk_rows(templates: dict[str, dict[str, list[dict[str, Any]]]], natives: dict[str, Native], heavy_subject: str,
-              n: int, heavy: int, tag: str, contact_key: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+              n: int, heavy: int, tag: str, contact_key: bytes,
+              recent: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(table, row in driver terms) for `n` copied decisions: created over the last two years, oldest first;
     `heavy` of them about the heavy person (spread evenly), the others ~3 per person. Each copy has its own
     data key (wrapped for its id), contact and monitor-only values encrypted with it, as the decision path
-    stores them: the oversight figures decrypt them."""
+    stores them: the oversight figures decrypt them. With `recent`, the last `recent` copies are made over the last
+    29 days (the /metrics window) and the others over the HISTORY before it: every database then has the same
+    recent activity and differs only in what it stores."""
     families = []
     for family in templates.values():  # each template row in driver terms once, with its datetime columns
         converted = {}
@@ -202,11 +220,17 @@ def bulk_rows(templates: dict[str, dict[str, list[dict[str, Any]]]], natives: di
         families.append((family["decisions"][0]["created_at"], converted))
     start = NOW - SPAN - dt.timedelta(days=1)
     step = SPAN / max(n, 1)
+    if recent is not None:
+        window_start = NOW - WINDOW
+        older = max(n - recent, 0)
+        # The history ends before the oversight window's first midnight (30 UTC days back, today included).
+        start, step = NOW - dt.timedelta(days=31) - HISTORY, HISTORY / max(older, 1)
+        recent_step = (WINDOW - dt.timedelta(hours=1)) / max(min(recent, n), 1)
     every = max(1, n // heavy) if heavy else 0
     delivered = natives["notifications"].value("status", "delivered")
     for j in range(n):
         source_created, family = families[j % len(families)]
-        created = start + step * j
+        created = start + step * j if recent is None or j < older else window_start + recent_step * (j - older)
         delta = created - source_created
         did = f"dec_{tag}{j:010d}"
         for name, rows in family.items():
@@ -239,14 +263,17 @@ def bulk_rows(templates: dict[str, dict[str, list[dict[str, Any]]]], natives: di
                     out.update(status=delivered, attempts=1, last_error=None, claimed_by=None, lease_expires_at=None,
                                next_attempt_at=native.value("next_attempt_at", created),
                                delivered_at=native.value("delivered_at", created + dt.timedelta(seconds=20)))
+                    if "finished_at" in native.procs:  # (a schema before 0023 has no such column)
+                        out["finished_at"] = native.value("finished_at", created + dt.timedelta(seconds=20))
                 yield name, out
 
 
 def review_rows(template: dict[str, Any], native: Native, decision_ids: list[str],
-                tag: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Queued review requests on these decisions, requested over the last 30 days (due 30 days later)."""
+                tag: str, days: int = 30) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Queued review requests on these decisions, requested over the last `days` days (due 15 working days later:
+    with 30, a third of them are overdue; with 10, none is)."""
     for j, did in enumerate(decision_ids):
-        requested = NOW - dt.timedelta(days=30) + dt.timedelta(days=30) * j / max(len(decision_ids), 1)
+        requested = NOW - dt.timedelta(days=days) + dt.timedelta(days=days) * j / max(len(decision_ids), 1)
         row = shifted(template, requested - template["requested_at"])
         row.update(id=f"rev_{tag}{j:010d}", decision_id=did, status="queued", claimed_by=None,
                    lease_expires_at=None, fencing_token=0)
@@ -325,7 +352,8 @@ def loader_engine(url: str) -> sa.Engine:
     return engine
 
 
-def fill(side: Side, templates: list[str], decisions: int, reviews: int, heavy: int) -> None:
+def fill(side: Side, templates: list[str], decisions: int, reviews: int, heavy: int, recent: int | None = None,
+         recent_reviews: int = 0) -> None:
     started = time.perf_counter()
     engine = loader_engine(side.url)
     with side.app.app_context(), engine.connect() as conn:
@@ -337,11 +365,17 @@ def fill(side: Side, templates: list[str], decisions: int, reviews: int, heavy: 
     side.heavy_subject = heavy_subject
     with side.app.app_context():
         contact_key = current_settings().contact_key
-    copies = bulk_rows(family, natives, heavy_subject, decisions - len(templates), heavy, tag, contact_key)
+    n = decisions - len(templates)
+    recent = None if recent is None else min(max(recent - len(templates), 0), n)  # the templates are recent too
+    copies = bulk_rows(family, natives, heavy_subject, n, heavy, tag, contact_key, recent)
     counts = load(engine, copies, natives)
-    reviewed = [f"dec_{tag}{j:010d}" for j in range(decisions - len(templates) - reviews,
-                                                   decisions - len(templates))]
-    counts |= load(engine, review_rows(template_review, natives["reviews"], reviewed, tag), natives)
+    reviewed = [f"dec_{tag}{j:010d}" for j in range(n - reviews, n)]
+    if recent is not None:  # the same reviewed decisions in the window on every side; the others before it
+        older = n - recent
+        reviewed = ([f"dec_{tag}{j:010d}" for j in range(max(older - (reviews - recent_reviews), 0), older)]
+                    + [f"dec_{tag}{j:010d}" for j in range(n - recent_reviews, n)])
+    counts |= load(engine, review_rows(template_review, natives["reviews"], reviewed, tag,
+                                       30 if recent is None else 10), natives)
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("ANALYZE")
@@ -514,7 +548,32 @@ def measure_pages(small: Side, big: Side, idp: IdentityProvider, page: int, limi
     return result
 
 
-def measure_metrics(small: Side, big: Side, each: int) -> dict[str, Any]:
+def sequence(side: Side) -> None:
+    """Give every bulk leaf its index in the log, as the sequencer keeps it in a deployment (untimed)."""
+    started = time.perf_counter()
+    with side.app.app_context():
+        signer = store.signer(side.app.config)
+        while True:
+            with write_transaction() as session:
+                done = store.append(session, "bench", dt.datetime.now(dt.UTC), limit=50_000, signer_=signer,
+                                    checkpoint_every_s=float(side.app.config["LOG_CHECKPOINT_INTERVAL_S"]))
+            if not done:
+                break
+        db.session.remove()
+    engine = loader_engine(side.url)  # fresh statistics, as autovacuum would gather after the indices were given
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+        else:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
+    say(f"[{side.name}] log sequenced in {time.perf_counter() - started:.1f} s")
+
+
+def measure_metrics(small: Side, big: Side, each: int, rows: list[dict[str, Any]], refreshes: int) -> dict[str, Any]:
+    """The cached scrape, and what a refresh computes: the first one (it closes the stored history into the
+    rollups, once per database), then refreshes with a new decision recorded before each (steady state)."""
     clients = {s.name: s.client for s in (small, big)}
 
     def scrape(side: Side, n: int) -> float:
@@ -530,16 +589,26 @@ def measure_metrics(small: Side, big: Side, each: int) -> dict[str, Any]:
         generate_latest(registry)
         return time.perf_counter() - t0
 
+    def compute_after_a_decision(side: Side, n: int) -> float:
+        resp = clients[side.name].post(f"/v1/models/{MODEL}/decisions", json=decision_body(rows[n % len(rows)],
+                                       person(50_000 + n), n), headers={**side.auth("agency_a"),
+                                                                        "Idempotency-Key": f"metrics-{n}"})
+        assert resp.status_code == 201, resp.get_json()
+        return compute(side, n)
+
+    first = {side.name: round(compute(side, 0) * 1000, 3) for side in (small, big)}
     for side in (small, big):
         scrape(side, 0)
     cached = alternate([small, big], each, 10, scrape)
-    few = max(3, each // 20)
-    computed = alternate([small, big], few, 1, compute)
+    few = refreshes
+    computed = alternate([small, big], few, 1, compute_after_a_decision)
     return {
         "scrape_cached": {"small_p50_ms": ms(cached[0]), "big_p50_ms": ms(cached[1]),
                           "ratio": ratio(ms(cached[1]), ms(cached[0])), "per_side": each},
+        "first_refresh_ms": first,
         "refresh_computation": {"small_p50_ms": ms(computed[0]), "big_p50_ms": ms(computed[1]),
                                 "ratio": ratio(ms(computed[1]), ms(computed[0])), "per_side": few,
+                                "each_after": "one more decision recorded through the app (untimed)",
                                 "max_age_s": big.app.config["METRICS_MAX_AGE_S"]},
     }
 
@@ -584,7 +653,10 @@ def run_backend(backend: str, args: argparse.Namespace, folder: Path, manifest: 
             sides.append(side)
             templates = post_templates(side, rows, args.templates)
             say(f"[{backend}] {name}: bulk load to {decisions} decisions, {reviews} queued reviews")
-            fill(side, templates, decisions, reviews, heavy if name == "big" else 0)
+            fill(side, templates, decisions, reviews, heavy if name == "big" else 0, args.recent,
+                 min(args.small_reviews, args.recent or 0))
+            if args.recent is not None:
+                sequence(side)
             say(f"[{backend}] {name}: loaded in {side.load_seconds} s: {side.counts}")
         small, big = sides
         found: dict[str, Any] = {"rows": {"small": small.counts, "big": big.counts},
@@ -603,7 +675,7 @@ def run_backend(backend: str, args: argparse.Namespace, folder: Path, manifest: 
             say(f"[{backend}] {found['my_decisions']} {found['reviews_list']}")
         if "metrics" in args.only:
             say(f"[{backend}] metrics")
-            found["metrics"] = measure_metrics(small, big, args.scrapes)
+            found["metrics"] = measure_metrics(small, big, args.scrapes, rows, args.refreshes)
             say(f"[{backend}] {found['metrics']}")
         return found
     finally:
@@ -641,6 +713,7 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=150, help="measured claims per database")
     parser.add_argument("--pages", type=int, default=100, help="measured page reads per page")
     parser.add_argument("--scrapes", type=int, default=100, help="measured /metrics scrapes per database")
+    parser.add_argument("--refreshes", type=int, default=15, help="measured /metrics refreshes per database")
     parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--page", type=int, default=1000, help="the deep page compared with page 1")
     parser.add_argument("--limit", type=int, default=20, help="page size")
@@ -652,8 +725,12 @@ def main() -> None:
                         help="GATEWAY_LIST_COUNT_CAP of both apps (default: the app's, 10,000)")
     parser.add_argument("--only", action="append", choices=FIGURES, default=None,
                         help="measure only these figures (repeatable; default: all)")
+    parser.add_argument("--recent", type=int, default=None,
+                        help="the same N decisions in the last 29 days of both databases, the others over 300 days "
+                             "before, the log sequenced: the /metrics comparison (what differs is only what is stored)")
+    parser.add_argument("--metrics-only", action="store_true", help="measure /metrics only (as --only metrics)")
     args = parser.parse_args()
-    args.only = tuple(args.only or FIGURES)
+    args.only = ("metrics",) if args.metrics_only else tuple(args.only or FIGURES)
     args.reviews = args.scale // 10 if args.reviews is None else args.reviews
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -662,7 +739,7 @@ def main() -> None:
         "command": " ".join(["python", "bench/record_scale.py", *sys.argv[1:]]),
         "figures": list(args.only),
         "scale": {"big_decisions": args.scale, "small_decisions": args.small, "big_queued_reviews": args.reviews,
-                  "small_queued_reviews": args.small_reviews},
+                  "small_queued_reviews": args.small_reviews, "recent_decisions_both": args.recent},
     }
     with tempfile.TemporaryDirectory(prefix="record-scale-") as tmp:
         folder = args.keep or Path(tmp)

@@ -98,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
     # is true, so a page costs the same whatever the size of the table (Elasticsearch's track_total_hits).
     "LIST_COUNT_CAP": 10_000,
     "OVERSIGHT_METRICS_DAYS": 30,  # /metrics exports the oversight figures of this many last days
+    # ... its statistics (notice delivery p95, review rates, fairness, drift) over at most this many of each model's
+    # most recent decisions in those days; counts and states are exact (gateway.oversight.recent_figures).
+    "OVERSIGHT_METRICS_SAMPLE": 2000,
     # Hours from an incident's opening to the regulator-report deadline, per severity (defaults: critical 24,
     # high 72, medium 360, low 720).
     "INCIDENT_REPORT_HOURS": {},
@@ -212,6 +215,10 @@ DEFAULTS: dict[str, Any] = {
     # /metrics serves figures at most this old: computed at most once per interval per process, so a scrape
     # costs the same at 10^3 and 10^6 decisions.
     "METRICS_MAX_AGE_S": 15.0,
+    # ... and a refresh reads only what changed: finished events are rolled up per period once the period ended
+    # this long ago (gateway.rollups); a write transaction never takes that long to commit.
+    "METRICS_ROLLUP_PERIOD_S": 3600.0,
+    "METRICS_ROLLUP_SETTLE_S": 600.0,
     "RATELIMIT_KEY_PREFIX": "gateway",
     # Number of reverse proxies in front of the gateway whose X-Forwarded-For is trusted (0: none).
     "PROXY_FIX_X_FOR": 0,

@@ -142,7 +142,8 @@ class Decision(Base):
     __tablename__ = "decisions"
     # A person's decisions newest first (GET /v1/me/decisions, the person's pages): read in index order from the
     # page's cursor, so a page costs the same at page 1 and page 1,000 (a backward scan serves created_at DESC).
-    __table_args__ = (Index(None, "subject_ref", "created_at", "id"),)
+    # A model's decisions by time (the /metrics rollups and window sample, the purge backlog): gateway.rollups.
+    __table_args__ = (Index(None, "subject_ref", "created_at", "id"), Index(None, "model_name", "created_at"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("scoring_models.id"), index=True)
@@ -200,6 +201,18 @@ class Notification(Base):
     # A dispatcher's claim: rows whose lease ran out are claimed again (delivery is at least once).
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[dt.datetime | None]
+    # When the row reached a final state, stamped in the transaction that wrote it: the event time the /metrics
+    # rollups (gateway.rollups) count finished rows by, so a refresh never counts the whole table.
+    finished_at: Mapped[dt.datetime | None]
+
+
+# The rows still to send and the dead letters, read by /metrics (gateway.notifications.outbox.notification_metrics)
+# without touching the delivered history: a query repeats WAITING_NOTICE_SQL word for word to use it.
+WAITING_NOTICE_SQL = "status IN ('pending', 'retrying', 'dead')"
+Index("ix_notifications_waiting", Notification.status,
+      sqlite_where=text(WAITING_NOTICE_SQL), postgresql_where=text(WAITING_NOTICE_SQL))
+# The same for the jobs that compute explanations and recourse after commit (their stats on /metrics).
+PENDING_JOB_SQL = "status = 'pending'"
 
 
 class WebhookEndpoint(Base):
@@ -313,6 +326,13 @@ class Explanation(Base):
     # the claim's holder stores the result.
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[dt.datetime | None]
+    # When a job (not the decision's own transaction) finished the row, ready or failed: the event time the jobs'
+    # done and dead figures on /metrics are rolled up by (gateway.rollups).
+    finished_at: Mapped[dt.datetime | None]
+
+
+Index("ix_explanations_waiting", Explanation.status,
+      sqlite_where=text(PENDING_JOB_SQL), postgresql_where=text(PENDING_JOB_SQL))
 
 
 class RecourseStatus(enum.StrEnum):
@@ -347,6 +367,13 @@ class Recourse(Base):
     computed_at: Mapped[dt.datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[dt.datetime | None]
+    # When a job (not the decision's own transaction) finished the row, ready or failed: the event time the jobs'
+    # done and dead figures on /metrics are rolled up by (gateway.rollups).
+    finished_at: Mapped[dt.datetime | None]
+
+
+Index("ix_recourse_waiting", Recourse.status,
+      sqlite_where=text(PENDING_JOB_SQL), postgresql_where=text(PENDING_JOB_SQL))
 
 
 class ReviewStatus(enum.StrEnum):
@@ -383,7 +410,7 @@ class ReviewRequest(Base):
     corrected_data: Mapped[dict[str, Any] | None]
     language: Mapped[str] = mapped_column(String(5))
     requested_by: Mapped[str] = mapped_column(String(100))
-    requested_at: Mapped[dt.datetime]
+    requested_at: Mapped[dt.datetime] = mapped_column(index=True)
     due_at: Mapped[dt.datetime]
     extended_until: Mapped[dt.datetime | None]
     extension_reason: Mapped[str | None] = mapped_column(Text)
@@ -404,6 +431,9 @@ class ReviewRequest(Base):
     # 'review' (the person's request) or 'confirmation' (an officer confirms a held decision): one queue
     # engine, one set of leases and fencing tokens.
     kind: Mapped[str] = mapped_column(String(20), default="review", server_default=text("'review'"))
+    # When the case was resolved or withdrawn, stamped in the transaction that wrote it: the event time the /metrics
+    # rollups (gateway.rollups) count finished rows by, so a refresh never counts the whole table.
+    finished_at: Mapped[dt.datetime | None]
 
 
 # The queue's order (gateway.reviews._next_claimable): the open cases of a kind by effective due date, so the next
@@ -594,6 +624,44 @@ class WebSession(Base):
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
     ended_at: Mapped[dt.datetime | None]
+
+# The finished rows by the time they finished (gateway.rollups reads a range of it): partial, because most rows of
+# the job tables never were jobs; and a planner that sees mostly NULLs would not use a full index for a range.
+FINISHED_SQL = "finished_at IS NOT NULL"
+for _finished in (Notification, ReviewRequest, Explanation, Recourse):
+    Index(f"ix_{_finished.__tablename__}_finished_at", _finished.finished_at,
+          sqlite_where=text(FINISHED_SQL), postgresql_where=text(FINISHED_SQL))
+# The claimed review cases (few: each holds a lease), counted by /metrics; a query repeats CLAIMED_SQL word for word.
+CLAIMED_SQL = "status = 'claimed'"
+Index("ix_reviews_claimed", ReviewRequest.kind, sqlite_where=text(CLAIMED_SQL), postgresql_where=text(CLAIMED_SQL))
+
+
+class MetricRollup(Base):
+    """A count of finished events of one stream, per model and key, over closed time (gateway.rollups).
+
+    Hourly streams keep one row per hour (a window sums its hours); total streams keep one running total
+    (period_start = 1970-01-01) that each closing adds to.
+    """
+
+    __tablename__ = "metric_rollups"
+
+    stream: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class MetricWatermark(Base):
+    """How far a rollup stream is closed: events before `closed_until` are in metric_rollups (from `covered_from`
+    on for hourly streams); later ones are read from their table at each refresh."""
+
+    __tablename__ = "metric_watermarks"
+
+    stream: Mapped[str] = mapped_column(String(40), primary_key=True)
+    covered_from: Mapped[dt.datetime]
+    closed_until: Mapped[dt.datetime]
+
 
 def table(model: type[Base]) -> Table:
     """The Core table of a mapped class (for inserts and updates on the hot path, without the unit of work)."""

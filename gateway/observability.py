@@ -3,9 +3,13 @@
 Counting in the database rather than in process memory gives the same figures whichever gunicorn worker
 answers the scrape, and includes what separate ``gateway worker`` processes did (they serve no HTTP).
 
-Those counts are grouped aggregates over every notice and review (linear in the number of decisions), so
-a scrape never runs them itself: the figures are computed at most once per METRICS_MAX_AGE_S per process
-and served from that copy; while one request refreshes a stale copy, the others get the previous one.
+A refresh never reads the history: finished events (notices delivered or given up, reviews requested, resolved or
+withdrawn, jobs done, decisions made) are counted once per period by the rollups (gateway.rollups), so it reads the
+stored counts plus the events of the last period; open rows (notices to send, claimed or overdue reviews) through
+their indexes; the oversight statistics over a bounded sample of recent decisions (gateway.oversight.recent_figures).
+Its cost does not grow with the number of decisions stored (bench/record_scale.py). The figures are still computed
+at most once per METRICS_MAX_AGE_S per process and served from that copy; while one request refreshes a stale copy,
+the others get the previous one.
 /metrics needs an API key of the role ``metrics`` (``gateway keys create --role metrics``) or ``auditor``,
 and has a rate limit of its own (RATELIMIT_METRICS).
 """
@@ -26,8 +30,8 @@ from gateway import oversight
 from gateway.api.common import principal
 from gateway.extensions import db
 from gateway.models import Role
-from gateway.notifications.outbox import notification_stats
-from gateway.reviews import review_stats
+from gateway.notifications.outbox import notification_metrics
+from gateway.reviews import review_metrics
 
 
 class _DatabaseCollector(Collector):
@@ -46,10 +50,10 @@ class _DatabaseCollector(Collector):
 
 
 class NotificationCollector(_DatabaseCollector):
-    """Counters and gauges per model from notification_stats()."""
+    """Counters and gauges per model from notification_metrics()."""
 
     def __init__(self, app: Flask) -> None:
-        super().__init__(app, notification_stats)
+        super().__init__(app, notification_metrics)
 
     def collect(self) -> Iterator[Metric]:
         stats = self.figures()
@@ -65,10 +69,10 @@ class NotificationCollector(_DatabaseCollector):
         overdue = GaugeMetricFamily("gateway_notifications_overdue",
                                     "Notifications due for over a minute that no dispatcher holds, per model.",
                                     labels=["model"])
-        for model, counts in sorted(stats["by_model"].items()):
-            delivered.add_metric([model], counts["delivered"])
+        for model, counts in sorted(stats.items()):
+            delivered.add_metric([model], counts["delivered_total"])
             retried.add_metric([model], counts["retries"])
-            dead.add_metric([model], counts["dead"])
+            dead.add_metric([model], counts["dead_total"])
             overdue.add_metric([model], counts["overdue"])
             for status in ("pending", "retrying", "delivered", "dead"):
                 by_status.add_metric([model, status], counts[status])
@@ -79,7 +83,7 @@ class ReviewCollector(_DatabaseCollector):
     """Open, resolved and overdue reviews per model: an overdue case is never silently dropped."""
 
     def __init__(self, app: Flask) -> None:
-        super().__init__(app, review_stats)
+        super().__init__(app, review_metrics)
 
     def collect(self) -> Iterator[Metric]:
         stats = self.figures()
@@ -94,30 +98,36 @@ class ReviewCollector(_DatabaseCollector):
 
 
 class OversightCollector(_DatabaseCollector):
-    """The oversight report's main figures per serving model over the last OVERSIGHT_METRICS_DAYS days."""
+    """The oversight report's main figures per serving model over the last OVERSIGHT_METRICS_DAYS days: counts and
+    states exact, statistics over the OVERSIGHT_METRICS_SAMPLE most recent decisions (oversight.recent_figures)."""
 
     def __init__(self, app: Flask) -> None:
         days = int(app.config.get("OVERSIGHT_METRICS_DAYS") or 30)
-        super().__init__(app, lambda: oversight.recent_reports(days))
+        self.sample = int(app.config.get("OVERSIGHT_METRICS_SAMPLE") or 2000)
+        super().__init__(app, lambda: oversight.recent_figures(days, self.sample))
 
     def collect(self) -> Iterator[Metric]:
         reports = self.figures()
+        sample = (f" Over the {self.sample} most recent decisions of the model in the window (all when fewer): "
+                  "OVERSIGHT_METRICS_SAMPLE.")
         g = {name: GaugeMetricFamily(f"gateway_oversight_{name}", text, labels=labels) for name, text, labels in (
             ("decisions", "Decisions in the window.", ["model"]),
             ("adverse_rate", "Share of adverse decisions.", ["model"]),
             ("notices_dead", "Decision notices given up (dead letters).", ["model"]),
-            ("notice_delivery_seconds_p95", "95th percentile of notice delivery delay.", ["model"]),
+            ("notice_delivery_seconds_p95", "95th percentile of notice delivery delay." + sample, ["model"]),
             ("reviews_overdue", "Open reviews past their (extended) due date at the window's end.", ["model"]),
-            ("reviews_overturn_rate", "Share of resolved reviews changed or annulled.", ["model"]),
-            ("reviews_on_time_rate", "Share of resolved reviews resolved by their due date.", ["model"]),
+            ("reviews_overturn_rate", "Share of resolved reviews changed or annulled." + sample, ["model"]),
+            ("reviews_on_time_rate", "Share of resolved reviews resolved by their due date." + sample, ["model"]),
             ("confirmations_waiting", "Held decisions waiting for an officer.", ["model"]),
-            ("selection_rate", "Share of favourable outcomes per monitored group.", ["model", "attribute", "group"]),
-            ("demographic_parity_difference", "Largest gap in selection rate between groups.", ["model", "attribute"]),
-            ("equalized_odds_difference", "Largest gap in TPR or FPR between groups (ground truth).",
+            ("selection_rate", "Share of favourable outcomes per monitored group." + sample,
+             ["model", "attribute", "group"]),
+            ("demographic_parity_difference", "Largest gap in selection rate between groups." + sample,
              ["model", "attribute"]),
-            ("score_psi", "Population stability index of the score against the background data.",
+            ("equalized_odds_difference", "Largest gap in TPR or FPR between groups (ground truth)." + sample,
+             ["model", "attribute"]),
+            ("score_psi", "Population stability index of the score against the background data." + sample,
              ["model", "version"]),
-            ("inputs_drifting", "Inputs whose PSI or KS statistic passed the flag.", ["model", "version"]),
+            ("inputs_drifting", "Inputs whose PSI or KS statistic passed the flag." + sample, ["model", "version"]),
             ("incidents_open", "Incidents not closed.", ["model"]),
         )}
 
@@ -126,14 +136,9 @@ class OversightCollector(_DatabaseCollector):
                 g[name].add_metric(labels, float(value))
 
         for model, r in sorted(reports.items()):
-            put("decisions", [model], r["volume"]["decisions"])
-            put("adverse_rate", [model], r["volume"]["adverse_rate"])
-            put("notices_dead", [model], r["notices"]["dead_lettered"])
-            put("notice_delivery_seconds_p95", [model], r["notices"]["delivery_seconds_p95"])
-            put("reviews_overdue", [model], r["reviews"]["overdue"])
-            put("reviews_overturn_rate", [model], r["reviews"]["overturn_rate"])
-            put("reviews_on_time_rate", [model], r["reviews"]["on_time_rate"])
-            put("confirmations_waiting", [model], r["confirmations"]["waiting"])
+            for name in ("decisions", "adverse_rate", "notices_dead", "notice_delivery_seconds_p95", "reviews_overdue",
+                         "reviews_overturn_rate", "reviews_on_time_rate", "confirmations_waiting", "incidents_open"):
+                put(name, [model], r[name])
             for attribute, f in sorted(r["fairness"].items()):
                 for group, rate in sorted(f.get("selection_rate", {}).items()):
                     put("selection_rate", [model, attribute, group], rate)
@@ -144,7 +149,6 @@ class OversightCollector(_DatabaseCollector):
                 if d.get("score"):
                     put("score_psi", [model, version], d["score"]["psi"])
                     put("inputs_drifting", [model, version], len(d["flagged"]))
-            put("incidents_open", [model], sum(1 for i in r["incidents"] if i["status"] != "closed"))
         yield from g.values()
 
 

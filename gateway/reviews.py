@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway import deadlines, decisions, keystore, registry, runtime
+from gateway import deadlines, decisions, keystore, registry, rollups, runtime
 from gateway.access import Action, visible_decision, visible_review
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
@@ -28,6 +28,7 @@ from gateway.features import check_value, validate_features
 from gateway.ids import decode_cursor, encode_cursor, new_id, utcnow
 from gateway.manifest import Manifest
 from gateway.models import (
+    CLAIMED_SQL,
     LISTED_DUE,
     OPEN_REVIEW,
     OPEN_REVIEW_SQL,
@@ -42,6 +43,7 @@ from gateway.models import (
     table,
 )
 from gateway.retention import check_not_purged
+from gateway.rollups import stamp
 from gateway.schemas.reviews import POINT_OF_VIEW_MAX
 from gateway.settings import current_settings
 from gateway.text import refuse_control_characters
@@ -208,6 +210,7 @@ def withdraw(principal: Caller, decision_id: str, review_id: str, *, now: dt.dat
         previous = review.status
         review.status = _transition(review, "withdraw")
         review.claimed_by, review.lease_expires_at = None, None
+        review.finished_at = stamp(now)
         decision = session.get(Decision, review.decision_id)
         assert decision is not None
         session.flush()
@@ -421,7 +424,7 @@ def resolve(principal: Principal, review_id: str, token: int, *, outcome: str, n
         review.reasons = {k: v for k, v in reasons.items() if v.strip()}
         review.point_of_view_considered = True
         review.resolved_by, review.resolved_at = principal.id, now
-        review.lease_expires_at = None
+        review.lease_expires_at, review.finished_at = None, stamp(now)
         previous = decision.effective_outcome
         # Compare-and-set on the decision too: the supersession is append-only history in the audit log.
         session.execute(update(Decision).where(Decision.id == decision.id)
@@ -477,7 +480,7 @@ def confirm(principal: Principal, review_id: str, token: int, *, outcome: str, n
         review.outcome, review.new_outcome = outcome, new_outcome if outcome == "changed" else None
         review.reasons = {k: v for k, v in reasons.items() if v.strip()} or None
         review.resolved_by, review.resolved_at = principal.id, now
-        review.lease_expires_at = None
+        review.lease_expires_at, review.finished_at = None, stamp(now)
         session.execute(update(Decision).where(Decision.id == decision.id)
                         .values(effective_outcome=effective, effective_review_id=review.id, confirmation=outcome))
         session.flush()
@@ -684,6 +687,38 @@ def review_stats(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
         counts = stats.setdefault(model, {s.value: 0 for s in ReviewStatus} | {"overdue": 0})
         counts[status] = int(count)
         counts["overdue"] += int(overdue or 0)
+    return stats
+
+
+def review_metrics(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
+    """What /metrics shows per model: review requests by status, and the open ones past their due date.
+
+    Without reading the history: requests and their resolutions or withdrawals are counted once by the rollups
+    (gateway.rollups); open = requested - resolved - withdrawn, of which the claimed ones (few: each holds a lease)
+    and the overdue ones (past the deadline: each one is a breach) are read through their indexes.
+    """
+    now = now or utcnow()
+    stats: dict[str, dict[str, int]] = {}
+
+    def row(model: str) -> dict[str, int]:
+        return stats.setdefault(model, {s.value: 0 for s in ReviewStatus} | {"overdue": 0})
+
+    for stream in (rollups.REVIEWS_REQUESTED, rollups.REVIEWS_FINISHED):
+        for (model, key), value in rollups.counts(stream, now).items():
+            row(model)[key if key != "requested" else ReviewStatus.QUEUED.value] += value
+    due = func.coalesce(ReviewRequest.extended_until, ReviewRequest.due_at)
+    claimed = db.session.execute(select(ReviewRequest.decision_id).where(
+        text(f"reviews.{CLAIMED_SQL}"), ReviewRequest.kind == REVIEW)).scalars().all()
+    late = db.session.execute(select(ReviewRequest.decision_id).where(
+        ReviewRequest.kind == REVIEW, due < now, text(f"reviews.{OPEN_REVIEW_SQL}"))).scalars().all()
+    names = rollups.model_names([*claimed, *late])
+    for decision_id in claimed:
+        row(names[decision_id])[ReviewStatus.CLAIMED.value] += 1
+    for counts in stats.values():  # what was requested and is neither finished nor claimed is queued
+        counts[ReviewStatus.QUEUED.value] -= (counts[ReviewStatus.RESOLVED.value] + counts[ReviewStatus.WITHDRAWN.value]
+                                             + counts[ReviewStatus.CLAIMED.value])
+    for decision_id in late:
+        row(names[decision_id])["overdue"] += 1
     return stats
 
 

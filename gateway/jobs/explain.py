@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, update
+from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, text, update
 
 from explainers import ExplainerError
-from gateway import explanations, keystore, runtime
+from gateway import explanations, keystore, rollups, runtime
 from gateway.audit import leaf_values
 from gateway.contacts import committer
 from gateway.db import write_transaction
@@ -35,7 +35,8 @@ from gateway.extensions import db
 from gateway.features import to_frame
 from gateway.jobs import claims
 from gateway.jobs.base import STATES, KindSettings, TaskKind
-from gateway.models import Decision, Explanation, ExplanationStatus, LogLeaf
+from gateway.models import PENDING_JOB_SQL, Decision, Explanation, ExplanationStatus, LogLeaf
+from gateway.rollups import stamp
 from gateway.settings import current_settings
 
 log = logging.getLogger("gateway.jobs")
@@ -156,11 +157,11 @@ class ExplainKind(TaskKind):
     def _values(self, result: Result) -> dict[str, Any]:
         done = {"attempts": T.c.attempts + 1, "claimed_by": None, "lease_expires_at": None}
         if result.values is not None:
-            return {**done, **result.values, "computed_at": result.at, "next_attempt_at": None, "last_error": None}
+            return {**done, **result.values, "computed_at": result.at, "finished_at": stamp(result.at), "next_attempt_at": None, "last_error": None}
         assert result.error is not None
         failed = result.job.attempts + 1
         if result.permanent or failed >= self.settings.max_attempts:
-            return {**done, "status": ExplanationStatus.FAILED.value, "next_attempt_at": None,
+            return {**done, "status": ExplanationStatus.FAILED.value, "next_attempt_at": None, "finished_at": stamp(result.at),
                     "last_error": result.error[:1000]}
         delay = claims.retry_delay(failed, schedule=self.settings.retry_schedule, jitter=self.settings.retry_jitter,
                                    rng=self.rng)
@@ -207,15 +208,16 @@ class ExplainKind(TaskKind):
         e = Explanation
         held = and_(e.lease_expires_at.is_not(None), e.lease_expires_at > now)
         state = case(
-            (e.status == ExplanationStatus.FAILED.value, "dead"),
-            (e.status != PENDING, "done"),
             (held, "claimed"),
             (e.attempts > 0, "retrying"),
             else_="queued",
         )
         counts = dict.fromkeys(STATES, 0)
-        # Only rows that were ever jobs: exact explanations, stored with their decision, have no attempts.
-        query = select(state, func.count()).where((e.status == PENDING) | (e.attempts > 0)).group_by(state)
+        # Waiting rows through the (status, next_attempt_at) index; finished ones from the rollups (gateway.rollups):
+        # only rows that were ever jobs (exact explanations, stored with their decision, have no attempts).
+        query = select(state, func.count()).where(text(f"explanations.{PENDING_JOB_SQL}")).group_by(state)
         for name, count in db.session.execute(query).all():
             counts[name] += int(count)
+        for (_, key), count in rollups.counts(rollups.EXPLAIN_JOBS, now).items():
+            counts[key] += count
         return counts

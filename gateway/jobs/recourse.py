@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, update
+from sqlalchemy import CursorResult, Table, and_, case, func, insert, select, text, update
 
-from gateway import keystore, recourse, runtime
+from gateway import keystore, recourse, rollups, runtime
 from gateway.audit import leaf_values
 from gateway.contacts import committer
 from gateway.db import write_transaction
@@ -29,7 +29,8 @@ from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.jobs import claims
 from gateway.jobs.base import STATES, KindSettings, TaskKind
-from gateway.models import Decision, LogLeaf, Recourse, RecourseStatus
+from gateway.models import PENDING_JOB_SQL, Decision, LogLeaf, Recourse, RecourseStatus
+from gateway.rollups import stamp
 from gateway.settings import current_settings
 
 log = logging.getLogger("gateway.jobs")
@@ -132,11 +133,11 @@ class RecourseKind(TaskKind):
         done = {"attempts": T.c.attempts + 1, "claimed_by": None, "lease_expires_at": None}
         if result.values is not None:
             ready = recourse.row_values(result.job.decision_id, result.values, commit)
-            return {**done, **ready, "computed_at": result.at, "next_attempt_at": None}
+            return {**done, **ready, "computed_at": result.at, "finished_at": stamp(result.at), "next_attempt_at": None}
         assert result.error is not None
         failed = result.job.attempts + 1
         if result.permanent or failed >= self.settings.max_attempts:
-            return {**done, "status": RecourseStatus.FAILED.value, "next_attempt_at": None,
+            return {**done, "status": RecourseStatus.FAILED.value, "next_attempt_at": None, "finished_at": stamp(result.at),
                     "last_error": result.error[:1000]}
         delay = claims.retry_delay(failed, schedule=self.settings.retry_schedule, jitter=self.settings.retry_jitter,
                                    rng=self.rng)
@@ -184,15 +185,16 @@ class RecourseKind(TaskKind):
         r = Recourse
         held = and_(r.lease_expires_at.is_not(None), r.lease_expires_at > now)
         state = case(
-            (r.status == RecourseStatus.FAILED.value, "dead"),
-            (r.status != PENDING, "done"),
             (held, "claimed"),
             (r.attempts > 0, "retrying"),
             else_="queued",
         )
         counts = dict.fromkeys(STATES, 0)
-        # Only rows that were ever jobs: recourse computed with its decision has no attempts.
-        query = select(state, func.count()).where((r.status == PENDING) | (r.attempts > 0)).group_by(state)
+        # Waiting rows through the (status, next_attempt_at) index; finished ones from the rollups (gateway.rollups):
+        # only rows that were ever jobs (recourse computed with its decision has no attempts).
+        query = select(state, func.count()).where(text(f"recourse.{PENDING_JOB_SQL}")).group_by(state)
         for name, count in db.session.execute(query).all():
             counts[name] += int(count)
+        for (_, key), count in rollups.counts(rollups.RECOURSE_JOBS, now).items():
+            counts[key] += count
         return counts

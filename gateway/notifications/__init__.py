@@ -5,7 +5,8 @@ commit. Public API:
 
 - ``Dispatcher`` / ``DispatcherThread`` / ``run_worker``: deliver due rows (tests / ``gateway serve`` /
   ``gateway worker``);
-- ``notification_stats(model_name=None)``: counts by status, kind and model for oversight and metrics;
+- ``notification_stats(model_name=None)``: counts by status, kind and model over every row (for oversight);
+  ``GET /metrics`` reads ``outbox.notification_metrics()`` instead, which never reads the delivered history;
 - ``requeue(...)``: send dead rows again after fixing what killed them;
 - ``init_app(app)``: check the configuration (``GET /metrics`` is gateway.observability's).
 

@@ -18,18 +18,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from gateway import rollups
 from gateway.db import rowcount, write_transaction
 from gateway.extensions import db
 from gateway.ids import utcnow
 from gateway.jobs import claims
 from gateway.jobs.base import KindSettings
 from gateway.jobs.claims import retry_delay
-from gateway.models import Decision, Notification, NotificationStatus, WebhookEndpoint, table
+from gateway.models import WAITING_NOTICE_SQL, Decision, Notification, NotificationStatus, WebhookEndpoint, table
 from gateway.notifications.render import Job
+from gateway.rollups import stamp
 
 T = table(Notification)
 DUE = (NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value)
@@ -92,13 +94,15 @@ def _fenced(job_id: str, owner: str) -> Any:
 def _values(outcome: Outcome, retries: Retries | None, rng: random.Random) -> dict[str, Any]:
     done = {"attempts": T.c.attempts + 1, "claimed_by": None, "lease_expires_at": None}
     if outcome.delivered:
-        return {**done, "status": NotificationStatus.DELIVERED.value, "delivered_at": outcome.at, "last_error": None}
+        return {**done, "status": NotificationStatus.DELIVERED.value, "delivered_at": outcome.at, "last_error": None,
+                "finished_at": stamp(outcome.at)}
     assert outcome.error is not None
     if retries is None:
         raise ValueError("recording a failed attempt needs the deliver kind's retry settings")
     failed = outcome.job.attempts + 1
     if outcome.permanent or failed >= retries.max_attempts:
-        return {**done, "status": NotificationStatus.DEAD.value, "last_error": outcome.error[:1000]}
+        return {**done, "status": NotificationStatus.DEAD.value, "last_error": outcome.error[:1000],
+                "finished_at": stamp(outcome.at)}
     delay = retry_delay(failed, schedule=retries.schedule, jitter=retries.jitter, rng=rng)
     if outcome.retry_after is not None:  # the receiver asked for a pause: honour it, up to the schedule's longest wait
         delay = max(delay, min(outcome.retry_after, float(max(retries.schedule))))
@@ -168,7 +172,7 @@ def requeue(*, status: str = NotificationStatus.DEAD.value, decision_id: str | N
     with write_transaction() as session:
         result = session.execute(update(T).where(*condition).values(
             status=NotificationStatus.PENDING.value, attempts=0, next_attempt_at=now or utcnow(),
-            claimed_by=None, lease_expires_at=None,
+            claimed_by=None, lease_expires_at=None, finished_at=None,  # finished again later: counted again
         ))
     return rowcount(result)
 
@@ -209,3 +213,41 @@ def notification_stats(model_name: str | None = None, *, now: dt.datetime | None
         per_model["retries"] += retries
         per_model["overdue"] += int(late)
     return stats
+
+
+def notification_metrics(now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
+    """Per model what /metrics shows: delivered, dead and retried counts, notifications by status, overdue ones.
+
+    Nothing here reads the delivered history: finished notifications are counted once by the rollups
+    (gateway.rollups, by the time they finished), and only the rows still to send (pending, retrying) and the dead
+    letters an operator has not requeued are read, through the (status, next_attempt_at) index. The counters count
+    events: a dead notice requeued and delivered later counts once as dead and once as delivered; the gauge of dead
+    notifications is the rows dead now.
+    """
+    now = now or utcnow()
+    n = Notification
+    overdue = and_(n.status.in_(DUE), n.next_attempt_at < now - OVERDUE_AFTER,
+                   or_(n.lease_expires_at.is_(None), n.lease_expires_at <= now))
+    empty = dict.fromkeys([s.value for s in NotificationStatus], 0) | {"delivered_total": 0, "dead_total": 0,
+                                                                        "retries": 0, "overdue": 0}
+    by_model: dict[str, dict[str, int]] = {}
+    for (model, key), value in rollups.counts(rollups.NOTIFICATIONS, now).items():
+        row = by_model.setdefault(model, dict(empty))
+        if key == "retries":
+            row["retries"] += value
+        else:  # delivered, dead: a delivered notification stays delivered, so its gauge is its count
+            row[f"{key}_total"] += value
+            if key == NotificationStatus.DELIVERED:
+                row[key] += value
+    waiting = db.session.execute(
+        select(n.decision_id, n.status, n.attempts, case((overdue, 1), else_=0))
+        .where(text(f"notifications.{WAITING_NOTICE_SQL}"))  # the partial index of the rows waiting, word for word
+    ).all()
+    names = rollups.model_names(r[0] for r in waiting)
+    for decision_id, status, attempts, late in waiting:
+        row = by_model.setdefault(names[decision_id], dict(empty))
+        row[status] += 1
+        row["overdue"] += int(late)
+        if status in DUE:  # every attempt of a row still to send failed and is retried
+            row["retries"] += int(attempts or 0)
+    return by_model

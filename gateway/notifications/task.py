@@ -11,11 +11,12 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, text
 
+from gateway import rollups
 from gateway.extensions import db
 from gateway.jobs.base import STATES, KindSettings, TaskKind
-from gateway.models import Notification, NotificationStatus
+from gateway.models import WAITING_NOTICE_SQL, Notification, NotificationStatus
 from gateway.notifications.dispatcher import Dispatcher, log
 from gateway.notifications.outbox import Retries
 
@@ -61,16 +62,20 @@ class DeliverKind(TaskKind):
 
     @classmethod
     def stats(cls, now: dt.datetime) -> dict[str, int]:
+        """Rows to send and dead rows through the (status, next_attempt_at) index; delivered ones from the rollups."""
         n = Notification
         held = and_(n.lease_expires_at.is_not(None), n.lease_expires_at > now)
         state = case(
-            (n.status == NotificationStatus.DELIVERED.value, "done"),
             (n.status == NotificationStatus.DEAD.value, "dead"),
             (held, "claimed"),
             (or_(n.status == NotificationStatus.RETRYING.value, n.attempts > 0), "retrying"),
             else_="queued",
         )
         counts = dict.fromkeys(STATES, 0)
-        for name, count in db.session.execute(select(state, func.count()).group_by(state)).all():
+        waiting = select(state, func.count()).where(text(f"notifications.{WAITING_NOTICE_SQL}")).group_by(state)
+        for name, count in db.session.execute(waiting).all():
             counts[name] += int(count)
+        for (_, key), count in rollups.counts(rollups.NOTIFICATIONS, now).items():
+            if key == NotificationStatus.DELIVERED:
+                counts["done"] += count
         return counts

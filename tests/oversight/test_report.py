@@ -54,7 +54,7 @@ from tests.conftest import Gateway
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True),
-    pytest.mark.gateway_config(OVERSIGHT_METRICS_DAYS=4000),
+    pytest.mark.gateway_config(OVERSIGHT_METRICS_DAYS=4000, OVERSIGHT_METRICS_SAMPLE=10_000),
 ]
 
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 31)
@@ -370,7 +370,7 @@ def test_every_figure_matches_an_independent_count(gateway: Gateway, german_mani
     assert out.output.encode() == resp.data
     assert json.loads(out.output)["reviews"] == expected_reviews
 
-    # The same figures are Prometheus metrics (a window wide enough to hold the whole history).
+    # The same figures are Prometheus metrics (a window and a sample wide enough to hold the whole history).
     metrics = gateway.client.get("/metrics", headers=gateway.auth("auditor")).get_data(as_text=True)
     with gateway.app.app_context():
         wide = oversight.recent_reports(4000)["german-credit"]

@@ -5,13 +5,13 @@ ones had an index in queue order, 0022); an access log, the incident register, a
 needed a sort for their tie-breaking column. Each list's ORDER BY is now an index's order (tests/test_scale_plans.py).
 
 Revision ID: 0026
-Revises: 0022
+Revises: 0023
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0026'
-down_revision = '0022'
+down_revision = '0023'
 branch_labels = None
 depends_on = None
 
