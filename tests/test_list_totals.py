@@ -16,6 +16,7 @@ from gateway import create_app, reviews
 from gateway.db import Total
 from gateway.errors import ConfigError
 from tests.conftest import SECRETS, Gateway
+from tests.support.registration import request_reviews
 from tests.web.console_support import official
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -23,20 +24,10 @@ CAP = 2
 pytestmark = pytest.mark.gateway_config(LIST_COUNT_CAP=CAP)
 
 
-def request_reviews(gateway: Gateway, n: int) -> list[str]:
-    made = []
-    for i in range(n):
-        decision = gateway.decide(key=f"totals-{i}").get_json()["decision_id"]
-        resp = gateway.client.post(f"/v1/decisions/{decision}/reviews", headers=gateway.auth("agency_a"),
-                                   json={"point_of_view": "Please look again.", "contest_grounds": ["other"]})
-        assert resp.status_code == 201, resp.get_json()
-        made.append(resp.get_json()["review_id"])
-    return made
-
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_the_review_queue_counts_exactly_up_to_the_cap_and_flags_a_lower_bound_beyond(gateway: Gateway) -> None:
-    request_reviews(gateway, 3)
+    request_reviews(gateway, 3, "totals")
     reviewer = gateway.auth("reviewer")
     claimed = gateway.client.post("/v1/reviews/claim", json={}, headers=reviewer)
     assert claimed.status_code == 200
@@ -80,7 +71,7 @@ def text(page: object) -> str:
 
 
 def test_the_console_writes_a_capped_count_with_a_plus_and_pages_by_cursor(gateway: Gateway) -> None:
-    made = request_reviews(gateway, 3)
+    made = request_reviews(gateway, 3, "totals")
     browser = official(gateway)
     page = browser.get("/console")
     assert page.status_code == 200

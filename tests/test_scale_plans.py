@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from gateway.extensions import db
 from tests.conftest import Gateway
 from tests.support.citizens import IdentityProvider
-from tests.support.registration import open_incident
+from tests.support.registration import open_incident, request_reviews
 from tests.web.console_support import official
 
 IIN = "921029350851"
@@ -79,13 +79,18 @@ def sorted_in_plan(text: str) -> bool:
                                         for line in text.splitlines())
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
-def test_a_page_of_my_decisions_reads_the_persons_index_in_order(gateway: Gateway, idp: IdentityProvider) -> None:
-    for i in range(5):
+def decisions_of_one_person(gateway: Gateway, idp: IdentityProvider, n: int, prefix: str) -> dict[str, str]:
+    """Make `n` decisions about one person (IIN); the headers that person signs in with."""
+    for i in range(n):
         body = copy.deepcopy(gateway.sample)
         body["subject"]["iin"] = IIN
-        assert gateway.decide(body, key=f"plan-{i}").status_code == 201
-    citizen = {"Authorization": f"Bearer {idp.token(IIN, exp=int(time.time()) + 3600)}"}
+        assert gateway.decide(body, key=f"{prefix}-{i}").status_code == 201
+    return {"Authorization": f"Bearer {idp.token(IIN, exp=int(time.time()) + 3600)}"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_page_of_my_decisions_reads_the_persons_index_in_order(gateway: Gateway, idp: IdentityProvider) -> None:
+    citizen = decisions_of_one_person(gateway, idp, 5, "plan")
     first = gateway.client.get("/v1/me/decisions", headers=citizen, query_string={"limit": 2}).get_json()
     assert first["next_after"]
     with captured(gateway) as found:
@@ -148,16 +153,6 @@ def check_count(gateway: Gateway, found: list[tuple[str, Any]], table: str, *ind
         assert not full_scan(shown, table), shown
 
 
-def request_reviews(gateway: Gateway, n: int, prefix: str) -> list[str]:
-    made = []
-    for i in range(n):
-        decision = gateway.decide(key=f"{prefix}-{i}").get_json()["decision_id"]
-        resp = gateway.client.post(f"/v1/decisions/{decision}/reviews", headers=gateway.auth("agency_a"),
-                                   json={"point_of_view": "Please look again.", "contest_grounds": ["other"]})
-        assert resp.status_code == 201, resp.get_json()
-        made.append(resp.get_json()["review_id"])
-    return made
-
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 @pytest.mark.parametrize(("query", "index"), [
@@ -203,11 +198,7 @@ def test_the_console_queue_lists_open_cases_on_the_claim_order(gateway: Gateway)
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_the_count_of_my_decisions_reads_the_persons_index(gateway: Gateway, idp: IdentityProvider) -> None:
-    for i in range(3):
-        body = copy.deepcopy(gateway.sample)
-        body["subject"]["iin"] = IIN
-        assert gateway.decide(body, key=f"count-plan-{i}").status_code == 201
-    citizen = {"Authorization": f"Bearer {idp.token(IIN, exp=int(time.time()) + 3600)}"}
+    citizen = decisions_of_one_person(gateway, idp, 3, "count-plan")
     with captured(gateway) as found:
         resp = gateway.client.get("/v1/me/decisions", headers=citizen, query_string={"limit": 2})
     assert resp.status_code == 200

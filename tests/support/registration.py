@@ -71,3 +71,15 @@ def open_incident(client: Any, headers: dict[str, str], model: str = "german-cre
     assert resp.status_code == 201, resp.get_json()
     incident_id: str = resp.get_json()["incident_id"]
     return incident_id
+
+
+def request_reviews(gateway: Any, n: int, prefix: str) -> list[str]:
+    """Make `n` decisions (idempotency keys PREFIX-i) and request a review of each as their agency; their ids."""
+    made = []
+    for i in range(n):
+        decision = gateway.decide(key=f"{prefix}-{i}").get_json()["decision_id"]
+        resp = gateway.client.post(f"/v1/decisions/{decision}/reviews", headers=gateway.auth("agency_a"),
+                                   json={"point_of_view": "Please look again.", "contest_grounds": ["other"]})
+        assert resp.status_code == 201, resp.get_json()
+        made.append(resp.get_json()["review_id"])
+    return made
