@@ -240,6 +240,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     _check_citizen_auth(app)
     _check_retention(app)
     _check_batches(app)
+    _check_metrics(app)
 
 
 def keystore_database_url(database_url: str, configured: str | None) -> str:
@@ -318,6 +319,17 @@ def _check_batches(app: Flask) -> None:
         value = app.config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"GATEWAY_{key} must be a positive integer, not {value!r}")
+
+
+def _check_metrics(app: Flask) -> None:
+    for key, least, what in (("METRICS_ROLLUP_PERIOD_S", 0.0, "a positive"), ("METRICS_ROLLUP_SETTLE_S", None, "a non-negative")):
+        value = app.config.get(key)
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (value <= least if least is not None else value < 0)):
+            raise ConfigError(f"GATEWAY_{key} must be {what} number of seconds, not {value!r}")
+    sample = app.config.get("OVERSIGHT_METRICS_SAMPLE")
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ConfigError(f"GATEWAY_OVERSIGHT_METRICS_SAMPLE must be a positive integer, not {sample!r}")
 
 
 def _check_citizen_auth(app: Flask) -> None:

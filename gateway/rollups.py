@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -56,6 +55,7 @@ from gateway.models import (
     ScoringModel,
     table,
 )
+from gateway.settings import current_settings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ALL = "*"  # the model label of streams counted for every model at once (the jobs' figures are per kind)
@@ -165,9 +165,9 @@ PURGED = Stream("decisions_purged", Decision.purged_at, _purged)
 # --- closing periods and reading ---------------------------------------------------------------------------
 
 def _settings() -> tuple[dt.timedelta, dt.timedelta]:
-    period = float(current_app.config.get("METRICS_ROLLUP_PERIOD_S", 3600.0))
-    settle = float(current_app.config.get("METRICS_ROLLUP_SETTLE_S", 600.0))
-    return dt.timedelta(seconds=period), dt.timedelta(seconds=settle)
+    settings = current_settings()
+    return (dt.timedelta(seconds=settings.metrics_rollup_period_s),
+            dt.timedelta(seconds=settings.metrics_rollup_settle_s))
 
 
 def period_of(at: dt.datetime, period: dt.timedelta) -> dt.datetime:

@@ -77,6 +77,8 @@ class Settings:
     console_session_max_age_s: int = 8 * 3600  # signed-in browser sessions (officials, people via OIDC)
     oidc_sign_in: OidcSignIn | None = None  # None: sign-in through an OpenID provider is off
     list_count_cap: int = 10_000  # lists count exactly up to this many items; beyond, `total` is a lower bound
+    metrics_rollup_period_s: float = 3600.0  # /metrics counts finished events per period of this length
+    metrics_rollup_settle_s: float = 600.0  # a period closes this long after it ends (late commits land first)
 
     @property
     def base_url(self) -> str:
@@ -125,6 +127,8 @@ class Settings:
             sign_in_link_max_age_s=int(config.get("SIGN_IN_LINK_MAX_AGE_S") or 900),
             console_session_max_age_s=int(config.get("CONSOLE_SESSION_MAX_AGE_S") or 8 * 3600),
             list_count_cap=int(config.get("LIST_COUNT_CAP") or 10_000),
+            metrics_rollup_period_s=float(config.get("METRICS_ROLLUP_PERIOD_S", 3600.0)),
+            metrics_rollup_settle_s=float(config.get("METRICS_ROLLUP_SETTLE_S", 600.0)),
             oidc_sign_in=OidcSignIn(
                 metadata_url=str(config["OIDC_METADATA_URL"]), client_id=str(config["OIDC_CLIENT_ID"]),
                 client_secret=str(config.get("OIDC_CLIENT_SECRET") or ""), scopes=str(config.get("OIDC_SCOPES") or "openid"),

@@ -236,3 +236,4 @@ def scans(gateway: Gateway, found: list[tuple[str, Any]]) -> list[str]:
                 if step.startswith("SCAN ") and step.split()[1] in GROWING:
                     scanned.append(step.split()[1])
     return scanned
+

@@ -119,8 +119,13 @@ def test_sequencer_killed_while_decisions_stream_in(tmp_path: Path, example_mani
     sequencers = [Sequencer(instance.env, tmp_path / f"sequencer-{n}.log") for n in range(2)]
     notes: list[str] = []
 
+    enough_kills = threading.Event()  # the last tenth of the stream waits for the third kill, so the kills land
+    # while decisions stream in however fast the decision path gets
+
     def client(c: int) -> None:
         for i in range(c, DECISIONS, CLIENTS):
+            if i >= DECISIONS * 9 // 10:
+                enough_kills.wait(300)
             made = _post(server.base_url, instance.key, decision_body(features, iin=valid_iin(i)), f"seq-{i}")
             if made is not None:
                 with lock:
@@ -138,6 +143,8 @@ def test_sequencer_killed_while_decisions_stream_in(tmp_path: Path, example_mani
             time.sleep(rng.uniform(0.05, 0.6))
             victim.kill()  # mid-batch or idle: either way it commits nothing half-way
             kills += 1
+            if kills >= 3:
+                enough_kills.set()
             sequencers.append(Sequencer(instance.env, tmp_path / f"sequencer-{kills + 1}.log"))
             try:
                 with urllib.request.urlopen(server.base_url + "/v1/log/checkpoint", timeout=30) as resp:
@@ -163,6 +170,7 @@ def test_sequencer_killed_while_decisions_stream_in(tmp_path: Path, example_mani
         with urllib.request.urlopen(server.base_url + "/v1/log/key", timeout=30) as resp:
             verifier = Verifier.parse(json.loads(resp.read())["verifier_key"])
     finally:
+        enough_kills.set()
         for s in sequencers:
             s.stop()
         server.stop()
