@@ -96,7 +96,6 @@ def overhead_of(requests: int, wall: dict[str, list[float]], cpu: dict[str, list
 STEPS = [
     (". record_decision (everything but Flask, body validation and authentication)", "gateway.decisions",
      "record_decision"),
-    (".. idempotency lookup (SELECT)", "gateway.decisions", "_replay"),
     (".. serving model (process cache)", "gateway.decisions", "serving_model"),
     (".. feature validation", "gateway.decisions", "validate_features"),
     (".. score, decide, explanation and recourse rows", "gateway.decisions", "score_and_explain"),
@@ -170,7 +169,8 @@ def timed_steps(n: int, decide: Any, call_direct: Any, adapter: Any, n_rows: int
                 "wall_per_decision_ms": round(sum(w for w, _ in values) / n * 1000, 3),
                 "cpu_per_decision_ms": round(sum(c for _, c in values) / n * 1000, 3)}
 
-    found = [row("whole decision (test client to 201)", whole)] + [row(step, times[step]) for step, _, _ in STEPS]
+    found = [row("whole decision (test client to 201)", whole)] + [row(step, times[step]) for step, _, _ in STEPS
+                                                                   if times[step]]
     return found + [row("(for comparison) the same call direct to MLServer", straight)]
 
 

@@ -21,6 +21,7 @@ one client certificate for mutual TLS (GATEWAY_MODEL_CLIENT_CERT / _KEY) and an 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -140,26 +141,31 @@ class _GuardedTransport(httpx.HTTPTransport):
                                              keepalive_expiry=limits.keepalive_expiry)
 
 
-_clients: dict[RemoteSettings, httpx.Client] = {}
-_clients_pid: int | None = None
-_clients_lock = threading.Lock()
+_transports: dict[RemoteSettings, _GuardedTransport] = {}
+_transports_pid: int | None = None
+_transports_lock = threading.Lock()
 
 
-def client(settings: RemoteSettings) -> httpx.Client:
-    """This process's pooled client for these settings (a forked worker builds its own)."""
-    global _clients_pid
-    with _clients_lock:
-        if _clients_pid != os.getpid():  # a pool inherited through fork() shares sockets with the parent
-            _clients.clear()
-            _clients_pid = os.getpid()
-        found = _clients.get(settings)
+def transport(settings: RemoteSettings) -> _GuardedTransport:
+    """The process's pooled HTTP transport for these settings (one per worker process, shared by its threads).
+
+    httpx's transport (its connection pool, TLS and timeouts), called without httpx.Client's layers: the
+    gateway follows no redirect, sends no cookie and no default header, so those layers only cost CPU on
+    every decision (about 0.2 ms; bench/remote_models.py).
+    """
+    global _transports_pid
+    with _transports_lock:
+        if _transports_pid != os.getpid():  # a pool inherited through fork() shares sockets with the parent
+            _transports.clear()
+            _transports_pid = os.getpid()
+        found = _transports.get(settings)
         if found is None:
             context = ssl.create_default_context(cafile=settings.ca_file)
             if settings.client_cert:
                 context.load_cert_chain(settings.client_cert, settings.client_key)
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0)
-            transport = _GuardedTransport(allow_private=settings.allow_private, verify=context, limits=limits)
-            found = _clients[settings] = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+            found = _transports[settings] = _GuardedTransport(allow_private=settings.allow_private, verify=context,
+                                                              limits=limits)
         return found
 
 
@@ -242,9 +248,10 @@ class RemoteCaller:
         self.base = source.url.rstrip("/")
         self.breaker = breaker_for(source)
         self.timeout = httpx.Timeout(connect=source.connect_timeout_s, read=source.read_timeout_s,
-                                     write=source.read_timeout_s, pool=source.connect_timeout_s)
+                                     write=source.read_timeout_s, pool=source.connect_timeout_s).as_dict()
         token = self.settings.token_for(source.url)
         self.headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        self.json_headers = self.headers | {"Content-Type": "application/json"}
 
     def guarded(self, call: Callable[[], T]) -> T:
         """Run `call` behind the breaker: its failures (not a changed model) count toward opening it."""
@@ -266,9 +273,17 @@ class RemoteCaller:
     def request(self, method: str, path: str, body: Any = None, *, text: bool = False) -> Any:
         """Send one request; return the JSON answer (or its text), or raise RemoteModelError."""
         url = self.base + path
+        # As httpx's `json=` encodes: compact, UTF-8, NaN refused (ValueError; validated values hold none).
+        content = None if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                                                       allow_nan=False).encode()
+        request = httpx.Request(method, url, content=content, headers=self.headers if content is None
+                                else self.json_headers, extensions={"timeout": self.timeout})
         try:
-            response = client(self.settings).request(method, url, json=body, headers=self.headers,
-                                                     timeout=self.timeout)
+            response = transport(self.settings).handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
             raise RemoteModelError(f"the model server did not answer in time ({type(exc).__name__})",
                                    code=TIMEOUT) from None
