@@ -35,6 +35,14 @@ def test_the_example_model_scores_through_the_fast_path_exactly(gateway: Gateway
         np.testing.assert_array_equal(fast, model.adapter.score(to_frame(manifest, records)))
         one = model.score(records[:1])
         np.testing.assert_array_equal(one, model.adapter.score(to_frame(manifest, records[:1])))
+        # The example (binary boosting, prior init) takes the margin straight from its trees, and that margin is
+        # decision_function's, bit for bit, on rows it was not verified on.
+        assert model.fast.stages
+        _, margins = model.fast.score_margins(records)
+        native = model.adapter.native()
+        assert native is not None
+        expected = native.estimator.decision_function(native.preprocessor.transform(to_frame(manifest, records)))
+        np.testing.assert_array_equal(margins, expected)
 
 
 def test_the_explainer_takes_the_scorers_margins_and_still_checks_its_own_trees(gateway: Gateway) -> None:
@@ -59,6 +67,39 @@ def test_the_explainer_takes_the_scorers_margins_and_still_checks_its_own_trees(
             assert a.additivity_error <= 1e-9
         with pytest.raises(AdditivityError):
             explainer.explain(records, outputs=scores, margins=margins + 0.05)
+
+
+@pytest.mark.parametrize(("init", "stages"), [("zero", True), (None, True), ("logistic", False)])
+def test_margins_come_from_the_trees_only_when_the_init_is_a_constant(init: str | None, stages: bool) -> None:
+    """An init estimator whose raw prediction depends on the row (here a logistic regression) cannot be taken
+    once for all rows: that model keeps decision_function; a zero or prior init takes the trees' own loop."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from gateway.adapters.base import NativeModel
+    from gateway.adapters.fast import verified_fast_scorer
+
+    X, y = adult()
+    X, y = X.iloc[:2000], y[:2000]
+    numeric, categorical = ["age", "hours_per_week"], ["workclass", "sex"]
+    X = X[numeric + categorical]
+    pre = ColumnTransformer([("num", StandardScaler(), numeric),
+                             ("cat", OneHotEncoder(handle_unknown="ignore"), categorical)])
+    estimator = GradientBoostingClassifier(n_estimators=20, max_depth=2, random_state=0,
+                                           init={"zero": "zero", None: None, "logistic": LogisticRegression()}[init])
+    pipeline = Pipeline([("pre", pre), ("model", estimator)]).fit(X, y)
+    native = NativeModel(pipeline, pipeline[:-1], pipeline[-1], ">50K")
+    check = X.iloc[:200]
+    positive = list(estimator.classes_).index(">50K")
+    scorer = verified_fast_scorer(native, list(X.columns), set(numeric), check, pipeline.predict_proba(check)[:, positive])
+    assert scorer is not None and scorer.link and scorer.stages is stages
+    rows = X.iloc[500:800]
+    scores, margins = scorer.score_margins(rows.to_dict("records"))
+    np.testing.assert_array_equal(scores, pipeline.predict_proba(rows)[:, positive])
+    np.testing.assert_array_equal(margins, pipeline.decision_function(rows))
 
 
 def test_adult_data_is_available_for_model_independent_tests() -> None:
