@@ -12,7 +12,8 @@ served by a real MLServer 1.7.1 (its virtualenv under .cache/peers, built like t
    interleaved (kind after kind, so that every figure sees the same machine), (a)
    as decisions to the gateway (the Flask app in this process: validation, the remote call, the policy,
    one durable SQLite transaction with WAL and synchronous=FULL, the explanation queued as a job) and (b)
-   as the same OIP v2 inference request by a pooled httpx client calling MLServer directly. Overhead =
+   as the same OIP v2 inference request by a pooled httpx client calling MLServer directly (status checked, the
+   JSON answer read, as a client that uses it does). Overhead =
    p50(a) - p50(b). The HTTP hop from an agency to the gateway is not in (a). Also interleaved: (c) the
    OIP v2 adapter alone (request built from the validated values as a decision builds it, the pooled
    client, the answer checked), so that
@@ -254,8 +255,10 @@ def main() -> int:
                                    headers={**auth, "Idempotency-Key": f"bench-{sent['n']}"})
                 assert resp.status_code == 201, resp.get_json()
 
-            def call_direct(kind: str, j: int) -> None:
-                direct.post(infer_urls[kind], json=direct_bodies[kind][j]).raise_for_status()
+            def call_direct(kind: str, j: int) -> None:  # a client that uses the answer: status checked, JSON read
+                answer = direct.post(infer_urls[kind], json=direct_bodies[kind][j])
+                answer.raise_for_status()
+                answer.json()
 
             def call_adapter(kind: str, j: int) -> None:  # as a decision calls it: from the validated values
                 adapters[kind].record_answers(records[kind][j])
