@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,7 +344,7 @@ def _compile() -> Any:
                 depth -= 1
                 side[path[depth]] = 0
 
-    @numba.njit(cache=False)
+    @numba.njit(cache=False, nogil=True)  # releases the GIL: parts of one matrix run on several cores at once
     def grouped(  # type: ignore[no-untyped-def]
         X, Z, roots, feature, threshold, left, right, default_left, missing, value, group_of, n_groups, gain, loss,
         scale,
@@ -405,10 +408,59 @@ def grouped_values(trees: FlatTrees, rows: np.ndarray, background: np.ndarray, g
     Z = trees.prepare(background)
     if scale is None:
         scale = np.ones((X.shape[0], Z.shape[0]), dtype=np.float64)
+    scale = np.ascontiguousarray(scale, dtype=np.float64)
     gain, loss = shapley_weights(n_groups)
-    return np.asarray(grouped(X, Z, trees.roots, trees.feature, trees.threshold, trees.left, trees.right,
-                              trees.default_left, trees.missing, trees.value, np.ascontiguousarray(group_of, np.int64),
-                              n_groups, gain, loss, np.ascontiguousarray(scale, dtype=np.float64)))
+    groups = np.ascontiguousarray(group_of, np.int64)
+
+    def walk(part: slice) -> np.ndarray:
+        return np.asarray(grouped(X[part], Z, trees.roots, trees.feature, trees.threshold, trees.left, trees.right,
+                                  trees.default_left, trees.missing, trees.value, groups, n_groups, gain, loss,
+                                  scale[part]))
+
+    parts = _parts(X.shape[0])
+    if len(parts) == 1:
+        return walk(parts[0])
+    # Rows are independent: a matrix (a batch's chunk) is walked in parts on the process's cores at once.
+    return np.concatenate(list(_pool().map(walk, parts)))
+
+
+PARALLEL_MIN_ROWS = 64  # below this a matrix is walked on one core: threads would cost more than they give
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _parts(n: int) -> list[slice]:
+    """Row ranges of a matrix of `n` rows, one per core when the matrix is large enough to be worth it."""
+    k = min(_threads(), n // (PARALLEL_MIN_ROWS // 2)) if n >= PARALLEL_MIN_ROWS else 1
+    if k <= 1:
+        return [slice(0, n)]
+    bounds = np.linspace(0, n, k + 1).astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="treeshap")
+        return _POOL
+
+
+def _forget_pool() -> None:  # a forked child has none of its parent's threads: it starts its own pool
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def null_players(trees: FlatTrees, rows: np.ndarray, background: np.ndarray, group_of: np.ndarray,

@@ -171,3 +171,24 @@ def test_features_the_model_never_splits_on_are_null_players(adult: Adult) -> No
     unused = [f for f in FEATURES if not any(n.startswith(f) for k, n in enumerate(names) if k in used)]
     assert unused and set(unused) <= set(explanation.null_features)
     assert all(explanation.attributions[f] == 0.0 for f in explanation.null_features)
+
+
+
+def test_a_matrix_walked_in_parts_on_several_cores_gives_exactly_the_one_part_values(
+        adult: Adult, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large matrix (a batch's chunk) is split by rows over the process's cores, the TreeSHAP walk holding no
+    GIL; every row's values are the same, bit for bit, as when the whole matrix is walked in one part."""
+    from explainers import _grouped_tree
+
+    pipeline = _pipeline(adult, GradientBoostingClassifier(n_estimators=25, max_depth=3, random_state=0))
+    explainer = TreeExplainer(pipeline, output_space="probability").fit(adult.background[FEATURES].iloc[:25])
+    rows = pd.concat([adult.rows[FEATURES]] * (1 + 300 // len(adult.rows)), ignore_index=True).iloc[:300]
+    assert len(_grouped_tree._parts(len(rows))) == min(2, _grouped_tree._threads())
+    assert len(_grouped_tree._parts(_grouped_tree.PARALLEL_MIN_ROWS - 1)) == 1  # a single decision: one core
+    split = explainer.explain(rows)
+    monkeypatch.setattr(_grouped_tree, "PARALLEL_MIN_ROWS", 10**9)  # the same matrix in one part
+    assert len(_grouped_tree._parts(len(rows))) == 1
+    whole = explainer.explain(rows)
+    for a, b in zip(split, whole, strict=True):
+        assert a.attributions == b.attributions
+        assert a.additivity_error == b.additivity_error
