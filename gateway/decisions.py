@@ -234,6 +234,9 @@ class NewDecision:
     monitoring: dict[str, Any] | None = None  # monitor-only values: stored encrypted, never given to the model
     held: bool = False  # waits for an officer's confirmation: no notice until then
     operator_id: str | None = None  # the official who operated it ("cli_…" / "oidc:<subject>"), checked at intake
+    # The contact already encrypted under `data_key` for this decision's id (a batch row's, from its intake);
+    # None: add_decisions encrypts `contact`.
+    contact_ciphertext: bytes | None = None
 
 
 def held_for_confirmation(model: LoadedModel, adverse: bool) -> bool:
@@ -249,8 +252,29 @@ def add_decision(session: Any, d: NewDecision, settings: Settings) -> None:
 
 def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> None:
     """Insert decisions with their explanations, notice rows and audit leaves: one statement per table."""
+    insert_decision_rows(session, decision_rows(made, settings))
+
+
+@dataclass(frozen=True)
+class DecisionRows:
+    """The column values of decisions' rows, table by table (built by `decision_rows`, inserted by
+    `insert_decision_rows`): a batch builds them before its write transaction, so the write lock is held for
+    the inserts only."""
+
+    decisions: list[dict[str, Any]]
+    explanations: list[dict[str, Any]]
+    notices: list[dict[str, Any]]
+    recourse: list[dict[str, Any]]
+    monitoring: list[dict[str, Any]]
+    confirmations: list[dict[str, Any]]
+    leaves: list[dict[str, Any]]
+
+
+def decision_rows(made: list[NewDecision], settings: Settings) -> DecisionRows:
+    """The rows of decisions, their explanations, notices and audit leaves (nothing is written here but the
+    key store's keys of decisions that have none yet, committed in the key store's own database first)."""
     if not made:
-        return
+        return DecisionRows([], [], [], [], [], [], [])
     # The key store is another database: its keys are committed before the decisions are (a key without a
     # decision is garbage the purge job sweeps; a decision without its key would lose the person's contact).
     issued = keystore.issue_many(settings.contact_key, [d.id for d in made if d.data_key is None], made[0].created_at)
@@ -268,7 +292,8 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
         decision_rows.append({
             "id": d.id, "model_id": model.id, "model_name": model.name, "model_version": model.version,
             "artifact_sha256": model.sha256, "client_id": d.client_id, "subject_ref": d.subject_ref,
-            "contact_ciphertext": encrypt_contact(data_key, d.contact),
+            "contact_ciphertext": (d.contact_ciphertext if d.contact_ciphertext is not None
+                                   else encrypt_contact(data_key, d.contact)),
             "language": d.language, "inputs": scored.row, "score": scored.score, "outcome": scored.outcome,
             "adverse": scored.adverse, "role_of_ai": d.role_of_ai, "operator": d.operator, "operator_id": d.operator_id,
             "reference": d.reference,
@@ -313,20 +338,28 @@ def add_decisions(session: Any, made: list[NewDecision], settings: Settings) -> 
             **({"confirmation": PENDING_CONFIRMATION} if d.held else {}),
         }
         leaves.append(leaf_values("decision:recorded", d.id, audit_record, now))
+    return DecisionRows(decision_rows, explanation_rows, notice_rows, recourse_rows, monitoring_rows,
+                        confirmation_rows, leaves)
+
+
+def insert_decision_rows(session: Any, rows: DecisionRows) -> None:
+    """Insert `decision_rows`' rows in the caller's transaction: one statement per table."""
+    if not rows.decisions:
+        return
     # Core statements on the session's connection: no ORM unit of work or ORM execution layer on the hot
     # path; one executemany per table, built once (SQLAlchemy caches their compiled form).
     conn = session.connection()
-    conn.execute(_INSERTS[Decision], decision_rows)
-    conn.execute(_INSERTS[Explanation], explanation_rows)
-    for group in _same_columns(recourse_rows):  # ready and pending rows name different columns
+    conn.execute(_INSERTS[Decision], rows.decisions)
+    conn.execute(_INSERTS[Explanation], rows.explanations)
+    for group in _same_columns(rows.recourse):  # ready and pending rows name different columns
         conn.execute(_INSERTS[Recourse], group)
-    if monitoring_rows:
-        conn.execute(_INSERTS[MonitoringValues], monitoring_rows)
-    if confirmation_rows:
-        conn.execute(_INSERTS[ReviewRequest], confirmation_rows)
-    if notice_rows:
-        conn.execute(_INSERTS[Notification], notice_rows)
-    conn.execute(_INSERTS[LogLeaf], leaves)
+    if rows.monitoring:
+        conn.execute(_INSERTS[MonitoringValues], rows.monitoring)
+    if rows.confirmations:
+        conn.execute(_INSERTS[ReviewRequest], rows.confirmations)
+    if rows.notices:
+        conn.execute(_INSERTS[Notification], rows.notices)
+    conn.execute(_INSERTS[LogLeaf], rows.leaves)
 
 
 _INSERTS = {model: insert(table(model)) for model in (Decision, Explanation, Recourse, MonitoringValues,

@@ -265,6 +265,11 @@ def run_chunk(batch_id: str, owner: str | None, *, lease_s: float = 120.0, setti
         return _run_chunk(batch_id, owner, lease_s, settings or current_settings())
 
 
+PENDING_COLUMNS = (R.c.idx, R.c.idempotency_key, R.c.request_hash, R.c.planned_id, R.c.subject_ref,
+                   R.c.contact_ciphertext, R.c.language, R.c.features, R.c.monitoring_ciphertext, R.c.operator,
+                   R.c.operator_id, R.c.reference)
+
+
 def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Settings) -> Chunk:
     batch = db.session.execute(select(B).where(B.c.id == batch_id)).one()
     if owner is not None and batch.claimed_by != owner:
@@ -280,9 +285,10 @@ def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Setti
     registry.check_risk_assessment(registry.manifest_of(batch.model_id), settings.risk_assessment_max_age_days)
     model = runtime.cache().get(batch.model_id)
     start, end = batch.next_row, min(batch.next_row + batch.chunk_size, batch.total_rows)
-    rows = db.session.execute(select(R).where(R.c.batch_id == batch_id, R.c.idx >= start, R.c.idx < end)
-                              .order_by(R.c.idx)).all()
-    pending = [r for r in rows if r.status == PENDING]
+    # The pending rows only (those refused at intake have their result already), and only what deciding reads.
+    pending = db.session.execute(select(*PENDING_COLUMNS).where(R.c.batch_id == batch_id, R.c.idx >= start,
+                                                                 R.c.idx < end, R.c.status == PENDING)
+                                 .order_by(R.c.idx)).all()
     existing = {e.key: e for e in db.session.execute(
         select(IdempotencyRecord.key, IdempotencyRecord.request_hash, IdempotencyRecord.response_body)
         .where(IdempotencyRecord.client_id == batch.client_id,
@@ -317,6 +323,8 @@ def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Setti
         d = decisions.NewDecision(
             id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref,
             contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, wrapped.get(r.planned_id)),
+            # Encrypted at intake under this decision's own data key, for its id: the decision's ciphertext as is.
+            contact_ciphertext=bytes(r.contact_ciphertext),
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
             operator_id=r.operator_id, reference=r.reference, created_at=now,
             audit_extra={"batch": {"id": batch_id, "row": r.idx}},
@@ -343,6 +351,7 @@ def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Setti
         progress["lease_expires_at"] = utcnow() + dt.timedelta(seconds=lease_s)
     if finished:
         progress |= {"finished_at": now, "claimed_by": None, "lease_expires_at": None, "next_attempt_at": None}
+    inserts = decisions.decision_rows(made, settings)  # built before the write lock is taken
     try:
         with write_transaction() as session:
             fence = [B.c.id == batch_id, B.c.next_row == start, B.c.status.in_(OPEN_BATCH)]
@@ -350,7 +359,7 @@ def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Setti
                 fence.append(B.c.claimed_by == owner)
             if rowcount(session.execute(update(B).where(*fence).values(**progress))) != 1:
                 raise _Lost()
-            decisions.add_decisions(session, made, settings)
+            decisions.insert_decision_rows(session, inserts)
             if keys:
                 session.execute(insert(table(IdempotencyRecord)), keys)
             if results:
