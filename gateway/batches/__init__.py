@@ -21,11 +21,14 @@ import enum
 import gc
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from pydantic import ValidationError
 from sqlalchemy import and_, bindparam, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -46,7 +49,7 @@ from gateway.db import rowcount, write_transaction
 from gateway.errors import NotFound, ValidationFailed
 from gateway.extensions import db
 from gateway.features import validate_features, validate_monitoring
-from gateway.identity import subject_ref
+from gateway.identity import InvalidIIN, subject_ref, validate_iin
 from gateway.ids import isoformat, new_id, utcnow
 from gateway.models import (
     OPEN_BATCH,
@@ -61,7 +64,7 @@ from gateway.models import (
     table,
 )
 from gateway.runtime import LoadedModel
-from gateway.schemas.batches import BatchRow
+from gateway.schemas.batches import BatchRow, BatchSubject
 from gateway.schemas.decisions import Subject
 from gateway.settings import Settings, current_settings
 
@@ -86,8 +89,59 @@ def _problems(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
             for e in exc.errors(include_url=False, include_input=False)]
 
 
+# An address whose local part is a plain dot-atom and whose domain is plain ASCII: email_validator gives it back
+# as the local part as is, "@", and the domain as it normalises it for any local part (what a probe address
+# with the same domain shows), unless the whole is too long or the local part is a case-insensitive mailbox name.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9]+(?:[._+-][A-Za-z0-9]+)*\Z")
+_PLAIN_DOMAIN = re.compile(r"[A-Za-z0-9.-]{1,253}\Z")
+_MAX_EMAIL = 254
+
+
+def _plain_email(address: str, domains: dict[str, tuple[str, str] | None]) -> str | None:
+    """`address` normalised exactly as `validate_email(address, check_deliverability=False).normalized` would
+    (gateway.schemas.decisions.Contact), for plain addresses; None for any other (validated in full then).
+
+    The domain's check (IDNA, its labels, special-use names: most of email_validator's time) is the same for
+    every address at that domain, so it runs once per domain of the batch (`domains`, keyed by domain)."""
+    local, at, domain = address.partition("@")
+    if not at or not _PLAIN_LOCAL.match(local) or not _PLAIN_DOMAIN.match(domain) \
+            or local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
+        return None
+    if domain not in domains:
+        try:
+            probe = validate_email("a@" + domain, check_deliverability=False)
+        except EmailNotValidError:
+            domains[domain] = None
+        else:
+            domains[domain] = (probe.domain, probe.ascii_domain)
+    found = domains[domain]
+    if found is None:
+        return None
+    normalized, ascii_domain = found
+    if max(len(address), len(local) + 1 + len(normalized.encode()), len(local) + 1 + len(ascii_domain)) > _MAX_EMAIL:
+        return None
+    return f"{local}@{normalized}"
+
+
+def _subject_values(subject: BatchSubject, domains: dict[str, tuple[str, str] | None]) -> dict[str, Any] | None:
+    """The subject as `Subject` validates it (the IIN's rules, the contact's), without pydantic, for the usual row:
+    an email contact only, whose address is plain. None for any other row: `Subject` then validates it and says
+    what is wrong (a row refused here is never accepted; every error comes from the single decision's rules)."""
+    contact = subject.contact
+    if contact.webhook is not None or contact.email is None:
+        return None
+    email = _plain_email(contact.email, domains)
+    if email is None:
+        return None
+    try:
+        iin = validate_iin(subject.iin)
+    except InvalidIIN:
+        return None
+    return {"iin": iin, "language": subject.language, "contact": {"email": email}}
+
+
 def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: dict[str, int],
-                model_name: str, known: set[str]) -> dict[str, Any]:
+                model_name: str, known: set[str], domains: dict[str, tuple[str, str] | None]) -> dict[str, Any]:
     """One row of intake: validated and prepared (no raw IIN kept), or its errors."""
     key = raw.get("idempotency_key") if isinstance(raw, dict) else None
     key = key[:255] if isinstance(key, str) else ""
@@ -97,11 +151,12 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
         row = BatchRow.model_validate(raw)
     except ValidationError as exc:
         return values | {"errors": _problems(exc, "")}
-    try:
-        subject = Subject.model_validate(row.subject.model_dump(exclude_none=True))
-    except ValidationError as exc:
-        errors.extend(_problems(exc, "subject"))
-        subject = None
+    subject = _subject_values(row.subject, domains)
+    if subject is None:
+        try:
+            subject = Subject.model_validate(row.subject.model_dump(exclude_none=True)).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            errors.extend(_problems(exc, "subject"))
     if row.subject.language not in settings.languages:
         errors.append({"field": "subject.language", "rule": "language",
                        "message": f"must be one of {list(settings.languages)}"})
@@ -125,7 +180,7 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
     if errors or subject is None or features is None:
         return values | {"errors": errors}
     planned = new_id("dec")
-    contact = subject.contact.model_dump(exclude_none=True)
+    contact = subject["contact"]
     data_key = new_data_key(settings.contact_key, planned)  # the decision's own key, made now for its contact
     # The body a single call would send for this person: the same key with the same body replays, either way.
     # (No monitor-only values is a body without "monitoring", as a single call would send it.)
@@ -133,10 +188,10 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
             if k != "idempotency_key" and not (k == "monitoring" and not v)}
     return values | {
         "status": PENDING, "planned_id": planned, "request_hash": decisions.request_hash(model_name, body),
-        "subject_ref": subject_ref(subject.iin, settings.subject_key),
+        "subject_ref": subject_ref(subject["iin"], settings.subject_key),
         "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key,  # to the key store
         "monitoring_ciphertext": encrypt_monitoring(data_key, monitoring) if monitoring else None,
-        "channels": sorted(contact), "language": subject.language, "features": features,
+        "channels": sorted(contact), "language": subject["language"], "features": features,
         "operator": row.operator, "operator_id": row.operator_id, "reference": row.reference,
     }
 
@@ -188,10 +243,11 @@ def _submit(principal: Principal, model_name: str, upload: Upload, settings: Set
         assert upload.data is not None
         raws = batchfiles.read_rows(upload.data, upload.fmt, model.manifest, max_rows=settings.batch_max_rows)
     seen: dict[str, int] = {}
+    domains: dict[str, tuple[str, str] | None] = {}  # the email domains of the batch, each checked once
     # The officials the rows name as operators, looked up once for the whole batch.
     known = officials.known_officials({raw["operator_id"] for raw in raws
                                        if isinstance(raw, dict) and isinstance(raw.get("operator_id"), str)})
-    rows = [{c: None for c in ROW_COLUMNS} | _row_values(i, raw, model, settings, seen, model_name, known)
+    rows = [{c: None for c in ROW_COLUMNS} | _row_values(i, raw, model, settings, seen, model_name, known, domains)
             for i, raw in enumerate(raws)]
     db.session.commit()  # end the read transaction: nothing is held while the rows are written
     now = utcnow()
