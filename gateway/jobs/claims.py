@@ -49,10 +49,10 @@ def claim(
     claimable = [*due, or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now)]
     # Look before taking the write lock: an idle runner (most polls of most kinds) then never holds up the
     # decisions' commits (SQLite: one writer at a time, and a writer kept waiting sleeps in its busy handler).
-    session = db.session()
-    if not (session.new or session.dirty or session.deleted):  # else write_transaction() refuses, as it always did
-        found = session.execute(select(key).where(*claimable).limit(1)).first()
-        session.commit()
+    reader = db.session()
+    if not (reader.new or reader.dirty or reader.deleted):  # else write_transaction() refuses, as it always did
+        found = reader.execute(select(key).where(*claimable).limit(1)).first()
+        reader.commit()
         if found is None:
             return []
     candidates = select(key).where(*claimable).order_by(*order_by).limit(limit).with_for_update(skip_locked=True)
