@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/explanation_latency.py
 	$(BIN)/python bench/explanation_jobs.py
 	$(BIN)/python bench/notification_throughput.py
+	$(BIN)/python bench/background_cost.py
 	$(BIN)/python bench/audit_log.py
 	$(BIN)/python bench/decision_log.py
 	$(BIN)/python bench/page_render.py

@@ -589,6 +589,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                 "`gateway serve` with GATEWAY_JOBS_THREAD=0 plus one `gateway worker` process on "
                                 "the same database (all job kinds); its CPU is counted with the server's",
                                 separate_worker=True))
+    for spec in args.extra:
+        name, _, assignments = spec.partition(":")
+        env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+        variants.append(Variant(name, "gateway", env, f"`gateway serve` with {env} (an experiment: --extra)",
+                                separate_worker=env.pop("SEPARATE_WORKER", "") == "1"))
     if mlserver is not None:
         settings = ("default settings" if mlserver.parallel_workers is None
                     else f"parallel_workers={mlserver.parallel_workers}")
@@ -657,7 +662,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         **summary,
     }
     ratios: dict[str, Any] = {}
-    for name in ("gateway", "gateway_without_jobs_thread", "gateway_separate_worker", "mlserver"):
+    for name in [n for n in summary if n != "floor"]:  # every variant measured, --extra ones included
         if name in summary:
             ratios[f"{name}_to_floor_throughput"] = ratio(summary[name]["throughput_rps"], floor_s["throughput_rps"])
             ratios[f"{name}_p50_minus_floor_p50_ms"] = round(summary[name]["p50_ms"] - floor_s["p50_ms"], 3)
@@ -742,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
                              "built under GATEWAY_TEST_PEERS_DIR or .cache/peers when missing)")
     parser.add_argument("--mlserver-parallel-workers", type=int, default=None,
                         help="MLServer's parallel_workers (default: MLServer's own default)")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="also measure a gateway variant with this environment (repeatable; SEPARATE_WORKER=1 "
+                             "adds a `gateway worker`), e.g. switch:PYTHONPATH=/tmp/site")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
 

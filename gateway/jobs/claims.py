@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, Row, Table, or_, select, update
 
 from gateway.db import write_transaction
+from gateway.extensions import db
 
 
 def owner_name() -> str:
@@ -45,13 +46,16 @@ def claim(
     (``FOR UPDATE SKIP LOCKED``); SQLite has no row locks, and the write transaction (``BEGIN IMMEDIATE``)
     serialises claimers instead. Returns the `returning` columns of the claimed rows, in order.
     """
-    candidates = (
-        select(key)
-        .where(*due, or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now))
-        .order_by(*order_by)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    claimable = [*due, or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now)]
+    # Look before taking the write lock: an idle runner (most polls of most kinds) then never holds up the
+    # decisions' commits (SQLite: one writer at a time, and a writer kept waiting sleeps in its busy handler).
+    reader = db.session()
+    if not (reader.new or reader.dirty or reader.deleted):  # else write_transaction() refuses, as it always did
+        found = reader.execute(select(key).where(*claimable).limit(1)).first()
+        reader.commit()
+        if found is None:
+            return []
+    candidates = select(key).where(*claimable).order_by(*order_by).limit(limit).with_for_update(skip_locked=True)
     with write_transaction() as session:
         rows = session.execute(
             update(table)

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.extensions import db
 from gateway.ids import utcnow
@@ -99,6 +100,13 @@ class Dispatcher:
         with self.app.app_context():
             started = now or self.clock()
             jobs = outbox.claim(self.name, now=started, limit=self.batch_size, lease_s=self.lease_s)
+            try:
+                prefetched: render.Prefetched | None = render.Prefetched.of(jobs)
+            except SQLAlchemyError:  # each row then reads on its own, and records what fails
+                db.session.rollback()
+                log.warning("dispatcher %s: reading the batch's decisions failed; reading them row by row", self.name,
+                            exc_info=True)
+                prefetched = None
             # Don't start a send that could outlive the claim: another dispatcher would take the row over.
             margin = min(self.send_timeout_s, self.lease_s / 2)
             deadline = started + dt.timedelta(seconds=self.lease_s - margin)
@@ -111,7 +119,7 @@ class Dispatcher:
                     return len(jobs)
                 if self.yield_to is not None:
                     self.yield_to.wait(self.yield_max_s)
-                results.append(self.attempt(job, now))
+                results.append(self.attempt(job, now, prefetched))
                 # Results are written together (one short transaction), but never held for long: a dispatcher
                 # killed now re-sends at most what it sent since the last write.
                 if time.monotonic() - flushed >= self.flush_interval_s:
@@ -120,11 +128,12 @@ class Dispatcher:
             self._record(results)
             return len(jobs)
 
-    def attempt(self, job: render.Job, now: dt.datetime | None = None) -> outbox.Outcome:
+    def attempt(self, job: render.Job, now: dt.datetime | None = None,
+                prefetched: render.Prefetched | None = None) -> outbox.Outcome:
         """Render and send one claimed row; return what happened (nothing is written here)."""
         message = None
         try:
-            message = render.message_for(job)
+            message = render.message_for(job, prefetched)
             if job.channel == "webhook":
                 disabled = outbox.disabled_endpoint(url_sha256(message.recipient))
                 if disabled is not None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -123,7 +123,28 @@ def record(outcomes: Sequence[Outcome], owner: str, *, retries: Retries | None =
     rng = rng or random.Random()
     statuses: list[str | None] = []
     with write_transaction() as session:
+        # The rows still held under this claim, locked until commit (PostgreSQL; SQLite holds its write lock):
+        # deliveries are then written by one executemany instead of one statement each.
+        held = set(session.execute(
+            select(T.c.id).where(T.c.id.in_([o.job.id for o in outcomes]), T.c.claimed_by == owner,
+                                 T.c.status.in_(DUE)).with_for_update()).scalars())
+        delivered = [o for o in outcomes if o.delivered and o.job.id in held]
+        if delivered:
+            session.execute(
+                # Fenced as every write (executemany takes no IN list: the statuses are spelled out).
+                update(T).where(T.c.id == bindparam("b_id"), T.c.claimed_by == owner,
+                                or_(*(T.c.status == status for status in DUE)))
+                .values(attempts=T.c.attempts + 1, claimed_by=None, lease_expires_at=None,
+                        status=NotificationStatus.DELIVERED.value, delivered_at=bindparam("b_at"), last_error=None,
+                        finished_at=bindparam("b_finished")),
+                [{"b_id": o.job.id, "b_at": o.at, "b_finished": stamp(o.at)} for o in delivered])
         for outcome in outcomes:
+            if outcome.job.id not in held:
+                statuses.append(None)
+                continue
+            if outcome.delivered:
+                statuses.append(NotificationStatus.DELIVERED.value)
+                continue
             values = _values(outcome, retries, rng)
             result = session.execute(update(T).where(_fenced(outcome.job.id, owner)).values(**values))
             if rowcount(result) and outcome.gone_url_sha256 is not None:

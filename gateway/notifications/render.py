@@ -9,8 +9,10 @@ text, so an agency relaying it shows exactly what an email would have said.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from babel.dates import format_date
@@ -18,9 +20,12 @@ from cryptography.exceptions import InvalidTag
 from flask import render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 from sqlalchemy import select
 
-from gateway import deadlines, keystore, links, registry
+from gateway import deadlines, i18n, keystore, links, registry
 from gateway.auth import capability_token
 from gateway.contacts import decrypt_contact
 from gateway.extensions import db
@@ -56,6 +61,48 @@ class Job:
     context: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Prefetched:
+    """What the notices of one claimed batch are about, read in three queries instead of three per notice.
+
+    Decisions are detached from the session (plain values: the dispatcher ends its read transaction before
+    every send, which would expire them); ``wrapped`` holds the data keys that still exist."""
+
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    agencies: dict[str, str] = field(default_factory=dict)  # API client id -> its body
+    wrapped: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, jobs: Sequence[Job]) -> Prefetched:
+        ids = sorted({job.decision_id for job in jobs})
+        if not ids:
+            return cls()
+        decisions = {d.id: d for d in db.session.execute(select(Decision).where(Decision.id.in_(ids))).scalars()}
+        for decision in decisions.values():
+            db.session.expunge(decision)
+        clients = sorted({d.client_id for d in decisions.values()})
+        agencies = {cid: body for cid, body in db.session.execute(
+            select(ApiClient.id, ApiClient.body).where(ApiClient.id.in_(clients))).all()}
+        return cls(decisions, agencies, keystore.wrapped_many(ids))
+
+
+@functools.cache
+def _template_gettext(lang: str) -> Callable[..., str]:
+    """The templates' ``_()`` bound to `lang`'s catalog: what Flask-Babel installs (Jinja's newstyle gettext,
+    escaped under autoescape, always %-formatted), without looking the locale up again on every call (36
+    calls per notice, a fifth of its rendering time)."""
+    catalog = i18n.translations(lang)
+
+    @pass_context
+    def gettext(context: Context, string: str, **variables: Any) -> str:
+        rv = catalog.ugettext(string)
+        if context.eval_ctx.autoescape:
+            rv = Markup(rv)
+        return rv % variables  # type: ignore[no-any-return]
+
+    return gettext
+
+
 def _subject(kind: str, content: dict[str, Any]) -> str:
     if kind == DECISION_NOTICE:
         return _("Notice of an automated decision: %(outcome)s", outcome=content["outcome"]["label"])
@@ -75,13 +122,13 @@ def local_date(at: dt.datetime) -> dt.date:
     return deadlines.local_date(at, current_settings().zone)
 
 
-def recipient(decision: Decision, channel: str) -> str:
+def recipient(decision: Decision, channel: str, prefetched: Prefetched | None = None) -> str:
     """Decrypt the decision's contact details and return the address for `channel` (never log it)."""
     if decision.contact_ciphertext is None:
         raise PermanentFailure("the contact details of this decision were erased")
+    wrapped = prefetched.wrapped.get(decision.id) if prefetched is not None else keystore.wrapped(decision.id)
     try:
-        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext,
-                                  keystore.wrapped(decision.id))
+        contact = decrypt_contact(current_settings().contact_key, decision.id, decision.contact_ciphertext, wrapped)
     except (InvalidTag, ValueError):
         raise PermanentFailure("the contact details of this decision cannot be decrypted with the configured key") from None
     address = contact.get(channel)
@@ -202,9 +249,10 @@ def render(job: Job, decision: Decision, manifest: Manifest, review: ReviewReque
     with force_locale(lang):
         content = content_for(job, decision, manifest, review, lang)
         subject = _subject(job.kind, content)
-        text = render_template(f"notices/{job.kind}.txt", c=content, subject=subject)
+        gettext = _template_gettext(lang)
+        text = render_template(f"notices/{job.kind}.txt", c=content, subject=subject, gettext=gettext)
         text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"  # lines of template tags leave blank lines
-        html = render_template(f"notices/{job.kind}.html", c=content, subject=subject)
+        html = render_template(f"notices/{job.kind}.html", c=content, subject=subject, gettext=gettext)
     payload = {
         "type": f"notification.{job.kind}",
         "timestamp": isoformat(job.created_at),
@@ -234,16 +282,22 @@ def agency_outcome(job: Job, decision: Decision, agency: str) -> Message:
                    payload=payload, created_at=job.created_at)
 
 
-def message_for(job: Job) -> Message:
-    """Read what the notice is about and render it (raises PermanentFailure when it can never be sent)."""
-    decision = db.session.get(Decision, job.decision_id)
+def message_for(job: Job, prefetched: Prefetched | None = None) -> Message:
+    """Read what the notice is about (or take it from the batch's `prefetched`) and render it (raises
+    PermanentFailure when it can never be sent)."""
+    if prefetched is not None and job.decision_id in prefetched.decisions:
+        decision: Decision | None = prefetched.decisions[job.decision_id]
+    else:
+        decision, prefetched = db.session.get(Decision, job.decision_id), None
     if decision is None:
         raise PermanentFailure("the decision of this notification does not exist")
+    if prefetched is not None and decision.client_id in prefetched.agencies:
+        agency = prefetched.agencies[decision.client_id]
+    else:
+        agency = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
     if job.kind == AGENCY_OUTCOME:
-        body = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
-        return agency_outcome(job, decision, body)
+        return agency_outcome(job, decision, agency)
     manifest = registry.manifest_of(decision.model_id)
     review = _review_for(job) if job.kind in REVIEW_KINDS else None
-    agency = db.session.execute(select(ApiClient.body).where(ApiClient.id == decision.client_id)).scalar_one()
-    address = recipient(decision, job.channel)
+    address = recipient(decision, job.channel, prefetched)
     return render(job, decision, manifest, review, recipient_address=address, agency=agency)

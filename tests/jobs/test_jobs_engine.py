@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,37 @@ def test_a_broken_model_backs_off_dies_and_says_so_without_blocking_others(
     with worker_app.app_context():
         for engine in db.engines.values():  # the main database and the key store
             engine.dispose()
+
+
+# --- idle polls ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.gateway_config(SQLITE_BUSY_TIMEOUT_S=0.05)
+def test_idle_runners_poll_without_taking_the_write_lock(gateway: Gateway, backend: str) -> None:
+    """A poll that finds nothing due only reads: the decisions' commits never wait for it (SQLite's one writer)."""
+    if backend != "sqlite":
+        pytest.skip("the database-wide write lock is SQLite's; PostgreSQL claims lock rows")
+    path = sa.make_url(gateway.app.config["SQLALCHEMY_DATABASE_URI"]).database
+    app = gateway.app
+    runners = {name: kinds(app).get(name)(app) for name in ("deliver", "explain", "recourse", "batch")}
+
+    def polls_with_the_lock_held() -> dict[str, int | str]:
+        holder = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+        holder.execute("BEGIN IMMEDIATE")  # another writer, e.g. a decision being committed
+        try:
+            found: dict[str, int | str] = {}
+            for name, runner in runners.items():
+                try:
+                    found[name] = runner.run_once()
+                except sa.exc.OperationalError as exc:
+                    found[name] = "locked" if "locked" in str(exc) else str(exc)
+            return found
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+    assert polls_with_the_lock_held() == {"deliver": 0, "explain": 0, "recourse": 0, "batch": 0}
+    assert gateway.decide().status_code == 201  # a notice is due now: delivering it needs the lock
+    assert polls_with_the_lock_held()["deliver"] == "locked"
+    for runner in runners.values():
+        runner.close()

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import datetime as dt
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -171,6 +172,33 @@ def test_two_dispatchers_never_claim_the_same_row(gateway: Gateway) -> None:
     assert len(a) == 4 and len(b) == 2 and c == []
     assert not {j.id for j in a} & {j.id for j in b}
     assert sorted(n.claimed_by for n in rows(gateway)) == ["a"] * 4 + ["b"] * 2
+
+
+def test_two_dispatchers_draining_in_parallel_deliver_each_notice_once(dispatch: Dispatch, gateway: Gateway,
+                                                                       httpserver: HTTPServer) -> None:
+    """Batches claimed, read, sent and recorded together by two dispatchers at once: nothing twice, nothing lost."""
+    arrived = _receiver(httpserver, 200)
+    decided = [_decide(gateway, httpserver.url_for("/hook")) for _ in range(24)]
+    senders = [dispatch(gateway, name=f"dispatcher-{i}", NOTIFY_BATCH_SIZE=4, **SETTINGS) for i in range(2)]
+    start = threading.Barrier(2)
+    claimed: dict[str, int] = {}
+
+    def drain(sender: Any) -> None:
+        start.wait()
+        total = 0
+        while (n := sender.run_once()) > 0:
+            total += n
+        claimed[sender.name] = total
+
+    threads = [threading.Thread(target=drain, args=(s,)) for s in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    notes = rows(gateway)
+    assert sorted(arrived) == sorted(n.id for n in notes) and len(notes) == len(decided)
+    assert {n.status for n in notes} == {"delivered"} and {n.attempts for n in notes} == {1}
+    assert sum(claimed.values()) == len(decided) and all(claimed.values()), claimed  # both took part
 
 
 def test_stopping_gives_claimed_rows_back_at_once(dispatch: Dispatch, gateway: Gateway, httpserver: HTTPServer) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import binascii
 import email.utils
+import secrets
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -70,6 +72,29 @@ def encoded_subject(subject: str) -> str:
     return Header(subject, charset, header_name="Subject").encode()
 
 
+MAX_LINE = 78  # the SMTP policy's max_line_length: a header or 7bit body line longer than this is folded/encoded
+CRLF = "\r\n"
+
+
+def _plain_header(name: str, value: str) -> bool:
+    """Whether `value` can be written as it is: ASCII, one line, no folding needed (the policy would not touch it)."""
+    return value.isascii() and "\n" not in value and "\r" not in value and len(name) + 2 + len(value) <= MAX_LINE
+
+
+def _text_part(subtype: str, text: str) -> str:
+    """One text/* part in UTF-8: 7bit when ASCII with short lines, else base64 of its CRLF lines (RFC 2045)."""
+    lines = text.splitlines()
+    if text.isascii() and all(len(line) <= MAX_LINE for line in lines):
+        cte, body = "7bit", CRLF.join(lines) + CRLF
+    else:
+        data = (CRLF.join(lines) + CRLF).encode("utf-8")
+        cte = "base64"
+        body = "".join(binascii.b2a_base64(data[i:i + 57]).decode("ascii").replace("\n", CRLF)
+                       for i in range(0, len(data), 57))
+    return (f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {cte}{CRLF}{CRLF}'
+            + body)
+
+
 class EmailChannel:
     """Send each notice as one email through the deployment's SMTP server."""
 
@@ -78,6 +103,7 @@ class EmailChannel:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.domain = mail_domain(config["PUBLIC_BASE_URL"])
         self.sender = config.get("NOTIFY_EMAIL_FROM") or f"notices@{self.domain}"
+        self.envelope_sender = email.utils.getaddresses([self.sender])[0][1]  # what send_message takes from From
         self.host: str | None = config.get("SMTP_HOST") or None
         self.security = str(config.get("SMTP_SECURITY") or "starttls").lower()
         if self.security not in SECURITY:
@@ -89,6 +115,36 @@ class EmailChannel:
         self._context: ssl.SSLContext | None = None
         if self.security != "none":
             self._context = ssl.create_default_context(cafile=config.get("SMTP_CA_FILE") or None)
+
+    def build_bytes(self, message: Message) -> bytes:
+        """The email as it goes on the wire (CRLF lines): what ``build(message).as_bytes()`` says, written directly.
+
+        The standard library's EmailMessage parses every header it is given and again when it writes them,
+        which cost more CPU than rendering the notice (about 2 ms of the dispatcher's 4.5 ms per notice).
+        The notice's headers are ASCII one-liners and its two parts UTF-8 text, so they are written here as
+        they would come out (7bit or base64 bodies; the Subject through the same RFC 2047 encoder). Anything
+        else (a non-ASCII or over-long address) goes through ``build`` as before. A test compares both.
+        """
+        to = envelope_address(message.recipient)[0]
+        date = email.utils.format_datetime(message.created_at)
+        mid = message_id(message.id, self.domain)
+        headers = [("From", self.sender), ("To", to), ("Date", date), ("Message-ID", mid),
+                   ("Content-Language", message.language)]
+        if not all(_plain_header(name, value) for name, value in headers):
+            return self.build(message).as_bytes()
+        text = _text_part("plain", message.text)
+        html = _text_part("html", message.html)
+        boundary = f"=_{secrets.token_hex(16)}"
+        while boundary in text or boundary in html:  # 7bit bodies are the only ones that could hold it
+            boundary = f"=_{secrets.token_hex(16)}"
+        subject = CRLF.join(encoded_subject(message.subject).splitlines())
+        raw = (f"Subject: {subject}{CRLF}From: {self.sender}{CRLF}To: {to}{CRLF}Date: {date}{CRLF}Message-ID: {mid}{CRLF}"
+               f"Auto-Submitted: auto-generated{CRLF}MIME-Version: 1.0{CRLF}"
+               f'Content-Type: multipart/alternative;{CRLF} boundary="{boundary}"{CRLF}'
+               f"Content-Language: {message.language}{CRLF}{CRLF}"
+               # The CRLF before a delimiter belongs to the delimiter (RFC 2046): each part keeps its last line break.
+               f"--{boundary}{CRLF}{text}{CRLF}--{boundary}{CRLF}{html}{CRLF}--{boundary}--{CRLF}")
+        return raw.encode("ascii")
 
     def build(self, message: Message) -> EmailMessage:
         """The email: plain text and HTML alternatives in the recipient's language."""
@@ -109,7 +165,8 @@ class EmailChannel:
         if not self.host:
             raise TemporaryFailure("SMTP is not configured: set GATEWAY_SMTP_HOST (email notices wait until then)")
         recipient, needs_smtputf8 = envelope_address(message.recipient)
-        mail = self.build(message)
+        # A non-ASCII local part goes as before: send_message writes the headers in UTF-8 for SMTPUTF8.
+        mail: EmailMessage | bytes = self.build(message) if needs_smtputf8 else self.build_bytes(message)
         try:
             if self.security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.domain,
@@ -127,7 +184,10 @@ class EmailChannel:
                         # Retried: a relay that gains SMTPUTF8 (or a configured one that has it) delivers it.
                         raise TemporaryFailure("the address has a non-ASCII local part, which needs SMTPUTF8, and the "
                                                "SMTP server does not offer SMTPUTF8")
-                smtp.send_message(mail, to_addrs=[recipient])
+                if isinstance(mail, bytes):
+                    smtp.sendmail(self.envelope_sender, [recipient], mail)
+                else:
+                    smtp.send_message(mail, to_addrs=[recipient])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = sorted({code for code, _ in exc.recipients.values()})
             text = f"SMTP server refused the recipient (reply {', '.join(map(str, codes))})"

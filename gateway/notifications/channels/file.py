@@ -38,7 +38,7 @@ class FileChannel:
             part = path.with_suffix(".part")
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(self.email.build(message).as_bytes())
+                fh.write(self.email.build_bytes(message))
             os.replace(part, path)  # a reader never sees half a notice
         except OSError as exc:
             raise TemporaryFailure(f"the notice could not be written to GATEWAY_NOTIFY_FILE_DIR: {exc.strerror}") from None
