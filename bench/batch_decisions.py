@@ -23,6 +23,7 @@ Prints one JSON object and writes it to bench/results/batch_decisions.json; prog
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,32 +54,26 @@ def request(features: dict[str, Any], i: int) -> dict[str, Any]:
             "features": dict(features), "reference": f"application-{i}"}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--chunk", type=int, default=500)
-    parser.add_argument("--singles", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=RESULTS / "batch_decisions.json",
-                        help="where to write the result (a long flatness run: batch_decisions_long.json)")
-    args = parser.parse_args()
-
-    import sqlalchemy as sa
+@contextlib.contextmanager
+def batch_app(rows: int, chunk: int) -> Iterator[tuple[Any, list[dict[str, Any]], Any, Any, Any]]:
+    """A fresh gateway app in this process (SQLite in a temporary folder, migrated) serving the example model as
+    the tests serve it, with an agency key, inside its app context: (app, example rows, model row, the agency's
+    principal, the loaded model). Shared with bench/profile_batch.py."""
     from flask_migrate import upgrade
 
-    from gateway import batches, create_app, decisions, registry, runtime
+    from gateway import create_app, registry, runtime
     from gateway.auth import Principal, create_key
     from gateway.db import write_transaction
     from gateway.extensions import db
     from gateway.manifest import load_manifest
 
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         manifest_path = train_example_model(folder / "model")
         people = example_rows(manifest_path)
         app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'gateway.db'}", "SUBJECT_KEY": "a1" * 32,
-                          "CONTACT_KEY": "b2" * 32, "SECRET_KEY": "c3" * 32, "BATCH_CHUNK_SIZE": args.chunk,
-                          "BATCH_MAX_ROWS": max(args.rows, 1), "RATELIMIT_ENABLED": False})
+                          "CONTACT_KEY": "b2" * 32, "SECRET_KEY": "c3" * 32, "BATCH_CHUNK_SIZE": chunk,
+                          "BATCH_MAX_ROWS": max(rows, 1), "RATELIMIT_ENABLED": False})
         with app.app_context():
             upgrade()
             manifest, mfolder = load_manifest(manifest_path)
@@ -92,70 +88,90 @@ def main() -> int:
                 client, _ = create_key(name="bench-agency", role="agency")
             who = Principal(client.id, client.name, client.body, client.role)
             loaded = runtime.cache().get(model.id)  # loaded (explainer fitted, compiled code warm) before timing
+            try:
+                yield app, people, model, who, loaded
+            finally:
+                db.engine.dispose()
 
-            # The ceiling: the exact explainer alone on chunks of the same rows (what no batch can beat).
-            assert loaded.explanation is not None
-            sample = [dict(people[i % len(people)]) for i in range(args.chunk)]
-            ceiling_times = []
-            for _ in range(3):
-                c0 = time.perf_counter()
-                loaded.explanation.explainer.explain(sample)
-                ceiling_times.append(time.perf_counter() - c0)
-            explainer_rows_per_s = args.chunk / statistics.median(ceiling_times)
 
-            progress(f"baseline: {args.singles} single decisions through the service")
-            single_times = []
-            singles_cpu0 = time.process_time()
-            for i in range(args.singles):
-                body = request(people[i % len(people)], 10_000_000 + i)
-                data = decisions.DecisionInput(iin=body["subject"]["iin"], language="kk",
-                                               contact=body["subject"]["contact"], features=body["features"],
-                                               reference=body["reference"])
-                t0 = time.perf_counter()
-                stored = decisions.record_decision(who, MODEL, data, idempotency_key=f"single-{i}",
-                                                   request_hash=decisions.request_hash(MODEL, body))
-                single_times.append(time.perf_counter() - t0)
-                assert stored.status == 201
-            singles_cpu_s = time.process_time() - singles_cpu0
-            singles_per_s = len(single_times) / sum(single_times)
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--chunk", type=int, default=500)
+    parser.add_argument("--singles", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=RESULTS / "batch_decisions.json",
+                        help="where to write the result (a long flatness run: batch_decisions_long.json)")
+    args = parser.parse_args()
 
-            rows = [{"idempotency_key": f"batch-{i}", **request(people[i % len(people)], i)} for i in range(args.rows)]
-            progress(f"batch: {args.rows} rows, chunks of {args.chunk}")
-            cpu0, t0 = time.process_time(), time.perf_counter()
-            batch = batches.submit(who, MODEL, batches.Upload("json", rows=rows))
-            intake_s = time.perf_counter() - t0
-            intake_cpu_s = time.process_time() - cpu0
-            batch_id = batch.id
-            assert batch.invalid_rows == 0, "the bench's rows must all be valid"
-            chunk_times = []
-            cpu1, t1 = time.process_time(), time.perf_counter()
-            chunk_cpu = []
-            while True:
-                p0, c0 = time.process_time(), time.perf_counter()
-                outcome = batches.run_chunk(batch_id, None)
-                chunk_times.append(time.perf_counter() - c0)
-                chunk_cpu.append(time.process_time() - p0)
-                if outcome != batches.Chunk.MORE:
-                    break
-                if len(chunk_times) % 10 == 0:
-                    progress(f"{len(chunk_times) * args.chunk} rows decided")
-            run_s = time.perf_counter() - t1
-            run_cpu_s = time.process_time() - cpu1
-            assert outcome == batches.Chunk.DONE, outcome
+    import sqlalchemy as sa
 
-            def count(sql: str) -> int:
-                found = int(db.session.execute(sa.text(sql)).scalar_one())
-                db.session.commit()
-                return found
+    from gateway import batches, decisions
+    from gateway.extensions import db
 
-            decided = count(f"SELECT decided_rows FROM decision_batches WHERE id = '{batch_id}'")
-            notices = count("SELECT count(*) FROM notifications WHERE status = 'pending'")
-            ready = count("SELECT count(*) FROM explanations WHERE status = 'ready'")
-            leaves = count("SELECT count(*) FROM log_leaves WHERE kind = 'decision:recorded'")
-            by_status = db.session.execute(sa.text("SELECT status, count(*) FROM notifications GROUP BY status")).all()
-            assert decided == args.rows and ready == args.rows + args.singles and leaves == ready and notices == ready, (
-                decided, ready, leaves, notices, by_status)
-            db.engine.dispose()
+    load_before = os.getloadavg()
+    with batch_app(args.rows, args.chunk) as (_app, people, _model, who, loaded):
+        # The ceiling: the exact explainer alone on chunks of the same rows (what no batch can beat).
+        assert loaded.explanation is not None
+        sample = [dict(people[i % len(people)]) for i in range(args.chunk)]
+        ceiling_times = []
+        for _ in range(3):
+            c0 = time.perf_counter()
+            loaded.explanation.explainer.explain(sample)
+            ceiling_times.append(time.perf_counter() - c0)
+        explainer_rows_per_s = args.chunk / statistics.median(ceiling_times)
+
+        progress(f"baseline: {args.singles} single decisions through the service")
+        single_times = []
+        singles_cpu0 = time.process_time()
+        for i in range(args.singles):
+            body = request(people[i % len(people)], 10_000_000 + i)
+            data = decisions.DecisionInput(iin=body["subject"]["iin"], language="kk",
+                                           contact=body["subject"]["contact"], features=body["features"],
+                                           reference=body["reference"])
+            t0 = time.perf_counter()
+            stored = decisions.record_decision(who, MODEL, data, idempotency_key=f"single-{i}",
+                                               request_hash=decisions.request_hash(MODEL, body))
+            single_times.append(time.perf_counter() - t0)
+            assert stored.status == 201
+        singles_cpu_s = time.process_time() - singles_cpu0
+        singles_per_s = len(single_times) / sum(single_times)
+
+        rows = [{"idempotency_key": f"batch-{i}", **request(people[i % len(people)], i)} for i in range(args.rows)]
+        progress(f"batch: {args.rows} rows, chunks of {args.chunk}")
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        batch = batches.submit(who, MODEL, batches.Upload("json", rows=rows))
+        intake_s = time.perf_counter() - t0
+        intake_cpu_s = time.process_time() - cpu0
+        batch_id = batch.id
+        assert batch.invalid_rows == 0, "the bench's rows must all be valid"
+        chunk_times = []
+        cpu1, t1 = time.process_time(), time.perf_counter()
+        chunk_cpu = []
+        while True:
+            p0, c0 = time.process_time(), time.perf_counter()
+            outcome = batches.run_chunk(batch_id, None)
+            chunk_times.append(time.perf_counter() - c0)
+            chunk_cpu.append(time.process_time() - p0)
+            if outcome != batches.Chunk.MORE:
+                break
+            if len(chunk_times) % 10 == 0:
+                progress(f"{len(chunk_times) * args.chunk} rows decided")
+        run_s = time.perf_counter() - t1
+        run_cpu_s = time.process_time() - cpu1
+        assert outcome == batches.Chunk.DONE, outcome
+
+        def count(sql: str) -> int:
+            found = int(db.session.execute(sa.text(sql)).scalar_one())
+            db.session.commit()
+            return found
+
+        decided = count(f"SELECT decided_rows FROM decision_batches WHERE id = '{batch_id}'")
+        notices = count("SELECT count(*) FROM notifications WHERE status = 'pending'")
+        ready = count("SELECT count(*) FROM explanations WHERE status = 'ready'")
+        leaves = count("SELECT count(*) FROM log_leaves WHERE kind = 'decision:recorded'")
+        by_status = db.session.execute(sa.text("SELECT status, count(*) FROM notifications GROUP BY status")).all()
+        assert decided == args.rows and ready == args.rows + args.singles and leaves == ready and notices == ready, (
+            decided, ready, leaves, notices, by_status)
 
     tenth = max(1, len(chunk_times) // 10)
     first, last = chunk_times[:tenth], chunk_times[-tenth - 1:-1] or chunk_times[-tenth:]  # the last may be short

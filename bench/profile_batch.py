@@ -16,7 +16,6 @@ import cProfile
 import json
 import pstats
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.batch_decisions import MODEL, request  # noqa: E402
-from tests.support.gateway_server import example_rows, train_example_model  # noqa: E402
-from tests.support.registration import SERVED_AS  # noqa: E402
+from bench.batch_decisions import MODEL, batch_app, request  # noqa: E402
 
 
 def _top(stats: pstats.Stats, rows: int, key: int, top: int) -> list[dict[str, Any]]:
@@ -45,70 +42,46 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
 
-    from flask_migrate import upgrade
-
-    from gateway import batches, create_app, registry, runtime
-    from gateway.auth import Principal, create_key
-    from gateway.db import write_transaction
+    from gateway import batches
     from gateway.extensions import db
-    from gateway.manifest import load_manifest
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        manifest_path = train_example_model(folder / "model")
-        people = example_rows(manifest_path)
-        app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'gateway.db'}", "SUBJECT_KEY": "a1" * 32,
-                          "CONTACT_KEY": "b2" * 32, "SECRET_KEY": "c3" * 32, "BATCH_CHUNK_SIZE": args.chunk,
-                          "BATCH_MAX_ROWS": max(args.rows, 1), "RATELIMIT_ENABLED": False})
-        with app.app_context():
-            upgrade()
-            manifest, mfolder = load_manifest(manifest_path)
-            manifest = manifest.model_copy(update=SERVED_AS)
-            assert manifest.artifact and manifest.explanation.background
-            with write_transaction():
-                model, _ = registry.register(manifest, (mfolder / manifest.artifact).read_bytes(),
-                                          (mfolder / manifest.explanation.background).read_bytes(), activate=True,
-                                          registered_by="bench")
-                client, _ = create_key(name="bench-agency", role="agency")
-            who = Principal(client.id, client.name, client.body, client.role)
-            runtime.cache().get(model.id)
+    with batch_app(args.rows, args.chunk) as (_app, people, _model, who, _loaded):
 
-            def one_batch(tag: str, profile: cProfile.Profile | None) -> tuple[float, float, float, float]:
-                rows = [{"idempotency_key": f"{tag}-{i}", **request(people[i % len(people)], i)}
-                        for i in range(args.rows)]
-                c0, w0 = time.process_time(), time.perf_counter()
-                if profile:
-                    profile.enable()
-                batch = batches.submit(who, MODEL, batches.Upload("json", rows=rows))
-                if profile:
-                    profile.disable()
-                c1, w1 = time.process_time(), time.perf_counter()
-                if profile:
-                    profile.enable()
-                while batches.run_chunk(batch.id, None) == batches.Chunk.MORE:
-                    pass
-                if profile:
-                    profile.disable()
-                c2, w2 = time.process_time(), time.perf_counter()
-                return c1 - c0, w1 - w0, c2 - c1, w2 - w1
-
-            one_batch_rows = args.rows
-            args.rows = args.chunk
-            one_batch("warm", None)  # compiled code and first-use costs (the key store's tables) out of the figures
-            args.rows = one_batch_rows
-            ic, iw, rc, rw = one_batch("plain", None)
-            intake_profile, run_profile = cProfile.Profile(), cProfile.Profile()
-            # Profile intake and the run separately: a second batch, each part under its own profiler.
-            rows = [{"idempotency_key": f"prof-{i}", **request(people[i % len(people)], i)} for i in range(args.rows)]
-            intake_profile.enable()
+        def one_batch(tag: str, profile: cProfile.Profile | None) -> tuple[float, float, float, float]:
+            rows = [{"idempotency_key": f"{tag}-{i}", **request(people[i % len(people)], i)}
+                    for i in range(args.rows)]
+            c0, w0 = time.process_time(), time.perf_counter()
+            if profile:
+                profile.enable()
             batch = batches.submit(who, MODEL, batches.Upload("json", rows=rows))
-            intake_profile.disable()
-            run_profile.enable()
+            if profile:
+                profile.disable()
+            c1, w1 = time.process_time(), time.perf_counter()
+            if profile:
+                profile.enable()
             while batches.run_chunk(batch.id, None) == batches.Chunk.MORE:
                 pass
-            run_profile.disable()
-            db.session.remove()
-            db.engine.dispose()
+            if profile:
+                profile.disable()
+            c2, w2 = time.process_time(), time.perf_counter()
+            return c1 - c0, w1 - w0, c2 - c1, w2 - w1
+
+        one_batch_rows = args.rows
+        args.rows = args.chunk
+        one_batch("warm", None)  # compiled code and first-use costs (the key store's tables) out of the figures
+        args.rows = one_batch_rows
+        ic, iw, rc, rw = one_batch("plain", None)
+        intake_profile, run_profile = cProfile.Profile(), cProfile.Profile()
+        # Profile intake and the run separately: a second batch, each part under its own profiler.
+        rows = [{"idempotency_key": f"prof-{i}", **request(people[i % len(people)], i)} for i in range(args.rows)]
+        intake_profile.enable()
+        batch = batches.submit(who, MODEL, batches.Upload("json", rows=rows))
+        intake_profile.disable()
+        run_profile.enable()
+        while batches.run_chunk(batch.id, None) == batches.Chunk.MORE:
+            pass
+        run_profile.disable()
+        db.session.remove()
 
     n = args.rows
     report = {
