@@ -162,6 +162,7 @@ class TreeExplainer(ExactExplainer):
             self.method_ = f"{self.method}_grouped{suffix}"
             forest_class = self.class_index_ if self.class_index_ is not None else 1
             self.trees_, _ = _grouped_tree.flatten(estimator, forest_class if self._kind == "forest" else 1)
+            self.background_classes_ = _grouped_tree.background_classes(self.trees_, background)
             if self._rescaled:
                 self._background_margin = self._margin(background)
                 self._background_probability = self._probability1(background)
@@ -198,12 +199,12 @@ class TreeExplainer(ExactExplainer):
             p = (self._link(margin) if self._link is not None else self._probability1(transformed))[:, None]
             dm = margin[:, None] - self._background_margin[None, :]
             dp = p - self._background_probability[None, :]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.where(dm != 0.0, dp / dm, 0.0)
             # equal margins: the pair's values sum to 0; any finite factor keeps additivity - use the slope
-            scale = np.where(dm != 0.0, scale, np.broadcast_to(p * (1.0 - p), scale.shape))
+            scale = np.repeat(p * (1.0 - p), dm.shape[1], axis=1)
+            np.divide(dp, dm, out=scale, where=dm != 0.0)
         values = _grouped_tree.grouped_values(
-            self.trees_, transformed, self.background_transformed_, self.sources_, len(self.feature_names_), scale
+            self.trees_, transformed, self.background_transformed_, self.sources_, len(self.feature_names_), scale,
+            self.background_classes_,
         )
         return -values if self._flip else values
 

@@ -192,3 +192,35 @@ def test_a_matrix_walked_in_parts_on_several_cores_gives_exactly_the_one_part_va
     for a, b in zip(split, whole, strict=True):
         assert a.attributions == b.attributions
         assert a.additivity_error == b.additivity_error
+
+
+@pytest.mark.parametrize("space", ["log_odds", "probability"])
+def test_background_rows_a_tree_cannot_tell_apart_are_walked_once(adult: Adult, space: str) -> None:
+    """Each tree is walked once per class of background rows taking the same side at all its splits, with the
+    class's summed weight: the same values as walking every background row (rounding of the additions apart),
+    for far fewer walks."""
+    from explainers import _grouped_tree
+
+    pipeline = _pipeline(adult, GradientBoostingClassifier(n_estimators=25, max_depth=3, random_state=0))
+    explainer = TreeExplainer(pipeline, output_space=space).fit(adult.background[FEATURES].iloc[:60])
+    classes = explainer.background_classes_
+    trees, background = explainer.trees_, explainer.background_transformed_
+    n_trees, m = trees.roots.shape[0], background.shape[0]
+    assert classes.of.shape == (n_trees, m)
+    assert classes.mean_per_tree < m / 2  # the point: fewer walks than background rows
+    # Every class is what its name says: all its rows take the representative's side at every split.
+    sides = _grouped_tree._kernel()[2](trees.prepare(background), trees.feature, trees.threshold, trees.default_left,
+                                       trees.missing)
+    ends = np.append(trees.roots[1:], trees.feature.shape[0])
+    for t in range(n_trees):
+        nodes = slice(int(trees.roots[t]), int(ends[t]))
+        for j in range(m):
+            assert np.array_equal(sides[j, nodes], sides[classes.row[classes.of[t, j]], nodes])
+    every_row = _grouped_tree.BackgroundClasses(
+        np.arange(0, n_trees * m + 1, m), np.tile(np.arange(m), n_trees), np.arange(n_trees * m).reshape(n_trees, m))
+    rows = explainer.transform(adult.rows[FEATURES].iloc[:20])
+    scale = np.random.default_rng(0).uniform(0.05, 0.3, size=(rows.shape[0], m))
+    grouped = _grouped_tree.grouped_values(trees, rows, background, explainer.sources_, len(FEATURES), scale, classes)
+    walked = _grouped_tree.grouped_values(trees, rows, background, explainer.sources_, len(FEATURES), scale, every_row)
+    np.testing.assert_allclose(grouped, walked, rtol=0, atol=1e-12)
+    assert np.abs(walked).max() > 1e-3  # not a vacuous comparison
