@@ -15,11 +15,14 @@ request gets 429 in the usual error shape, with Retry-After.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import math
 import re
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, current_app, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
@@ -31,6 +34,9 @@ from gateway.api import secured_endpoints
 from gateway.api.bodies import body_is_an_object
 from gateway.api.common import KEYED_ENDPOINTS, caller, identified, rate_limit_key, unproved_key_refused
 from gateway.api.errors import error_body, error_page, error_response
+
+if TYPE_CHECKING:
+    from flask_limiter._limits import RuntimeLimit  # what a Limit yields; not exported by the package
 
 DECISION_ENDPOINTS = frozenset({"decisions.create_decision"})
 # Recourse counts with explanations: each option is the model's answer at another point, so many of them
@@ -92,6 +98,25 @@ def _budget_scope(endpoint: str) -> str:
     return _BUDGETS.get(endpoint, _DEFAULT_BUDGET)[0]
 
 
+@dataclasses.dataclass(kw_only=True, unsafe_hash=True)
+class BudgetLimit(ApplicationLimit):
+    """The application limit whose budget follows the endpoint, each budget's limit string parsed once.
+
+    flask-limiter parses a limit string into its RuntimeLimit on every request (`Limit.__iter__`); the
+    budgets are a handful of strings, so their RuntimeLimits are kept by string. Still read from the
+    configuration on every request: a changed setting applies to the next request, as before.
+    """
+
+    _parsed: dict[str, tuple[RuntimeLimit, ...]] = dataclasses.field(
+        default_factory=dict, init=False, hash=False, compare=False, repr=False)
+
+    def __iter__(self) -> Iterator[RuntimeLimit]:
+        limit = _budget_limit()
+        if limit not in self._parsed:
+            self._parsed[limit] = tuple(super().__iter__())  # an invalid string raises here, every time
+        return iter(self._parsed[limit])
+
+
 def init_app(app: Flask) -> None:
     """Attach this app's own limiter, the 429 handler and the security headers."""
     if int(app.config.get("PROXY_FIX_X_FOR") or 0) > 0:
@@ -99,7 +124,7 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(
         rate_limit_key,
         # One limit whose budget follows the endpoint: a single counter per request keeps the check cheap.
-        application_limits=[ApplicationLimit(_budget_limit, scope=_budget_scope)],
+        application_limits=[BudgetLimit(limit_provider=_budget_limit, scope=_budget_scope)],
         key_prefix=str(app.config.get("RATELIMIT_KEY_PREFIX") or ""),
         storage_uri=_storage_uri(str(app.config.get("RATELIMIT_STORAGE_URI") or "memory://")),
         headers_enabled=False,  # Retry-After is added to the 429 only: no storage read on other answers

@@ -85,6 +85,23 @@ def test_decisions_have_the_agencys_own_budget(gateway: Gateway) -> None:
     assert gateway.decide(key="k5", who="agency_b").status_code == 201
 
 
+@pytest.mark.gateway_config(RATELIMIT_PER_CALLER="2/minute", RATELIMIT_DECISIONS="2/minute")
+def test_a_changed_limit_applies_to_the_next_request(gateway: Gateway) -> None:
+    """Each budget's limit string is parsed once (gateway.security.BudgetLimit), yet read on every request."""
+    for i in range(2):
+        assert gateway.decide(key=f"k{i}").status_code == 201
+    assert_429(gateway.decide(key="k2"))
+    gateway.app.config["RATELIMIT_DECISIONS"] = "4/minute"  # limits counts each limit apart: a fresh budget of 4
+    for i in range(3, 7):
+        assert gateway.decide(key=f"k{i}").status_code == 201
+    assert_429(gateway.decide(key="k7"))
+    gateway.app.config["RATELIMIT_DECISIONS"] = "2/minute"  # a string parsed before: its spent counter again
+    assert_429(gateway.decide(key="k8"))
+    for _ in range(2):  # the other budget is its own, parsed apart
+        assert gateway.client.get("/v1/models", headers=gateway.auth("agency_a")).status_code == 200
+    assert_429(gateway.client.get("/v1/models", headers=gateway.auth("agency_a")))
+
+
 def _redis_answers() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=1):

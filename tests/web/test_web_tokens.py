@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from http.cookies import SimpleCookie
 from typing import Any
@@ -99,7 +100,8 @@ def _session_signed_ago(gw: Gateway, browser: Any, seconds: int) -> str:
         def get_timestamp(self) -> int:
             return int(time.time()) - seconds
 
-    serializer = gw.app.session_interface.get_signing_serializer(gw.app)  # type: ignore[attr-defined]
+    # A copy: the app's serializer is shared by every request (gateway.web.SessionInterface).
+    serializer = copy.copy(gw.app.session_interface.get_signing_serializer(gw.app))  # type: ignore[attr-defined]
     cookie = browser.get_cookie("gw_session")
     assert cookie is not None, "no session cookie"
     content = serializer.loads(cookie.value)
@@ -120,6 +122,25 @@ def test_a_session_expires_after_the_configured_lifetime(gateway: Gateway) -> No
     assert me.browser.get(f"/d/{me.decision_id}").status_code == 404
     assert me.browser.get(me.link).status_code == 303  # the link in the notice starts a new one
     assert me.browser.get(f"/d/{me.decision_id}").status_code == 200
+
+
+def test_a_changed_secret_key_checks_sessions_at_once(gateway: Gateway) -> None:
+    """The session's serializer is built once per set of keys (gateway.web.SessionInterface), not kept past a change."""
+    me = person(gateway)
+    page = f"/d/{me.decision_id}"
+    cookie = me.browser.get_cookie("gw_session")
+    assert cookie is not None and me.browser.get(page).status_code == 200
+
+    def opens(with_keys: tuple[str, list[str]]) -> bool:
+        gateway.app.config["SECRET_KEY"], gateway.app.config["SECRET_KEY_FALLBACKS"] = with_keys
+        me.browser.set_cookie("gw_session", cookie.value, domain="localhost")  # a refusal clears it
+        return bool(me.browser.get(page).status_code == 200)
+
+    old = gateway.app.config["SECRET_KEY"]
+    new = "a new key, " + old
+    assert not opens((new, []))  # signed with the old key only: refused
+    assert opens((new, [old]))  # the old key kept as a fallback: accepted
+    assert opens((old, []))
 
 
 @pytest.mark.gateway_config(PUBLIC_BASE_URL="http://127.0.0.1:8080")
