@@ -25,6 +25,7 @@ different value of a withheld feature would do.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +35,7 @@ import numpy as np
 from explainers.base import resolve_positive_class
 from explainers.exceptions import NotFittedError
 
-__all__ = ["MutableFeature", "RecourseOption", "RecourseSearch"]
+__all__ = ["MutableFeature", "RecourseOption", "RecourseSearch", "Variants"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,35 @@ class RecourseOption:
     score: float
 
 
+@dataclass(frozen=True)
+class Variants:
+    """`size` rows equal to `base` but in the features of `changes`: feature -> (values, codes), where row i
+    takes ``values[codes[i]]`` if ``codes[i] >= 0`` and keeps its base value if -1. The search's candidates,
+    held by column: a scorer can transform the base row once and each value once instead of every row."""
+
+    base: dict[str, Any]
+    size: int
+    changes: dict[str, tuple[list[Any], np.ndarray]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The variants as rows of their own (``base | {feature: value ...}``)."""
+        rows = [dict(self.base) for _ in range(self.size)]
+        for name, (values, codes) in self.changes.items():
+            for i in np.flatnonzero(codes >= 0).tolist():
+                rows[i][name] = values[codes[i]]
+        return rows
+
+
+Candidates = list[tuple[Any, float]]  # (new value, cost) of one feature's changes, cheapest first
+
+
 class RecourseSearch:
     """Find verified counterfactual options on mutable features for a probability model.
 
     `model` is a fitted classifier with ``predict_proba`` (scored on a DataFrame of the rows), or a
-    function returning the score of the favourable side's class: of a DataFrame, or with ``records=True``
-    of the rows as a list of dicts (the gateway passes the loaded model version that made the decision).
+    function returning the score of the favourable side's class: of a DataFrame, with ``records=True``
+    of the rows as a list of dicts, or with ``variants=True`` of the candidates as `Variants` of the
+    person's row (the gateway passes the loaded model version that made the decision).
     """
 
     def __init__(
@@ -80,6 +104,7 @@ class RecourseSearch:
         max_steps: int = 20,
         pair_steps: int = 6,
         records: bool = False,
+        variants: bool = False,
         random_state: int = 0,  # the search is a deterministic grid; kept for the explainer contract
     ) -> None:
         self.model = model
@@ -91,6 +116,7 @@ class RecourseSearch:
         self.max_steps = max_steps
         self.pair_steps = pair_steps
         self.records = records
+        self.variants = variants
         self.random_state = random_state
 
     def fit(self, background_raw: Any = None) -> RecourseSearch:
@@ -115,6 +141,11 @@ class RecourseSearch:
         if self.class_index_ is not None:
             return np.asarray(self.model.predict_proba(frame), dtype=np.float64)[:, self.class_index_]
         return np.asarray(self.model(frame), dtype=np.float64)
+
+    def _score_variants(self, variants: Variants) -> np.ndarray:
+        if self.variants:
+            return np.asarray(self.model(variants), dtype=np.float64)
+        return self._score(variants.rows())
 
     def _flips(self, scores: np.ndarray) -> np.ndarray:
         return scores >= self.threshold if self.favourable == "above" else scores < self.threshold
@@ -144,40 +175,71 @@ class RecourseSearch:
         if not hasattr(self, "features_"):
             raise NotFittedError(self)
         base = dict(row)
-        own = self._score([base]) if score is None else np.asarray([score], dtype=np.float64)
+        own = self._score_variants(Variants(base, 1, {})) if score is None else np.asarray([score], dtype=np.float64)
         if self._flips(own)[0]:
             return []  # already favourable
         found: dict[tuple[str, ...], RecourseOption] = {}
-        singles = [(spec, self._candidates(spec, base[spec.name], self.max_steps)) for spec in self.features_]
-        self._try(base, [((s.name,), [((v,), c) for v, c in cands]) for s, cands in singles], found)
+        self._try(base, [((s.name,), (self._candidates(s, base[s.name], self.max_steps),)) for s in self.features_],
+                  found)
         if len(found) < self.max_options and len(self.features_) >= 2:
-            pairs: list[tuple[tuple[str, ...], Sequence[tuple[tuple[Any, ...], float]]]] = []
-            for (a, ca), (b, cb) in itertools.combinations(singles, 2):
-                if (a.name,) in found or (b.name,) in found:
-                    continue  # a pair containing a sufficient single change is not a different option
-                ca = self._candidates(a, base[a.name], self.pair_steps)
-                cb = self._candidates(b, base[b.name], self.pair_steps)
-                pairs.append(((a.name, b.name), [((va, vb), x + y) for (va, x), (vb, y) in itertools.product(ca, cb)]))
-            self._try(base, pairs, found)
+            # A pair containing a sufficient single change is not a different option.
+            coarse = [(s.name, self._candidates(s, base[s.name], self.pair_steps))
+                      for s in self.features_ if (s.name,) not in found]
+            self._try(base, [((a, b), (ca, cb)) for (a, ca), (b, cb) in itertools.combinations(coarse, 2)], found)
         ranked = sorted(found.values(), key=lambda o: (o.cost, sorted(o.changes)))
         return ranked[: self.max_options]
 
-    def _try(self, base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], Sequence[tuple[tuple[Any, ...], float]]]],
+    def _try(self, base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], tuple[Candidates, ...]]],
              found: dict[tuple[str, ...], RecourseOption]) -> None:
-        """Score every candidate of every feature set in one batch; keep each set's cheapest flip."""
-        rows: list[dict[str, Any]] = []
-        index: list[tuple[tuple[str, ...], tuple[Any, ...], float]] = []
-        for names, candidates in groups:
-            for values, cost in candidates:
-                rows.append(base | dict(zip(names, values, strict=True)))
-                index.append((names, values, cost))
-        if not rows:
+        """Score every candidate of every feature set in one batch (a set's candidates: the product of its
+        features' changes, in order); keep each set's cheapest flip (ties: by the values' repr, then the first)."""
+        variants = self._variants(base, groups)
+        if variants.size == 0:
             return
-        scores = self._score(rows)
+        scores = self._score_variants(variants)
         flips = self._flips(scores)
-        for (names, values, cost), score, ok in zip(index, scores.tolist(), flips.tolist(), strict=True):
-            if not ok:
+        start = 0
+        for names, candidates in groups:
+            sizes = tuple(len(c) for c in candidates)
+            size = math.prod(sizes)
+            flipped = np.flatnonzero(flips[start : start + size])
+            if len(flipped):
+                costs = np.zeros(1)  # the candidates' costs, summed feature by feature as the product runs
+                for c in candidates:
+                    costs = np.add.outer(costs, np.array([cost for _, cost in c])).reshape(-1)
+                if len(candidates) == 1:
+                    costs = np.array([cost for _, cost in candidates[0]])  # a single change's cost as it is
+                cheapest = flipped[costs[flipped] == costs[flipped].min()]
+                for i in cheapest.tolist():
+                    values = tuple(c[k][0] for c, k in zip(candidates, np.unravel_index(i, sizes), strict=True))
+                    cost = float(costs[i])
+                    best = found.get(names)
+                    if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
+                        found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost,
+                                                      float(scores[start + i]))
+            start += size
+
+    @staticmethod
+    def _variants(base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], tuple[Candidates, ...]]]) -> Variants:
+        """The candidates of `groups` as variants of `base`: each feature's values once per candidate list."""
+        size = sum(math.prod(len(c) for c in candidates) for _, candidates in groups)
+        changes: dict[str, tuple[list[Any], np.ndarray]] = {}
+        offsets: dict[tuple[str, int], int] = {}  # (feature, id of a candidate list) -> its first value's code
+        start = 0
+        for names, candidates in groups:
+            sizes = [len(c) for c in candidates]
+            n = math.prod(sizes)
+            if n == 0:
                 continue
-            best = found.get(names)
-            if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
-                found[names] = RecourseOption(dict(zip(names, values, strict=True)), float(cost), float(score))
+            index = np.arange(n)
+            inner = n
+            for name, cands, count in zip(names, candidates, sizes, strict=True):
+                values, codes = changes.setdefault(name, ([], np.full(size, -1, dtype=np.intp)))
+                first = offsets.get((name, id(cands)))
+                if first is None:
+                    first = offsets[(name, id(cands))] = len(values)
+                    values.extend(v for v, _ in cands)
+                inner //= count  # row-major order of the product: the last feature's changes vary fastest
+                codes[start : start + n] = index // inner % count + first
+            start += n
+        return Variants(base, size, changes)

@@ -143,9 +143,9 @@ def compute(model: LoadedModel, row: dict[str, Any], score: float | None = None)
         return _ready(params, [], "policy_kind_unsupported")
     if not features:
         return _ready(params, [], "no_mutable_features")
-    search = RecourseSearch(model.score, [_spec(f) for f in features], threshold=policy.threshold,
+    search = RecourseSearch(model.score_variants, [_spec(f) for f in features], threshold=policy.threshold,
                             favourable=_favourable(policy),  # type: ignore[arg-type]
-                            max_options=MAX_OPTIONS, max_steps=MAX_STEPS, pair_steps=PAIR_STEPS, records=True).fit()
+                            max_options=MAX_OPTIONS, max_steps=MAX_STEPS, pair_steps=PAIR_STEPS, variants=True).fit()
     candidates: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
     for found in search.explain(row, score):
         proposed = {name: _value(manifest.feature(name), v) for name, v in found.changes.items()}
