@@ -285,10 +285,10 @@ def _one_hot(encoder: Any) -> Op:
 
     def run(x: np.ndarray) -> np.ndarray:
         out = np.zeros((x.shape[0], width), dtype=np.float64)
-        for lookup, column in zip(lookups, x.T.tolist(), strict=False):
-            codes = np.asarray(_codes(lookup, column), dtype=np.intp)
-            hot = np.flatnonzero(codes >= 0)
-            out[hot, codes[hot]] = 1.0
+        columns = [_codes(lookup, column) for lookup, column in zip(lookups, x.T.tolist(), strict=False)]
+        codes = np.array(columns, dtype=np.intp).reshape(len(columns), x.shape[0])
+        hot = codes >= 0  # every column's hot cells set in one assignment (a call per column costs more)
+        out[np.broadcast_to(np.arange(x.shape[0]), codes.shape)[hot], codes[hot]] = 1.0
         return out
 
     return run

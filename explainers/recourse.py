@@ -197,27 +197,23 @@ class RecourseSearch:
         if variants.size == 0:
             return
         scores = self._score_variants(variants)
-        flips = self._flips(scores)
-        start = 0
-        for names, candidates in groups:
-            sizes = tuple(len(c) for c in candidates)
-            size = math.prod(sizes)
-            flipped = np.flatnonzero(flips[start : start + size])
-            if len(flipped):
-                costs = np.zeros(1)  # the candidates' costs, summed feature by feature as the product runs
-                for c in candidates:
-                    costs = np.add.outer(costs, np.array([cost for _, cost in c])).reshape(-1)
-                if len(candidates) == 1:
-                    costs = np.array([cost for _, cost in candidates[0]])  # a single change's cost as it is
-                cheapest = flipped[costs[flipped] == costs[flipped].min()]
-                for i in cheapest.tolist():
-                    values = tuple(c[k][0] for c, k in zip(candidates, np.unravel_index(i, sizes), strict=True))
-                    cost = float(costs[i])
-                    best = found.get(names)
-                    if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
-                        found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost,
-                                                      float(scores[start + i]))
-            start += size
+        flipped = np.flatnonzero(self._flips(scores))
+        sizes = [tuple(len(c) for c in candidates) for _, candidates in groups]
+        starts = np.cumsum([0, *(math.prod(size) for size in sizes)])
+        owner = np.searchsorted(starts, flipped, side="right") - 1  # the group of each flip
+        for g in np.unique(owner).tolist():
+            names, candidates = groups[g]
+            start = int(starts[g])
+            local = flipped[owner == g] - start
+            costs = np.zeros(1)  # the candidates' costs, summed feature by feature as the product runs
+            for c in candidates:
+                costs = np.add.outer(costs, np.array([cost for _, cost in c])).reshape(-1)
+            for i in local[costs[local] == costs[local].min()].tolist():
+                values = tuple(c[k][0] for c, k in zip(candidates, np.unravel_index(i, sizes[g]), strict=True))
+                cost = float(costs[i])
+                best = found.get(names)
+                if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
+                    found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost, float(scores[start + i]))
 
     @staticmethod
     def _variants(base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], tuple[Candidates, ...]]]) -> Variants:
@@ -234,7 +230,9 @@ class RecourseSearch:
             index = np.arange(n)
             inner = n
             for name, cands, count in zip(names, candidates, sizes, strict=True):
-                values, codes = changes.setdefault(name, ([], np.full(size, -1, dtype=np.intp)))
+                if name not in changes:
+                    changes[name] = ([], np.full(size, -1, dtype=np.intp))
+                values, codes = changes[name]
                 first = offsets.get((name, id(cands)))
                 if first is None:
                     first = offsets[(name, id(cands))] = len(values)
