@@ -205,7 +205,7 @@ class RecourseSearch:
             names, candidates = groups[g]
             start = int(starts[g])
             local = flipped[owner == g] - start
-            costs = np.zeros(1)  # the candidates' costs, summed feature by feature as the product runs
+            costs = np.zeros(1)  # the candidates' costs summed feature by feature, x + y as before (0 + x is x)
             for c in candidates:
                 costs = np.add.outer(costs, np.array([cost for _, cost in c])).reshape(-1)
             for i in local[costs[local] == costs[local].min()].tolist():

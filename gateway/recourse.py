@@ -134,7 +134,9 @@ def _band_edges(model: LoadedModel, feature: Feature) -> list[float] | None:
 def compute(model: LoadedModel, row: dict[str, Any], score: float | None = None) -> dict[str, Any]:
     """Search and verify the options of an adverse row; return the ready row's column values (no times).
 
-    `score`: the row's score by this model version when the caller has it (not computed again)."""
+    The search scores its candidates as variants of the row (`LoadedModel.score_variants`: each changed value
+    transformed once, the scores bit for bit those of the whole rows); the options found are then verified as
+    whole rows. `score`: the row's score by this model version when the caller has it (not computed again)."""
     manifest = model.manifest
     features = offered(manifest)
     params = parameters(model)
