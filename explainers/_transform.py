@@ -71,7 +71,7 @@ class VariantTransform:
     A variant's transformed row is the base row's, except the output columns of each changed input column,
     which are computed from that column alone: so one small matrix holds every column's candidate values at
     once (row k: each column's k-th value, or the base's), and each variant takes its changed columns'
-    outputs from the row of its value - the same numbers as transforming every variant, computed on as many
+    outputs from the row of its value: the same numbers as transforming every variant, computed on as many
     rows as the longest column's values. Those rows hold the variants' raw values, so this gives up
     (`GiveUp`) when transforming the variants would (and on a value no variant takes)."""
 
@@ -80,21 +80,20 @@ class VariantTransform:
         self._outputs = {int(j): np.flatnonzero(sources == j) for j in np.unique(sources)}
         self._dropped = np.zeros(0, dtype=np.intp)
 
-    def __call__(self, base: np.ndarray, size: int, changes: Sequence[tuple[int, Sequence[Any], np.ndarray]]
-                 ) -> np.ndarray:
-        """The transformed rows: `size` copies of `base` (raw values) where, for each (column, values, codes)
-        of `changes` (one entry per column), row i takes ``values[codes[i]]`` in that column if ``codes[i] >= 0``."""
-        raw = np.empty((1 + max((len(values) for _, values, _ in changes), default=0), len(base)), dtype=object)
+    def __call__(self, base: np.ndarray, size: int,
+                 changes: Sequence[tuple[int, Sequence[Any], np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The transformed rows: `size` copies of `base` (raw values) where, for each (column, values, rows, codes)
+        of `changes` (one entry per column), row ``rows[i]`` takes ``values[codes[i]]`` in that column."""
+        raw = np.empty((1 + max((len(values) for _, values, _, _ in changes), default=0), len(base)), dtype=object)
         raw[:] = base
-        for j, values, _ in changes:
+        for j, values, _, _ in changes:
             for k, value in enumerate(values, start=1):
                 raw[k, j] = value
         small = self._transform(raw)
         out = np.repeat(small[:1], size, axis=0)
-        for j, _, codes in changes:
-            rows = np.flatnonzero(codes >= 0)
+        for j, _, rows, codes in changes:
             columns = self._outputs.get(j, self._dropped)
-            out[rows[:, None], columns] = small[(codes[rows] + 1)[:, None], columns]
+            out[rows[:, None], columns] = small[(codes + 1)[:, None], columns]
         return out
 
 

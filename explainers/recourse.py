@@ -63,20 +63,20 @@ class RecourseOption:
 
 @dataclass(frozen=True)
 class Variants:
-    """`size` rows equal to `base` but in the features of `changes`: feature -> (values, codes), where row i
-    takes ``values[codes[i]]`` if ``codes[i] >= 0`` and keeps its base value if -1. The search's candidates,
-    held by column: a scorer can transform the base row once and each value once instead of every row."""
+    """`size` rows equal to `base` but in the features of `changes`: feature -> (values, rows, codes), where row
+    ``rows[i]`` takes ``values[codes[i]]``. The search's candidates, held by column: a scorer can transform the
+    base row once and each value once instead of every row."""
 
     base: dict[str, Any]
     size: int
-    changes: dict[str, tuple[list[Any], np.ndarray]]
+    changes: dict[str, tuple[list[Any], np.ndarray, np.ndarray]]
 
     def rows(self) -> list[dict[str, Any]]:
         """The variants as rows of their own (``base | {feature: value ...}``)."""
         rows = [dict(self.base) for _ in range(self.size)]
-        for name, (values, codes) in self.changes.items():
-            for i in np.flatnonzero(codes >= 0).tolist():
-                rows[i][name] = values[codes[i]]
+        for name, (values, changed, codes) in self.changes.items():
+            for i, k in zip(changed.tolist(), codes.tolist(), strict=True):
+                rows[i][name] = values[k]
         return rows
 
 
@@ -158,12 +158,15 @@ class RecourseSearch:
             return [(c, 1.0) for c in spec.categories if c != value]
         scale = spec.scale or spec.step
         out: list[tuple[Any, float]] = []
-        signs = {"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction]
+        signs = list({"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction])
         for k in range(1, steps + 1):
-            for sign in signs:
+            for sign in tuple(signs):
                 # Rounded so that steps of 0.1 land on 0.3, not 0.30000000000000004 (what the person reads).
                 new = round(float(value) + sign * k * spec.step, 9)
                 if (spec.minimum is not None and new < spec.minimum) or (spec.maximum is not None and new > spec.maximum):
+                    if (spec.maximum if sign > 0 else spec.minimum) is not None and (new > spec.maximum if sign > 0
+                                                                                     else new < spec.minimum):
+                        signs.remove(sign)  # past the bound it moves towards: every further step is too (monotone)
                     continue
                 out.append((new, abs(new - float(value)) / scale))
         return out
@@ -196,30 +199,28 @@ class RecourseSearch:
         variants = self._variants(base, groups)
         if variants.size == 0:
             return
-        scores = self._score_variants(variants)
-        flipped = np.flatnonzero(self._flips(scores))
-        sizes = [tuple(len(c) for c in candidates) for _, candidates in groups]
-        starts = np.cumsum([0, *(math.prod(size) for size in sizes)])
-        owner = np.searchsorted(starts, flipped, side="right") - 1  # the group of each flip
-        for g in np.unique(owner).tolist():
+        scores = self._score_variants(variants).tolist()
+        flipped = np.flatnonzero(self._flips(np.asarray(scores))).tolist()
+        g, ends = 0, list(itertools.accumulate(math.prod(len(c) for c in cs) for _, cs in groups))
+        for at in flipped:  # in order, group by group
+            while at >= ends[g]:
+                g += 1
             names, candidates = groups[g]
-            start = int(starts[g])
-            local = flipped[owner == g] - start
-            costs = np.zeros(1)  # the candidates' costs summed feature by feature, x + y as before (0 + x is x)
-            for c in candidates:
-                costs = np.add.outer(costs, np.array([cost for _, cost in c])).reshape(-1)
-            for i in local[costs[local] == costs[local].min()].tolist():
-                values = tuple(c[k][0] for c, k in zip(candidates, np.unravel_index(i, sizes[g]), strict=True))
-                cost = float(costs[i])
-                best = found.get(names)
-                if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
-                    found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost, float(scores[start + i]))
+            picked, i = [], at - (ends[g - 1] if g else 0)
+            for c in reversed(candidates):  # row-major: the last feature's changes vary fastest
+                i, k = divmod(i, len(c))
+                picked.append(c[k])
+            picked.reverse()
+            values = tuple(v for v, _ in picked)
+            cost = float(sum(c for _, c in picked))  # x + y, as the pair's cost always was (0 + x is x)
+            best = found.get(names)
+            if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
+                found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost, float(scores[at]))
 
     @staticmethod
     def _variants(base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], tuple[Candidates, ...]]]) -> Variants:
         """The candidates of `groups` as variants of `base`: each feature's values once per candidate list."""
-        size = sum(math.prod(len(c) for c in candidates) for _, candidates in groups)
-        changes: dict[str, tuple[list[Any], np.ndarray]] = {}
+        parts: dict[str, tuple[list[Any], list[np.ndarray], list[np.ndarray]]] = {}
         offsets: dict[tuple[str, int], int] = {}  # (feature, id of a candidate list) -> its first value's code
         start = 0
         for names, candidates in groups:
@@ -230,14 +231,16 @@ class RecourseSearch:
             index = np.arange(n)
             inner = n
             for name, cands, count in zip(names, candidates, sizes, strict=True):
-                if name not in changes:
-                    changes[name] = ([], np.full(size, -1, dtype=np.intp))
-                values, codes = changes[name]
+                if name not in parts:
+                    parts[name] = ([], [], [])
+                values, rows, codes = parts[name]
                 first = offsets.get((name, id(cands)))
                 if first is None:
                     first = offsets[(name, id(cands))] = len(values)
                     values.extend(v for v, _ in cands)
                 inner //= count  # row-major order of the product: the last feature's changes vary fastest
-                codes[start : start + n] = index // inner % count + first
+                rows.append(index + start)
+                codes.append(index // inner % count + first if len(sizes) > 1 else index + first)
             start += n
-        return Variants(base, size, changes)
+        changes = {name: (values, np.concatenate(rows), np.concatenate(codes)) for name, (values, rows, codes) in parts.items()}
+        return Variants(base, start, changes)

@@ -84,10 +84,10 @@ class FastScorer:
         if self._variants is None:
             return self.score_margins(variants.rows())
         changes = []
-        for name, (values, codes) in variants.changes.items():
+        for name, (values, rows, codes) in variants.changes.items():
             j = self._position.get(name)
             if j is not None:  # a feature the model does not take changes nothing (as `values` ignores it)
-                changes.append((j, [float(v) for v in values] if name in self._numeric else values, codes))
+                changes.append((j, [float(v) for v in values] if name in self._numeric else values, rows, codes))
         try:
             transformed = self._variants(self.values([variants.base])[0], variants.size, changes)
         except GiveUp:

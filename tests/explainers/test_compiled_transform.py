@@ -86,12 +86,12 @@ def test_variants_of_a_row_are_transformed_exactly_as_the_rows_themselves() -> N
         for j in rng.choice(raw.shape[1], 4, replace=False).tolist():
             unseen = ["purple", "xl"] if j < 2 else [-0.0, 1e9, np.nan]  # unseen categories, odd numbers
             values = list(dict.fromkeys(raw[rng.choice(len(raw), 6), j].tolist() + unseen))
-            codes = np.where(rng.random(size) < 0.5, rng.integers(0, len(values), size), -1)
-            changes.append((j, values, codes))
+            changed = np.flatnonzero(rng.random(size) < 0.5)
+            changes.append((j, values, changed, rng.integers(0, len(values), len(changed))))
         rows = np.repeat(base[None, :], size, axis=0)
-        for j, values, codes in changes:
-            for i in np.flatnonzero(codes >= 0):
-                rows[i, j] = values[codes[i]]
+        for j, values, changed, codes in changes:
+            for i, k in zip(changed, codes, strict=True):
+                rows[i, j] = values[k]
         np.testing.assert_array_equal(variants(base, size, changes), transform(rows))
         compared += 1
     assert compared == 10
@@ -108,8 +108,8 @@ def test_variants_give_up_where_the_rows_would_and_a_function_of_several_columns
     assert variants is not None
     base = np.array(["red", "m"], dtype=object)
     with pytest.raises(GiveUp):
-        variants(base, 2, [(0, ["purple"], np.array([-1, 0]))])
-    np.testing.assert_array_equal(variants(base, 2, [(0, ["blue"], np.array([-1, 0]))]),
+        variants(base, 2, [(0, ["purple"], np.array([1]), np.array([0]))])
+    np.testing.assert_array_equal(variants(base, 2, [(0, ["blue"], np.array([1]), np.array([0]))]),
                                   compile_transform(ct)(np.array([["red", "m"], ["blue", "m"]], dtype=object)))
     numbers = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]})
     mixing = FunctionTransformer(lambda x: np.asarray(x) / np.asarray(x).sum(axis=1, keepdims=True),
