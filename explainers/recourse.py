@@ -163,9 +163,10 @@ class RecourseSearch:
             for sign in tuple(signs):
                 # Rounded so that steps of 0.1 land on 0.3, not 0.30000000000000004 (what the person reads).
                 new = round(float(value) + sign * k * spec.step, 9)
-                if (spec.minimum is not None and new < spec.minimum) or (spec.maximum is not None and new > spec.maximum):
-                    if (spec.maximum if sign > 0 else spec.minimum) is not None and (new > spec.maximum if sign > 0
-                                                                                     else new < spec.minimum):
+                low = spec.minimum is not None and new < spec.minimum
+                high = spec.maximum is not None and new > spec.maximum
+                if low or high:
+                    if high if sign > 0 else low:
                         signs.remove(sign)  # past the bound it moves towards: every further step is too (monotone)
                     continue
                 out.append((new, abs(new - float(value)) / scale))
