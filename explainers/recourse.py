@@ -200,8 +200,8 @@ class RecourseSearch:
         variants = self._variants(base, groups)
         if variants.size == 0:
             return
-        scores = self._score_variants(variants).tolist()
-        flipped = np.flatnonzero(self._flips(np.asarray(scores))).tolist()
+        scores = self._score_variants(variants)
+        flipped = np.flatnonzero(self._flips(scores)).tolist()
         g, ends = 0, list(itertools.accumulate(math.prod(len(c) for c in cs) for _, cs in groups))
         for at in flipped:  # in order, group by group
             while at >= ends[g]:
@@ -213,7 +213,7 @@ class RecourseSearch:
                 picked.append(c[k])
             picked.reverse()
             values = tuple(v for v, _ in picked)
-            cost = float(sum(c for _, c in picked))  # x + y, as the pair's cost always was (0 + x is x)
+            cost = sum(c for _, c in picked)  # x + y, as the pair's cost always was (0 + x is x)
             best = found.get(names)
             if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
                 found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost, float(scores[at]))
