@@ -10,7 +10,7 @@ A library of its own: it imports neither flask nor the gateway, and `import expl
 
 from __future__ import annotations
 
-from explainers._transform import GiveUp, NotCompilable, compile_transform
+from explainers._transform import GiveUp, NotCompilable, compile_transform, compile_variants
 from explainers._version import __version__
 from explainers.base import (
     OUTPUT_SPACES,
@@ -48,7 +48,7 @@ from explainers.grouping import (
 )
 from explainers.linear import LinearExplainer
 from explainers.permutation import MIN_PAIRS, PermutationExplainer
-from explainers.recourse import MutableFeature, RecourseOption, RecourseSearch
+from explainers.recourse import MutableFeature, RecourseOption, RecourseSearch, Variants
 from explainers.registry import (
     EXPLAINERS,
     FALLBACK,
@@ -87,12 +87,14 @@ __all__ = [
     "UnsupportedModelError",
     "UnsupportedOutputSpaceError",
     "UnsupportedTransformerError",
+    "Variants",
     "__version__",
     "band_edges",
     "band_of",
     "choose_explainer",
     "column_groups",
     "compile_transform",
+    "compile_variants",
     "get_explainer",
     "group_matrix",
     "make_explainer",

@@ -9,6 +9,10 @@ scikit-learn). The explainer uses it only after checking that it reproduces scik
 bit for bit on the background data, and any value it is not sure about (an unseen category with
 `handle_unknown="error"` or `"warn"`, `pd.NA`, an unhashable value) makes it give up on that call so
 scikit-learn transforms the rows instead.
+
+`compile_variants` transforms many variants of one row (the recourse search's candidates: the person's row
+with one or two features changed) by transforming each distinct changed value once: every compiled step
+but a FunctionTransformer's own function computes each output column from one input column.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from explainers.grouping import _column_indices, _is, _one_hot_sources
+from explainers.exceptions import UnsupportedTransformerError
+from explainers.grouping import _column_indices, _is, _one_hot_sources, transformed_sources
 
 Op = Callable[[np.ndarray], np.ndarray]
 
@@ -47,6 +52,60 @@ def compile_transform(preprocessor: Any) -> Op:
         return np.asarray(out, dtype=np.float64)
 
     return transform
+
+
+def compile_variants(preprocessor: Any) -> VariantTransform | None:
+    """Return the variant transform of a fitted preprocessing, or None when a step may mix columns."""
+    if not _column_wise(preprocessor):
+        return None
+    try:
+        sources = transformed_sources(preprocessor)
+    except (UnsupportedTransformerError, ValueError):  # not traced to its inputs: rows are transformed whole
+        return None
+    return VariantTransform(compile_transform(preprocessor), sources)
+
+
+class VariantTransform:
+    """Transform variants of one row, each with a few columns changed, as `compile_transform` transforms them.
+
+    A variant's transformed row is the base row's, except the output columns of each changed input column,
+    which are computed from that column alone: so one small matrix holds every column's candidate values at
+    once (row k: each column's k-th value, or the base's), and each variant takes its changed columns'
+    outputs from the row of its value: the same numbers as transforming every variant, computed on as many
+    rows as the longest column's values. Those rows hold the variants' raw values, so this gives up
+    (`GiveUp`) when transforming the variants would (and on a value no variant takes)."""
+
+    def __init__(self, transform: Op, sources: np.ndarray) -> None:
+        self._transform = transform
+        self._outputs = {int(j): np.flatnonzero(sources == j) for j in np.unique(sources)}
+        self._dropped = np.zeros(0, dtype=np.intp)
+
+    def __call__(self, base: np.ndarray, size: int,
+                 changes: Sequence[tuple[int, Sequence[Any], np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The transformed rows: `size` copies of `base` (raw values) where, for each (column, values, rows, codes)
+        of `changes` (one entry per column), row ``rows[i]`` takes ``values[codes[i]]`` in that column."""
+        raw = np.empty((1 + max((len(values) for _, values, _, _ in changes), default=0), len(base)), dtype=object)
+        raw[:] = base
+        for j, values, _, _ in changes:
+            for k, value in enumerate(values, start=1):
+                raw[k, j] = value
+        small = self._transform(raw)
+        out = np.repeat(small[:1], size, axis=0)
+        for j, _, rows, codes in changes:
+            columns = self._outputs.get(j, self._dropped)
+            out[rows[:, None], columns] = small[(codes + 1)[:, None], columns]
+        return out
+
+
+def _column_wise(step: Any) -> bool:
+    """Whether every output column of the compiled `step` is computed from one input column only."""
+    if _is(step, "sklearn.pipeline.Pipeline"):
+        return all(_column_wise(sub) for _, sub in step.steps)
+    if _is(step, "sklearn.compose.ColumnTransformer"):
+        return all(_column_wise(transformer) for _, transformer, _ in step.transformers_)
+    if _is(step, "sklearn.preprocessing.FunctionTransformer"):
+        return step.func is None
+    return True  # encoders, scalers, imputers, passthrough, drop: column by column
 
 
 def _compile(step: Any) -> Op:
@@ -225,10 +284,10 @@ def _one_hot(encoder: Any) -> Op:
 
     def run(x: np.ndarray) -> np.ndarray:
         out = np.zeros((x.shape[0], width), dtype=np.float64)
-        for lookup, column in zip(lookups, x.T.tolist(), strict=False):
-            codes = np.asarray(_codes(lookup, column), dtype=np.intp)
-            hot = np.flatnonzero(codes >= 0)
-            out[hot, codes[hot]] = 1.0
+        columns = [_codes(lookup, column) for lookup, column in zip(lookups, x.T.tolist(), strict=False)]
+        codes = np.array(columns, dtype=np.intp).reshape(len(columns), x.shape[0])
+        hot = codes >= 0  # every column's hot cells set in one assignment (a call per column costs more)
+        out[np.broadcast_to(np.arange(x.shape[0]), codes.shape)[hot], codes[hot]] = 1.0
         return out
 
     return run

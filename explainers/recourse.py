@@ -25,6 +25,7 @@ different value of a withheld feature would do.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +35,7 @@ import numpy as np
 from explainers.base import resolve_positive_class
 from explainers.exceptions import NotFittedError
 
-__all__ = ["MutableFeature", "RecourseOption", "RecourseSearch"]
+__all__ = ["MutableFeature", "RecourseOption", "RecourseSearch", "Variants"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,35 @@ class RecourseOption:
     score: float
 
 
+@dataclass(frozen=True)
+class Variants:
+    """`size` rows equal to `base` but in the features of `changes`: feature -> (values, rows, codes), where row
+    ``rows[i]`` takes ``values[codes[i]]``. The search's candidates, held by column: a scorer can transform the
+    base row once and each value once instead of every row."""
+
+    base: dict[str, Any]
+    size: int
+    changes: dict[str, tuple[list[Any], np.ndarray, np.ndarray]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The variants as rows of their own (``base | {feature: value ...}``)."""
+        rows = [dict(self.base) for _ in range(self.size)]
+        for name, (values, changed, codes) in self.changes.items():
+            for i, k in zip(changed.tolist(), codes.tolist(), strict=True):
+                rows[i][name] = values[k]
+        return rows
+
+
+Candidates = list[tuple[Any, float]]  # (new value, cost) of one feature's changes, cheapest first
+
+
 class RecourseSearch:
     """Find verified counterfactual options on mutable features for a probability model.
 
     `model` is a fitted classifier with ``predict_proba`` (scored on a DataFrame of the rows), or a
-    function returning the score of the favourable side's class: of a DataFrame, or with ``records=True``
-    of the rows as a list of dicts (the gateway passes the loaded model version that made the decision).
+    function returning the score of the favourable side's class: of a DataFrame, with ``records=True``
+    of the rows as a list of dicts, or with ``variants=True`` of the candidates as `Variants` of the
+    person's row (the gateway passes the loaded model version that made the decision).
     """
 
     def __init__(
@@ -80,6 +104,7 @@ class RecourseSearch:
         max_steps: int = 20,
         pair_steps: int = 6,
         records: bool = False,
+        variants: bool = False,
         random_state: int = 0,  # the search is a deterministic grid; kept for the explainer contract
     ) -> None:
         self.model = model
@@ -91,6 +116,7 @@ class RecourseSearch:
         self.max_steps = max_steps
         self.pair_steps = pair_steps
         self.records = records
+        self.variants = variants
         self.random_state = random_state
 
     def fit(self, background_raw: Any = None) -> RecourseSearch:
@@ -116,6 +142,11 @@ class RecourseSearch:
             return np.asarray(self.model.predict_proba(frame), dtype=np.float64)[:, self.class_index_]
         return np.asarray(self.model(frame), dtype=np.float64)
 
+    def _score_variants(self, variants: Variants) -> np.ndarray:
+        if self.variants:
+            return np.asarray(self.model(variants), dtype=np.float64)
+        return self._score(variants.rows())
+
     def _flips(self, scores: np.ndarray) -> np.ndarray:
         return scores >= self.threshold if self.favourable == "above" else scores < self.threshold
 
@@ -127,12 +158,16 @@ class RecourseSearch:
             return [(c, 1.0) for c in spec.categories if c != value]
         scale = spec.scale or spec.step
         out: list[tuple[Any, float]] = []
-        signs = {"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction]
+        signs = list({"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction])
         for k in range(1, steps + 1):
-            for sign in signs:
+            for sign in tuple(signs):
                 # Rounded so that steps of 0.1 land on 0.3, not 0.30000000000000004 (what the person reads).
                 new = round(float(value) + sign * k * spec.step, 9)
-                if (spec.minimum is not None and new < spec.minimum) or (spec.maximum is not None and new > spec.maximum):
+                low = spec.minimum is not None and new < spec.minimum
+                high = spec.maximum is not None and new > spec.maximum
+                if low or high:
+                    if high if sign > 0 else low:
+                        signs.remove(sign)  # past the bound it moves towards: every further step is too (monotone)
                     continue
                 out.append((new, abs(new - float(value)) / scale))
         return out
@@ -144,40 +179,69 @@ class RecourseSearch:
         if not hasattr(self, "features_"):
             raise NotFittedError(self)
         base = dict(row)
-        own = self._score([base]) if score is None else np.asarray([score], dtype=np.float64)
+        own = self._score_variants(Variants(base, 1, {})) if score is None else np.asarray([score], dtype=np.float64)
         if self._flips(own)[0]:
             return []  # already favourable
         found: dict[tuple[str, ...], RecourseOption] = {}
-        singles = [(spec, self._candidates(spec, base[spec.name], self.max_steps)) for spec in self.features_]
-        self._try(base, [((s.name,), [((v,), c) for v, c in cands]) for s, cands in singles], found)
+        self._try(base, [((s.name,), (self._candidates(s, base[s.name], self.max_steps),)) for s in self.features_],
+                  found)
         if len(found) < self.max_options and len(self.features_) >= 2:
-            pairs: list[tuple[tuple[str, ...], Sequence[tuple[tuple[Any, ...], float]]]] = []
-            for (a, ca), (b, cb) in itertools.combinations(singles, 2):
-                if (a.name,) in found or (b.name,) in found:
-                    continue  # a pair containing a sufficient single change is not a different option
-                ca = self._candidates(a, base[a.name], self.pair_steps)
-                cb = self._candidates(b, base[b.name], self.pair_steps)
-                pairs.append(((a.name, b.name), [((va, vb), x + y) for (va, x), (vb, y) in itertools.product(ca, cb)]))
-            self._try(base, pairs, found)
+            # A pair containing a sufficient single change is not a different option.
+            coarse = [(s.name, self._candidates(s, base[s.name], self.pair_steps))
+                      for s in self.features_ if (s.name,) not in found]
+            self._try(base, [((a, b), (ca, cb)) for (a, ca), (b, cb) in itertools.combinations(coarse, 2)], found)
         ranked = sorted(found.values(), key=lambda o: (o.cost, sorted(o.changes)))
         return ranked[: self.max_options]
 
-    def _try(self, base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], Sequence[tuple[tuple[Any, ...], float]]]],
+    def _try(self, base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], tuple[Candidates, ...]]],
              found: dict[tuple[str, ...], RecourseOption]) -> None:
-        """Score every candidate of every feature set in one batch; keep each set's cheapest flip."""
-        rows: list[dict[str, Any]] = []
-        index: list[tuple[tuple[str, ...], tuple[Any, ...], float]] = []
-        for names, candidates in groups:
-            for values, cost in candidates:
-                rows.append(base | dict(zip(names, values, strict=True)))
-                index.append((names, values, cost))
-        if not rows:
+        """Score every candidate of every feature set in one batch (a set's candidates: the product of its
+        features' changes, in order); keep each set's cheapest flip (ties: by the values' repr, then the first)."""
+        variants = self._variants(base, groups)
+        if variants.size == 0:
             return
-        scores = self._score(rows)
-        flips = self._flips(scores)
-        for (names, values, cost), score, ok in zip(index, scores.tolist(), flips.tolist(), strict=True):
-            if not ok:
-                continue
+        scores = self._score_variants(variants)
+        flipped = np.flatnonzero(self._flips(scores)).tolist()
+        g, ends = 0, list(itertools.accumulate(math.prod(len(c) for c in cs) for _, cs in groups))
+        for at in flipped:  # in order, group by group
+            while at >= ends[g]:
+                g += 1
+            names, candidates = groups[g]
+            picked, i = [], at - (ends[g - 1] if g else 0)
+            for c in reversed(candidates):  # row-major: the last feature's changes vary fastest
+                i, k = divmod(i, len(c))
+                picked.append(c[k])
+            picked.reverse()
+            values = tuple(v for v, _ in picked)
+            cost = sum(c for _, c in picked)  # x + y, as the pair's cost always was (0 + x is x)
             best = found.get(names)
             if best is None or (cost, repr(values)) < (best.cost, repr(tuple(best.changes.values()))):
-                found[names] = RecourseOption(dict(zip(names, values, strict=True)), float(cost), float(score))
+                found[names] = RecourseOption(dict(zip(names, values, strict=True)), cost, float(scores[at]))
+
+    @staticmethod
+    def _variants(base: dict[str, Any], groups: Sequence[tuple[tuple[str, ...], tuple[Candidates, ...]]]) -> Variants:
+        """The candidates of `groups` as variants of `base`: each feature's values once per candidate list."""
+        parts: dict[str, tuple[list[Any], list[np.ndarray], list[np.ndarray]]] = {}
+        offsets: dict[tuple[str, int], int] = {}  # (feature, id of a candidate list) -> its first value's code
+        start = 0
+        for names, candidates in groups:
+            sizes = [len(c) for c in candidates]
+            n = math.prod(sizes)
+            if n == 0:
+                continue
+            index = np.arange(n)
+            inner = n
+            for name, cands, count in zip(names, candidates, sizes, strict=True):
+                if name not in parts:
+                    parts[name] = ([], [], [])
+                values, rows, codes = parts[name]
+                first = offsets.get((name, id(cands)))
+                if first is None:
+                    first = offsets[(name, id(cands))] = len(values)
+                    values.extend(v for v, _ in cands)
+                inner //= count  # row-major order of the product: the last feature's changes vary fastest
+                rows.append(index + start)
+                codes.append(index // inner % count + first if len(sizes) > 1 else index + first)
+            start += n
+        changes = {name: (values, np.concatenate(rows), np.concatenate(codes)) for name, (values, rows, codes) in parts.items()}
+        return Variants(base, start, changes)

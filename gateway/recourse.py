@@ -134,7 +134,9 @@ def _band_edges(model: LoadedModel, feature: Feature) -> list[float] | None:
 def compute(model: LoadedModel, row: dict[str, Any], score: float | None = None) -> dict[str, Any]:
     """Search and verify the options of an adverse row; return the ready row's column values (no times).
 
-    `score`: the row's score by this model version when the caller has it (not computed again)."""
+    The search scores its candidates as variants of the row (`LoadedModel.score_variants`: each changed value
+    transformed once, the scores bit for bit those of the whole rows); the options found are then verified as
+    whole rows. `score`: the row's score by this model version when the caller has it (not computed again)."""
     manifest = model.manifest
     features = offered(manifest)
     params = parameters(model)
@@ -143,9 +145,9 @@ def compute(model: LoadedModel, row: dict[str, Any], score: float | None = None)
         return _ready(params, [], "policy_kind_unsupported")
     if not features:
         return _ready(params, [], "no_mutable_features")
-    search = RecourseSearch(model.score, [_spec(f) for f in features], threshold=policy.threshold,
+    search = RecourseSearch(model.score_variants, [_spec(f) for f in features], threshold=policy.threshold,
                             favourable=_favourable(policy),  # type: ignore[arg-type]
-                            max_options=MAX_OPTIONS, max_steps=MAX_STEPS, pair_steps=PAIR_STEPS, records=True).fit()
+                            max_options=MAX_OPTIONS, max_steps=MAX_STEPS, pair_steps=PAIR_STEPS, variants=True).fit()
     candidates: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
     for found in search.explain(row, score):
         proposed = {name: _value(manifest.feature(name), v) for name, v in found.changes.items()}

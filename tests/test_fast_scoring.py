@@ -105,3 +105,50 @@ def test_margins_come_from_the_trees_only_when_the_init_is_a_constant(init: str 
 def test_adult_data_is_available_for_model_independent_tests() -> None:
     X, y = adult()
     assert len(X) == 16281 and set(y) == {">50K", "<=50K"}
+
+
+def test_recourse_scores_its_candidates_as_the_rows_themselves(gateway: Gateway) -> None:
+    """The recourse search scores its candidates as variants of the person's row (the fast scorer transforms each
+    changed value once, not every row): for every adverse row of the example's background, the options are those of
+    the search over whole rows scored one dict each, each option's score is its whole row's, and no single change
+    cheaper than the options offered flips the outcome."""
+    from explainers import RecourseSearch
+    from gateway import recourse
+
+    with gateway.app.app_context():
+        row = db.session.query(ScoringModel).filter_by(name="german-credit").one()
+        model = runtime.cache().get(row.id)
+        assert model.fast is not None and model.background is not None
+        policy = recourse.binary_policy(model.manifest)
+        assert policy is not None
+        specs = [recourse._spec(f) for f in recourse.offered(model.manifest)]
+
+        def search(scorer: object, **kind: bool) -> RecourseSearch:
+            return RecourseSearch(scorer, specs, threshold=policy.threshold, favourable=recourse._favourable(policy),
+                                  max_options=recourse.MAX_OPTIONS, max_steps=recourse.MAX_STEPS,
+                                  pair_steps=recourse.PAIR_STEPS, **kind).fit()
+
+        by_rows, by_variants = search(model.score, records=True), search(model.score_variants, variants=True)
+        adverse = with_pairs = 0
+        for person in model.background.to_dict("records"):
+            score = float(model.score([person])[0])
+            if not policy.decide(score)[1]:
+                continue
+            adverse += 1
+            options = by_variants.explain(person, score)
+            assert options == by_rows.explain(person, score)
+            stored = recourse.compute(model, person, score)["options"]
+            assert [(sorted(o["changes"]), o["cost"], o["score"]) for o in stored] == [
+                (sorted(o.changes), round(o.cost, 9), o.score) for o in options]
+            with_pairs += any(len(o.changes) == 2 for o in options)
+            for option in options:
+                assert model.score([person | option.changes])[0] == option.score and not policy.decide(option.score)[1]
+            offered = {tuple(o.changes): o.cost for o in options}
+            bound = options[-1].cost if len(options) == recourse.MAX_OPTIONS else float("inf")
+            for spec in specs:
+                candidates = by_rows._candidates(spec, person[spec.name], recourse.MAX_STEPS)
+                scores = model.score([person | {spec.name: value} for value, _ in candidates]) if candidates else []
+                for (value, cost), s in zip(candidates, scores, strict=True):
+                    if not policy.decide(float(s))[1]:  # this single change flips the outcome
+                        assert cost >= offered.get((spec.name,), bound), (spec.name, value, cost, options)
+        assert adverse >= 15 and with_pairs >= 1, (adverse, with_pairs)

@@ -19,7 +19,7 @@ from scipy.special import expit
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier
 
-from explainers import GiveUp, compile_transform
+from explainers import GiveUp, Variants, compile_transform, compile_variants
 from gateway.adapters.base import NativeModel
 
 try:  # scikit-learn's own loop over the fitted trees (what decision_function runs after validating its input)
@@ -51,6 +51,8 @@ class FastScorer:
                 np.zeros((1, estimator.n_features_in_), dtype=np.float32)), dtype=np.float64)
         self._numeric = numeric
         self._transform = compile_transform(native.preprocessor)
+        self._variants = compile_variants(native.preprocessor)
+        self._position = {name: j for j, name in enumerate(self._names)}
         self._estimator = native.estimator
         classes = list(native.estimator.classes_)
         self._index = classes.index(native.positive_class)
@@ -74,6 +76,26 @@ class FastScorer:
             transformed = self._transform(self.values(records))
         except GiveUp:
             return None
+        return self._estimate(transformed)
+
+    def score_variants(self, variants: Variants) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """`score_margins` of the variants' rows, bit for bit, without building them: the recourse search scores
+        hundreds of variants of one row, which differ from it in one or two features."""
+        if self._variants is None:
+            return self.score_margins(variants.rows())
+        changes = []
+        for name, (values, rows, codes) in variants.changes.items():
+            j = self._position.get(name)
+            if j is not None:  # a feature the model does not take changes nothing (as `values` ignores it)
+                changes.append((j, [float(v) for v in values] if name in self._numeric else values, rows, codes))
+        try:
+            transformed = self._variants(self.values([variants.base])[0], variants.size, changes)
+        except GiveUp:
+            return None
+        return self._estimate(transformed)
+
+    def _estimate(self, transformed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The final estimator's probabilities (and margins) of transformed rows; None: use the pipeline."""
         if self._estimator_names is not None:
             transformed = pd.DataFrame(transformed, columns=self._estimator_names)
         if self.stages:

@@ -18,7 +18,7 @@ import pandas as pd
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from explainers import ExactExplainer, FactorSelector, TreeExplainer, make_explainer
+from explainers import ExactExplainer, FactorSelector, TreeExplainer, Variants, make_explainer
 from explainers.base import BaseExplainer
 from gateway.adapters import AdapterError, ModelAdapter, is_remote, load_adapter
 from gateway.adapters.base import ClassProbabilities, RecordScorer
@@ -76,9 +76,22 @@ class LoadedModel:
             found = self.fast.score_margins(rows)
             if found is not None:
                 return found
+        return self._adapter_scores(rows), None
+
+    def score_variants(self, variants: Variants) -> np.ndarray:
+        """`score` of the variants' rows, bit for bit: the verified fast path transforms the base row once and each
+        changed value once (the recourse search's hundreds of candidates of one row)."""
+        if self.fast is not None:
+            found = self.fast.score_variants(variants)
+            if found is not None:
+                return found[0]
+        return self._adapter_scores(variants.rows())
+
+    def _adapter_scores(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The adapter's scores: from plain values when it takes them, else from a DataFrame."""
         if isinstance(self.adapter, RecordScorer):
-            return self.adapter.score_records(to_records(self.manifest, rows)), None
-        return self.adapter.score(to_frame(self.manifest, rows)), None
+            return self.adapter.score_records(to_records(self.manifest, rows))
+        return self.adapter.score(to_frame(self.manifest, rows))
 
     def assess(self, row: dict[str, Any]) -> tuple[float, str, bool]:
         """Score a validated row and apply the policy: (score, outcome, adverse).

@@ -110,3 +110,21 @@ def test_fractional_steps_land_on_round_values() -> None:
                             records=True).fit()
     (option,) = search.explain({"x": 0.0})
     assert option.changes == {"x": 0.3} and option.cost == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(("spec", "value"), [
+    (MutableFeature("n", "number", 1.0, 4.0, step=1.0), 2),  # both bounds reached within the steps
+    (MutableFeature("n", "number", 1.0, 120.0, step=6.0, direction="increase"), 100),
+    (MutableFeature("n", "number", 0.0, 1.0, step=0.1, scale=0.5, direction="decrease"), 0.7),
+    (MutableFeature("n", "number", 10.0, 20.0, step=3.0), 5),  # below its minimum: steps up enter the range
+    (MutableFeature("n", "number", None, 3.0, step=0.25), -40.0),
+])
+def test_number_changes_are_every_step_in_range_in_order(spec: MutableFeature, value: float) -> None:
+    """Stepping stops on the side a bound was passed (every further step passes it too): the same changes as
+    trying all steps each way the direction allows."""
+    search = RecourseSearch(lambda rows: np.zeros(len(rows)), [spec], records=True).fit()
+    signs = {"any": (1, -1), "increase": (1,), "decrease": (-1,)}[spec.direction]
+    every = [round(float(value) + sign * k * spec.step, 9) for k in range(1, 21) for sign in signs]
+    inside = [v for v in every if (spec.minimum is None or v >= spec.minimum) and (spec.maximum is None or v <= spec.maximum)]
+    assert search._candidates(spec, value, 20) == [(v, abs(v - value) / (spec.scale or spec.step)) for v in inside]
+    assert inside
