@@ -62,8 +62,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     db.init_app(app)
     migrate.init_app(app, db)
     with app.app_context():
-        configure_engine(db.engine)
-        configure_engine(db.engines["keys"])
+        busy_timeout_s = float(app.config["SQLITE_BUSY_TIMEOUT_S"])
+        configure_engine(db.engine, busy_timeout_s)
+        configure_engine(db.engines["keys"], busy_timeout_s)
     runtime.init_app(app)
     i18n.init_app(app)
     register_error_handlers(app)

@@ -242,6 +242,9 @@ def test_acknowledged_decisions_survive_killed_workers_without_duplicates(
     assert any(k.responses[0][1] for k in abandoned), "no abandoned request was answered by a replay on retry"
 
     # --- what the database holds ---------------------------------------------------------------------
+    # The workers took turns on the writers' lock file (gateway.db.WriterTurns): a worker killed while holding
+    # its turn gave it up with its life, or the traffic above would have stalled on it.
+    assert Path(f"{gateway_instance.sqlite_path}-writers.lock").exists()
     by_key = {k.key: k for k in keys}
     with closing(sqlite3.connect(gateway_instance.sqlite_path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
