@@ -10,13 +10,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import json
 import math
 from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway import decisions
+from gateway.audit import canonical_json
 from gateway.batches import _body
+from gateway.contacts import commitment, encrypt_contact, new_data_key
 from gateway.errors import ValidationFailed
 from gateway.features import FeatureValidator, validate_features
 from gateway.identity import subject_ref
@@ -152,3 +157,32 @@ def test_the_subject_reference_is_the_hmac_it_always_was() -> None:
     for n in range(50):
         iin = valid_iin(n)
         assert subject_ref(iin, key) == hmac.new(key, iin.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+JSON_VALUES: list[Any] = [
+    {"b": 1, "a": [1.5, 2, True, None, "ä ü €", {"z": {}, "y": []}]}, {"x": 1e16, "y": -0.0, "z": 2**70},
+    {"email": "p1@example.kz"}, {"email": "a@b.kz", "webhook": "https://ä.kz/h\u2028"}, {}, {"k": "\"\\\n\t"},
+]
+
+
+def test_the_encoders_made_once_write_what_json_dumps_wrote() -> None:
+    for value in JSON_VALUES:
+        assert decisions.request_hash("m", value) == hashlib.sha256(json.dumps(
+            ("m", value), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+        assert canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                                   allow_nan=False)
+        key = new_data_key(bytes(32), "dec_x")
+        sealed = encrypt_contact(key, value)
+        opened = AESGCM(key.key).decrypt(sealed[1:13], sealed[13:], b"dec_x")
+        assert opened == json.dumps(value, sort_keys=True).encode()
+    with pytest.raises(ValueError, match="Out of range float"):
+        canonical_json({"x": math.nan})  # still refused: a record never holds NaN
+
+
+def test_a_commitment_is_the_hmac_it_always_was() -> None:
+    for value in JSON_VALUES:
+        key = bytes(range(32))
+        subkey = hmac.new(key, b"gateway commitment v1", hashlib.sha256).digest()
+        expected = hmac.new(subkey, json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                            .encode("utf-8"), hashlib.sha256).hexdigest()
+        assert commitment(key, value) == expected
