@@ -402,7 +402,11 @@ def decision_body(d: NewDecision, settings: Settings) -> bytes:
     }
     if d.held:
         body["confirmation"] = PENDING_CONFIRMATION  # no notice until an officer confirms it
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return _BODY_JSON.encode(body).encode()
+
+
+# json.dumps(body, ensure_ascii=False, separators=(",", ":")), its encoder made once (a chunk stores one per decision).
+_BODY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def idempotency_row(client_id: str, key: str, request_hash: str, d: NewDecision, body: bytes) -> dict[str, Any]:

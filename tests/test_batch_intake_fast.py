@@ -21,7 +21,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway import decisions
 from gateway.audit import canonical_json
 from gateway.batches import _body
-from gateway.contacts import commitment, encrypt_contact, new_data_key
+from gateway.contacts import (
+    cipher,
+    commitment,
+    decrypt_contact,
+    decrypt_monitoring,
+    encrypt_contact,
+    encrypt_monitoring,
+    new_data_key,
+    open_contact,
+    open_monitoring,
+    unwrap_data_key,
+)
 from gateway.errors import ValidationFailed
 from gateway.features import FeatureValidator, validate_features
 from gateway.identity import subject_ref
@@ -186,3 +197,26 @@ def test_a_commitment_is_the_hmac_it_always_was() -> None:
         expected = hmac.new(subkey, json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                             .encode("utf-8"), hashlib.sha256).hexdigest()
         assert commitment(key, value) == expected
+
+
+def test_a_data_keys_commitments_are_the_commitments_of_its_key() -> None:
+    key = new_data_key(bytes(32), "dec_x")
+    for value in JSON_VALUES:
+        assert key.commitment(value) == commitment(key.key, value)
+    assert new_data_key(bytes(32), "dec_y").commitment({}) != key.commitment({})
+
+
+def test_a_contact_opened_with_its_unwrapped_key_is_the_contact_decrypt_contact_gives() -> None:
+    deployment = bytes(range(32))
+    key = new_data_key(deployment, "dec_x")
+    sealed = encrypt_contact(key, {"email": "p1@example.kz"})
+    legacy = cipher(deployment).encrypt(b'{"email": "old@example.kz"}', record_id="dec_x")
+    for blob in (sealed, legacy, None):
+        expected = decrypt_contact(deployment, "dec_x", blob, key.wrapped)
+        assert open_contact(deployment, unwrap_data_key(deployment, "dec_x", key.wrapped), "dec_x", blob) == expected
+    assert open_contact(deployment, key, "dec_x", sealed) == {"email": "p1@example.kz"}
+    assert open_contact(deployment, None, "dec_x", sealed) == {} == decrypt_contact(deployment, "dec_x", sealed, None)
+    assert open_contact(deployment, None, "dec_x", legacy) == {"email": "old@example.kz"}
+    values = {"sex": "f"}
+    assert open_monitoring(key, encrypt_monitoring(key, values)) == values
+    assert decrypt_monitoring(deployment, "dec_x", encrypt_monitoring(key, values), key.wrapped) == values

@@ -38,11 +38,11 @@ from gateway import batchfiles, decisions, keystore, officials, registry, runtim
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import (
-    decrypt_contact,
-    decrypt_monitoring,
     encrypt_contact,
     encrypt_monitoring,
     new_data_key,
+    open_contact,
+    open_monitoring,
     unwrap_data_key,
 )
 from gateway.db import rowcount, write_transaction
@@ -408,19 +408,20 @@ def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Setti
                             "adverse": None, "errors": [{"field": "features", "rule": "explanation_failed",
                                                          "message": f"the decision could not be explained: {s}"}]})
             continue
+        # Unwrapped once for the row: it opens the contact and the monitor-only values, and keys the commitments.
+        data_key = unwrap_data_key(settings.contact_key, r.planned_id, wrapped.get(r.planned_id))
         d = decisions.NewDecision(
             id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref,
-            contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, wrapped.get(r.planned_id)),
+            contact=open_contact(settings.contact_key, data_key, r.planned_id, r.contact_ciphertext),
             # Encrypted at intake under this decision's own data key, for its id: the decision's ciphertext as is.
             contact_ciphertext=bytes(r.contact_ciphertext),
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
             operator_id=r.operator_id, reference=r.reference, created_at=now,
             audit_extra={"batch": {"id": batch_id, "row": r.idx}},
-            data_key=unwrap_data_key(settings.contact_key, r.planned_id, wrapped.get(r.planned_id)),
+            data_key=data_key,
             # A low-autonomy model never decides alone, in a batch either: held rows wait for an officer.
             held=decisions.held_for_confirmation(model, s.adverse),
-            monitoring=(decrypt_monitoring(settings.contact_key, r.planned_id, r.monitoring_ciphertext,
-                                            wrapped.get(r.planned_id))
+            monitoring=(open_monitoring(data_key, r.monitoring_ciphertext)
                         if r.monitoring_ciphertext is not None else None),
         )
         made.append(d)
