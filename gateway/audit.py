@@ -11,10 +11,14 @@ from sqlalchemy import insert
 
 from gateway.models import LogLeaf, table
 
+# json.dumps with these options, its encoder made once (it keeps no state between calls): a batch chunk makes
+# several records and commitments per decision.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def canonical_json(record: dict[str, Any]) -> str:
     """Serialise deterministically: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(record)
 
 
 def leaf_hash(canonical: str) -> str:

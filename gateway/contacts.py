@@ -83,7 +83,12 @@ class DataKey:
 
     def commitment(self, value: Any) -> str:
         """A keyed hash (HMAC-SHA256) of `value`'s canonical JSON, under a key derived from the data key."""
-        return commitment(self.key, value)
+        return hmac.digest(self._commitment_key, canonical_json(value).encode("utf-8"), hashlib.sha256).hex()
+
+    @functools.cached_property
+    def _commitment_key(self) -> bytes:
+        # Derived once per data key: a decision makes several commitments with it.
+        return _commitment_key(self.key)
 
 
 def new_data_key(deployment_key: bytes, decision_id: str) -> DataKey:
@@ -105,26 +110,42 @@ def unwrap_data_key(deployment_key: bytes, decision_id: str, wrapped: bytes | No
 
 def commitment(key: bytes, value: Any) -> str:
     """HMAC-SHA256 of `value`'s canonical JSON under a key derived from `key` (hex)."""
-    subkey = hmac.new(key, _COMMIT_LABEL, hashlib.sha256).digest()
-    return hmac.new(subkey, canonical_json(value).encode("utf-8"), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, the value hmac.new(...) gives without its Python set-up (a batch
+    # chunk makes three commitments per decision).
+    return hmac.digest(_commitment_key(key), canonical_json(value).encode("utf-8"), hashlib.sha256).hex()
+
+
+def _commitment_key(key: bytes) -> bytes:
+    return hmac.digest(key, _COMMIT_LABEL, hashlib.sha256)
+
+
+# json.dumps(..., sort_keys=True), its encoder made once (a batch encrypts one contact per row).
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
 
 
 def encrypt_contact(data_key: DataKey, contact: dict[str, str]) -> bytes:
     """The contact details encrypted under the decision's data key."""
-    plaintext = json.dumps(contact, sort_keys=True).encode()
+    plaintext = _SORTED_JSON.encode(contact).encode()
     return ContactCipher(data_key.key, _V2).encrypt(plaintext, record_id=data_key.decision_id)
 
 
 def decrypt_contact(deployment_key: bytes, decision_id: str, ciphertext: bytes | None,
                     wrapped_key: bytes | None) -> dict[str, str]:
     """The decision's contact details (decrypted; never log them); {} once erased or crypto-shredded."""
+    legacy = ciphertext is None or bytes(ciphertext)[:1] == _V1  # no data key to unwrap for these
+    data_key = None if legacy else unwrap_data_key(deployment_key, decision_id, wrapped_key)
+    return open_contact(deployment_key, data_key, decision_id, ciphertext)
+
+
+def open_contact(deployment_key: bytes, data_key: DataKey | None, decision_id: str,
+                 ciphertext: bytes | None) -> dict[str, str]:
+    """`decrypt_contact` with the decision's data key already unwrapped (by a caller that needs it again)."""
     if ciphertext is None:
         return {}
     blob = bytes(ciphertext)
     if blob[:1] == _V1:  # written before data keys: the deployment key opens it
         legacy: dict[str, str] = json.loads(cipher(deployment_key).decrypt(blob, record_id=decision_id))
         return legacy
-    data_key = unwrap_data_key(deployment_key, decision_id, wrapped_key)
     if data_key is None:
         return {}  # the data key was destroyed: the ciphertext can no longer be read, here or in any backup
     data: dict[str, str] = json.loads(ContactCipher(data_key.key, _V2).decrypt(blob, record_id=decision_id))
@@ -175,16 +196,20 @@ def rewrap_legacy_rows(connection: Any, deployment_key: bytes) -> int:
 def encrypt_monitoring(data_key: DataKey, values: dict[str, Any]) -> bytes:
     """A decision's monitor-only values (fairness monitoring; never shown, never in the log), encrypted under its
     data key: destroying the key (the retention purge) shreds them with the contact details."""
-    plaintext = json.dumps(values, sort_keys=True).encode()
+    plaintext = _SORTED_JSON.encode(values).encode()
     return ContactCipher(data_key.key, _V2).encrypt(plaintext, record_id=f"monitoring:{data_key.decision_id}")
 
 
 def decrypt_monitoring(deployment_key: bytes, decision_id: str, ciphertext: bytes,
                        wrapped_key: bytes | None) -> dict[str, Any]:
     """The decision's monitor-only values; {} once its data key was destroyed."""
-    data_key = unwrap_data_key(deployment_key, decision_id, wrapped_key)
+    return open_monitoring(unwrap_data_key(deployment_key, decision_id, wrapped_key), ciphertext)
+
+
+def open_monitoring(data_key: DataKey | None, ciphertext: bytes) -> dict[str, Any]:
+    """Monitor-only values opened with their decision's data key (already unwrapped); {} without one."""
     if data_key is None:
         return {}
-    data: dict[str, Any] = json.loads(ContactCipher(data_key.key, _V2).decrypt(bytes(ciphertext),
-                                                                                record_id=f"monitoring:{decision_id}"))
+    data: dict[str, Any] = json.loads(ContactCipher(data_key.key, _V2).decrypt(
+        bytes(ciphertext), record_id=f"monitoring:{data_key.decision_id}"))
     return data

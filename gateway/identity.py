@@ -48,4 +48,6 @@ def validate_iin(iin: str, *, today: dt.date | None = None) -> str:
 
 def subject_ref(iin: str, key: bytes) -> str:
     """Return the keyed pseudonym (HMAC-SHA256) under which a person's decisions are stored."""
-    return hmac.new(key, iin.encode("ascii"), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, the same value as hmac.new(...).hexdigest() without its Python set-up
+    # (a batch computes one per row).
+    return hmac.digest(key, iin.encode("ascii"), hashlib.sha256).hex()

@@ -38,17 +38,17 @@ from gateway import batchfiles, decisions, keystore, officials, registry, runtim
 from gateway.audit import leaf_values
 from gateway.auth import Caller, Principal
 from gateway.contacts import (
-    decrypt_contact,
-    decrypt_monitoring,
     encrypt_contact,
     encrypt_monitoring,
     new_data_key,
+    open_contact,
+    open_monitoring,
     unwrap_data_key,
 )
 from gateway.db import rowcount, write_transaction
 from gateway.errors import NotFound, ValidationFailed
 from gateway.extensions import db
-from gateway.features import validate_features, validate_monitoring
+from gateway.features import FeatureValidator, validate_monitoring
 from gateway.identity import InvalidIIN, subject_ref, validate_iin
 from gateway.ids import isoformat, new_id, utcnow
 from gateway.models import (
@@ -123,7 +123,8 @@ def _plain_email(address: str, domains: dict[str, tuple[str, str] | None]) -> st
     return f"{local}@{normalized}"
 
 
-def _subject_values(subject: BatchSubject, domains: dict[str, tuple[str, str] | None]) -> dict[str, Any] | None:
+def _subject_values(subject: BatchSubject, domains: dict[str, tuple[str, str] | None],
+                    today: dt.date) -> dict[str, Any] | None:
     """The subject as `Subject` validates it (the IIN's rules, the contact's), without pydantic, for the usual row:
     an email contact only, whose address is plain. None for any other row: `Subject` then validates it and says
     what is wrong (a row refused here is never accepted; every error comes from the single decision's rules)."""
@@ -134,15 +135,48 @@ def _subject_values(subject: BatchSubject, domains: dict[str, tuple[str, str] | 
     if email is None:
         return None
     try:
-        iin = validate_iin(subject.iin)
+        iin = validate_iin(subject.iin, today=today)
     except InvalidIIN:
         return None
     return {"iin": iin, "language": subject.language, "contact": {"email": email}}
 
 
-def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: dict[str, int],
-                model_name: str, known: set[str], domains: dict[str, tuple[str, str] | None]) -> dict[str, Any]:
+def _body(row: BatchRow) -> dict[str, Any]:
+    """The body a single call would send for this person: `row.model_dump(exclude_none=True)` without the
+    idempotency key, and without "monitoring" when there are no monitor-only values (as a single call sends it),
+    built from the validated fields directly (pydantic's serialiser costs more than the rest of the hash)."""
+    contact = row.subject.contact
+    body: dict[str, Any] = {
+        "subject": {"iin": row.subject.iin, "language": row.subject.language,
+                    "contact": {k: v for k, v in (("email", contact.email), ("webhook", contact.webhook))
+                                if v is not None}},
+        "features": dict(row.features),
+    }
+    if row.monitoring:
+        body["monitoring"] = dict(row.monitoring)
+    for name, value in (("operator", row.operator), ("operator_id", row.operator_id), ("reference", row.reference)):
+        if value is not None:
+            body[name] = value
+    return body
+
+
+@dataclass
+class _Intake:
+    """What every row of one intake shares: checked once for the batch, not once per row."""
+
+    model: LoadedModel
+    model_name: str
+    settings: Settings
+    features: FeatureValidator  # the serving model's feature rules, compiled once
+    known: set[str]  # the officials the rows name as operators
+    today: dt.date  # the day IINs' birth dates are checked against
+    seen: dict[str, int]  # idempotency key -> the first row with it
+    domains: dict[str, tuple[str, str] | None]  # the email domains of the batch, each checked once
+
+
+def _row_values(i: int, raw: Any, intake: _Intake) -> dict[str, Any]:
     """One row of intake: validated and prepared (no raw IIN kept), or its errors."""
+    model, settings, seen = intake.model, intake.settings, intake.seen
     key = raw.get("idempotency_key") if isinstance(raw, dict) else None
     key = key[:255] if isinstance(key, str) else ""
     values: dict[str, Any] = {"idx": i, "idempotency_key": key, "status": INVALID}
@@ -151,7 +185,7 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
         row = BatchRow.model_validate(raw)
     except ValidationError as exc:
         return values | {"errors": _problems(exc, "")}
-    subject = _subject_values(row.subject, domains)
+    subject = _subject_values(row.subject, intake.domains, intake.today)
     if subject is None:
         try:
             subject = Subject.model_validate(row.subject.model_dump(exclude_none=True)).model_dump(exclude_none=True)
@@ -161,16 +195,16 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
         errors.append({"field": "subject.language", "rule": "language",
                        "message": f"must be one of {list(settings.languages)}"})
     try:
-        features = validate_features(model.manifest, row.features)
+        features = intake.features(row.features)
     except ValidationFailed as exc:
         errors.extend(exc.details or [])
         features = None
     try:
-        monitoring = validate_monitoring(model.manifest, row.monitoring)
+        monitoring = validate_monitoring(model.manifest, row.monitoring) if row.monitoring else {}
     except ValidationFailed as exc:
         errors.extend(exc.details or [])
         monitoring = {}
-    if row.operator_id is not None and row.operator_id not in known:
+    if row.operator_id is not None and row.operator_id not in intake.known:
         errors.append(officials.unknown_operator(row.operator_id))
     if key in seen:
         errors.append({"field": "idempotency_key", "rule": "unique",
@@ -183,11 +217,8 @@ def _row_values(i: int, raw: Any, model: LoadedModel, settings: Settings, seen: 
     contact = subject["contact"]
     data_key = new_data_key(settings.contact_key, planned)  # the decision's own key, made now for its contact
     # The body a single call would send for this person: the same key with the same body replays, either way.
-    # (No monitor-only values is a body without "monitoring", as a single call would send it.)
-    body = {k: v for k, v in row.model_dump(exclude_none=True).items()
-            if k != "idempotency_key" and not (k == "monitoring" and not v)}
     return values | {
-        "status": PENDING, "planned_id": planned, "request_hash": decisions.request_hash(model_name, body),
+        "status": PENDING, "planned_id": planned, "request_hash": decisions.request_hash(intake.model_name, _body(row)),
         "subject_ref": subject_ref(subject["iin"], settings.subject_key),
         "contact_ciphertext": encrypt_contact(data_key, contact), "data_key": data_key,  # to the key store
         "monitoring_ciphertext": encrypt_monitoring(data_key, monitoring) if monitoring else None,
@@ -242,13 +273,14 @@ def _submit(principal: Principal, model_name: str, upload: Upload, settings: Set
     else:
         assert upload.data is not None
         raws = batchfiles.read_rows(upload.data, upload.fmt, model.manifest, max_rows=settings.batch_max_rows)
-    seen: dict[str, int] = {}
-    domains: dict[str, tuple[str, str] | None] = {}  # the email domains of the batch, each checked once
     # The officials the rows name as operators, looked up once for the whole batch.
     known = officials.known_officials({raw["operator_id"] for raw in raws
                                        if isinstance(raw, dict) and isinstance(raw.get("operator_id"), str)})
-    rows = [{c: None for c in ROW_COLUMNS} | _row_values(i, raw, model, settings, seen, model_name, known, domains)
-            for i, raw in enumerate(raws)]
+    intake = _Intake(model=model, model_name=model_name, settings=settings,
+                     features=FeatureValidator(model.manifest), known=known, today=dt.datetime.now(dt.UTC).date(),
+                     seen={}, domains={})
+    empty: dict[str, Any] = dict.fromkeys(ROW_COLUMNS)
+    rows = [empty | _row_values(i, raw, intake) for i, raw in enumerate(raws)]
     db.session.commit()  # end the read transaction: nothing is held while the rows are written
     now = utcnow()
     # The planned decisions' keys go to the key store first (its own database): committed before the rows
@@ -376,19 +408,20 @@ def _run_chunk(batch_id: str, owner: str | None, lease_s: float, settings: Setti
                             "adverse": None, "errors": [{"field": "features", "rule": "explanation_failed",
                                                          "message": f"the decision could not be explained: {s}"}]})
             continue
+        # Unwrapped once for the row: it opens the contact and the monitor-only values, and keys the commitments.
+        data_key = unwrap_data_key(settings.contact_key, r.planned_id, wrapped.get(r.planned_id))
         d = decisions.NewDecision(
             id=r.planned_id, model=model, client_id=batch.client_id, subject_ref=r.subject_ref,
-            contact=decrypt_contact(settings.contact_key, r.planned_id, r.contact_ciphertext, wrapped.get(r.planned_id)),
+            contact=open_contact(settings.contact_key, data_key, r.planned_id, r.contact_ciphertext),
             # Encrypted at intake under this decision's own data key, for its id: the decision's ciphertext as is.
             contact_ciphertext=bytes(r.contact_ciphertext),
             language=r.language, scored=s, role_of_ai=model.manifest.role_of_ai, operator=r.operator,
             operator_id=r.operator_id, reference=r.reference, created_at=now,
             audit_extra={"batch": {"id": batch_id, "row": r.idx}},
-            data_key=unwrap_data_key(settings.contact_key, r.planned_id, wrapped.get(r.planned_id)),
+            data_key=data_key,
             # A low-autonomy model never decides alone, in a batch either: held rows wait for an officer.
             held=decisions.held_for_confirmation(model, s.adverse),
-            monitoring=(decrypt_monitoring(settings.contact_key, r.planned_id, r.monitoring_ciphertext,
-                                            wrapped.get(r.planned_id))
+            monitoring=(open_monitoring(data_key, r.monitoring_ciphertext)
                         if r.monitoring_ciphertext is not None else None),
         )
         made.append(d)
