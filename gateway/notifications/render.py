@@ -20,8 +20,6 @@ from cryptography.exceptions import InvalidTag
 from flask import render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from jinja2 import pass_context
-from jinja2.runtime import Context
 from markupsafe import Markup
 from sqlalchemy import select
 
