@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,6 @@ from babel.dates import format_date
 from cryptography.exceptions import InvalidTag
 from flask import render_template
 from flask_babel import force_locale
-from flask_babel import gettext as _
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -112,6 +110,7 @@ def _long_date(day: dt.date, lang: str) -> str:
 
 
 def _subject(kind: str, content: dict[str, Any]) -> str:
+    _ = _template_gettext(content["language"], False)  # Flask-Babel's gettext, without its per-call lookups
     if kind == DECISION_NOTICE:
         return _("Notice of an automated decision: %(outcome)s", outcome=content["outcome"]["label"])
     if kind == REVIEW_RECEIVED:
@@ -123,6 +122,14 @@ def _subject(kind: str, content: dict[str, Any]) -> str:
         return _("Your request for a human review of decision %(decision_id)s was withdrawn",
                  decision_id=content["decision_id"])
     return _("The outcome of the human review of decision %(decision_id)s", decision_id=content["decision_id"])
+
+
+def _collapse_blank_lines(text: str) -> str:
+    """Runs of blank lines as one (lines of template tags leave them): ``re.sub(r"\\n{3,}", "\\n\\n", text)``
+    with str.replace, a few times cheaper on a notice."""
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text
 
 
 def local_date(at: dt.datetime) -> dt.date:
@@ -258,7 +265,7 @@ def render(job: Job, decision: Decision, manifest: Manifest, review: ReviewReque
         content = content_for(job, decision, manifest, review, lang)
         subject = _subject(job.kind, content)
         text = render_template(f"notices/{job.kind}.txt", c=content, subject=subject, _=_template_gettext(lang, False))
-        text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"  # lines of template tags leave blank lines
+        text = _collapse_blank_lines(text).strip() + "\n"
         html = render_template(f"notices/{job.kind}.html", c=content, subject=subject, _=_template_gettext(lang, True))
     payload = {
         "type": f"notification.{job.kind}",
