@@ -139,7 +139,8 @@ class Dispatcher:
                 if disabled is not None:
                     raise PermanentFailure(f"the webhook endpoint was disabled on {disabled.disabled_at:%Y-%m-%d}: "
                                            f"{disabled.reason}")
-            db.session.commit()  # end the read transaction before the network
+            if db.session().in_transaction():  # a batch read up front usually leaves none open: no commit to pay
+                db.session.commit()  # end the read transaction before the network
             self.channel(job.channel).send(message)
         except RecipientGone as exc:
             assert message is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +18,6 @@ from babel.dates import format_date
 from cryptography.exceptions import InvalidTag
 from flask import render_template
 from flask_babel import force_locale
-from flask_babel import gettext as _
-from jinja2 import pass_context
-from jinja2.runtime import Context
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -87,23 +83,34 @@ class Prefetched:
 
 
 @functools.cache
-def _template_gettext(lang: str) -> Callable[..., str]:
-    """The templates' ``_()`` bound to `lang`'s catalog: what Flask-Babel installs (Jinja's newstyle gettext,
-    escaped under autoescape, always %-formatted), without looking the locale up again on every call (36
-    calls per notice, a fifth of its rendering time)."""
+def _template_gettext(lang: str, autoescape: bool) -> Callable[..., str]:
+    """The templates' ``_()`` for `lang`'s catalog and one template's escaping: what Flask-Babel installs
+    (Jinja's newstyle gettext: escaped under autoescape, always %-formatted), passed to the template as ``_``.
+
+    Passed as ``_`` rather than as ``gettext`` behind Jinja's ``_`` alias, and not marked ``pass_context``,
+    so that each of a notice's 36 calls is one plain call instead of two context dispatches (about a third
+    of the templates' rendering time); each message is translated (and wrapped in Markup) once per process."""
     catalog = i18n.translations(lang)
 
-    @pass_context
-    def gettext(context: Context, string: str, **variables: Any) -> str:
+    @functools.cache
+    def translated(string: str) -> str:
         rv = catalog.ugettext(string)
-        if context.eval_ctx.autoescape:
-            rv = Markup(rv)
-        return rv % variables  # type: ignore[no-any-return]
+        return Markup(rv) if autoescape else rv
+
+    def gettext(string: str, **variables: Any) -> str:
+        return translated(string) % variables
 
     return gettext
 
 
+@functools.lru_cache(maxsize=1024)
+def _long_date(day: dt.date, lang: str) -> str:
+    """`day` written out in `lang` (Babel's "long" format): the same few dates recur in every notice of a day."""
+    return format_date(day, "long", locale=lang)
+
+
 def _subject(kind: str, content: dict[str, Any]) -> str:
+    _ = _template_gettext(content["language"], False)  # Flask-Babel's gettext, without its per-call lookups
     if kind == DECISION_NOTICE:
         return _("Notice of an automated decision: %(outcome)s", outcome=content["outcome"]["label"])
     if kind == REVIEW_RECEIVED:
@@ -115,6 +122,14 @@ def _subject(kind: str, content: dict[str, Any]) -> str:
         return _("Your request for a human review of decision %(decision_id)s was withdrawn",
                  decision_id=content["decision_id"])
     return _("The outcome of the human review of decision %(decision_id)s", decision_id=content["decision_id"])
+
+
+def _collapse_blank_lines(text: str) -> str:
+    """Runs of blank lines as one (lines of template tags leave them): ``re.sub(r"\\n{3,}", "\\n\\n", text)``
+    with str.replace, a few times cheaper on a notice."""
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text
 
 
 def local_date(at: dt.datetime) -> dt.date:
@@ -165,9 +180,9 @@ def _review_content(review: ReviewRequest, manifest: Manifest, lang: str,
         "review_id": review.id,
         "status": review.status,
         "requested_at": isoformat(review.requested_at),
-        "requested_on": format_date(local_date(review.requested_at), "long", locale=lang),
+        "requested_on": _long_date(local_date(review.requested_at), lang),
         "due_at": isoformat(due_at),
-        "due_on": format_date(due_on, "long", locale=lang),
+        "due_on": _long_date(due_on, lang),
         "due_on_date": due_on.isoformat(),
         "extended": review.extended_until is not None,
         "extension_reason": review.extension_reason,
@@ -176,7 +191,7 @@ def _review_content(review: ReviewRequest, manifest: Manifest, lang: str,
         "reasons": reason_text,
         "point_of_view_considered": bool(review.point_of_view_considered),
         "resolved_at": isoformat(review.resolved_at) if review.resolved_at else None,
-        "resolved_on": format_date(local_date(review.resolved_at), "long", locale=lang) if review.resolved_at else None,
+        "resolved_on": _long_date(local_date(review.resolved_at), lang) if review.resolved_at else None,
     }
 
 
@@ -197,7 +212,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
         "language": lang,
         "automated": True,
         "decided_at": isoformat(decision.created_at),
-        "decided_on": format_date(local_date(decision.created_at), "long", locale=lang),
+        "decided_on": _long_date(local_date(decision.created_at), lang),
         "system": {
             "name": manifest.name,
             "version": manifest.version,
@@ -222,7 +237,7 @@ def content_for(job: Job, decision: Decision, manifest: Manifest, review: Review
             "receipt_url": f"{personal}&next=receipt",  # the decision page's receipt: leaf index, proof, download
             "review_free": True,
             "review_request_by": deadline.isoformat(),
-            "review_request_by_text": format_date(deadline, "long", locale=lang),
+            "review_request_by_text": _long_date(deadline, lang),
         },
         "contact": manifest.notice.contact,
         "links": decision_links,
@@ -249,10 +264,9 @@ def render(job: Job, decision: Decision, manifest: Manifest, review: ReviewReque
     with force_locale(lang):
         content = content_for(job, decision, manifest, review, lang)
         subject = _subject(job.kind, content)
-        gettext = _template_gettext(lang)
-        text = render_template(f"notices/{job.kind}.txt", c=content, subject=subject, gettext=gettext)
-        text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"  # lines of template tags leave blank lines
-        html = render_template(f"notices/{job.kind}.html", c=content, subject=subject, gettext=gettext)
+        text = render_template(f"notices/{job.kind}.txt", c=content, subject=subject, _=_template_gettext(lang, False))
+        text = _collapse_blank_lines(text).strip() + "\n"
+        html = render_template(f"notices/{job.kind}.html", c=content, subject=subject, _=_template_gettext(lang, True))
     payload = {
         "type": f"notification.{job.kind}",
         "timestamp": isoformat(job.created_at),

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import re
 from typing import Any
 
+import flask_babel
 import pytest
 from flask import render_template
 from flask_babel import force_locale
@@ -91,6 +93,8 @@ def test_notices_render_as_flask_babel_renders_them(gateway: Gateway, lang: str)
         with force_locale(lang):  # Flask-Babel's gettext, looked up per call: the reference
             text = render_template(f"notices/{job.kind}.txt", c=content, subject=message.subject)
             html = render_template(f"notices/{job.kind}.html", c=content, subject=message.subject)
-    assert message.text.strip() == render.re.sub(r"\n{3,}", "\n\n", text).strip()
-    assert message.html == html
+            subject = flask_babel.gettext("Notice of an automated decision: %(outcome)s",
+                                          outcome=content["outcome"]["label"])
+    assert message.text.strip() == re.sub(r"\n{3,}", "\n\n", text).strip()
+    assert message.html == html and message.subject == subject
     assert message.recipient == "citizen@example.kz" and message.agency == prefetched.agencies[decision.client_id]

@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from gateway.notifications import notification_stats, outbox, requeue
+from gateway.notifications.channels.webhook import url_sha256
 from gateway.notifications.task import DeliverKind
 from tests.conftest import Gateway
 from tests.notifications.conftest import SECRET_A, Dispatch, as_utc, row, rows
@@ -27,14 +28,14 @@ SETTINGS = {"WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_SECRETS": {"Agency A": SECRE
 SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 86400]  # the default, in seconds
 
 
-def _receiver(server: HTTPServer, status: int) -> list[str]:
+def _receiver(server: HTTPServer, status: int, path: str = "/hook") -> list[str]:
     ids: list[str] = []
 
     def handler(request: Request) -> Response:
         ids.append(request.headers["webhook-id"])
         return Response("", status=status)
 
-    server.expect_request("/hook", method="POST").respond_with_handler(handler)
+    server.expect_request(path, method="POST").respond_with_handler(handler)
     return ids
 
 
@@ -278,3 +279,44 @@ def test_the_thread_can_be_turned_off(gateway: Gateway) -> None:
 
     wsgi_app = gateway.app.wsgi_app
     assert start_thread(gateway.app) is None and gateway.app.wsgi_app == wsgi_app  # not wrapped
+
+
+def test_one_batch_records_each_notice_with_its_own_outcome(dispatch: Dispatch, gateway: Gateway,
+                                                           httpserver: HTTPServer) -> None:
+    """A batch is claimed, read and recorded together, but every row keeps its own outcome: the receivers
+    that failed don't mark the ones that took their notice, and the failed ones follow the schedule alone."""
+    answers = {"/ok": 200, "/busy": 503, "/refused": 400, "/gone": 410}
+    seen: dict[str, list[str]] = {}
+    for path, status in answers.items():
+        seen[path] = _receiver(httpserver, status, path)
+    paths = ["/ok", "/busy", "/ok", "/refused", "/gone", "/ok"]
+    decided = [_decide(gateway, httpserver.url_for(path)) for path in paths]
+    by_decision = {n.decision_id: n.id for n in rows(gateway)}
+    sender = dispatch(gateway, **SETTINGS)
+    now = max(as_utc(n.next_attempt_at) for n in rows(gateway))
+    assert sender.batch_size >= len(paths)
+    assert sender.run_once(now=now) == len(paths)  # one claim, one batch
+
+    notes = {n.decision_id: n for n in rows(gateway)}
+    outcome: dict[str, list[tuple[str, int, str | None]]] = {path: [] for path in answers}
+    for path, did in zip(paths, decided, strict=True):
+        note = notes[did]
+        assert note.claimed_by is None and note.lease_expires_at is None and note.attempts == 1
+        outcome[path].append((note.status, note.attempts, note.last_error))
+    assert outcome["/ok"] == [("delivered", 1, None)] * 3
+    assert outcome["/busy"] == [("retrying", 1, "webhook answered HTTP 503")]
+    assert [s for s, _, _ in outcome["/refused"]] == ["dead"] and [s for s, _, _ in outcome["/gone"]] == ["dead"]
+    busy = notes[decided[1]]
+    assert 5 * 0.9 <= (as_utc(busy.next_attempt_at) - now).total_seconds() <= 5 * 1.1  # its own first retry
+    for did in (decided[0], decided[2], decided[5]):
+        assert as_utc(notes[did].delivered_at) == now
+    with gateway.app.app_context():  # only the receiver that answered 410 is disabled
+        assert outbox.disabled_endpoint(url_sha256(httpserver.url_for("/gone"))) is not None
+        assert outbox.disabled_endpoint(url_sha256(httpserver.url_for("/busy"))) is None
+    assert {p: sorted(ids) for p, ids in seen.items()} == {
+        p: sorted(by_decision[d] for q, d in zip(paths, decided, strict=True) if q == p) for p in answers}
+
+    # The retried notice goes again alone, with its id, and nothing else is sent a second time.
+    assert sender.run_once(now=as_utc(busy.next_attempt_at)) == 1
+    assert seen["/busy"] == [busy.id, busy.id] and len(seen["/ok"]) == 3
+

@@ -33,10 +33,13 @@ class FileChannel:
         if self.folder is None:
             raise TemporaryFailure("GATEWAY_NOTIFY_FILE_DIR is not set (the folder file notices are written to)")
         try:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.folder / f"{message.id}.eml"
-            part = path.with_suffix(".part")
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            part = self.folder / f"{message.id}.part"
+            try:
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except FileNotFoundError:  # the folder is made on the first notice (or again, if it was removed)
+                self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self.email.build_bytes(message))
             os.replace(part, path)  # a reader never sees half a notice
