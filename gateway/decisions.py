@@ -470,9 +470,12 @@ def _record_decision(
         raise
     body_bytes = decision_body(decision, settings)
     record = idempotency_row(principal.id, idempotency_key, request_hash, decision, body_bytes)
+    # Every row built before the write transaction (encryption, commitments, the audit leaf's hash): SQLite
+    # admits one writer at a time, so what runs inside it runs alone; only the statements and the commit do.
+    rows = decision_rows([decision], settings)
     try:
         with write_transaction() as session:
-            add_decision(session, decision, settings)
+            insert_decision_rows(session, rows)
             if _guarded_insert(session, record, decision.model.id, principal.id, key_hash) != 1:
                 raise _StaleLookup()  # rolls the decision's rows back with it
     except IntegrityError as exc:
