@@ -230,6 +230,7 @@ class Variant:
     env: dict[str, str]
     description: str
     separate_worker: bool = False  # a `gateway worker` process runs beside the server
+    workers: int = 2  # gunicorn sync workers (WORKERS)
 
 
 @dataclass
@@ -298,7 +299,7 @@ def start_fresh(variant: Variant, ctx: Context, label: str, stack: contextlib.Ex
         db_path = ctx.tmp / f"{label}.db"
         server = ServerProcess(
             argv=[sys.executable, str(FLOOR_APP), "--model", str(ctx.model_dir), "--db", str(db_path),
-                  "--bind", "127.0.0.1:0", "--workers", str(WORKERS)],
+                  "--bind", "127.0.0.1:0", "--workers", str(variant.workers)],
             env=dict(os.environ), log_path=ctx.tmp / f"{label}.log",
         )
         stack.callback(server.stop)
@@ -311,7 +312,7 @@ def start_fresh(variant: Variant, ctx: Context, label: str, stack: contextlib.Ex
     env = {**ctx.template.env, "GATEWAY_INSTANCE_PATH": str(folder), **NOTICES_ENV,
            "GATEWAY_NOTIFY_FILE_DIR": str(folder / "notices"), **variant.env}
     instance = Instance(folder=folder, env=env, key=ctx.template.key)
-    server = gateway_server(instance, ctx.tmp / f"{label}.log", workers=WORKERS)
+    server = gateway_server(instance, ctx.tmp / f"{label}.log", workers=variant.workers)
     stack.callback(server.stop)
     server.start()
     running = Running(port=server.port, serving_pid=server.pid, db_path=instance.sqlite_path, gunicorn=server)
@@ -592,8 +593,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for spec in args.extra:
         name, _, assignments = spec.partition(":")
         env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
-        variants.append(Variant(name, "gateway", env, f"`gateway serve` with {env} (an experiment: --extra)",
-                                separate_worker=env.pop("SEPARATE_WORKER", "") == "1"))
+        separate = env.pop("SEPARATE_WORKER", "") == "1"
+        workers = int(env.pop("WORKERS", WORKERS))
+        kind = "floor" if env.pop("FLOOR", "") == "1" else "gateway"
+        variants.append(Variant(name, kind, env, f"`{'floor' if kind == 'floor' else 'gateway serve'}` with {env}, "
+                                f"{workers} workers (an experiment: --extra)", separate_worker=separate, workers=workers))
     if mlserver is not None:
         settings = ("default settings" if mlserver.parallel_workers is None
                     else f"parallel_workers={mlserver.parallel_workers}")
@@ -749,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="MLServer's parallel_workers (default: MLServer's own default)")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="also measure a gateway variant with this environment (repeatable; SEPARATE_WORKER=1 "
-                             "adds a `gateway worker`), e.g. switch:PYTHONPATH=/tmp/site")
+                             "adds a `gateway worker`, WORKERS=N sets gunicorn's workers (default 2), FLOOR=1 "
+                             "measures the floor instead), e.g. switch:PYTHONPATH=/tmp/site")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
 
