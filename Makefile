@@ -25,9 +25,11 @@ run: install
 	$(BIN)/python examples/setup_demo.py
 	$(GW) serve --bind 127.0.0.1:8080 --workers 2
 
-## test: lint, then the whole suite (PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL is set)
+## test: lint, then the whole suite (PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL is set), in TEST_WORKERS
+## processes; each test file runs whole in one of them, so its module fixtures are built once (TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## bench-peers: the virtualenvs of the peer model servers (MLServer, MLflow) the remote tests and benchmarks use,
 ## built as the tests build them (GATEWAY_TEST_PEERS_DIR, default .cache/peers); the benchmarks build a missing one

@@ -8,6 +8,7 @@ cannot be built skips the tests that need it, saying why. Servers listen on 127.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -41,7 +42,17 @@ def _pins() -> list[str]:
 
 
 def peer_venv(name: str) -> Path:
-    """The virtualenv of one peer server, built from tests/peers/NAME.txt unless already built from it."""
+    """The virtualenv of one peer server, built from tests/peers/NAME.txt unless already built from it.
+
+    Test processes running side by side (`make test` runs several) take turns on a lock file: one builds,
+    the others wait for it and then find the virtualenv built."""
+    PEERS.mkdir(parents=True, exist_ok=True)
+    with open(PEERS / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        return _build_peer_venv(name)
+
+
+def _build_peer_venv(name: str) -> Path:
     requirements = REQUIREMENTS / f"{name}.txt"
     folder = PEERS / name
     key = hashlib.sha256(json.dumps([requirements.read_text(), _pins(), sys.version]).encode()).hexdigest()
@@ -49,7 +60,6 @@ def peer_venv(name: str) -> Path:
     if stamp.exists() and stamp.read_text() == key:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    PEERS.mkdir(parents=True, exist_ok=True)
     log = PEERS / f"{name}-build.log"
     base = getattr(sys, "_base_executable", sys.executable)
     try:
