@@ -8,7 +8,7 @@ so no idle server's background work runs during another's turn:
 
 - ``floor``: ``bench/floor_app.py`` under gunicorn (parse, the model's row built by hand as numpy, the
   final estimator's ``predict_proba``, one durable SQLite insert);
-- ``gateway``: ``gateway serve`` as configured by default (the jobs engine's thread in every worker
+- ``gateway``: ``gateway serve`` as configured by default (the jobs engine's thread, in one worker,
   delivers the notices and sequences the audit log), on a copy of the template instance;
 - ``gateway_without_jobs_thread``: the same with ``GATEWAY_JOBS_THREAD=0``: the decision path alone (no
   background work anywhere: notices wait, the log is not sequenced);
@@ -579,7 +579,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         Variant("floor", "floor", {}, "bench/floor_app.py: parse, the row built by hand as numpy, the estimator's "
                 "predict_proba, one durable insert"),
         Variant("gateway", "gateway", {}, "`gateway serve` as configured by default: the jobs engine's thread in "
-                "each worker delivers the notices and sequences the audit log"),
+                "one worker (GATEWAY_JOBS_THREAD_WORKERS=1) delivers the notices and sequences the audit log"),
     ]
     if args.without_jobs_thread:
         variants.append(Variant("gateway_without_jobs_thread", "gateway", {"GATEWAY_JOBS_THREAD": "0"},

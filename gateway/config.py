@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "JSON_SORT_KEYS": False,
     # Notices (gateway/notifications). Times are seconds.
     "REVIEW_REQUEST_WINDOW_DAYS": 30,  # human review may be requested until decision date + this
-    "NOTIFY_DISPATCHER_THREAD": True,  # deliver from a thread in every `gateway serve` worker
+    "NOTIFY_DISPATCHER_THREAD": True,  # deliver from the jobs thread of `gateway serve` (JOBS_THREAD_WORKERS)
     "NOTIFY_POLL_INTERVAL_S": 0.5,
     "NOTIFY_BATCH_SIZE": 100,  # rows per claim: the claim, the batch's reads and its results cost about the same for 20 or 100
     "NOTIFY_LEASE_S": 120.0,  # a claim older than this is taken over by another dispatcher
@@ -115,7 +115,10 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_CA_FILE": None,
     # Background jobs (gateway/jobs). The deliver kind keeps the NOTIFY_* settings above (batch size,
     # lease, poll interval, retry schedule, attempts, jitter); every kind has its own of each.
-    "JOBS_THREAD": True,  # run background jobs in a thread of every `gateway serve` worker
+    "JOBS_THREAD": True,  # run background jobs in a thread of a `gateway serve` worker
+    # ... in at most this many workers of an instance at once (a worker takes a free slot when a holder exits),
+    # or "all": one in every worker (more SQLite writers, and the thread competes with each worker's requests).
+    "JOBS_THREAD_WORKERS": 1,
     "JOBS_THREAD_KINDS": ["deliver", "explain", "sequence", "purge", "recourse", "batch"],  # which kinds that thread runs (`gateway worker` runs all)
     "JOBS_DELIVER_CONCURRENCY": 1,  # runner threads per process
     # explain: model-agnostic explanations computed after their decision committed (CPU-bound: one thread

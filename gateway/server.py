@@ -45,8 +45,9 @@ def _post_fork(server: Any, worker: Any) -> None:
     app = server.app.application
     with app.app_context():
         db.engine.dispose(close=False)
-    # Threads don't survive fork: each worker starts its own jobs runner (deliver, explain: GATEWAY_JOBS_THREAD_KINDS;
-    # GATEWAY_JOBS_THREAD=0: none, GATEWAY_NOTIFY_DISPATCHER_THREAD=0: no delivery).
+    # Threads don't survive fork: the jobs runner (deliver, explain, ...: GATEWAY_JOBS_THREAD_KINDS) starts after it,
+    # in the worker that takes a free jobs-thread slot (GATEWAY_JOBS_THREAD_WORKERS; the others wait for one);
+    # GATEWAY_JOBS_THREAD=0: none, GATEWAY_NOTIFY_DISPATCHER_THREAD=0: no delivery.
     worker.gateway_jobs = runner.start_thread(app)
 
 

@@ -18,10 +18,11 @@ from gateway import create_app
 from gateway.cli import main
 from gateway.errors import ConfigError
 from gateway.extensions import db
+from gateway.gate import RequestGate
 from gateway.ids import utcnow
 from gateway.jobs.base import STATES, KindSettings, UnknownTaskKind
 from gateway.jobs.explain import ExplainKind
-from gateway.jobs.runner import Runner, kinds
+from gateway.jobs.runner import Runner, SlotRunner, kinds
 from tests.conftest import SECRETS, Gateway
 from tests.support.agnostic import TRUSTED_TYPES, upload_and_register
 
@@ -109,6 +110,49 @@ def test_each_kind_has_its_own_settings_and_bad_ones_stop_the_start(gateway: Gat
             create_app({**config, key: value})
     with pytest.raises(ConfigError, match="GATEWAY_JOBS_THREAD_KINDS: unknown task kind 'report'; known kinds: batch, deliver"):
         create_app({**config, "JOBS_THREAD_KINDS": ["explain", "report"]})
+    for slots in (0, -1, "some", True, 1.5):
+        with pytest.raises(ConfigError, match=r'GATEWAY_JOBS_THREAD_WORKERS must be a positive integer .* or "all", not'):
+            create_app({**config, "JOBS_THREAD_WORKERS": slots})
+    assert create_app({**config, "JOBS_THREAD_WORKERS": "all"}).config["JOBS_THREAD_WORKERS"] == "all"
+
+
+def test_serving_workers_share_the_jobs_thread_slots_and_a_waiting_one_takes_a_freed_slot(
+        gateway: Gateway, tmp_path: Path) -> None:
+    gate = RequestGate(gateway.app.wsgi_app)
+    folder = str(tmp_path / "instance")
+    names = ["deliver", "sequence"]
+    first = SlotRunner(gateway.app, names, gate, folder, 1, retry_s=0.02).start()
+    second = SlotRunner(gateway.app, names, gate, folder, 1, retry_s=0.02).start()
+    third = None
+    try:
+        assert first.running and first.slot == 0 and first.runner is not None
+        assert all(t.is_alive() for t in first.runner.threads)
+        assert not second.running and second.waiter.is_alive()  # every slot held: it waits, runs nothing
+        gate.idle.wait(0.1)
+        assert not second.running
+        assert first.stop(30)  # the holder goes (a worker exiting): its slot is free
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+        while not second.running:
+            assert dt.datetime.now(dt.UTC) < deadline, "the waiting worker did not take the freed slot"
+            gate.idle.wait(0.02)
+        assert second.slot == 0 and second.runner is not None and all(t.is_alive() for t in second.runner.threads)
+        assert not second.waiter.is_alive()
+        # Two slots: a second holder runs beside the first.
+        third = SlotRunner(gateway.app, names, gate, folder, 2, retry_s=0.02).start()
+        assert third.running and third.slot == 1
+    finally:
+        assert second.stop(30) and (third is None or third.stop(30)) and first.stop(30)
+    waiting = SlotRunner(gateway.app, names, gate, folder, 1, retry_s=0.02)
+    held = SlotRunner(gateway.app, names, gate, folder, 1, retry_s=0.02).start()
+    try:
+        waiting.start()
+        assert waiting.stop(5) and not waiting.running  # stopped while waiting: it never starts a runner
+        assert held.stop(30)
+        gate.idle.wait(0.1)
+        assert not waiting.running
+    finally:
+        held.stop(30)
+        waiting.stop(5)
 
 
 @pytest.mark.gateway_config(JOBS_EXPLAIN_CONCURRENCY=3, JOBS_EXPLAIN_BATCH_SIZE=4, JOBS_EXPLAIN_LEASE_S=45)

@@ -222,7 +222,7 @@ def test_every_notice_arrives_despite_killed_dispatchers_and_a_failing_receiver(
 
 
 def test_gateway_serve_delivers_from_its_own_thread(tmp_path: Path, sqlite_instance: Instance) -> None:
-    """`make run` delivers with no other process: each gunicorn worker runs a dispatcher thread."""
+    """`make run` delivers with no other process: a gunicorn worker runs the dispatcher thread."""
     with WebhookReceiver(SECRET_A) as receiver:
         server = gateway_server(sqlite_instance, tmp_path / "serve.log", workers=2)
         try:
