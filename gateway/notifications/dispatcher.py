@@ -85,6 +85,9 @@ class Dispatcher:
         # before each row, so that notices are rendered and recorded between requests rather than during them.
         self.yield_to = yield_to
         self.yield_max_s = 0.2
+        # ... but only for notices younger than this: under sustained load the worker is rarely idle, and a
+        # notice that has waited this long is sent at once (the backlog cannot grow without bound).
+        self.yield_grace_s = 2.0
         self.stopping = threading.Event()  # set: finish the row in hand, give the rest back
 
     def channel(self, contact_kind: str) -> Channel:
@@ -117,7 +120,7 @@ class Dispatcher:
                     self._record(results)
                     outbox.release(jobs[i:], self.name)
                     return len(jobs)
-                if self.yield_to is not None:
+                if self.yield_to is not None and self._fresh(job, started):
                     self.yield_to.wait(self.yield_max_s)
                 results.append(self.attempt(job, now, prefetched))
                 # Results are written together (one short transaction), but never held for long: a dispatcher
@@ -127,6 +130,11 @@ class Dispatcher:
                     results, flushed = [], time.monotonic()
             self._record(results)
             return len(jobs)
+
+    def _fresh(self, job: render.Job, at: dt.datetime) -> bool:
+        """Whether `job` was enqueued less than ``yield_grace_s`` before `at` (it may still wait for a gap)."""
+        created = job.created_at if job.created_at.tzinfo is not None else job.created_at.replace(tzinfo=dt.UTC)
+        return (at - created).total_seconds() < self.yield_grace_s
 
     def attempt(self, job: render.Job, now: dt.datetime | None = None,
                 prefetched: render.Prefetched | None = None) -> outbox.Outcome:

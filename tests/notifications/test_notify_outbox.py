@@ -273,6 +273,37 @@ def test_the_in_process_thread_delivers_and_yields_to_requests(gateway: Gateway,
         assert thread.stop(timeout=10)
 
 
+class _BusyGate(threading.Event):
+    """A request gate whose worker is never idle; counts how often a dispatcher waited for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return False
+
+
+def test_a_busy_worker_delays_only_fresh_notices(dispatch: Dispatch, gateway: Gateway, httpserver: HTTPServer) -> None:
+    seen = _receiver(httpserver, 200)
+    dispatcher = dispatch(gateway, **SETTINGS)
+    gate = _BusyGate()
+    dispatcher.yield_to, dispatcher.yield_max_s = gate, 0.0
+    for _ in range(2):
+        _decide(gateway, httpserver.url_for("/hook"))
+    created = max(as_utc(r.next_attempt_at) for r in rows(gateway))
+    assert dispatcher.run_once(now=created + dt.timedelta(seconds=0.5)) == 2  # fresh: each waits for a gap first
+    assert gate.waits == 2 and len(seen) == 2
+    for _ in range(3):
+        _decide(gateway, httpserver.url_for("/hook"))
+    waiting = [r for r in rows(gateway) if r.status != "delivered"]
+    late = max(as_utc(r.next_attempt_at) for r in waiting) + dt.timedelta(seconds=dispatcher.yield_grace_s + 0.1)
+    assert dispatcher.run_once(now=late) == 3  # older than the grace: sent at once, however busy the worker
+    assert gate.waits == 2 and len(seen) == 5
+    assert {r.status for r in rows(gateway)} == {"delivered"}
+
+
 @pytest.mark.gateway_config(NOTIFY_DISPATCHER_THREAD=False)
 def test_the_thread_can_be_turned_off(gateway: Gateway) -> None:
     from gateway.notifications import start_thread
