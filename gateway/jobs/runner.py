@@ -156,12 +156,27 @@ class SlotRunner:
         self._fd: int | None = None
         self._lock = threading.Lock()
         self.waiter = threading.Thread(target=self._wait, name="gateway-jobs-slot", daemon=True)
-        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+
+    def _start_runner(self) -> None:
+        self.runner = Runner(self.app, self.names, yield_to=self.gate.idle).start()
 
     def _take(self) -> bool:
-        """Hold a free slot and start the runner; False when every slot is held by another worker."""
+        """Hold a free slot and start the runner; False when every slot is held by another worker.
+
+        A folder where the slots cannot be made (read-only, missing) must not stop background work: the worker
+        then runs its thread without a slot, as every worker did before slots, and says so."""
         for i, path in enumerate(self.paths):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.makedirs(self.folder, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                log.warning("jobs: worker %d cannot use the jobs-thread slots in %s (%s): it runs its jobs thread "
+                            "without one", os.getpid(), self.folder, exc)
+                with self._lock:
+                    if not self.stop_event.is_set():
+                        self._start_runner()
+                return True
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -172,7 +187,7 @@ class SlotRunner:
                     os.close(fd)
                     return True
                 self._fd, self.slot = fd, i
-                self.runner = Runner(self.app, self.names, yield_to=self.gate.idle).start()
+                self._start_runner()
             return True
         return False
 

@@ -142,6 +142,15 @@ def test_serving_workers_share_the_jobs_thread_slots_and_a_waiting_one_takes_a_f
         assert third.running and third.slot == 1
     finally:
         assert second.stop(30) and (third is None or third.stop(30)) and first.stop(30)
+    # A folder where no slot can be made (here: below a regular file): the worker runs its thread anyway.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    alone = SlotRunner(gateway.app, names, gate, str(blocked / "instance"), 1, retry_s=0.02).start()
+    try:
+        assert alone.running and alone.slot is None and alone.runner is not None
+        assert all(t.is_alive() for t in alone.runner.threads)
+    finally:
+        assert alone.stop(30)
     waiting = SlotRunner(gateway.app, names, gate, folder, 1, retry_s=0.02)
     held = SlotRunner(gateway.app, names, gate, folder, 1, retry_s=0.02).start()
     try:
