@@ -128,7 +128,7 @@ def main() -> None:
         for b in range(blocks):
             variant = ("off", "on")[b % 2] if (b // 2) % 2 == 0 else ("on", "off")[b % 2]  # ABBA: drift cancels
             if variant == "on" and runner is None:
-                runner = Runner(app, ["sequence"], yield_to=gate.idle).start()
+                runner = Runner(app, ["sequence"], gate=gate).start()
             if variant == "off" and runner is not None:
                 runner.stop(30)
                 runner = None

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from types import FrameType
 from typing import Any
 
@@ -52,8 +53,10 @@ def init_app(app: Flask, registry: KindRegistry) -> None:
     app.extensions[REGISTRY] = registry
 
 
-def loop(kind: TaskKind) -> None:
-    """Run one kind until its stop event is set: poll, at once again after a full batch."""
+def loop(kind: TaskKind, gate: RequestGate | None = None) -> None:
+    """Run one kind until its stop event is set: poll, at once again after a full batch.
+
+    `gate`: a serving process's (the jobs thread): each batch is marked as background work on it."""
     s = kind.settings
     log.info("%s jobs: %s %s started (batch %d, lease %.0f s)", kind.name, kind.worker_role, kind.owner,
              s.batch_size, s.lease_s)
@@ -62,7 +65,8 @@ def loop(kind: TaskKind) -> None:
     try:
         while not kind.stopping.is_set():
             try:
-                claimed = kind.run_once()
+                with gate.background() if gate is not None else nullcontext():
+                    claimed = kind.run_once()
                 errors = 0
             except Exception:  # the database went away: keep trying, slower
                 errors += 1
@@ -79,7 +83,7 @@ def loop(kind: TaskKind) -> None:
 class Runner:
     """Runner threads for the named kinds of one app, sharing one stop event."""
 
-    def __init__(self, app: Flask, names: Sequence[str] | None = None, *, yield_to: threading.Event | None = None,
+    def __init__(self, app: Flask, names: Sequence[str] | None = None, *, gate: RequestGate | None = None,
                  overrides: dict[str, Any] | None = None) -> None:
         registry = kinds(app)
         names = list(names) if names is not None else registry.names()
@@ -90,9 +94,10 @@ class Runner:
             settings: KindSettings = dataclasses.replace(
                 cls.read_settings(app.config), **{k: v for k, v in (overrides or {}).items() if v is not None})
             for _ in range(settings.concurrency):
-                self.kinds.append(cls(app, settings=settings, stop=self.stop_event, yield_to=yield_to))
-        self.threads = [threading.Thread(target=loop, args=(kind,), name=f"gateway-jobs-{kind.name}-{i}", daemon=True)
-                        for i, kind in enumerate(self.kinds)]
+                self.kinds.append(cls(app, settings=settings, stop=self.stop_event,
+                                      yield_to=gate.idle if gate is not None else None))
+        self.threads = [threading.Thread(target=loop, args=(kind, gate), name=f"gateway-jobs-{kind.name}-{i}",
+                                         daemon=True) for i, kind in enumerate(self.kinds)]
 
     def start(self) -> Runner:
         for thread in self.threads:
@@ -159,7 +164,7 @@ class SlotRunner:
         self.folder = folder
 
     def _start_runner(self) -> None:
-        self.runner = Runner(self.app, self.names, yield_to=self.gate.idle).start()
+        self.runner = Runner(self.app, self.names, gate=self.gate).start()
 
     def _take(self) -> bool:
         """Hold a free slot and start the runner; False when every slot is held by another worker.
@@ -231,7 +236,7 @@ def start_thread(app: Flask) -> Runner | SlotRunner | None:
     app.wsgi_app = gate  # type: ignore[method-assign]
     slots = app.config["JOBS_THREAD_WORKERS"]
     if slots == "all":
-        return Runner(app, names, yield_to=gate.idle).start()
+        return Runner(app, names, gate=gate).start()
     return SlotRunner(app, names, gate, app.instance_path, int(slots)).start()
 
 

@@ -3,19 +3,23 @@ that worker is killed another takes the slot: notices are delivered before and a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from tests.support.gateway_server import (
     DECISIONS_PATH,
+    MODEL_NAME,
     UNLIMITED_RATES,
     ServerProcess,
     decision_body,
+    example_rows,
     gateway_server,
     provision,
     sample_request,
@@ -74,5 +78,56 @@ def test_one_worker_runs_the_jobs_thread_and_another_takes_over_when_it_is_kille
         assert len(list((tmp_path / "notices").iterdir())) == 2
         time.sleep(1.5)  # longer than a waiting worker's retry: still one thread, the successor's
         assert [int(p) for p in STARTED.findall(server.log_tail(50000))] == [holder, successor]
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
+ANSWERED = re.compile(r'"GET /healthz\?n=(\d+) HTTP/1\.[01]" 200 .*<(\d+)>$', re.MULTILINE)
+BATCH_ROWS = 3000
+
+
+def test_the_worker_running_the_jobs_thread_leaves_new_requests_to_the_other_while_its_thread_works(
+        tmp_path: Path, example_manifest: Path) -> None:
+    """While the jobs thread decides a batch, requests one after another are answered by the other worker: the
+    thread's worker waits for its thread before it accepts (gateway.server.GatewayWorker), and the other takes
+    the connection meanwhile. Without that, the two workers take turns at random and the thread's worker
+    answers about half of them, each waiting behind the thread for the interpreter lock."""
+    instance = provision(tmp_path / "instance", example_manifest, extra_env={
+        **UNLIMITED_RATES, "GATEWAY_NOTIFY_ROUTES": '{"email": "file"}', "GATEWAY_NOTIFY_FILE_DIR": str(tmp_path / "notices"),
+        "GATEWAY_JOBS_BATCH_POLL_INTERVAL_S": "0.1"})
+    server = gateway_server(instance, tmp_path / "serve.log", workers=2)
+    server.argv.append("--access-log")  # one line per request, ending with the answering worker's <pid>
+    auth = {"Authorization": f"Bearer {instance.key}"}
+    rows = example_rows(example_manifest)
+    try:
+        server.start(timeout=120)
+        server.wait_workers(2)
+        _wait(lambda: STARTED.search(server.log_tail(50000)), "no worker started the jobs thread", server)
+        (holder,) = {int(p) for p in STARTED.findall(server.log_tail(50000))}
+        lines = "".join(json.dumps({"idempotency_key": f"busy-{i}", "features": rows[i % len(rows)], "subject": {
+            "iin": valid_iin(i), "language": "ru", "contact": {"email": f"busy{i}@example.kz"}}}) + "\n"
+            for i in range(BATCH_ROWS))
+        submitted = requests.post(server.base_url + f"/v1/models/{MODEL_NAME}/decision-batches", data=lines.encode(),
+                                  headers={**auth, "Content-Type": "application/x-ndjson"}, timeout=120)
+        assert submitted.status_code == 202, submitted.text
+        batch = submitted.json()["batch_id"]
+
+        def progress() -> dict[str, Any]:
+            found: dict[str, Any] = requests.get(
+                f"{server.base_url}/v1/models/{MODEL_NAME}/decision-batches/{batch}", headers=auth, timeout=30).json()
+            return found
+
+        _wait(lambda: progress()["decided_rows"] > 0, "the jobs thread did not start deciding the batch", server)
+        asked = 0
+        while asked < 150:
+            asked += 1
+            assert requests.get(f"{server.base_url}/healthz?n={asked}", timeout=30).status_code == 200
+        state = progress()
+        assert state["status"] == "running" and state["decided_rows"] < BATCH_ROWS, \
+            f"the batch ended before the requests did: nothing was measured ({state})"
+        _wait(lambda: len(ANSWERED.findall(server.log_tail(200000))) == asked, "not every request was logged", server)
+        by_holder = sum(1 for _, pid in ANSWERED.findall(server.log_tail(200000)) if int(pid) == holder)
+        assert by_holder <= asked // 10, (
+            f"the worker running the jobs thread answered {by_holder} of {asked} requests while its thread was busy")
     finally:
         assert server.stop() == 0, server.log_tail()
